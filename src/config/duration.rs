@@ -1,0 +1,76 @@
+//! Human durations in configuration: `90s`, `15m`, `6h`, `30d`, `1h 30m`, `500ms`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer};
+
+/// A duration written the way operators write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parses `90s`, `15m`, `6h`, `30d`, `1h 30m` and similar.
+    ///
+    /// # Errors
+    /// A message fit for an operator when the text is not a duration.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err("empty duration (write e.g. \"90s\", \"15m\", \"6h\" or \"30d\")".to_owned());
+        }
+        if trimmed.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "duration {text:?} has no unit (write e.g. \"{trimmed}s\" or \"{trimmed}m\")"
+            ));
+        }
+        humantime::parse_duration(trimmed).map(Self).map_err(|err| {
+            format!("invalid duration {text:?}: {err} (write e.g. \"90s\", \"15m\", \"6h\" or \"30d\")")
+        })
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"90s\", \"15m\", \"6h\" or \"30d\"")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<HumanDuration, E> {
+                HumanDuration::parse(value).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_operator_units() {
+        assert_eq!(HumanDuration::parse("90s").unwrap().0, Duration::from_secs(90));
+        assert_eq!(HumanDuration::parse("15m").unwrap().0, Duration::from_secs(900));
+        assert_eq!(HumanDuration::parse("6h").unwrap().0, Duration::from_secs(6 * 3600));
+        assert_eq!(HumanDuration::parse("30d").unwrap().0, Duration::from_secs(30 * 86_400));
+        assert_eq!(HumanDuration::parse("1h 30m").unwrap().0, Duration::from_secs(5400));
+        assert_eq!(HumanDuration::parse("500ms").unwrap().0, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn rejects_nonsense_with_a_hint() {
+        for bad in ["", "10", "ten minutes", "5x", "-5s"] {
+            let err = HumanDuration::parse(bad).unwrap_err();
+            assert!(err.contains("duration"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,773 @@
+//! Configuration: raw serde structs (strict: unknown keys are errors), pure validation that reports every
+//! problem at once with key paths, and the validated [`Config`] the rest of rpod is built from.
+//!
+//! What does not live here: anything that performs I/O beyond reading the file itself (see `app::build`).
+
+mod duration;
+mod error;
+mod schedule;
+mod secret;
+mod template;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+pub use duration::HumanDuration;
+pub use error::{ConfigError, Problem};
+pub use schedule::{Schedule, parse_timezone};
+pub use secret::{Secret, SecretSource};
+pub use template::NameTemplate;
+
+/// The default configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rpod/rpod.toml";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Raw model: exactly what the file may say.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    storage: BTreeMap<String, RawStorage>,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<PathBuf>,
+    listen: Option<String>,
+    timezone: Option<String>,
+    max_concurrent_operations: Option<u32>,
+    log_format: Option<LogFormat>,
+    shutdown_timeout: Option<HumanDuration>,
+    evaluation_interval: Option<HumanDuration>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawStorage {
+    Directory(RawDirectoryStorage),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectoryStorage {
+    path: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    rpo: Option<HumanDuration>,
+    rpo_lead: Option<HumanDuration>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    expiry: Option<HumanDuration>,
+    warn_before_expiry: Option<HumanDuration>,
+    prune: Option<bool>,
+    keep_last: Option<u32>,
+    max_attempts: Option<u32>,
+    retry_backoff: Option<HumanDuration>,
+    retry_max_backoff: Option<HumanDuration>,
+    operation_timeout: Option<HumanDuration>,
+}
+
+impl RawPolicy {
+    /// `self` with every unset key taken from `defaults`.
+    fn or(&self, defaults: &RawPolicy) -> RawPolicy {
+        RawPolicy {
+            rpo: self.rpo.or(defaults.rpo),
+            rpo_lead: self.rpo_lead.or(defaults.rpo_lead),
+            schedule: self.schedule.clone().or_else(|| defaults.schedule.clone()),
+            timezone: self.timezone.clone().or_else(|| defaults.timezone.clone()),
+            expiry: self.expiry.or(defaults.expiry),
+            warn_before_expiry: self.warn_before_expiry.or(defaults.warn_before_expiry),
+            prune: self.prune.or(defaults.prune),
+            keep_last: self.keep_last.or(defaults.keep_last),
+            max_attempts: self.max_attempts.or(defaults.max_attempts),
+            retry_backoff: self.retry_backoff.or(defaults.retry_backoff),
+            retry_max_backoff: self.retry_max_backoff.or(defaults.retry_max_backoff),
+            operation_timeout: self.operation_timeout.or(defaults.operation_timeout),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawTarget {
+    Command(RawCommandTarget),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommandTarget {
+    name: String,
+    storage: String,
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    secret_env: Vec<RawSecretEnv>,
+    #[serde(default)]
+    clear_env: bool,
+    working_dir: Option<PathBuf>,
+    artifact_name: Option<String>,
+    encrypt: Option<RawEncrypt>,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretEnv {
+    name: String,
+    value_file: Option<PathBuf>,
+    value_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncrypt {
+    age_recipients_file: PathBuf,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Validated model.
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process-wide settings.
+    pub daemon: Daemon,
+    /// Named storages, by name.
+    pub storages: BTreeMap<String, StorageConfig>,
+    /// Targets in file order.
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Holds the catalog `rpod.db`.
+    pub state_dir: PathBuf,
+    /// Address of the HTTP listener.
+    pub listen: SocketAddr,
+    /// Default zone for schedules.
+    pub timezone: Tz,
+    /// Backups that may run at once across all targets.
+    pub max_concurrent_operations: usize,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// How long a shutdown waits for running backups before killing them.
+    pub shutdown_timeout: Duration,
+    /// How often compliance, expiry and pruning are evaluated.
+    pub evaluation_interval: Duration,
+}
+
+/// One `[storage.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// A local directory or mounted share.
+    Directory {
+        /// Root directory of the artifacts.
+        path: PathBuf,
+    },
+}
+
+impl StorageConfig {
+    /// The `kind` as written in the file.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Directory { .. } => "directory",
+        }
+    }
+}
+
+/// One `[[targets]]`.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Unique name; the `target` label of every metric.
+    pub name: String,
+    /// Name of the storage its backups go to.
+    pub storage: String,
+    /// How backups are named in the storage.
+    pub artifact_name: NameTemplate,
+    /// The resolved policy (target over `[defaults.policy]` over built-in defaults).
+    pub policy: Policy,
+    /// What to back up and how.
+    pub kind: TargetKind,
+}
+
+/// The provider-specific part of a target.
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    /// A local program whose standard output is the backup stream.
+    Command(CommandSpec),
+}
+
+impl TargetKind {
+    /// The `kind` as written in the file.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Command(_) => "command",
+        }
+    }
+}
+
+/// A `command` target.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    /// argv; run without a shell.
+    pub argv: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets.
+    pub secret_env: Vec<(String, SecretSource)>,
+    /// Start the program with an empty environment (plus `env` and `secret_env`).
+    pub clear_env: bool,
+    /// Working directory of the program.
+    pub working_dir: Option<PathBuf>,
+    /// age recipients file; when set, the compressed stream is encrypted to them.
+    pub age_recipients_file: Option<PathBuf>,
+}
+
+/// Resolved per-target policy (DESIGN §2).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Newest restorable backup must never be older than this.
+    pub rpo: Duration,
+    /// Explicit watchdog lead; `None` means 10 % of `rpo`.
+    pub rpo_lead: Option<Duration>,
+    /// Cron schedule, if any.
+    pub schedule: Option<Schedule>,
+    /// How long a backup stays restorable.
+    pub expiry: Duration,
+    /// Warn when the last restorable backup expires within this.
+    pub warn_before_expiry: Duration,
+    /// Delete expired artifacts.
+    pub prune: bool,
+    /// Keep at most this many restorable backups (the newest is always kept).
+    pub keep_last: Option<u32>,
+    /// Attempts per trigger before giving up until the next trigger.
+    pub max_attempts: u32,
+    /// First retry delay (exponential backoff with full jitter from here).
+    pub retry_backoff: Duration,
+    /// Ceiling of the retry delay.
+    pub retry_max_backoff: Duration,
+    /// Overall deadline of one attempt.
+    pub operation_timeout: Duration,
+}
+
+impl Policy {
+    /// The configured lead or 10 % of the RPO.
+    #[must_use]
+    pub fn configured_lead(&self) -> Duration {
+        self.rpo_lead.unwrap_or(self.rpo / 10)
+    }
+}
+
+const DEFAULT_RPO: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_EXPIRY: Duration = Duration::from_secs(30 * 86_400);
+const DEFAULT_WARN: Duration = Duration::from_secs(7 * 86_400);
+const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(600);
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+const DEFAULT_STATE_DIR: &str = "/var/lib/rpod";
+/// Default artifact name of `command` targets; `.age` is appended when encrypting.
+pub const DEFAULT_COMMAND_ARTIFACT: &str = "{target}/{utc:%Y%m%dT%H%M%SZ}-{id}.zst";
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    ///
+    /// # Errors
+    /// Every problem found, with key paths and positions.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::new(path, vec![Problem::at("", format!("cannot read the file: {err}"))])
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is used in messages only.
+    ///
+    /// # Errors
+    /// Every problem found, with key paths and positions.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let document = toml::de::DeTable::parse(text).map_err(|err| {
+            let position = err.span().map(|span| error::line_column(text, span.start));
+            ConfigError::new(
+                path,
+                vec![Problem {
+                    path: String::new(),
+                    message: format!("invalid TOML: {}", err.message().trim()),
+                    position,
+                }],
+            )
+        })?;
+        let with_position = |mut problem: Problem| {
+            if problem.position.is_none() {
+                problem.position = error::locate(document.get_ref(), &problem.path)
+                    .map(|span| error::line_column(text, span.start));
+            }
+            problem
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|err| {
+            ConfigError::new(path, vec![Problem::at("", format!("invalid TOML: {}", err.message()))])
+        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            let position = inner.span().map(|span| error::line_column(text, span.start));
+            let key = if key == "." { String::new() } else { key };
+            let problem = Problem {
+                path: key,
+                message: inner.message().trim().to_owned(),
+                position,
+            };
+            ConfigError::new(path, vec![with_position(problem)])
+        })?;
+        validate(raw).map_err(|problems| {
+            ConfigError::new(path, problems.into_iter().map(with_position).collect())
+        })
+    }
+
+    /// The target with this name.
+    #[must_use]
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let daemon = validate_daemon(&raw.daemon, &mut problems);
+
+    let mut storages = BTreeMap::new();
+    for (name, storage) in &raw.storage {
+        let path = format!("storage.{name}");
+        if !valid_name(name) {
+            problems.push(Problem::at(
+                &path,
+                "storage names use only letters, digits, '-', '_' and '.' (at most 64 characters)",
+            ));
+        }
+        match storage {
+            RawStorage::Directory(dir) => {
+                if dir.path.as_os_str().is_empty() {
+                    problems.push(Problem::at(format!("{path}.path"), "must not be empty"));
+                }
+                storages.insert(name.clone(), StorageConfig::Directory { path: dir.path.clone() });
+            }
+        }
+    }
+
+    let default_tz = daemon.as_ref().map_or(Tz::UTC, |d| d.timezone);
+    let defaults_problems_before = problems.len();
+    // Defaults are validated on their own only for keys that make sense without a target.
+    if let Some(tz) = &raw.defaults.policy.timezone
+        && let Err(message) = parse_timezone(tz)
+    {
+        problems.push(Problem::at("defaults.policy.timezone", message));
+    }
+    let defaults_ok = problems.len() == defaults_problems_before;
+
+    if raw.targets.is_empty() {
+        problems.push(Problem::at("targets", "no targets configured: add at least one [[targets]]"));
+    }
+    let mut seen = HashSet::new();
+    let mut targets = Vec::new();
+    for (index, target) in raw.targets.iter().enumerate() {
+        let path = format!("targets[{index}]");
+        let RawTarget::Command(command) = target;
+        let name = command.name.clone();
+        if !valid_name(&name) {
+            problems.push(Problem::at(
+                format!("{path}.name"),
+                format!(
+                    "invalid target name {name:?}: use 1-64 letters, digits, '-', '_' or '.' (it becomes a \
+                     metric label and part of artifact names)"
+                ),
+            ));
+        } else if !seen.insert(name.clone()) {
+            problems.push(Problem::at(format!("{path}.name"), format!("duplicate target name {name:?}")));
+        }
+        if !raw.storage.contains_key(&command.storage) {
+            let defined: Vec<&str> = raw.storage.keys().map(String::as_str).collect();
+            problems.push(Problem::at(
+                format!("{path}.storage"),
+                format!(
+                    "unknown storage {:?} (defined: {})",
+                    command.storage,
+                    if defined.is_empty() { "none".to_owned() } else { defined.join(", ") }
+                ),
+            ));
+        }
+        let policy = validate_policy(
+            &command.policy.or(&raw.defaults.policy),
+            &command.policy,
+            &path,
+            default_tz,
+            DEFAULT_COMMAND_TIMEOUT,
+            defaults_ok,
+            &mut problems,
+        );
+        let kind = validate_command(command, &path, &mut problems);
+        let default_name = if command.encrypt.is_some() {
+            format!("{DEFAULT_COMMAND_ARTIFACT}.age")
+        } else {
+            DEFAULT_COMMAND_ARTIFACT.to_owned()
+        };
+        let artifact_name = match NameTemplate::parse(command.artifact_name.as_deref().unwrap_or(&default_name)) {
+            Ok(template) => Some(template),
+            Err(message) => {
+                problems.push(Problem::at(format!("{path}.artifact_name"), message));
+                None
+            }
+        };
+        if let (Some(policy), Some(kind), Some(artifact_name)) = (policy, kind, artifact_name) {
+            targets.push(TargetConfig {
+                name,
+                storage: command.storage.clone(),
+                artifact_name,
+                policy,
+                kind,
+            });
+        }
+    }
+
+    match daemon {
+        Some(daemon) if problems.is_empty() => Ok(Config { daemon, storages, targets }),
+        _ => Err(problems),
+    }
+}
+
+fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemon> {
+    let before = problems.len();
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+        problems.push(Problem::at(
+            "daemon.listen",
+            format!("invalid listen address {listen_text:?}: write IP:PORT, e.g. \"127.0.0.1:9464\""),
+        ));
+    });
+    let timezone = parse_timezone(raw.timezone.as_deref().unwrap_or("UTC"))
+        .map_err(|message| problems.push(Problem::at("daemon.timezone", message)));
+    let max = raw.max_concurrent_operations.unwrap_or(8);
+    if max == 0 {
+        problems.push(Problem::at("daemon.max_concurrent_operations", "must be at least 1"));
+    }
+    let state_dir = raw.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    if state_dir.as_os_str().is_empty() {
+        problems.push(Problem::at("daemon.state_dir", "must not be empty"));
+    }
+    let shutdown_timeout = raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0);
+    let evaluation_interval = raw.evaluation_interval.map_or(Duration::from_secs(15), |d| d.0);
+    if evaluation_interval.is_zero() {
+        problems.push(Problem::at("daemon.evaluation_interval", "must be longer than 0s"));
+    }
+    if problems.len() != before {
+        return None;
+    }
+    Some(Daemon {
+        state_dir,
+        listen: listen.ok()?,
+        timezone: timezone.ok()?,
+        max_concurrent_operations: usize::try_from(max).unwrap_or(usize::MAX),
+        log_format: raw.log_format.unwrap_or_default(),
+        shutdown_timeout,
+        evaluation_interval,
+    })
+}
+
+fn validate_policy(
+    merged: &RawPolicy,
+    own: &RawPolicy,
+    target_path: &str,
+    default_tz: Tz,
+    default_timeout: Duration,
+    defaults_ok: bool,
+    problems: &mut Vec<Problem>,
+) -> Option<Policy> {
+    let before = problems.len();
+    // A key set on the target is reported there; one inherited from [defaults.policy] is reported there.
+    let key = |name: &str, set_on_target: bool| {
+        if set_on_target {
+            format!("{target_path}.policy.{name}")
+        } else {
+            format!("defaults.policy.{name}")
+        }
+    };
+    let rpo = merged.rpo.map_or(DEFAULT_RPO, |d| d.0);
+    let rpo_key = key("rpo", own.rpo.is_some());
+    if rpo.is_zero() {
+        problems.push(Problem::at(&rpo_key, "must be longer than 0s"));
+    }
+    let expiry = merged.expiry.map_or(DEFAULT_EXPIRY, |d| d.0);
+    if expiry.is_zero() {
+        problems.push(Problem::at(key("expiry", own.expiry.is_some()), "must be longer than 0s"));
+    } else if rpo > expiry {
+        problems.push(Problem::at(
+            &rpo_key,
+            format!(
+                "rpo {} is longer than expiry {}: every backup would expire before the next one is due",
+                HumanDuration(rpo),
+                HumanDuration(expiry)
+            ),
+        ));
+    }
+    let warn_before_expiry = match merged.warn_before_expiry {
+        Some(warn) => {
+            if warn.0 >= expiry && !expiry.is_zero() {
+                problems.push(Problem::at(
+                    key("warn_before_expiry", own.warn_before_expiry.is_some()),
+                    format!(
+                        "warn_before_expiry {warn} is not shorter than expiry {}: the warning would always be on",
+                        HumanDuration(expiry)
+                    ),
+                ));
+            }
+            warn.0
+        }
+        None => DEFAULT_WARN.min(expiry / 4),
+    };
+    if let Some(lead) = merged.rpo_lead
+        && lead.0 >= rpo
+        && !rpo.is_zero()
+    {
+        problems.push(Problem::at(
+            key("rpo_lead", own.rpo_lead.is_some()),
+            format!("rpo_lead {lead} must be shorter than rpo {}", HumanDuration(rpo)),
+        ));
+    }
+    let timezone = match &merged.timezone {
+        Some(name) => match parse_timezone(name) {
+            Ok(tz) => Some(tz),
+            Err(message) => {
+                if own.timezone.is_some() || defaults_ok {
+                    problems.push(Problem::at(key("timezone", own.timezone.is_some()), message));
+                }
+                None
+            }
+        },
+        None => Some(default_tz),
+    };
+    let schedule = match (&merged.schedule, timezone) {
+        (Some(expression), Some(tz)) => match Schedule::parse(expression, tz) {
+            Ok(schedule) => Some(schedule),
+            Err(message) => {
+                problems.push(Problem::at(key("schedule", own.schedule.is_some()), message));
+                None
+            }
+        },
+        _ => None,
+    };
+    let max_attempts = merged.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if max_attempts == 0 {
+        problems.push(Problem::at(key("max_attempts", own.max_attempts.is_some()), "must be at least 1"));
+    }
+    if merged.keep_last == Some(0) {
+        problems.push(Problem::at(
+            key("keep_last", own.keep_last.is_some()),
+            "must be at least 1 (the newest restorable backup is always kept; omit keep_last to keep all)",
+        ));
+    }
+    let retry_backoff = merged.retry_backoff.map_or(DEFAULT_RETRY_BACKOFF, |d| d.0);
+    let retry_max_backoff = merged.retry_max_backoff.map_or(DEFAULT_RETRY_MAX_BACKOFF.max(retry_backoff), |d| d.0);
+    if retry_backoff.is_zero() {
+        problems.push(Problem::at(key("retry_backoff", own.retry_backoff.is_some()), "must be longer than 0s"));
+    } else if retry_max_backoff < retry_backoff {
+        problems.push(Problem::at(
+            key("retry_max_backoff", own.retry_max_backoff.is_some()),
+            format!(
+                "retry_max_backoff {} is shorter than retry_backoff {}",
+                HumanDuration(retry_max_backoff),
+                HumanDuration(retry_backoff)
+            ),
+        ));
+    }
+    let operation_timeout = merged.operation_timeout.map_or(default_timeout, |d| d.0);
+    if operation_timeout.is_zero() {
+        problems.push(Problem::at(
+            key("operation_timeout", own.operation_timeout.is_some()),
+            "must be longer than 0s",
+        ));
+    }
+    if problems.len() != before {
+        return None;
+    }
+    Some(Policy {
+        rpo,
+        rpo_lead: merged.rpo_lead.map(|d| d.0),
+        schedule,
+        expiry,
+        warn_before_expiry,
+        prune: merged.prune.unwrap_or(true),
+        keep_last: merged.keep_last,
+        max_attempts,
+        retry_backoff,
+        retry_max_backoff,
+        operation_timeout,
+    })
+}
+
+fn validate_command(raw: &RawCommandTarget, path: &str, problems: &mut Vec<Problem>) -> Option<TargetKind> {
+    let before = problems.len();
+    match raw.command.first() {
+        None => problems.push(Problem::at(
+            format!("{path}.command"),
+            "empty command: give the program and its arguments, e.g. [\"tar\", \"-cf\", \"-\", \"/etc\"]",
+        )),
+        Some(program) if program.trim().is_empty() => {
+            problems.push(Problem::at(format!("{path}.command[0]"), "the program name is empty"));
+        }
+        Some(_) => {}
+    }
+    if raw.command.iter().any(|arg| arg.contains('\0')) {
+        problems.push(Problem::at(format!("{path}.command"), "arguments must not contain NUL bytes"));
+    }
+    for key in raw.env.keys() {
+        if !valid_env_name(key) {
+            problems.push(Problem::at(format!("{path}.env.{key}"), "invalid environment variable name"));
+        }
+    }
+    let mut secret_env = Vec::new();
+    for (index, secret) in raw.secret_env.iter().enumerate() {
+        let secret_path = format!("{path}.secret_env[{index}]");
+        if !valid_env_name(&secret.name) {
+            problems.push(Problem::at(format!("{secret_path}.name"), "invalid environment variable name"));
+        }
+        match SecretSource::from_pair(secret.value_file.as_ref(), secret.value_env.as_ref(), "value") {
+            Ok(source) => secret_env.push((secret.name.clone(), source)),
+            Err(message) => problems.push(Problem::at(&secret_path, message)),
+        }
+    }
+    if let Some(dir) = &raw.working_dir
+        && dir.as_os_str().is_empty()
+    {
+        problems.push(Problem::at(format!("{path}.working_dir"), "must not be empty"));
+    }
+    if let Some(encrypt) = &raw.encrypt
+        && encrypt.age_recipients_file.as_os_str().is_empty()
+    {
+        problems.push(Problem::at(format!("{path}.encrypt.age_recipients_file"), "must not be empty"));
+    }
+    if problems.len() != before {
+        return None;
+    }
+    Some(TargetKind::Command(CommandSpec {
+        argv: raw.command.clone(),
+        env: raw.env.clone(),
+        secret_env,
+        clear_env: raw.clear_env,
+        working_dir: raw.working_dir.clone(),
+        age_recipients_file: raw.encrypt.as_ref().map(|e| e.age_recipients_file.clone()),
+    }))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.')
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[storage.local]
+kind = "directory"
+path = "/tmp/x"
+
+[[targets]]
+name = "etc"
+kind = "command"
+command = ["tar", "-cf", "-", "/etc"]
+storage = "local"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        let target = &config.targets[0];
+        assert_eq!(target.policy.rpo, DEFAULT_RPO);
+        assert_eq!(target.policy.expiry, DEFAULT_EXPIRY);
+        assert_eq!(target.policy.warn_before_expiry, DEFAULT_WARN);
+        assert!(target.policy.prune);
+        assert_eq!(config.daemon.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn all_validation_problems_are_reported_at_once() {
+        let text = r#"
+[daemon]
+listen = "nope"
+
+[[targets]]
+name = "a"
+kind = "command"
+command = []
+storage = "missing"
+[targets.policy]
+rpo = "2d"
+expiry = "1d"
+"#;
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"daemon.listen"), "{err}");
+        assert!(paths.contains(&"targets[0].command"), "{err}");
+        assert!(paths.contains(&"targets[0].storage"), "{err}");
+        assert!(paths.contains(&"targets[0].policy.rpo"), "{err}");
+        assert!(err.problems.iter().all(|p| p.position.is_some()), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_names_path_line_and_column() {
+        let text = MINIMAL.replace("storage = \"local\"", "storage = \"local\"\ncolour = \"blue\"");
+        let err = Config::parse(&text, Path::new("t.toml")).unwrap_err();
+        let problem = &err.problems[0];
+        assert!(problem.path.starts_with("targets[0]"), "{err}");
+        assert!(problem.message.contains("colour"), "{err}");
+        assert!(problem.position.is_some(), "{err}");
+    }
+}

@@ -1,0 +1,148 @@
+//! Artifact name templates: `{target}`, `{id}` and `{utc:FORMAT}` (strftime) placeholders.
+
+use std::fmt::Write as _;
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Target,
+    Id,
+    Utc(String),
+}
+
+/// A validated artifact name template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTemplate {
+    source: String,
+    parts: Vec<Part>,
+}
+
+impl NameTemplate {
+    /// Parses a template. Names must be relative paths without `..`, and must contain `{id}` or `{utc:...}` so
+    /// two backups of one target never share a name.
+    ///
+    /// # Errors
+    /// A message naming the offending placeholder or path element.
+    pub fn parse(source: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = source;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed '{{' in name template {source:?}"))?;
+            let inner = &rest[open + 1..open + close];
+            parts.push(match inner {
+                "target" => Part::Target,
+                "id" => Part::Id,
+                _ if inner.starts_with("utc:") => {
+                    let format = &inner[4..];
+                    if format.is_empty() || StrftimeItems::new(format).any(|item| item == Item::Error) {
+                        return Err(format!("invalid time format {format:?} in name template {source:?}"));
+                    }
+                    Part::Utc(format.to_owned())
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown placeholder {{{inner}}} in name template {source:?} \
+                         (known: {{target}}, {{id}}, {{utc:FORMAT}})"
+                    ));
+                }
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("unmatched '}}' in name template {source:?}"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_owned()));
+        }
+        if !parts.iter().any(|p| matches!(p, Part::Id | Part::Utc(_))) {
+            return Err(format!(
+                "name template {source:?} must contain {{id}} or {{utc:...}} so every backup gets its own name"
+            ));
+        }
+        if source.starts_with('/') || source.split('/').any(|seg| seg == ".." || seg == ".") {
+            return Err(format!(
+                "name template {source:?} must be a relative path without '.' or '..' segments"
+            ));
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            parts,
+        })
+    }
+
+    /// The template as written.
+    #[must_use]
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders the name of one backup.
+    #[must_use]
+    pub fn render(&self, target: &str, id: i64, at: DateTime<Utc>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Target => out.push_str(target),
+                Part::Id => {
+                    let _ = write!(out, "{id}");
+                }
+                Part::Utc(format) => {
+                    let _ = write!(out, "{}", at.format(format));
+                }
+            }
+        }
+        out
+    }
+
+    /// The literal text before the first placeholder after rendering `{target}`: the prefix under which all of
+    /// a target's artifacts are listed.
+    #[must_use]
+    pub fn prefix(&self, target: &str) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Target => out.push_str(target),
+                Part::Id | Part::Utc(_) => break,
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_all_placeholders() {
+        let t = NameTemplate::parse("{target}/{utc:%Y%m%dT%H%M%SZ}-{id}.tar.zst").unwrap();
+        let at: DateTime<Utc> = "2026-11-21T10:20:30Z".parse().unwrap();
+        assert_eq!(t.render("etc", 42, at), "etc/20261121T102030Z-42.tar.zst");
+        assert_eq!(t.prefix("etc"), "etc/");
+    }
+
+    #[test]
+    fn rejects_unsafe_or_ambiguous_templates() {
+        for bad in [
+            "{target}.tar",
+            "{target}/{nope}-{id}",
+            "/abs/{id}",
+            "../{id}",
+            "{target}/{id",
+            "{id}}",
+            "{utc:%Q}",
+        ] {
+            assert!(NameTemplate::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}
