@@ -1,1 +1,4 @@
+pub mod catalog;
 pub mod config;
+pub mod providers;
+pub mod storage;

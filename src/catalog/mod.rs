@@ -1,0 +1,517 @@
+//! The catalog: every backup, its recovery point and expiry, per-target scheduler state, long-running
+//! operations and an audit trail, in one SQLite file (`<state_dir>/rpod.db`) via sqlx.
+//!
+//! What does not live here: deciding what is restorable or prunable (`policy`), or when to run (`scheduler`).
+
+mod model;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use model::backup_columns;
+pub use model::{BackupRecord, Finish, NewBackup, Status, TargetSummary, Trigger};
+
+/// File name of the catalog inside the state directory.
+pub const CATALOG_FILE: &str = "rpod.db";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Why the catalog could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The state directory does not exist.
+    #[error("state directory {0} does not exist: create it (owned by the user rpod runs as) or set daemon.state_dir")]
+    StateDirMissing(PathBuf),
+    /// The state directory exists but is not writable.
+    #[error("state directory {path} is not writable ({detail}): rpod keeps its catalog there")]
+    StateDirReadOnly {
+        /// The directory.
+        path: PathBuf,
+        /// What the system said.
+        detail: String,
+    },
+    /// The file is not a SQLite database, or is damaged.
+    #[error(
+        "catalog {path} is corrupt ({detail}): move it aside and restart; rpod rebuilds what it can from storage"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// The catalog was written by a newer rpod.
+    #[error(
+        "catalog {path} was written by a newer rpod (schema version {found}, this rpod knows up to {known}): \
+         upgrade rpod or restore the catalog's backup"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Newest schema version found in the file.
+        found: i64,
+        /// Newest schema version this build knows.
+        known: i64,
+    },
+    /// Any other database failure.
+    #[error("catalog error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A handle to the catalog; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: SqlitePool,
+}
+
+pub(crate) fn to_ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog in `state_dir` and applies pending migrations.
+    ///
+    /// # Errors
+    /// A [`CatalogError`] that says what is wrong and what to do.
+    pub async fn open(state_dir: &Path) -> Result<Self, CatalogError> {
+        let meta = std::fs::metadata(state_dir).map_err(|_| CatalogError::StateDirMissing(state_dir.into()))?;
+        if !meta.is_dir() {
+            return Err(CatalogError::StateDirMissing(state_dir.into()));
+        }
+        let probe = state_dir.join(".rpod-write-probe");
+        std::fs::write(&probe, b"").map_err(|err| CatalogError::StateDirReadOnly {
+            path: state_dir.into(),
+            detail: err.to_string(),
+        })?;
+        let _ = std::fs::remove_file(&probe);
+        let path = state_dir.join(CATALOG_FILE);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let corrupt = |err: sqlx::Error| classify(err, &path);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(corrupt)?;
+        let catalog = Self { pool };
+        catalog.migrate(&path).await?;
+        Ok(catalog)
+    }
+
+    async fn migrate(&self, path: &Path) -> Result<(), CatalogError> {
+        // Check integrity cheaply first, so a damaged file is reported as such.
+        let check: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| classify(err, path))?;
+        if check != "ok" {
+            return Err(CatalogError::Corrupt {
+                path: path.into(),
+                detail: check,
+            });
+        }
+        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let has_table: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if has_table {
+            let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+                .fetch_one(&self.pool)
+                .await?;
+            if let Some(found) = found
+                && found > known
+            {
+                return Err(CatalogError::TooNew {
+                    path: path.into(),
+                    found,
+                    known,
+                });
+            }
+        }
+        MIGRATOR.run(&self.pool).await.map_err(|err| match err {
+            sqlx::migrate::MigrateError::Execute(inner) => classify(inner, path),
+            other => CatalogError::Corrupt {
+                path: path.into(),
+                detail: other.to_string(),
+            },
+        })
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether the catalog answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Records a new attempt in status `running` and returns its id.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn insert_backup(&self, new: &NewBackup<'_>) -> Result<i64, CatalogError> {
+        let id = sqlx::query(
+            "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, storage, first_change_at)
+             VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+        )
+        .bind(new.target)
+        .bind(new.kind)
+        .bind(new.trigger.as_str())
+        .bind(new.attempt)
+        .bind(to_ms(new.requested_at))
+        .bind(new.storage)
+        .bind(new.first_change_at.map(to_ms))
+        .execute(&self.pool)
+        .await?
+        .last_insert_rowid();
+        Ok(id)
+    }
+
+    /// Records how an attempt ended.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn finish_backup(&self, id: i64, finish: &Finish) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE backups SET status = ?, accepted_at = ?, completed_at = ?, expires_at = ?, artifact = ?,
+                    size_bytes = ?, sha256 = ?, sku = ?, error_code = ?, error_message = ?
+             WHERE id = ?",
+        )
+        .bind(finish.status.as_str())
+        .bind(finish.accepted_at.map(to_ms))
+        .bind(to_ms(finish.completed_at))
+        .bind(finish.expires_at.map(to_ms))
+        .bind(finish.artifact.as_deref())
+        .bind(finish.size_bytes)
+        .bind(finish.sha256.as_deref())
+        .bind(finish.sku.as_deref())
+        .bind(finish.error_code.as_deref())
+        .bind(finish.error_message.as_deref())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks every `running` attempt as `interrupted` (called at start: whatever ran before a crash is gone) and
+    /// returns the targets they belonged to.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn interrupt_running(&self, now: DateTime<Utc>) -> Result<Vec<String>, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id, target FROM backups WHERE status = 'running'")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut targets = Vec::new();
+        for row in rows {
+            let id: i64 = row.get(0);
+            let target: String = row.get(1);
+            sqlx::query(
+                "UPDATE backups SET status = 'interrupted', completed_at = ?, error_code = 'Interrupted',
+                        error_message = 'rpod stopped while this backup was running; it will be retried'
+                 WHERE id = ?",
+            )
+            .bind(to_ms(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            audit(&mut tx, now, "rpod", "interrupted", &target, Some(id), "found running at start").await?;
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+        tx.commit().await?;
+        Ok(targets)
+    }
+
+    /// The instant up to which schedule slots are used, if recorded.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn last_slot(&self, target: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        let ms: Option<Option<i64>> = sqlx::query_scalar("SELECT last_slot_at FROM target_state WHERE target = ?")
+            .bind(target)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(ms.flatten().map(from_ms))
+    }
+
+    /// Records that every slot at or before `at` is used.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn set_last_slot(&self, target: &str, at: DateTime<Utc>) -> Result<(), CatalogError> {
+        sqlx::query(
+            "INSERT INTO target_state (target, last_slot_at, updated_at) VALUES (?1, ?2, ?2)
+             ON CONFLICT (target) DO UPDATE SET last_slot_at = MAX(COALESCE(last_slot_at, 0), ?2), updated_at = ?2",
+        )
+        .bind(target)
+        .bind(to_ms(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Restorable backups, the newest recovery point and the last success of one target.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn summary(&self, target: &str, now: DateTime<Utc>) -> Result<TargetSummary, CatalogError> {
+        let now_ms = to_ms(now);
+        let newest: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT accepted_at, expires_at FROM backups INDEXED BY backups_restorable_by_point
+             WHERE target = ? AND status IN ('succeeded', 'discovered') AND expires_at > ?
+             ORDER BY accepted_at DESC LIMIT 1",
+        )
+        .bind(target)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (count, until): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
+             WHERE target = ? AND status IN ('succeeded', 'discovered') AND expires_at > ?",
+        )
+        .bind(target)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let last_success: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(accepted_at) FROM backups INDEXED BY backups_by_target
+             WHERE target = ? AND status IN ('succeeded', 'pruned', 'missing')",
+        )
+        .bind(target)
+        .fetch_one(&self.pool)
+        .await?;
+        let last_attempt: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(requested_at) FROM backups WHERE target = ? AND trigger != 'discovered'")
+                .bind(target)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(TargetSummary {
+            newest_recovery_point: newest.map(|(at, _)| from_ms(at)),
+            restorable_backups: u64::try_from(count).unwrap_or(0),
+            restorable_until: until.map(from_ms),
+            last_success: last_success.map(from_ms),
+            last_attempt: last_attempt.map(from_ms),
+        })
+    }
+
+    /// Durations of the target's most recent successful backups, newest first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn recent_durations(&self, target: &str, limit: u32) -> Result<Vec<Duration>, CatalogError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT requested_at, completed_at FROM backups INDEXED BY backups_by_target
+             WHERE target = ? AND status IN ('succeeded', 'pruned', 'missing') AND completed_at IS NOT NULL
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(target)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(start, end)| Duration::from_millis(u64::try_from(end - start).unwrap_or(0)))
+            .collect())
+    }
+
+    /// Restorable backups of one target, newest recovery point first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn restorable(&self, target: &str, now: DateTime<Utc>) -> Result<Vec<BackupRecord>, CatalogError> {
+        let rows = sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups INDEXED BY backups_restorable_by_point
+             WHERE target = ? AND status IN ('succeeded', 'discovered') AND expires_at > ?
+             ORDER BY accepted_at DESC"))
+        .bind(target)
+        .bind(to_ms(now))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(BackupRecord::from_row).collect())
+    }
+
+    /// Backups whose expiry has passed but whose artifact has not been pruned yet, oldest first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn expired_unpruned(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<BackupRecord>, CatalogError> {
+        let rows = sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups INDEXED BY backups_expiring
+             WHERE status IN ('succeeded', 'discovered') AND expires_at <= ?
+             ORDER BY expires_at LIMIT ?"))
+        .bind(to_ms(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(BackupRecord::from_row).collect())
+    }
+
+    /// Marks a backup's artifact as deleted, with an audit row saying who and why.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn mark_pruned(
+        &self,
+        record: &BackupRecord,
+        now: DateTime<Utc>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE backups SET status = 'pruned', pruned_at = ? WHERE id = ?")
+            .bind(to_ms(now))
+            .bind(record.id)
+            .execute(&mut *tx)
+            .await?;
+        let detail = format!("{reason}; artifact {}", record.artifact.as_deref().unwrap_or("-"));
+        audit(&mut tx, now, actor, "pruned", &record.target, Some(record.id), &detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks that the expiry warning for this backup was given; returns false if it already was.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn mark_expiry_warned(&self, id: i64, now: DateTime<Utc>) -> Result<bool, CatalogError> {
+        let changed = sqlx::query("UPDATE backups SET expiry_warned_at = ? WHERE id = ? AND expiry_warned_at IS NULL")
+            .bind(to_ms(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// The newest attempts of a target (all targets when `None`), newest first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn backups(&self, target: Option<&str>, limit: u32) -> Result<Vec<BackupRecord>, CatalogError> {
+        let rows = match target {
+            Some(target) => {
+                sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups INDEXED BY backups_by_target WHERE target = ? ORDER BY id DESC LIMIT ?"))
+                .bind(target)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups ORDER BY id DESC LIMIT ?"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(BackupRecord::from_row).collect())
+    }
+
+    /// One backup by id.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn backup(&self, id: i64) -> Result<Option<BackupRecord>, CatalogError> {
+        let row = sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(BackupRecord::from_row))
+    }
+
+    /// Audit rows of one target, newest first: `(at, actor, action, backup_id, detail)`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn audit_log(
+        &self,
+        target: &str,
+    ) -> Result<Vec<(DateTime<Utc>, String, String, Option<i64>, String)>, CatalogError> {
+        let rows: Vec<(i64, String, String, Option<i64>, String)> = sqlx::query_as(
+            "SELECT at, actor, action, backup_id, detail FROM audit WHERE target = ? ORDER BY id DESC",
+        )
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(at, actor, action, id, detail)| (from_ms(at), actor, action, id, detail))
+            .collect())
+    }
+
+    /// The pool, for tools (benchmarks) that load data in bulk.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+async fn audit(
+    tx: &mut sqlx::SqliteConnection,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    backup_id: Option<i64>,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit (at, actor, action, target, backup_id, detail) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(to_ms(at))
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(backup_id)
+        .bind(detail)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+fn classify(err: sqlx::Error, path: &Path) -> CatalogError {
+    if let sqlx::Error::Database(db) = &err {
+        let code = db.code().unwrap_or_default();
+        // SQLITE_CORRUPT (11), SQLITE_NOTADB (26)
+        if code == "11" || code == "26" || db.message().contains("not a database") {
+            return CatalogError::Corrupt {
+                path: path.into(),
+                detail: db.message().to_owned(),
+            };
+        }
+        // SQLITE_READONLY (8), SQLITE_CANTOPEN (14)
+        if code == "8" || code == "14" {
+            return CatalogError::StateDirReadOnly {
+                path: path.parent().unwrap_or(path).into(),
+                detail: db.message().to_owned(),
+            };
+        }
+    }
+    CatalogError::Database(err)
+}
+
+impl FromStr for Trigger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Trigger::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown trigger {s:?}"))
+    }
+}

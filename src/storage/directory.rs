@@ -1,0 +1,216 @@
+//! `directory` storage: a local directory or mounted share. Writes are atomic: a hidden temporary file in the
+//! destination directory, fsync, rename, fsync of the directory.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use super::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
+
+/// Temporary files end with this; listings skip them.
+const PARTIAL_SUFFIX: &str = ".rpod-partial";
+
+/// A directory on a local or mounted file system.
+#[derive(Debug, Clone)]
+pub struct DirectoryStorage {
+    name: String,
+    root: PathBuf,
+}
+
+impl DirectoryStorage {
+    /// A storage rooted at `root`.
+    #[must_use]
+    pub fn new(name: &str, root: PathBuf) -> Self {
+        Self {
+            name: name.to_owned(),
+            root,
+        }
+    }
+
+    /// The absolute or relative path of an artifact.
+    #[must_use]
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn error(&self, action: impl Into<String>, source: io::Error) -> StorageError {
+        StorageError {
+            storage: self.name.clone(),
+            action: action.into(),
+            source,
+        }
+    }
+}
+
+struct DirectoryWriter {
+    file: Option<BufWriter<File>>,
+    temp: PathBuf,
+    dest: PathBuf,
+}
+
+impl Write for DirectoryWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().map_or(Ok(0), |f| f.write(buf))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), BufWriter::flush)
+    }
+}
+
+impl ArtifactWriter for DirectoryWriter {
+    fn commit(mut self: Box<Self>) -> io::Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("artifact already committed"))?
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.temp, &self.dest)?;
+        if let Some(parent) = self.dest.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DirectoryWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+fn created_at(meta: &fs::Metadata) -> DateTime<Utc> {
+    meta.created().or_else(|_| meta.modified()).map_or_else(|_| Utc::now(), DateTime::<Utc>::from)
+}
+
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ArtifactInfo>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound && dir != root => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let Ok(relative) = path.strip_prefix(root) else { continue };
+        let Some(name) = relative.to_str().map(|s| s.replace(std::path::MAIN_SEPARATOR, "/")) else {
+            continue;
+        };
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            let as_dir = format!("{name}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk(root, &path, prefix, out)?;
+            }
+        } else if file_type.is_file() && name.starts_with(prefix) && !name.ends_with(PARTIAL_SUFFIX) {
+            let meta = entry.metadata()?;
+            out.push(ArtifactInfo {
+                name,
+                size: meta.len(),
+                created_at: created_at(&meta),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Storage for DirectoryStorage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "directory"
+    }
+
+    fn create(&self, name: &str) -> Result<Box<dyn ArtifactWriter>, StorageError> {
+        let dest = self.path_of(name);
+        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&parent).map_err(|e| self.error(format!("creating {}", parent.display()), e))?;
+        let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("artifact");
+        let temp = parent.join(format!(".{file_name}.{}{PARTIAL_SUFFIX}", std::process::id()));
+        let file = File::create(&temp).map_err(|e| self.error(format!("creating {}", temp.display()), e))?;
+        Ok(Box::new(DirectoryWriter {
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            temp,
+            dest,
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ArtifactInfo>, StorageError> {
+        let root = self.root.clone();
+        let prefix_owned = prefix.to_owned();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&root, &root, &prefix_owned, &mut out).map(|()| out)
+        })
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)));
+        let mut list = result.map_err(|e| self.error(format!("listing {prefix:?} in {}", self.root.display()), e))?;
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.path_of(name);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(self.error(format!("deleting {}", path.display()), err)),
+        }
+    }
+
+    async fn probe(&self) -> Result<(), StorageError> {
+        let root = self.root.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            fs::create_dir_all(&root)?;
+            let probe = root.join(format!(".rpod-probe{PARTIAL_SUFFIX}"));
+            fs::write(&probe, b"")?;
+            fs::remove_file(&probe)
+        })
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)));
+        result.map_err(|e| self.error(format!("writing to {}", self.root.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn committed_artifacts_are_listed_and_abandoned_ones_vanish() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = DirectoryStorage::new("local", dir.path().to_path_buf());
+        let mut writer = storage.create("etc/1.zst").unwrap();
+        writer.write_all(b"hello").unwrap();
+        writer.commit().unwrap();
+        let mut abandoned = storage.create("etc/2.zst").unwrap();
+        abandoned.write_all(b"half").unwrap();
+        assert_eq!(storage.list("etc/").await.unwrap().len(), 1, "partial files are not artifacts");
+        drop(abandoned);
+        let list = storage.list("etc/").await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].name, "etc/1.zst");
+        assert_eq!(list[0].size, 5);
+        assert!(storage.list("other/").await.unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("etc")).unwrap().count(), 1, "no temp file left");
+        storage.delete("etc/1.zst").await.unwrap();
+        storage.delete("etc/1.zst").await.unwrap();
+        assert!(storage.list("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn listing_a_missing_root_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = DirectoryStorage::new("local", dir.path().join("nope"));
+        assert!(storage.list("").await.is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! Storages: named places where backup artifacts land. A small trait plus one file per kind.
+//!
+//! What does not live here: naming artifacts (`config::NameTemplate`) or deciding what to delete (`policy`).
+
+mod directory;
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+pub use directory::DirectoryStorage;
+
+use crate::config::StorageConfig;
+
+/// One artifact as a storage lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    /// Name relative to the storage root, `/`-separated.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the storage created it.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("storage {storage}: {action}: {source}")]
+pub struct StorageError {
+    /// Storage name.
+    pub storage: String,
+    /// What was being done, e.g. `listing "etc/"`.
+    pub action: String,
+    /// What the system said.
+    #[source]
+    pub source: io::Error,
+}
+
+/// An artifact being written. Dropping it without [`ArtifactWriter::commit`] discards it, so a failed backup
+/// never leaves a half-written artifact that looks complete.
+pub trait ArtifactWriter: Write + Send {
+    /// Makes the artifact durable and visible under its final name.
+    ///
+    /// # Errors
+    /// Flushing, syncing or renaming failed.
+    fn commit(self: Box<Self>) -> io::Result<()>;
+}
+
+/// A place backups land.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The configured name.
+    fn name(&self) -> &str;
+
+    /// The configured kind (metric and log label).
+    fn kind(&self) -> &'static str;
+
+    /// Starts writing an artifact. Blocking: call from a blocking context.
+    ///
+    /// # Errors
+    /// The artifact cannot be created.
+    fn create(&self, name: &str) -> Result<Box<dyn ArtifactWriter>, StorageError>;
+
+    /// Lists the artifacts whose names start with `prefix`.
+    ///
+    /// # Errors
+    /// The listing failed; callers must not act on a partial view.
+    async fn list(&self, prefix: &str) -> Result<Vec<ArtifactInfo>, StorageError>;
+
+    /// Deletes an artifact; an artifact that is already gone is not an error.
+    ///
+    /// # Errors
+    /// The deletion failed.
+    async fn delete(&self, name: &str) -> Result<(), StorageError>;
+
+    /// Checks that the storage is reachable and writable.
+    ///
+    /// # Errors
+    /// It is not.
+    async fn probe(&self) -> Result<(), StorageError>;
+}
+
+/// Builds the storage a config entry describes.
+#[must_use]
+pub fn build(name: &str, config: &StorageConfig) -> Arc<dyn Storage> {
+    match config {
+        StorageConfig::Directory { path } => Arc::new(DirectoryStorage::new(name, path.clone())),
+    }
+}
