@@ -5,6 +5,7 @@
 
 mod model;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use model::backup_columns;
-pub use model::{BackupRecord, Finish, NewBackup, Status, TargetSummary, Trigger};
+pub use model::{BackupRecord, Finish, NewBackup, Restorability, Status, TargetSummary, Trigger};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";
@@ -313,6 +314,48 @@ impl Catalog {
             last_success: last_success.map(from_ms),
             last_attempt: last_attempt.map(from_ms),
         })
+    }
+
+    /// Restorability of every target with at least one restorable backup, in one pass over restorable rows.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn restorability(&self, now: DateTime<Utc>) -> Result<HashMap<String, Restorability>, CatalogError> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT target, COUNT(*), MAX(accepted_at), MAX(expires_at) FROM backups INDEXED BY backups_expiring
+             WHERE status IN ('succeeded', 'discovered') AND expires_at > ?
+             GROUP BY target",
+        )
+        .bind(to_ms(now))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(target, count, newest, until)| {
+                (
+                    target,
+                    Restorability {
+                        count: u64::try_from(count).unwrap_or(0),
+                        newest_recovery_point: Some(from_ms(newest)),
+                        until: Some(from_ms(until)),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Id of the target's newest successful backup whose artifact has not been deleted, expired or not.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn newest_success_id(&self, target: &str) -> Result<Option<i64>, CatalogError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM backups INDEXED BY backups_restorable_by_point
+             WHERE target = ? AND status IN ('succeeded', 'discovered') ORDER BY accepted_at DESC LIMIT 1",
+        )
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Durations of the target's most recent successful backups, newest first.

@@ -147,7 +147,7 @@ pub struct Finish {
 }
 
 /// One backup attempt as the catalog holds it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupRecord {
     /// Catalog id.
     pub id: i64,
@@ -244,4 +244,15 @@ pub struct TargetSummary {
     pub last_success: Option<DateTime<Utc>>,
     /// Start of the newest attempt.
     pub last_attempt: Option<DateTime<Utc>>,
+}
+
+/// Restorable backups of one target at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restorability {
+    /// How many.
+    pub count: u64,
+    /// Recovery point of the newest.
+    pub newest_recovery_point: Option<DateTime<Utc>>,
+    /// Latest expiry.
+    pub until: Option<DateTime<Utc>>,
 }

@@ -1,0 +1,226 @@
+//! Wiring: build everything from a validated configuration and run until cancelled.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::catalog::Catalog;
+use crate::config::{Config, ConfigError, Problem, TargetKind};
+use crate::http::{self, ApiState, TargetsView};
+use crate::maintenance;
+use crate::metrics::Metrics;
+use crate::providers::{CommandProvider, Provider};
+use crate::scheduler::{self, Clock, Shared, TargetSpec};
+use crate::storage;
+
+/// Builds providers and storages for every target. Reads the files the configuration names (age recipients),
+/// so problems there are configuration problems too.
+///
+/// # Errors
+/// Every file that could not be used, as configuration problems.
+pub fn build_targets(config: &Config, file: &Path) -> Result<Vec<TargetSpec>, ConfigError> {
+    let storages: std::collections::BTreeMap<_, _> = config
+        .storages
+        .iter()
+        .map(|(name, storage)| (name.clone(), storage::build(name, storage)))
+        .collect();
+    let mut problems = Vec::new();
+    let mut specs = Vec::new();
+    for (index, target) in config.targets.iter().enumerate() {
+        let provider: Arc<dyn Provider> = match &target.kind {
+            TargetKind::Command(spec) => match CommandProvider::new(spec.clone()) {
+                Ok(provider) => Arc::new(provider),
+                Err(message) => {
+                    problems.push(Problem::at(format!("targets[{index}].encrypt.age_recipients_file"), message));
+                    continue;
+                }
+            },
+        };
+        let Some(storage) = storages.get(&target.storage) else { continue };
+        specs.push(TargetSpec {
+            config: target.clone(),
+            provider,
+            storage: storage.clone(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(specs)
+    } else {
+        Err(ConfigError {
+            file: file.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+/// Loads, validates and builds a configuration file.
+///
+/// # Errors
+/// Every problem found.
+pub fn load(file: &Path) -> Result<(Config, Vec<TargetSpec>), ConfigError> {
+    let config = Config::load(file)?;
+    let specs = build_targets(&config, file)?;
+    Ok((config, specs))
+}
+
+/// How the daemon is started.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// The configuration file, re-read on reload.
+    pub config_path: PathBuf,
+    /// The validated configuration.
+    pub config: Config,
+    /// Its built targets.
+    pub targets: Vec<TargetSpec>,
+    /// The bound main listener.
+    pub listener: TcpListener,
+    /// Cancel to shut down.
+    pub shutdown: CancellationToken,
+    /// Each message asks for the configuration to be re-read (SIGHUP).
+    pub reloads: mpsc::UnboundedReceiver<()>,
+    /// Wall time.
+    pub clock: Clock,
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then drains running backups within the configured deadline.
+///
+/// # Errors
+/// The catalog cannot be opened, or a task died unexpectedly.
+pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    let RunOptions {
+        config_path,
+        config,
+        targets,
+        listener,
+        shutdown,
+        mut reloads,
+        clock,
+    } = options;
+    let catalog = Catalog::open(&config.daemon.state_dir)
+        .await
+        .with_context(|| format!("opening the catalog in {}", config.daemon.state_dir.display()))?;
+    let metrics = Metrics::new();
+    let shared = Shared::new(catalog.clone(), metrics.clone(), clock.clone(), config.daemon.max_concurrent_operations);
+    let view: TargetsView = Arc::new(RwLock::new(Arc::new(targets.iter().cloned().map(Arc::new).collect())));
+    let stop_scheduling = shutdown.child_token();
+    let (scheduler, mut scheduler_task) = scheduler::start(shared.clone(), targets, stop_scheduling.clone())
+        .await
+        .context("starting the scheduler")?;
+    let ready = Arc::new(AtomicBool::new(true));
+    let api = ApiState {
+        catalog: catalog.clone(),
+        metrics: metrics.clone(),
+        scheduler: scheduler.clone(),
+        targets: view.clone(),
+        ready: ready.clone(),
+        clock: clock.clone(),
+    };
+    let address = listener.local_addr().ok();
+    let server_shutdown = shutdown.clone();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, http::router(api))
+            .with_graceful_shutdown(server_shutdown.cancelled_owned())
+            .await
+    });
+    let mut evaluation = tokio::spawn(evaluation_loop(
+        catalog.clone(),
+        metrics.clone(),
+        view.clone(),
+        clock.clone(),
+        config.daemon.evaluation_interval,
+        shutdown.clone(),
+    ));
+    if let Some(address) = address {
+        info!(%address, targets = view.read().map(|v| v.len()).unwrap_or(0), "rpod is running.");
+    }
+
+    let mut daemon = config.daemon.clone();
+    let failure = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break None,
+            Some(()) = reloads.recv() => {
+                match load(&config_path) {
+                    Ok((new_config, specs)) => {
+                        if format!("{:?}", new_config.daemon) != format!("{daemon:?}") {
+                            warn!("Settings under [daemon] changed; they take effect after a restart.");
+                        }
+                        daemon = new_config.daemon;
+                        let new_view: Vec<Arc<TargetSpec>> = specs.iter().cloned().map(Arc::new).collect();
+                        scheduler.reload(specs).await;
+                        if let Ok(mut guard) = view.write() {
+                            *guard = Arc::new(new_view);
+                        }
+                        info!(path = %config_path.display(), "Configuration reloaded.");
+                    }
+                    Err(err) => error!(
+                        "Configuration reload rejected; the previous configuration keeps running. {err}"
+                    ),
+                }
+            }
+            result = &mut scheduler_task => break Some(format!("the scheduler stopped unexpectedly: {result:?}")),
+            result = &mut server => break Some(format!("the HTTP server stopped unexpectedly: {result:?}")),
+            result = &mut evaluation => break Some(format!("the evaluation loop stopped unexpectedly: {result:?}")),
+        }
+    };
+    ready.store(false, Ordering::Release);
+    stop_scheduling.cancel();
+    drain(&shared, config.daemon.shutdown_timeout).await;
+    catalog.close().await;
+    match failure {
+        Some(message) => Err(anyhow::anyhow!(message)),
+        None => {
+            info!("rpod stopped.");
+            Ok(())
+        }
+    }
+}
+
+/// Waits for running backups up to `deadline`, then stops them (their records become `interrupted`).
+async fn drain(shared: &Shared, deadline: Duration) {
+    shared.tracker.close();
+    if shared.tracker.is_empty() {
+        return;
+    }
+    info!(running = shared.tracker.len(), "Waiting for running backups to finish.");
+    if tokio::time::timeout(deadline, shared.tracker.wait()).await.is_ok() {
+        return;
+    }
+    warn!(
+        running = shared.tracker.len(),
+        "Backups still running at the shutdown deadline; stopping them."
+    );
+    shared.abort.cancel();
+    if tokio::time::timeout(Duration::from_secs(15), shared.tracker.wait()).await.is_err() {
+        error!(running = shared.tracker.len(), "Some backups did not stop; exiting anyway.");
+    }
+}
+
+async fn evaluation_loop(
+    catalog: Catalog,
+    metrics: Metrics,
+    view: TargetsView,
+    clock: Clock,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let targets = view.read().map(|v| v.clone()).unwrap_or_default();
+        let now = clock.now();
+        if let Err(err) = maintenance::evaluate(&catalog, &metrics, &targets, now).await {
+            error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
+        }
+    }
+}

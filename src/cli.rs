@@ -1,0 +1,356 @@
+//! The command line (DESIGN §4): `run`, `check-config`, `status`, `backups`, `backup`, `prune`.
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, RunOptions};
+use crate::catalog::{Catalog, Trigger};
+use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
+use crate::http::{self, TriggerResponse};
+use crate::maintenance;
+use crate::metrics::Metrics;
+use crate::scheduler::{self, AttemptOutcome, Clock, Shared, TargetSpec};
+
+/// rpod keeps a recovery point objective true for every system it protects.
+#[derive(Debug, Parser)]
+#[command(name = "rpod", version, about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "RPOD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run,
+    /// Validate the configuration (offline; --online also probes every storage).
+    CheckConfig {
+        /// Also reach every storage.
+        #[arg(long)]
+        online: bool,
+    },
+    /// One line per target: RPO, age of the newest restorable backup, compliance, next run, restorable until.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups, newest first.
+    Backups {
+        /// Only this target.
+        target: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up a target now, through the running daemon, or by itself when no daemon answers.
+    Backup {
+        /// The target.
+        target: String,
+    },
+    /// Delete expired backups (and those beyond keep_last) now.
+    Prune {
+        /// Only show what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const EXIT_CONFIG: u8 = 2;
+
+/// Runs a parsed command line and returns the process exit code.
+pub async fn execute(cli: Cli) -> ExitCode {
+    let (config, targets) = match app::load(&cli.config) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(
+        config.daemon.log_format,
+        if matches!(cli.command, Command::Run) { "info" } else { "warn" },
+    );
+    let result = match cli.command {
+        Command::Run => run(cli.config, config, targets).await,
+        Command::CheckConfig { online } => check_config(&cli.config, &config, &targets, online).await,
+        Command::Status { json } => status(&config, &targets, json).await,
+        Command::Backups { target, limit, json } => {
+            if let Some(name) = &target
+                && config.target(name).is_none()
+            {
+                eprintln!("error: unknown target {name:?}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            backups(&config, target.as_deref(), limit, json).await
+        }
+        Command::Backup { target } => {
+            let Some(spec) = targets.into_iter().find(|t| t.config.name == target) else {
+                eprintln!("error: unknown target {target:?}");
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            backup(&config, spec).await
+        }
+        Command::Prune { dry_run, json } => prune(&config, targets, dry_run, json).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RPOD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+async fn run(config_path: PathBuf, config: Config, targets: Vec<TargetSpec>) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listener = tokio::net::TcpListener::bind(config.daemon.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (daemon.listen)", config.daemon.listen))?;
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reloads) = mpsc::unbounded_channel();
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received; shutting down."); signals.cancel(); }
+                _ = int.recv() => { tracing::info!("SIGINT received; shutting down."); signals.cancel(); }
+                _ = hup.recv() => { tracing::info!("SIGHUP received; reloading the configuration."); let _ = reload_tx.send(()); }
+            }
+        }
+    });
+    app::run(RunOptions {
+        config_path,
+        config,
+        targets,
+        listener,
+        shutdown,
+        reloads,
+        clock: Clock::system(),
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check_config(
+    path: &Path,
+    config: &Config,
+    targets: &[TargetSpec],
+    online: bool,
+) -> anyhow::Result<ExitCode> {
+    println!(
+        "{}: OK ({} target{}, {} storage{})",
+        path.display(),
+        targets.len(),
+        if targets.len() == 1 { "" } else { "s" },
+        config.storages.len(),
+        if config.storages.len() == 1 { "" } else { "s" }
+    );
+    if !online {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = false;
+    let mut seen = std::collections::BTreeSet::new();
+    for spec in targets {
+        if !seen.insert(spec.storage.name().to_owned()) {
+            continue;
+        }
+        match spec.storage.probe().await {
+            Ok(()) => println!("storage {}: reachable", spec.storage.name()),
+            Err(err) => {
+                println!("storage {}: FAILED: {err}", spec.storage.name());
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn age(seconds: Option<i64>) -> String {
+    seconds.map_or_else(
+        || "never".to_owned(),
+        |s| humantime::format_duration(Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0))).to_string(),
+    )
+}
+
+fn time(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(|| "-".to_owned(), |at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+async fn status(config: &Config, targets: &[TargetSpec], json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::open(&config.daemon.state_dir).await?;
+    let now = Utc::now();
+    let mut views = Vec::with_capacity(targets.len());
+    for spec in targets {
+        views.push(http::target_view(&catalog, spec, now).await?);
+    }
+    catalog.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "{:<24} {:<8} {:>8} {:>16} {:<9} {:<20} {:<20}\n",
+        "TARGET", "KIND", "RPO", "NEWEST AGE", "COMPLIANT", "NEXT RUN", "RESTORABLE UNTIL"
+    );
+    for view in &views {
+        let next = match (view.next_scheduled, view.watchdog_due) {
+            (Some(a), Some(b)) => Some(a.min(b).max(now)),
+            (a, b) => a.or(b).map(|t| t.max(now)),
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<8} {:>8} {:>16} {:<9} {:<20} {:<20}",
+            view.name,
+            view.kind,
+            humantime::format_duration(Duration::from_secs(view.rpo_seconds)).to_string(),
+            age(view.age_seconds),
+            if view.compliant { "yes" } else { "NO" },
+            time(next),
+            time(view.restorable_until)
+        );
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backups(config: &Config, target: Option<&str>, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::open(&config.daemon.state_dir).await?;
+    let records = catalog.backups(target, limit).await?;
+    catalog.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "{:>8} {:<24} {:<9} {:<11} {:<20} {:<20} {:>12}  {}\n",
+        "ID", "TARGET", "TRIGGER", "STATUS", "RECOVERY POINT", "EXPIRES", "SIZE", "ERROR"
+    );
+    for r in &records {
+        let _ = writeln!(
+            out,
+            "{:>8} {:<24} {:<9} {:<11} {:<20} {:<20} {:>12}  {}",
+            r.id,
+            r.target,
+            r.trigger,
+            r.status.as_str(),
+            time(r.accepted_at),
+            time(r.expires_at),
+            r.size_bytes.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            r.error_message.as_deref().unwrap_or("")
+        );
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
+    let mut address = config.daemon.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{address}/api/v1/targets/{}/backup", spec.config.name);
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    match client.post(&url).send().await {
+        Ok(response) if response.status().is_success() => {
+            let answer: TriggerResponse = response.json().await?;
+            println!("target {}: backup {} by the running daemon", answer.target, answer.status);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(response) => anyhow::bail!("the daemon at {address} answered {}", response.status()),
+        Err(err) if err.is_connect() => {
+            eprintln!("no daemon answers at {address}; backing up {} here", spec.config.name);
+        }
+        Err(err) => return Err(err).context(format!("asking the daemon at {address}")),
+    }
+    let catalog = Catalog::open(&config.daemon.state_dir).await?;
+    let shared = Shared::new(catalog.clone(), Metrics::new(), Clock::system(), 1);
+    let name = spec.config.name.clone();
+    let report = scheduler::run_once(&shared, spec, Trigger::Manual).await;
+    let last = catalog.backups(Some(&name), 1).await?;
+    catalog.close().await;
+    let record = last.first();
+    match report.outcome {
+        AttemptOutcome::Succeeded => {
+            println!(
+                "target {name}: backup {} succeeded: {}",
+                record.map_or(0, |r| r.id),
+                record.and_then(|r| r.artifact.as_deref()).unwrap_or("-")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!(
+                "target {name}: backup failed: {}",
+                record.and_then(|r| r.error_message.as_deref()).unwrap_or("unknown error")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn prune(config: &Config, targets: Vec<TargetSpec>, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::open(&config.daemon.state_dir).await?;
+    let targets: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
+    let report = maintenance::prune(&catalog, None, &targets, Utc::now(), dry_run, "rpod prune").await?;
+    catalog.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if dry_run { "would prune" } else { "pruned" };
+        for item in &report.pruned {
+            println!(
+                "{verb} {} backup {} ({}, expired {}): {}",
+                item.target,
+                item.backup_id,
+                item.artifact.as_deref().unwrap_or("-"),
+                time(item.expires_at),
+                item.reason
+            );
+        }
+        if report.pruned.is_empty() {
+            println!("nothing to prune");
+        }
+        for problem in &report.errors {
+            eprintln!("error: {problem}");
+        }
+    }
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

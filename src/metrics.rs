@@ -1,0 +1,259 @@
+//! Every metric rpod exports, defined once with its help text (DESIGN §6). Labels stay low-cardinality:
+//! `target`, `kind`, `trigger`, `outcome`, `storage` — never ids or URLs.
+
+use chrono::{DateTime, Utc};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::catalog::{TargetSummary, Trigger};
+
+/// Outcomes of `rpod_backups_total`.
+pub const OUTCOMES: [&str; 3] = ["succeeded", "failed", "timed_out"];
+
+/// The registry and every metric in it.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    target_info: IntGaugeVec,
+    rpo_seconds: GaugeVec,
+    last_success: GaugeVec,
+    last_attempt: GaugeVec,
+    rpo_compliant: IntGaugeVec,
+    restorable_backups: IntGaugeVec,
+    restorable_until: GaugeVec,
+    in_progress: IntGaugeVec,
+    backups_total: IntCounterVec,
+    backup_duration: HistogramVec,
+    pruned_total: IntCounterVec,
+    expiry_warnings_total: IntCounterVec,
+    storage_up: IntGaugeVec,
+    last_evaluation: Gauge,
+    dispatch_lateness: Histogram,
+}
+
+fn ts(at: Option<DateTime<Utc>>) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // milliseconds since 1970 fit f64's 53 bits for 285,000 years
+    at.map_or(0.0, |at| at.timestamp_millis() as f64 / 1000.0)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Panics
+    /// Never in practice: names and labels are constants checked by the tests.
+    #[must_use]
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let build_info = int_gauge("rpod_build_info", "Always 1; the version label says which rpod runs.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let backup_duration = HistogramVec::new(
+            HistogramOpts::new("rpod_backup_duration_seconds", "Duration of completed backup attempts.").buckets(
+                vec![
+                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+                ],
+            ),
+            &["target"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(backup_duration.clone())).expect("unique metric");
+        let last_evaluation = Gauge::new(
+            "rpod_last_evaluation_timestamp_seconds",
+            "When rpod last evaluated every target's policy: the scheduler heartbeat.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(last_evaluation.clone())).expect("unique metric");
+        let dispatch_lateness = Histogram::with_opts(
+            HistogramOpts::new(
+                "rpod_dispatch_lateness_seconds",
+                "Time from a backup's due time to its provider starting (queueing behind the concurrency limit \
+                 included).",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(dispatch_lateness.clone())).expect("unique metric");
+        Self {
+            target_info: int_gauge("rpod_target_info", "1 for every configured target.", &["target", "kind"]),
+            rpo_seconds: gauge("rpod_target_rpo_seconds", "The target's declared RPO in seconds.", &["target"]),
+            last_success: gauge(
+                "rpod_target_last_success_timestamp_seconds",
+                "Recovery point time of the newest successful backup; 0 if none.",
+                &["target"],
+            ),
+            last_attempt: gauge(
+                "rpod_target_last_attempt_timestamp_seconds",
+                "Start of the newest backup attempt; 0 if none.",
+                &["target"],
+            ),
+            rpo_compliant: int_gauge(
+                "rpod_target_rpo_compliant",
+                "1 when a restorable backup is younger than the RPO, as evaluated by rpod; else 0.",
+                &["target"],
+            ),
+            restorable_backups: int_gauge(
+                "rpod_target_restorable_backups",
+                "Number of restorable backups (succeeded, not expired, not pruned or missing).",
+                &["target"],
+            ),
+            restorable_until: gauge(
+                "rpod_target_restorable_until_timestamp_seconds",
+                "Latest expiry among restorable backups; 0 if none.",
+                &["target"],
+            ),
+            in_progress: int_gauge(
+                "rpod_target_operation_in_progress",
+                "1 while a backup of the target runs.",
+                &["target"],
+            ),
+            backups_total: counter(
+                "rpod_backups_total",
+                "Completed backup attempts by trigger and outcome (succeeded, failed, timed_out).",
+                &["target", "trigger", "outcome"],
+            ),
+            backup_duration,
+            pruned_total: counter("rpod_backups_pruned_total", "Backup artifacts deleted by pruning.", &["target"]),
+            expiry_warnings_total: counter(
+                "rpod_expiry_warnings_total",
+                "Warnings that the last restorable backup expires within warn_before_expiry (once per backup).",
+                &["target"],
+            ),
+            storage_up: int_gauge("rpod_storage_up", "1 when the storage's last probe succeeded.", &["storage"]),
+            last_evaluation,
+            dispatch_lateness,
+            registry,
+        }
+    }
+
+    /// Creates every per-target series at its zero value, so "never" differs from "rpod is down".
+    pub fn register_target(&self, target: &str, kind: &str, rpo_seconds: f64, triggers: &[Trigger]) {
+        self.target_info.with_label_values(&[target, kind]).set(1);
+        self.rpo_seconds.with_label_values(&[target]).set(rpo_seconds);
+        for metric in [&self.last_success, &self.last_attempt, &self.restorable_until] {
+            let _ = metric.with_label_values(&[target]);
+        }
+        for metric in [&self.rpo_compliant, &self.restorable_backups, &self.in_progress] {
+            let _ = metric.with_label_values(&[target]);
+        }
+        for trigger in triggers {
+            for outcome in OUTCOMES {
+                let _ = self.backups_total.with_label_values(&[target, trigger.as_str(), outcome]);
+            }
+        }
+        let _ = self.backup_duration.with_label_values(&[target]);
+        let _ = self.pruned_total.with_label_values(&[target]);
+        let _ = self.expiry_warnings_total.with_label_values(&[target]);
+    }
+
+    /// Removes every series of a target that is no longer configured, so its alerts resolve.
+    pub fn unregister_target(&self, target: &str, kind: &str) {
+        let _ = self.target_info.remove_label_values(&[target, kind]);
+        for metric in [&self.rpo_seconds, &self.last_success, &self.last_attempt, &self.restorable_until] {
+            let _ = metric.remove_label_values(&[target]);
+        }
+        for metric in [&self.rpo_compliant, &self.restorable_backups, &self.in_progress] {
+            let _ = metric.remove_label_values(&[target]);
+        }
+        for trigger in Trigger::ALL {
+            for outcome in OUTCOMES {
+                let _ = self.backups_total.remove_label_values(&[target, trigger.as_str(), outcome]);
+            }
+        }
+        let _ = self.backup_duration.remove_label_values(&[target]);
+        let _ = self.pruned_total.remove_label_values(&[target]);
+        let _ = self.expiry_warnings_total.remove_label_values(&[target]);
+    }
+
+    /// Sets the restorability gauges of a target from a catalog summary.
+    pub fn set_summary(&self, target: &str, summary: &TargetSummary, compliant: bool) {
+        self.last_success.with_label_values(&[target]).set(ts(summary.last_success));
+        self.last_attempt.with_label_values(&[target]).set(ts(summary.last_attempt));
+        self.restorable_backups
+            .with_label_values(&[target])
+            .set(i64::try_from(summary.restorable_backups).unwrap_or(i64::MAX));
+        self.restorable_until.with_label_values(&[target]).set(ts(summary.restorable_until));
+        self.rpo_compliant.with_label_values(&[target]).set(i64::from(compliant));
+    }
+
+    /// Sets the gauges that change as time passes (expiry), from an evaluation pass.
+    pub fn set_restorability(&self, target: &str, count: u64, until: Option<DateTime<Utc>>, compliant: bool) {
+        self.restorable_backups
+            .with_label_values(&[target])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.restorable_until.with_label_values(&[target]).set(ts(until));
+        self.rpo_compliant.with_label_values(&[target]).set(i64::from(compliant));
+    }
+
+    /// Marks a backup as running or not.
+    pub fn set_in_progress(&self, target: &str, running: bool) {
+        self.in_progress.with_label_values(&[target]).set(i64::from(running));
+    }
+
+    /// Records the start of an attempt.
+    pub fn attempt_started(&self, target: &str, at: DateTime<Utc>, lateness_seconds: f64) {
+        self.last_attempt.with_label_values(&[target]).set(ts(Some(at)));
+        self.dispatch_lateness.observe(lateness_seconds.max(0.0));
+    }
+
+    /// Counts a completed attempt.
+    pub fn backup_finished(&self, target: &str, trigger: Trigger, outcome: &str, seconds: f64) {
+        self.backups_total.with_label_values(&[target, trigger.as_str(), outcome]).inc();
+        self.backup_duration.with_label_values(&[target]).observe(seconds);
+    }
+
+    /// Counts a pruned artifact.
+    pub fn pruned(&self, target: &str) {
+        self.pruned_total.with_label_values(&[target]).inc();
+    }
+
+    /// Counts an expiry warning.
+    pub fn expiry_warned(&self, target: &str) {
+        self.expiry_warnings_total.with_label_values(&[target]).inc();
+    }
+
+    /// Records a storage probe result.
+    pub fn set_storage_up(&self, storage: &str, up: bool) {
+        self.storage_up.with_label_values(&[storage]).set(i64::from(up));
+    }
+
+    /// Records the scheduler heartbeat.
+    pub fn evaluated(&self, at: DateTime<Utc>) {
+        self.last_evaluation.set(ts(Some(at)));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(64 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The dispatch lateness histogram, for benchmarks.
+    #[must_use]
+    pub fn dispatch_lateness(&self) -> &Histogram {
+        &self.dispatch_lateness
+    }
+}

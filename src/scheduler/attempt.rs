@@ -1,0 +1,241 @@
+//! One backup attempt: take a permit, record it, run the provider under its deadline, record the outcome,
+//! update metrics, report back to the scheduler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn};
+
+use super::{Shared, TargetSpec};
+use crate::catalog::{Finish, NewBackup, Status, TargetSummary, Trigger};
+use crate::policy;
+use crate::providers::{BackupRequest, ProviderError};
+
+/// How long a cancelled provider gets to clean up (kill its process group, discard its artifact).
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+pub(super) struct Job {
+    pub spec: Arc<TargetSpec>,
+    pub epoch: u64,
+    pub trigger: Trigger,
+    pub attempt: u32,
+    pub slot: Option<DateTime<Utc>>,
+    pub due: DateTime<Utc>,
+}
+
+/// How an attempt ended, as far as scheduling cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A restorable backup exists now.
+    Succeeded,
+    /// It failed (or timed out); `retryable` says whether backoff and another attempt may help.
+    Failed {
+        /// Transient failure.
+        retryable: bool,
+        /// A server asked to wait this long.
+        retry_after: Option<Duration>,
+    },
+    /// rpod is shutting down.
+    Interrupted,
+}
+
+/// What an attempt reports to the scheduler.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    /// Target name.
+    pub target: String,
+    /// Provider kind.
+    pub kind: String,
+    /// Epoch of the target state that started it.
+    pub epoch: u64,
+    /// Why it ran.
+    pub trigger: Trigger,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The schedule slot it served.
+    pub slot: Option<DateTime<Utc>>,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// The target's restorability afterwards, when the catalog could say.
+    pub summary: Option<TargetSummary>,
+    /// Watchdog lead from recent durations, when known.
+    pub lead: Option<Duration>,
+}
+
+pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
+    let name = job.spec.config.name.clone();
+    let kind = job.spec.provider.kind();
+    let mut report = AttemptReport {
+        target: name.clone(),
+        kind: kind.to_owned(),
+        epoch: job.epoch,
+        trigger: job.trigger,
+        attempt: job.attempt,
+        slot: job.slot,
+        outcome: AttemptOutcome::Interrupted,
+        summary: None,
+        lead: None,
+    };
+    let permit = tokio::select! {
+        permit = shared.permits.clone().acquire_owned() => permit.ok(),
+        () = shared.abort.cancelled() => None,
+    };
+    let Some(_permit) = permit else { return report };
+
+    let hold = shared.clock.hold();
+    let started = shared.clock.now();
+    let lateness = (started - job.due).to_std().unwrap_or(Duration::ZERO).as_secs_f64();
+    shared.metrics.attempt_started(&name, started, lateness);
+    let inserted = shared
+        .catalog
+        .insert_backup(&NewBackup {
+            target: &name,
+            kind,
+            trigger: job.trigger,
+            attempt: job.attempt,
+            requested_at: started,
+            storage: job.spec.storage.name(),
+            first_change_at: None,
+        })
+        .await;
+    let id = match inserted {
+        Ok(id) => id,
+        Err(err) => {
+            error!(target = %name, error = %err, "Cannot record the backup in the catalog; not starting it.");
+            report.outcome = AttemptOutcome::Failed {
+                retryable: true,
+                retry_after: None,
+            };
+            return report;
+        }
+    };
+    let artifact = job.spec.config.artifact_name.render(&name, id, started);
+    drop(hold);
+    info!(target = %name, backup_id = id, trigger = job.trigger.as_str(), attempt = job.attempt, "Backup started.");
+
+    let cancel = shared.abort.child_token();
+    let request = BackupRequest {
+        target: name.clone(),
+        backup_id: id,
+        artifact,
+        storage: job.spec.storage.clone(),
+        cancel: cancel.clone(),
+    };
+    let deadline = job.spec.config.policy.operation_timeout;
+    let backup = job.spec.provider.backup(request);
+    tokio::pin!(backup);
+    let mut timed_out = false;
+    let result = tokio::select! {
+        result = &mut backup => result,
+        () = tokio::time::sleep(deadline) => {
+            timed_out = true;
+            cancel.cancel();
+            tokio::time::timeout(CANCEL_GRACE, &mut backup)
+                .await
+                .unwrap_or_else(|_| Err(ProviderError::cancelled("the provider did not stop in time")))
+        }
+    };
+
+    let _hold = shared.clock.hold();
+    let completed = shared.clock.now();
+    let seconds = (completed - started).to_std().unwrap_or(Duration::ZERO).as_secs_f64();
+    let policy = &job.spec.config.policy;
+    let finish = match &result {
+        Ok(outcome) => Finish {
+            status: Status::Succeeded,
+            accepted_at: Some(outcome.recovery_point),
+            completed_at: completed,
+            expires_at: Some(outcome.recovery_point + policy::delta(policy.expiry)),
+            artifact: Some(outcome.artifact.clone()),
+            size_bytes: outcome.size_bytes.and_then(|s| i64::try_from(s).ok()),
+            sha256: outcome.sha256.clone(),
+            sku: outcome.sku.clone(),
+            error_code: None,
+            error_message: None,
+        },
+        Err(err) => {
+            let (status, code, message) = if timed_out {
+                (
+                    Status::TimedOut,
+                    "TimedOut".to_owned(),
+                    format!(
+                        "did not finish within operation_timeout {}",
+                        humantime::format_duration(deadline)
+                    ),
+                )
+            } else if err.cancelled {
+                (Status::Interrupted, "Interrupted".to_owned(), "rpod shut down while it ran".to_owned())
+            } else {
+                (Status::Failed, err.code.clone(), err.message.clone())
+            };
+            Finish {
+                status,
+                accepted_at: err.recovery_point,
+                completed_at: completed,
+                expires_at: None,
+                artifact: None,
+                size_bytes: None,
+                sha256: None,
+                sku: None,
+                error_code: Some(code),
+                error_message: Some(message),
+            }
+        }
+    };
+    if let Err(err) = shared.catalog.finish_backup(id, &finish).await {
+        error!(target = %name, backup_id = id, error = %err, "Cannot record the backup's outcome in the catalog.");
+    }
+    if finish.status == Status::Succeeded
+        && let Some(slot) = job.slot
+        && let Err(err) = shared.catalog.set_last_slot(&name, slot).await
+    {
+        warn!(target = %name, error = %err, "Could not record the schedule slot as used.");
+    }
+    let outcome_label = match finish.status {
+        Status::Succeeded => Some("succeeded"),
+        Status::TimedOut => Some("timed_out"),
+        Status::Interrupted => None,
+        _ => Some("failed"),
+    };
+    if let Some(label) = outcome_label {
+        shared.metrics.backup_finished(&name, job.trigger, label, seconds);
+    }
+    match (&result, finish.status) {
+        (Ok(outcome), _) => info!(
+            target = %name, backup_id = id, size_bytes = outcome.size_bytes.unwrap_or(0),
+            seconds = format!("{seconds:.1}"), "Backup succeeded."
+        ),
+        (Err(_), Status::Interrupted) => warn!(target = %name, backup_id = id, "Backup interrupted by shutdown."),
+        (Err(_), _) => warn!(
+            target = %name, backup_id = id, attempt = job.attempt,
+            code = finish.error_code.as_deref().unwrap_or(""),
+            "Backup failed: {}", finish.error_message.as_deref().unwrap_or("")
+        ),
+    }
+    let summary = shared.catalog.summary(&name, completed).await.ok();
+    let durations = shared.catalog.recent_durations(&name, 20).await.unwrap_or_default();
+    if let Some(summary) = &summary {
+        let compliant = policy::is_compliant(summary.newest_recovery_point, policy.rpo, completed);
+        shared.metrics.set_summary(&name, summary, compliant);
+    }
+    report.summary = summary;
+    report.lead = Some(policy::lead(policy, &durations));
+    report.outcome = match (finish.status, &result) {
+        (Status::Succeeded, _) => AttemptOutcome::Succeeded,
+        (Status::Interrupted, _) => AttemptOutcome::Interrupted,
+        (Status::TimedOut, _) => AttemptOutcome::Failed {
+            retryable: true,
+            retry_after: None,
+        },
+        (_, Err(err)) => AttemptOutcome::Failed {
+            retryable: err.retryable,
+            retry_after: None,
+        },
+        (_, Ok(_)) => AttemptOutcome::Failed {
+            retryable: true,
+            retry_after: None,
+        },
+    };
+    report
+}

@@ -1,0 +1,573 @@
+//! The scheduler: cron slots, the RPO watchdog, catch-up after downtime, one operation per target with
+//! coalescing, a global concurrency limit, retries with backoff and jitter, and per-attempt deadlines
+//! (DESIGN §2.1–2.4, 2.6–2.7).
+//!
+//! One task owns all scheduling state and a single timer queue (a binary heap of due instants), so there are no
+//! locks and no fire is ever dropped: a due timer either starts an attempt or is coalesced into the one running.
+//! Attempts run as their own tasks and report back over a channel.
+//!
+//! What does not live here: the pure timing and pruning rules (`policy`), expiry and pruning passes
+//! (`maintenance`), and how a backup is taken (`providers`).
+
+mod attempt;
+mod clock;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use attempt::{AttemptOutcome, AttemptReport};
+pub use clock::{Clock, Hold};
+
+use crate::catalog::{Catalog, Trigger};
+use crate::config::TargetConfig;
+use crate::metrics::Metrics;
+use crate::policy;
+use crate::providers::Provider;
+use crate::storage::Storage;
+
+/// A target ready to run: its configuration with the provider and storage built from it.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// The validated configuration.
+    pub config: TargetConfig,
+    /// Takes the backups.
+    pub provider: Arc<dyn Provider>,
+    /// Receives the artifacts.
+    pub storage: Arc<dyn Storage>,
+}
+
+/// What the scheduler needs from the rest of rpod.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// Wall time.
+    pub clock: Clock,
+    /// Global limit on concurrent attempts.
+    pub permits: Arc<Semaphore>,
+    /// Cancelling this stops every running attempt (their records become `interrupted`).
+    pub abort: CancellationToken,
+    /// Tracks running attempts so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl Shared {
+    /// Everything the scheduler needs, with `max_concurrent` permits.
+    #[must_use]
+    pub fn new(catalog: Catalog, metrics: Metrics, clock: Clock, max_concurrent: usize) -> Self {
+        Self {
+            catalog,
+            metrics,
+            clock,
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+}
+
+/// Answer to a manual trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualOutcome {
+    /// A new attempt was started.
+    Started,
+    /// A backup of the target is already running; the request is coalesced into it.
+    Coalesced,
+    /// No such target.
+    UnknownTarget,
+}
+
+enum Message {
+    Manual(String, oneshot::Sender<ManualOutcome>),
+    Finished(AttemptReport),
+    Reload(Vec<TargetSpec>, oneshot::Sender<()>),
+}
+
+/// A handle to the running scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Message")
+    }
+}
+
+impl SchedulerHandle {
+    /// Asks for a backup now (`trigger = manual`).
+    pub async fn backup_now(&self, target: &str) -> ManualOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Manual(target.to_owned(), tx)).is_err() {
+            return ManualOutcome::UnknownTarget;
+        }
+        rx.await.unwrap_or(ManualOutcome::UnknownTarget)
+    }
+
+    /// Replaces the set of targets (SIGHUP). Running attempts finish; removed targets stop being scheduled.
+    pub async fn reload(&self, targets: Vec<TargetSpec>) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Reload(targets, tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    Slot(DateTime<Utc>),
+    Watchdog,
+    Retry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Timer {
+    at: DateTime<Utc>,
+    seq: u64,
+    target: Arc<str>,
+    epoch: u64,
+    kind: TimerKind,
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    /// Schedule slots coalesced into this attempt; marked used if it succeeds.
+    coalesced_slot: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RetryPlan {
+    at: DateTime<Utc>,
+    trigger: Trigger,
+    attempt: u32,
+    slot: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+struct TargetState {
+    spec: Arc<TargetSpec>,
+    name: Arc<str>,
+    epoch: u64,
+    running: Option<Running>,
+    retry: Option<RetryPlan>,
+    next_slot: Option<DateTime<Utc>>,
+    watchdog_at: Option<DateTime<Utc>>,
+    /// After a final failure the watchdog waits this long before trying again.
+    cooldown_until: Option<DateTime<Utc>>,
+    newest_recovery_point: Option<DateTime<Utc>>,
+    lead: Duration,
+}
+
+struct Scheduler {
+    shared: Shared,
+    targets: HashMap<Arc<str>, TargetState>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    seq: u64,
+    epoch: u64,
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+/// Starts the scheduler: resumes from the catalog (interrupted attempts, missed slots) and runs until
+/// `shutdown` is cancelled. Running attempts are not waited for: see [`Shared::tracker`].
+///
+/// # Errors
+/// The catalog could not be read at start.
+pub async fn start(
+    shared: Shared,
+    targets: Vec<TargetSpec>,
+    shutdown: CancellationToken,
+) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::catalog::CatalogError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut scheduler = Scheduler {
+        shared,
+        targets: HashMap::new(),
+        timers: BinaryHeap::new(),
+        seq: 0,
+        epoch: 0,
+        tx: tx.clone(),
+    };
+    let now = scheduler.shared.clock.now();
+    let interrupted: HashSet<String> = {
+        let _hold = scheduler.shared.clock.hold();
+        scheduler.shared.catalog.interrupt_running(now).await?.into_iter().collect()
+    };
+    for spec in targets {
+        let resume = interrupted.contains(&spec.config.name);
+        scheduler.add_target(spec, now, true, resume).await?;
+    }
+    let task = tokio::spawn(scheduler.run(rx, shutdown));
+    Ok((SchedulerHandle { tx }, task))
+}
+
+fn triggers_of(spec: &TargetSpec) -> Vec<Trigger> {
+    let mut triggers = vec![Trigger::Rpo, Trigger::Manual, Trigger::CatchUp];
+    if spec.config.policy.schedule.is_some() {
+        triggers.insert(0, Trigger::Schedule);
+    }
+    triggers
+}
+
+impl Scheduler {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Message>, shutdown: CancellationToken) {
+        loop {
+            let now = self.shared.clock.now();
+            while self.timers.peek().is_some_and(|Reverse(t)| t.at <= now) {
+                if let Some(Reverse(timer)) = self.timers.pop() {
+                    self.fire(&timer, now);
+                }
+            }
+            let next = self.timers.peek().map(|Reverse(t)| t.at);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                message = rx.recv() => match message {
+                    Some(Message::Finished(report)) => self.finished(report),
+                    Some(Message::Manual(target, reply)) => {
+                        let outcome = self.manual(&target);
+                        let _ = reply.send(outcome);
+                    }
+                    Some(Message::Reload(specs, reply)) => {
+                        self.reload(specs).await;
+                        let _ = reply.send(());
+                    }
+                    None => break,
+                },
+                () = sleep_until(&self.shared.clock, next) => {}
+            }
+        }
+        info!("Scheduler stopped; no new backups will start.");
+    }
+
+    fn push(&mut self, target: &Arc<str>, epoch: u64, at: DateTime<Utc>, kind: TimerKind) {
+        self.seq += 1;
+        self.timers.push(Reverse(Timer {
+            at,
+            seq: self.seq,
+            target: target.clone(),
+            epoch,
+            kind,
+        }));
+    }
+
+    /// Registers a target. At start (`startup`), a missed schedule slot or an interrupted attempt leads to one
+    /// catch-up run; a target seen for the first time anchors its schedule at `now` (nothing to catch up).
+    async fn add_target(
+        &mut self,
+        spec: TargetSpec,
+        now: DateTime<Utc>,
+        startup: bool,
+        interrupted: bool,
+    ) -> Result<(), crate::catalog::CatalogError> {
+        let name: Arc<str> = Arc::from(spec.config.name.as_str());
+        let catalog = &self.shared.catalog;
+        let (summary, durations, last_slot) = {
+            let _hold = self.shared.clock.hold();
+            let summary = catalog.summary(&name, now).await?;
+            let durations = catalog.recent_durations(&name, 20).await?;
+            let last_slot = catalog.last_slot(&name).await?;
+            if spec.config.policy.schedule.is_some() && last_slot.is_none() {
+                catalog.set_last_slot(&name, now).await?;
+            }
+            (summary, durations, last_slot)
+        };
+        let policy = spec.config.policy.clone();
+        self.shared
+            .metrics
+            .register_target(&name, spec.provider.kind(), policy.rpo.as_secs_f64(), &triggers_of(&spec));
+        let compliant = policy::is_compliant(summary.newest_recovery_point, policy.rpo, now);
+        self.shared.metrics.set_summary(&name, &summary, compliant);
+        self.epoch += 1;
+        let mut state = TargetState {
+            spec: Arc::new(spec),
+            name: name.clone(),
+            epoch: self.epoch,
+            running: None,
+            retry: None,
+            next_slot: None,
+            watchdog_at: None,
+            cooldown_until: None,
+            newest_recovery_point: summary.newest_recovery_point,
+            lead: policy::lead(&policy, &durations),
+        };
+        let missed = match (&state.spec.config.policy.schedule, last_slot) {
+            (Some(schedule), Some(last)) => schedule.next_after(last).is_some_and(|slot| slot <= now),
+            _ => false,
+        };
+        if let Some(schedule) = &state.spec.config.policy.schedule {
+            state.next_slot = schedule.next_after(now);
+        }
+        let epoch = state.epoch;
+        let next_slot = state.next_slot;
+        self.targets.insert(name.clone(), state);
+        if let Some(slot) = next_slot {
+            self.push(&name, epoch, slot, TimerKind::Slot(slot));
+        }
+        if startup && (missed || interrupted) {
+            if missed {
+                info!(target = %name, "A schedule slot was missed while rpod was down; running one catch-up backup.");
+            } else {
+                info!(target = %name, "Retrying the backup that was interrupted when rpod stopped.");
+            }
+            let slot = missed.then_some(now);
+            self.start(&name, Trigger::CatchUp, 1, slot, now);
+        }
+        self.arm_watchdog(&name, now);
+        Ok(())
+    }
+
+    fn arm_watchdog(&mut self, name: &Arc<str>, now: DateTime<Utc>) {
+        let Some(state) = self.targets.get_mut(name) else { return };
+        let policy = &state.spec.config.policy;
+        let mut due = policy::watchdog_due(state.newest_recovery_point, policy.rpo, state.lead, now);
+        if let Some(cooldown) = state.cooldown_until {
+            due = due.max(cooldown);
+        }
+        if state.watchdog_at == Some(due) {
+            return;
+        }
+        state.watchdog_at = Some(due);
+        let epoch = state.epoch;
+        self.push(name, epoch, due, TimerKind::Watchdog);
+    }
+
+    fn fire(&mut self, timer: &Timer, now: DateTime<Utc>) {
+        let Some(state) = self.targets.get_mut(&timer.target) else { return };
+        if state.epoch != timer.epoch {
+            return;
+        }
+        let name = state.name.clone();
+        match timer.kind {
+            TimerKind::Slot(slot) => {
+                if state.next_slot != Some(slot) {
+                    return;
+                }
+                let Some(schedule) = &state.spec.config.policy.schedule else { return };
+                // The next slot strictly after this one; if the loop fell behind, slots already past are
+                // coalesced into this run rather than fired in a burst.
+                let mut next = schedule.next_after(slot);
+                if next.is_some_and(|n| n <= now) {
+                    next = schedule.next_after(now);
+                }
+                state.next_slot = next;
+                let epoch = state.epoch;
+                if let Some(running) = &mut state.running {
+                    running.coalesced_slot = Some(slot);
+                    info!(target = %name, %slot, "Schedule slot coalesced into the backup already running.");
+                } else {
+                    state.retry = None;
+                    self.start(&name, Trigger::Schedule, 1, Some(slot), timer.at);
+                }
+                if let Some(next) = next {
+                    self.push(&name, epoch, next, TimerKind::Slot(next));
+                }
+            }
+            TimerKind::Watchdog => {
+                if state.watchdog_at != Some(timer.at) {
+                    return;
+                }
+                state.watchdog_at = None;
+                if state.running.is_some() || state.retry.is_some() {
+                    // The running attempt (or its retry) will produce the backup; the watchdog is re-armed when
+                    // it ends.
+                    return;
+                }
+                self.start(&name, Trigger::Rpo, 1, None, timer.at);
+            }
+            TimerKind::Retry => {
+                let Some(plan) = state.retry else { return };
+                if plan.at != timer.at || state.running.is_some() {
+                    return;
+                }
+                state.retry = None;
+                self.start(&name, plan.trigger, plan.attempt, plan.slot, timer.at);
+            }
+        }
+    }
+
+    fn manual(&mut self, target: &str) -> ManualOutcome {
+        let now = self.shared.clock.now();
+        let Some(state) = self.targets.get_mut(target) else {
+            return ManualOutcome::UnknownTarget;
+        };
+        if state.running.is_some() {
+            return ManualOutcome::Coalesced;
+        }
+        state.retry = None;
+        let name = state.name.clone();
+        self.start(&name, Trigger::Manual, 1, None, now);
+        ManualOutcome::Started
+    }
+
+    fn start(&mut self, name: &Arc<str>, trigger: Trigger, attempt: u32, slot: Option<DateTime<Utc>>, due: DateTime<Utc>) {
+        let Some(state) = self.targets.get_mut(name) else { return };
+        state.running = Some(Running { coalesced_slot: None });
+        self.shared.metrics.set_in_progress(name, true);
+        let job = attempt::Job {
+            spec: state.spec.clone(),
+            epoch: state.epoch,
+            trigger,
+            attempt,
+            slot,
+            due,
+        };
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        self.shared.tracker.spawn(async move {
+            let report = attempt::run(&shared, job).await;
+            let _ = tx.send(Message::Finished(report));
+        });
+    }
+
+    fn finished(&mut self, report: AttemptReport) {
+        let now = self.shared.clock.now();
+        let name: Arc<str> = Arc::from(report.target.as_str());
+        let Some(state) = self.targets.get_mut(&name) else {
+            // Removed by a reload while it ran: make sure its series are gone.
+            self.shared.metrics.unregister_target(&report.target, &report.kind);
+            return;
+        };
+        let running = state.running.take();
+        self.shared.metrics.set_in_progress(&name, false);
+        if let Some(summary) = &report.summary {
+            state.newest_recovery_point = summary.newest_recovery_point;
+        }
+        if let Some(lead) = report.lead {
+            state.lead = lead;
+        }
+        let policy = &state.spec.config.policy;
+        match &report.outcome {
+            AttemptOutcome::Succeeded => {
+                state.cooldown_until = None;
+                if let Some(slot) = running.and_then(|r| r.coalesced_slot) {
+                    let catalog = self.shared.catalog.clone();
+                    let target = report.target.clone();
+                    self.shared.tracker.spawn(async move {
+                        if let Err(err) = catalog.set_last_slot(&target, slot).await {
+                            warn!(target = %target, error = %err, "Could not record the schedule slot as used.");
+                        }
+                    });
+                }
+            }
+            AttemptOutcome::Failed { retryable, retry_after } => {
+                if *retryable && report.attempt < policy.max_attempts {
+                    let delay = policy::backoff(
+                        report.attempt,
+                        policy.retry_backoff,
+                        policy.retry_max_backoff,
+                        *retry_after,
+                        rand::random::<f64>(),
+                    );
+                    let at = now + policy::delta(delay);
+                    let slot = report.slot.or(running.and_then(|r| r.coalesced_slot));
+                    state.retry = Some(RetryPlan {
+                        at,
+                        trigger: report.trigger,
+                        attempt: report.attempt + 1,
+                        slot,
+                    });
+                    info!(
+                        target = %name, attempt = report.attempt, max_attempts = policy.max_attempts,
+                        retry_in = %humantime::format_duration(Duration::from_millis(
+                            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))),
+                        "Backup attempt failed; retrying."
+                    );
+                    let epoch = state.epoch;
+                    self.push(&name, epoch, at, TimerKind::Retry);
+                } else {
+                    state.retry = None;
+                    state.cooldown_until = Some(now + policy::delta(policy.retry_max_backoff));
+                    warn!(
+                        target = %name, attempts = report.attempt,
+                        "Backup failed and will not be retried for this trigger; the RPO watchdog keeps trying."
+                    );
+                }
+            }
+            AttemptOutcome::Interrupted => return,
+        }
+        self.arm_watchdog(&name, now);
+    }
+
+    async fn reload(&mut self, specs: Vec<TargetSpec>) {
+        let now = self.shared.clock.now();
+        let wanted: HashSet<String> = specs.iter().map(|s| s.config.name.clone()).collect();
+        let removed: Vec<Arc<str>> =
+            self.targets.keys().filter(|name| !wanted.contains(&***name)).cloned().collect();
+        for name in removed {
+            if let Some(state) = self.targets.remove(&name) {
+                info!(target = %name, "Target removed from the configuration; no longer scheduled.");
+                if state.running.is_none() {
+                    self.shared.metrics.unregister_target(&name, state.spec.provider.kind());
+                }
+            }
+        }
+        for spec in specs {
+            let name = spec.config.name.clone();
+            match self.targets.remove(name.as_str()) {
+                Some(old) => {
+                    let kind_changed = old.spec.provider.kind() != spec.provider.kind();
+                    if kind_changed {
+                        self.shared.metrics.unregister_target(&name, old.spec.provider.kind());
+                    }
+                    let running = old.running;
+                    if let Err(err) = self.add_target(spec, now, false, false).await {
+                        warn!(target = %name, error = %err, "Could not reload the target.");
+                    }
+                    if let Some(state) = self.targets.get_mut(name.as_str()) {
+                        state.running = running;
+                        self.shared.metrics.set_in_progress(&name, running.is_some());
+                    }
+                }
+                None => {
+                    info!(target = %name, "New target added by the configuration reload.");
+                    if let Err(err) = self.add_target(spec, now, false, false).await {
+                        warn!(target = %name, error = %err, "Could not add the target.");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(clock: &Clock, at: Option<DateTime<Utc>>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one attempt outside the scheduler (`rpod backup` when no daemon is running).
+pub async fn run_once(shared: &Shared, spec: TargetSpec, trigger: Trigger) -> AttemptReport {
+    let now = shared.clock.now();
+    let job = attempt::Job {
+        spec: Arc::new(spec),
+        epoch: 0,
+        trigger,
+        attempt: 1,
+        slot: None,
+        due: now,
+    };
+    attempt::run(shared, job).await
+}
