@@ -1,0 +1,4 @@
+//! rpod's integration tests: one binary, one module per area.
+
+mod config;
+mod helpers;
