@@ -144,6 +144,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut daemon = config.daemon.clone();
     let failure = loop {
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => break None,
             Some(()) = reloads.recv() => {
                 match load(&config_path) {
@@ -169,6 +170,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             result = &mut evaluation => break Some(format!("the evaluation loop stopped unexpectedly: {result:?}")),
         }
     };
+    // A task that ends because shutdown began is not a failure.
+    let failure = failure.filter(|_| !shutdown.is_cancelled());
     ready.store(false, Ordering::Release);
     stop_scheduling.cancel();
     drain(&shared, config.daemon.shutdown_timeout).await;

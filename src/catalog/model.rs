@@ -1,7 +1,7 @@
 //! Rows of the catalog as Rust types.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -51,7 +51,7 @@ impl Trigger {
 }
 
 /// Where a backup record stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// In progress.
@@ -147,7 +147,7 @@ pub struct Finish {
 }
 
 /// One backup attempt as the catalog holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupRecord {
     /// Catalog id.
     pub id: i64,

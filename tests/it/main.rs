@@ -1,4 +1,6 @@
 //! rpod's integration tests: one binary, one module per area.
 
 mod config;
+mod daemon;
 mod helpers;
+mod support;

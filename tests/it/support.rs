@@ -1,0 +1,276 @@
+//! Test support: an in-process daemon on port 0, a daemon child process, config templating, metric parsing,
+//! and polling with deadlines (never fixed sleeps).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rpod::app::{self, RunOptions};
+use rpod::catalog::Catalog;
+use rpod::scheduler::Clock;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Writes `body` as rpod.toml in a fresh temp dir, with `{dir}` replaced by that dir, and a `[daemon]` section
+/// pointing the state dir there (unless the body has its own).
+pub fn write_config(body: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let path = dir.path().join("rpod.toml");
+    rewrite_config(&path, dir.path(), body);
+    (dir, path)
+}
+
+/// Rewrites a config file in place, with the same templating as [`write_config`].
+pub fn rewrite_config(path: &Path, dir: &Path, body: &str) {
+    let body = body.replace("{dir}", dir.to_str().unwrap());
+    let text = if body.contains("[daemon]") {
+        body
+    } else {
+        format!(
+            "[daemon]\nstate_dir = \"{}/state\"\nlisten = \"127.0.0.1:0\"\nevaluation_interval = \"300ms\"\n\
+             shutdown_timeout = \"2s\"\n\n{body}",
+            dir.display()
+        )
+    };
+    std::fs::write(path, text).unwrap();
+}
+
+/// A daemon running in this process on a loopback port chosen by the OS.
+pub struct TestApp {
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub address: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub reload: mpsc::UnboundedSender<()>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub http: reqwest::Client,
+}
+
+/// Starts the daemon in-process on `config` (templated as in [`write_config`]). Binds first, then spawns.
+pub async fn spawn_app(config: &str) -> TestApp {
+    spawn_app_with(config, &[]).await
+}
+
+/// Like [`spawn_app`], with files (relative to the temp dir) written before the configuration is loaded.
+pub async fn spawn_app_with(config: &str, files: &[(&str, &[u8])]) -> TestApp {
+    let (dir, config_path) = write_config(config);
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    let (config, targets) = app::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let (reload, reloads) = mpsc::unbounded_channel();
+    let task = tokio::spawn(app::run(RunOptions {
+        config_path: config_path.clone(),
+        config,
+        targets,
+        listener,
+        shutdown: shutdown.clone(),
+        reloads,
+        clock: Clock::system(),
+    }));
+    TestApp {
+        dir,
+        config_path,
+        address,
+        shutdown,
+        reload,
+        task,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub async fn catalog(&self) -> Catalog {
+        Catalog::open(&self.state_dir()).await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        response.json().await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        let text = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        Metrics::parse(&text)
+    }
+
+    pub async fn stop(self) -> TempDir {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        self.dir
+    }
+}
+
+/// A parsed Prometheus text exposition.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub text: String,
+    samples: Vec<(String, HashMap<String, String>, f64)>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Self {
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+        let samples = scrape
+            .samples
+            .into_iter()
+            .map(|s| {
+                let value = match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                };
+                let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                (s.metric, labels, value)
+            })
+            .collect();
+        Self {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    /// The value of the one sample of `name` whose labels include `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, _, v)| *v)
+            .collect();
+        assert!(matching.len() <= 1, "{name} {labels:?} matches {} samples", matching.len());
+        matching.first().copied()
+    }
+
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{}", self.text))
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A daemon child process (`rpod run`) whose JSON log lines are collected.
+pub struct DaemonProcess {
+    pub child: Child,
+    pub address: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl DaemonProcess {
+    /// Starts `rpod --config PATH run` and waits for it to report its address.
+    pub fn start(config_path: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rpod"))
+            .arg("--config")
+            .arg(config_path)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(address) = value.get("address").and_then(|a| a.as_str())
+                {
+                    let _ = tx.send(address.to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the daemon did not start: {:?}", log.lock().unwrap()))
+            .parse()
+            .unwrap();
+        Self { child, address, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a process with this pid exists (zombies excluded).
+pub fn process_alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    match stat {
+        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|state| state == "Z"),
+        Err(_) => false,
+    }
+}
+
+/// Decompresses a zstd artifact.
+pub fn unzstd(bytes: &[u8]) -> Vec<u8> {
+    zstd::decode_all(bytes).unwrap()
+}
