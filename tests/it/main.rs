@@ -3,4 +3,6 @@
 mod config;
 mod daemon;
 mod helpers;
+mod policy;
+mod prune;
 mod support;

@@ -1,0 +1,136 @@
+//! RPO watchdog, failures, expiry and pruning, end to end.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rpod::catalog::{BackupRecord, Status};
+
+use crate::support::{TestApp, eventually, spawn_app};
+
+async fn records(app: &TestApp, target: &str) -> Vec<BackupRecord> {
+    let catalog = app.catalog().await;
+    let mut records = catalog.backups(Some(target), 1000).await.unwrap();
+    catalog.close().await;
+    records.reverse();
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_backs_up_before_each_breach_and_failures_show() {
+    let app = spawn_app(
+        r#"
+[storage.local]
+kind = "directory"
+path = "{dir}/backups"
+
+[defaults.policy]
+rpo = "3s"
+retry_backoff = "100ms"
+retry_max_backoff = "300ms"
+max_attempts = 2
+
+[[targets]]
+name = "good"
+kind = "command"
+command = ["echo", "fresh"]
+storage = "local"
+
+[[targets]]
+name = "bad"
+kind = "command"
+command = ["sh", "-c", "echo partial; echo 'pg_dump: connection refused' >&2; exit 3"]
+storage = "local"
+"#,
+    )
+    .await;
+    let started: DateTime<Utc> = Utc::now();
+    // Three RPO periods.
+    let good = eventually(Duration::from_secs(15), "three watchdog periods", || async {
+        let records = records(&app, "good").await;
+        let last = records.last()?.accepted_at?;
+        (last - started > TimeDelta::milliseconds(6500)).then_some(records)
+    })
+    .await;
+    assert!(good.iter().all(|r| r.status == Status::Succeeded && r.trigger == "rpo"), "{good:#?}");
+    assert!(good.len() >= 3, "{} backups", good.len());
+    let mut previous = good[0].accepted_at.unwrap();
+    assert!(previous - started < TimeDelta::seconds(1), "no restorable backup at start: backed up at once");
+    for record in &good[1..] {
+        let at = record.accepted_at.unwrap();
+        assert!(at - previous < TimeDelta::seconds(3), "the next backup came before the RPO was breached");
+        assert!(at - previous > TimeDelta::milliseconds(2000), "not earlier than rpo - lead");
+        previous = at;
+    }
+
+    let metrics = app.metrics().await;
+    assert_eq!(metrics.value("rpod_target_rpo_compliant", &[("target", "good")]), 1.0);
+    assert_eq!(metrics.value("rpod_target_rpo_compliant", &[("target", "bad")]), 0.0);
+    let bad = records(&app, "bad").await;
+    let failed: Vec<&BackupRecord> = bad.iter().filter(|r| r.status == Status::Failed).collect();
+    assert!(failed.len() >= 2, "{bad:#?}");
+    assert_eq!(failed[0].attempt, 1);
+    assert_eq!(failed[1].attempt, 2, "a transient failure is retried");
+    let failed_metric =
+        metrics.value("rpod_backups_total", &[("target", "bad"), ("trigger", "rpo"), ("outcome", "failed")]);
+    assert!(failed_metric >= 2.0 && failed_metric <= failed.len() as f64);
+    let message = failed[0].error_message.as_deref().unwrap();
+    assert!(message.contains("exited with status 3"), "{message}");
+    assert!(message.contains("pg_dump: connection refused"), "the stderr tail is in the record: {message}");
+    assert_eq!(failed[0].error_code.as_deref(), Some("ExitStatus"));
+    assert!(failed[0].artifact.is_none(), "a failed backup has no artifact");
+    let leftovers: Vec<_> = walk(&app.path("backups/bad"));
+    assert!(leftovers.is_empty(), "a failed backup leaves nothing in storage: {leftovers:?}");
+    assert_eq!(metrics.value("rpod_target_last_success_timestamp_seconds", &[("target", "bad")]), 0.0);
+    assert_eq!(metrics.value("rpod_target_restorable_backups", &[("target", "bad")]), 0.0);
+    app.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().map(|e| e.path()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_backups_are_pruned_but_the_newest_stays() {
+    let app = spawn_app(
+        r#"
+[storage.local]
+kind = "directory"
+path = "{dir}/backups"
+
+[[targets]]
+name = "short"
+kind = "command"
+command = ["echo", "data"]
+storage = "local"
+[targets.policy]
+rpo = "2s"
+expiry = "4s"
+warn_before_expiry = "1s"
+"#,
+    )
+    .await;
+    let pruned = eventually(Duration::from_secs(20), "expired backups pruned", || async {
+        let records = records(&app, "short").await;
+        let pruned: Vec<BackupRecord> = records.into_iter().filter(|r| r.status == Status::Pruned).collect();
+        (pruned.len() >= 2).then_some(pruned)
+    })
+    .await;
+    for record in &pruned {
+        assert!(record.expires_at.unwrap() <= record.pruned_at.unwrap(), "pruned only after expiry");
+        let path = app.path("backups").join(record.artifact.as_deref().unwrap());
+        assert!(!path.exists(), "artifact of a pruned backup is deleted: {}", path.display());
+    }
+    let catalog = app.catalog().await;
+    let audit = catalog.audit_log("short").await.unwrap();
+    catalog.close().await;
+    assert!(audit.iter().any(|(_, actor, action, id, detail)| {
+        actor == "rpod" && action == "pruned" && *id == Some(pruned[0].id) && detail.contains("expired")
+    }));
+    let all = records(&app, "short").await;
+    let newest = all.iter().rev().find(|r| r.status == Status::Succeeded).expect("the newest backup is kept");
+    assert!(app.path("backups").join(newest.artifact.as_deref().unwrap()).exists());
+    let metrics = app.metrics().await;
+    assert!(metrics.value("rpod_backups_pruned_total", &[("target", "short")]) >= 2.0);
+    app.stop().await;
+}
