@@ -3,6 +3,7 @@
 mod config;
 mod daemon;
 mod helpers;
+mod lifecycle;
 mod policy;
 mod prune;
 mod support;
