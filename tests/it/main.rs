@@ -6,4 +6,5 @@ mod helpers;
 mod lifecycle;
 mod policy;
 mod prune;
+mod scheduler;
 mod support;
