@@ -38,7 +38,8 @@ pub enum CatalogError {
     },
     /// The file is not a SQLite database, or is damaged.
     #[error(
-        "catalog {path} is corrupt ({detail}): move it aside and restart; rpod rebuilds what it can from storage"
+        "catalog {path} is corrupt ({detail}): restore it from its backup, or move it aside and restart with an \
+         empty catalog (backup history is lost; the artifacts stay in storage)"
     )]
     Corrupt {
         /// The database file.

@@ -1,5 +1,6 @@
 //! rpod's integration tests: one binary, one module per area.
 
+mod catalog;
 mod config;
 mod daemon;
 mod helpers;

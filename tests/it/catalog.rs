@@ -1,0 +1,100 @@
+//! The catalog refuses clearly (never panics) when its state directory or file is unusable.
+
+use std::process::Command;
+
+use rpod::catalog::{Catalog, CatalogError};
+
+use crate::support::write_config;
+
+const CONFIG: &str = r#"
+[storage.local]
+kind = "directory"
+path = "{dir}/backups"
+
+[[targets]]
+name = "t"
+kind = "command"
+command = ["true"]
+storage = "local"
+"#;
+
+fn rpod(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (output.status.code(), stderr)
+}
+
+#[tokio::test]
+async fn a_missing_state_directory_is_a_clear_runtime_error() {
+    let (dir, config) = write_config(CONFIG);
+    std::fs::remove_dir(dir.path().join("state")).unwrap();
+    let (code, stderr) = rpod(&config, &["status"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("state directory") && stderr.contains("does not exist"), "{stderr}");
+    let (code, stderr) = rpod(&config, &["run"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_corrupt_catalog_is_reported_not_overwritten() {
+    let (dir, config) = write_config(CONFIG);
+    let db = dir.path().join("state/rpod.db");
+    let garbage = b"this is not a database, but it might be someone's data".repeat(100);
+    std::fs::write(&db, &garbage).unwrap();
+    let err = Catalog::open(&dir.path().join("state")).await.unwrap_err();
+    assert!(matches!(err, CatalogError::Corrupt { .. }), "{err:?}");
+    let (code, stderr) = rpod(&config, &["backups"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("is corrupt"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), garbage, "the file is left as it was");
+}
+
+#[tokio::test]
+async fn a_catalog_from_a_newer_rpod_is_refused() {
+    let (dir, config) = write_config(CONFIG);
+    let catalog = Catalog::open(&dir.path().join("state")).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(catalog.pool())
+    .await
+    .unwrap();
+    catalog.close().await;
+    let err = Catalog::open(&dir.path().join("state")).await.unwrap_err();
+    assert!(matches!(err, CatalogError::TooNew { found: 9999, .. }), "{err:?}");
+    let (code, stderr) = rpod(&config, &["status"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("newer rpod"), "{stderr}");
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_records_and_is_idempotent() {
+    let (dir, _config) = write_config(CONFIG);
+    let state = dir.path().join("state");
+    let catalog = Catalog::open(&state).await.unwrap();
+    let id = catalog
+        .insert_backup(&rpod::catalog::NewBackup {
+            target: "t",
+            kind: "command",
+            trigger: rpod::catalog::Trigger::Manual,
+            attempt: 1,
+            requested_at: chrono::Utc::now(),
+            storage: "local",
+            first_change_at: None,
+        })
+        .await
+        .unwrap();
+    catalog.close().await;
+    let catalog = Catalog::open(&state).await.unwrap();
+    assert!(catalog.backup(id).await.unwrap().is_some());
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(catalog.pool()).await.unwrap();
+    assert_eq!(mode, "wal");
+}
