@@ -31,8 +31,28 @@ impl HumanDuration {
 }
 
 impl fmt::Display for HumanDuration {
+    /// In the units a configuration uses (`60d`, `1h 30m`, `500ms`), never months or years: a message about
+    /// `expiry = "60d"` says `60d`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        let secs = self.0.as_secs();
+        if self.0.is_zero() || !self.0.subsec_nanos().is_multiple_of(1_000_000) {
+            return write!(f, "{}", humantime::format_duration(self.0));
+        }
+        let parts = [
+            (secs / 86_400, "d"),
+            (secs / 3600 % 24, "h"),
+            (secs / 60 % 60, "m"),
+            (secs % 60, "s"),
+            (u64::from(self.0.subsec_millis()), "ms"),
+        ];
+        let mut separator = "";
+        for (value, unit) in parts {
+            if value > 0 {
+                write!(f, "{separator}{value}{unit}")?;
+                separator = " ";
+            }
+        }
+        Ok(())
     }
 }
 
@@ -64,6 +84,15 @@ mod tests {
         assert_eq!(HumanDuration::parse("30d").unwrap().0, Duration::from_secs(30 * 86_400));
         assert_eq!(HumanDuration::parse("1h 30m").unwrap().0, Duration::from_secs(5400));
         assert_eq!(HumanDuration::parse("500ms").unwrap().0, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn displays_in_configuration_units() {
+        for (text, shown) in [("60d", "60d"), ("1h 30m", "1h 30m"), ("90s", "1m 30s"), ("500ms", "500ms"), ("0s", "0s")] {
+            let duration = HumanDuration::parse(text).unwrap();
+            assert_eq!(duration.to_string(), shown);
+            assert_eq!(HumanDuration::parse(shown).unwrap(), duration);
+        }
     }
 
     #[test]

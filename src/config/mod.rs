@@ -29,17 +29,121 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/rpod/rpod.toml";
 // ---------------------------------------------------------------------------------------------------------------
 // Raw model: exactly what the file may say.
 
+/// The file as serde reads it. Storages and targets stay tables until their `kind` is known: serde's
+/// `tag = "kind"` buffers the whole table and then loses the key paths and positions of everything inside.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    daemon: Section<RawDaemon>,
+    #[serde(default)]
+    storage: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    defaults: Section<RawDefaults>,
+    #[serde(default)]
+    targets: Vec<toml::Table>,
+}
+
+/// The file with every storage and target resolved to its kind.
+#[derive(Debug, Default)]
 struct RawConfig {
-    #[serde(default)]
     daemon: RawDaemon,
-    #[serde(default)]
     storage: BTreeMap<String, RawStorage>,
-    #[serde(default)]
     defaults: RawDefaults,
-    #[serde(default)]
     targets: Vec<RawTarget>,
+}
+
+/// A section that must be a TOML table. Serde's derived structs also accept an array (fields by position),
+/// which would let `policy = ["1h"]` through and explain other arrays with internal type names.
+#[derive(Debug, Default, Clone)]
+struct Section<T>(T);
+
+impl<T> std::ops::Deref for Section<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData)).map(Section)
+    }
+}
+
+/// Removes and checks the `kind` of a storage or target table.
+fn take_kind(table: &mut toml::Table, path: &str, what: &str, known: &[&'static str]) -> Result<&'static str, Problem> {
+    match table.remove("kind") {
+        Some(toml::Value::String(kind)) => known.iter().copied().find(|k| *k == kind).ok_or_else(|| {
+            Problem::at(
+                format!("{path}.kind"),
+                format!("unknown {what} kind {kind:?} (known: {})", known.join(", ")),
+            )
+        }),
+        Some(other) => Err(Problem::at(
+            format!("{path}.kind"),
+            format!("invalid type: {}, expected a string", other.type_str()),
+        )),
+        None => Err(Problem::at(path, "missing field `kind`")),
+    }
+}
+
+/// Deserializes one table, keeping key paths (prefixed with `path`) in errors.
+fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table, path: &str) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(table).map_err(|err| {
+        let inner = err.path().to_string();
+        let key = if inner == "." { path.to_owned() } else { format!("{path}.{inner}") };
+        Problem::at(key, err.into_inner().message().trim())
+    })
+}
+
+impl RawFile {
+    /// Resolves every storage and target by its `kind`; reports the problems of all of them.
+    fn resolve(self) -> Result<RawConfig, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut storage = BTreeMap::new();
+        for (name, mut table) in self.storage {
+            let path = format!("storage.{name}");
+            // One kind so far; a new kind is matched on the returned name.
+            match take_kind(&mut table, &path, "storage", &["directory"])
+                .and_then(|_directory| from_table(table, &path).map(RawStorage::Directory))
+            {
+                Ok(raw) => {
+                    storage.insert(name, raw);
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        let mut targets = Vec::new();
+        for (index, mut table) in self.targets.into_iter().enumerate() {
+            let path = format!("targets[{index}]");
+            match take_kind(&mut table, &path, "target", &["command"])
+                .and_then(|_command| from_table(table, &path).map(RawTarget::Command))
+            {
+                Ok(raw) => targets.push(raw),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(RawConfig {
+            daemon: self.daemon.0,
+            storage,
+            defaults: self.defaults.0,
+            targets,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,8 +169,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug)]
 enum RawStorage {
     Directory(RawDirectoryStorage),
 }
@@ -81,7 +184,7 @@ struct RawDirectoryStorage {
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
     #[serde(default)]
-    policy: RawPolicy,
+    policy: Section<RawPolicy>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -121,8 +224,7 @@ impl RawPolicy {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug)]
 enum RawTarget {
     Command(RawCommandTarget),
 }
@@ -136,14 +238,14 @@ struct RawCommandTarget {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
-    secret_env: Vec<RawSecretEnv>,
+    secret_env: Vec<Section<RawSecretEnv>>,
     #[serde(default)]
     clear_env: bool,
     working_dir: Option<PathBuf>,
     artifact_name: Option<String>,
-    encrypt: Option<RawEncrypt>,
+    encrypt: Option<Section<RawEncrypt>>,
     #[serde(default)]
-    policy: RawPolicy,
+    policy: Section<RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,7 +449,7 @@ impl Config {
         let deserializer = toml::Deserializer::parse(text).map_err(|err| {
             ConfigError::new(path, vec![Problem::at("", format!("invalid TOML: {}", err.message()))])
         })?;
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let raw: RawFile = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let key = err.path().to_string();
             let inner = err.into_inner();
             let position = inner.span().map(|span| error::line_column(text, span.start));
@@ -359,6 +461,9 @@ impl Config {
             };
             ConfigError::new(path, vec![with_position(problem)])
         })?;
+        let raw = raw
+            .resolve()
+            .map_err(|problems| ConfigError::new(path, problems.into_iter().map(with_position).collect()))?;
         validate(raw).map_err(|problems| {
             ConfigError::new(path, problems.into_iter().map(with_position).collect())
         })

@@ -49,7 +49,16 @@ impl Schedule {
             .seconds(Seconds::Optional)
             .build()
             .parse(trimmed)
-            .map_err(|err| format!("invalid cron expression {expression:?}: {err}"))?;
+            .map_err(|err| {
+                if trimmed.starts_with('@') {
+                    format!(
+                        "invalid cron expression {expression:?}: unknown macro (known: @yearly, @annually, @monthly, \
+                         @weekly, @daily, @hourly)"
+                    )
+                } else {
+                    format!("invalid cron expression {expression:?}: {err}")
+                }
+            })?;
         Ok(Self {
             expression: trimmed.to_owned(),
             cron,
