@@ -38,12 +38,17 @@ pub fn build_targets(config: &Config, file: &Path) -> Result<Vec<TargetSpec>, Co
             TargetKind::Command(spec) => match CommandProvider::new(spec.clone()) {
                 Ok(provider) => Arc::new(provider),
                 Err(message) => {
-                    problems.push(Problem::at(format!("targets[{index}].encrypt.age_recipients_file"), message));
+                    problems.push(Problem::at(
+                        format!("targets[{index}].encrypt.age_recipients_file"),
+                        message,
+                    ));
                     continue;
                 }
             },
         };
-        let Some(storage) = storages.get(&target.storage) else { continue };
+        let Some(storage) = storages.get(&target.storage) else {
+            continue;
+        };
         specs.push(TargetSpec {
             config: target.clone(),
             provider,
@@ -105,14 +110,27 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     } = options;
     let catalog = Catalog::open(&config.daemon.state_dir)
         .await
-        .with_context(|| format!("opening the catalog in {}", config.daemon.state_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "opening the catalog in {}",
+                config.daemon.state_dir.display()
+            )
+        })?;
     let metrics = Metrics::new();
-    let shared = Shared::new(catalog.clone(), metrics.clone(), clock.clone(), config.daemon.max_concurrent_operations);
-    let view: TargetsView = Arc::new(RwLock::new(Arc::new(targets.iter().cloned().map(Arc::new).collect())));
+    let shared = Shared::new(
+        catalog.clone(),
+        metrics.clone(),
+        clock.clone(),
+        config.daemon.max_concurrent_operations,
+    );
+    let view: TargetsView = Arc::new(RwLock::new(Arc::new(
+        targets.iter().cloned().map(Arc::new).collect(),
+    )));
     let stop_scheduling = shutdown.child_token();
-    let (scheduler, mut scheduler_task) = scheduler::start(shared.clone(), targets, stop_scheduling.clone())
-        .await
-        .context("starting the scheduler")?;
+    let (scheduler, mut scheduler_task) =
+        scheduler::start(shared.clone(), targets, stop_scheduling.clone())
+            .await
+            .context("starting the scheduler")?;
     let ready = Arc::new(AtomicBool::new(true));
     let api = ApiState {
         catalog: catalog.clone(),
@@ -138,7 +156,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     if let Some(address) = address {
-        info!(%address, targets = view.read().map(|v| v.len()).unwrap_or(0), "rpod is running.");
+        info!(%address, targets = view.read().map_or(0, |v| v.len()), "rpod is running.");
     }
 
     let mut daemon = config.daemon.clone();
@@ -176,12 +194,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     stop_scheduling.cancel();
     drain(&shared, config.daemon.shutdown_timeout).await;
     catalog.close().await;
-    match failure {
-        Some(message) => Err(anyhow::anyhow!(message)),
-        None => {
-            info!("rpod stopped.");
-            Ok(())
-        }
+    if let Some(message) = failure {
+        Err(anyhow::anyhow!(message))
+    } else {
+        info!("rpod stopped.");
+        Ok(())
     }
 }
 
@@ -191,8 +208,14 @@ async fn drain(shared: &Shared, deadline: Duration) {
     if shared.tracker.is_empty() {
         return;
     }
-    info!(running = shared.tracker.len(), "Waiting for running backups to finish.");
-    if tokio::time::timeout(deadline, shared.tracker.wait()).await.is_ok() {
+    info!(
+        running = shared.tracker.len(),
+        "Waiting for running backups to finish."
+    );
+    if tokio::time::timeout(deadline, shared.tracker.wait())
+        .await
+        .is_ok()
+    {
         return;
     }
     warn!(
@@ -200,8 +223,14 @@ async fn drain(shared: &Shared, deadline: Duration) {
         "Backups still running at the shutdown deadline; stopping them."
     );
     shared.abort.cancel();
-    if tokio::time::timeout(Duration::from_secs(15), shared.tracker.wait()).await.is_err() {
-        error!(running = shared.tracker.len(), "Some backups did not stop; exiting anyway.");
+    if tokio::time::timeout(Duration::from_secs(15), shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        error!(
+            running = shared.tracker.len(),
+            "Some backups did not stop; exiting anyway."
+        );
     }
 }
 

@@ -66,7 +66,7 @@ pub enum Command {
         /// The target.
         target: String,
     },
-    /// Delete expired backups (and those beyond keep_last) now.
+    /// Delete expired backups (and those beyond `keep_last`) now.
     Prune {
         /// Only show what would be deleted.
         #[arg(long)]
@@ -90,13 +90,23 @@ pub async fn execute(cli: Cli) -> ExitCode {
     };
     init_logging(
         config.daemon.log_format,
-        if matches!(cli.command, Command::Run) { "info" } else { "warn" },
+        if matches!(cli.command, Command::Run) {
+            "info"
+        } else {
+            "warn"
+        },
     );
     let result = match cli.command {
         Command::Run => run(cli.config, config, targets).await,
-        Command::CheckConfig { online } => check_config(&cli.config, &config, &targets, online).await,
+        Command::CheckConfig { online } => {
+            check_config(&cli.config, &config, &targets, online).await
+        }
         Command::Status { json } => status(&config, &targets, json).await,
-        Command::Backups { target, limit, json } => {
+        Command::Backups {
+            target,
+            limit,
+            json,
+        } => {
             if let Some(name) = &target
                 && config.target(name).is_none()
             {
@@ -133,11 +143,19 @@ fn init_logging(format: LogFormat, default_level: &str) {
     // JSON lines carry the backup target in `target`; the module path would collide with it.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_target(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_target(false)
+            .try_init(),
     };
 }
 
-async fn run(config_path: PathBuf, config: Config, targets: Vec<TargetSpec>) -> anyhow::Result<ExitCode> {
+async fn run(
+    config_path: PathBuf,
+    config: Config,
+    targets: Vec<TargetSpec>,
+) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
     let listener = tokio::net::TcpListener::bind(config.daemon.listen)
         .await
@@ -201,18 +219,28 @@ async fn check_config(
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn age(seconds: Option<i64>) -> String {
     seconds.map_or_else(
         || "never".to_owned(),
-        |s| humantime::format_duration(Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0))).to_string(),
+        |s| {
+            humantime::format_duration(Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0)))
+                .to_string()
+        },
     )
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {
-    at.map_or_else(|| "-".to_owned(), |at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    at.map_or_else(
+        || "-".to_owned(),
+        |at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
 }
 
 async fn status(config: &Config, targets: &[TargetSpec], json: bool) -> anyhow::Result<ExitCode> {
@@ -252,7 +280,12 @@ async fn status(config: &Config, targets: &[TargetSpec], json: bool) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-async fn backups(config: &Config, target: Option<&str>, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+async fn backups(
+    config: &Config,
+    target: Option<&str>,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::open(&config.daemon.state_dir).await?;
     let records = catalog.backups(target, limit).await?;
     catalog.close().await;
@@ -274,7 +307,8 @@ async fn backups(config: &Config, target: Option<&str>, limit: u32, json: bool) 
             r.status.as_str(),
             time(r.accepted_at),
             time(r.expires_at),
-            r.size_bytes.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            r.size_bytes
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
             r.error_message.as_deref().unwrap_or("")
         );
     }
@@ -287,7 +321,10 @@ async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
     if address.ip().is_unspecified() {
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let url = format!("http://{address}/api/v1/targets/{}/backup", spec.config.name);
+    let url = format!(
+        "http://{address}/api/v1/targets/{}/backup",
+        spec.config.name
+    );
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
@@ -295,12 +332,18 @@ async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
     match client.post(&url).send().await {
         Ok(response) if response.status().is_success() => {
             let answer: TriggerResponse = response.json().await?;
-            println!("target {}: backup {} by the running daemon", answer.target, answer.status);
+            println!(
+                "target {}: backup {} by the running daemon",
+                answer.target, answer.status
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Ok(response) => anyhow::bail!("the daemon at {address} answered {}", response.status()),
         Err(err) if err.is_connect() => {
-            eprintln!("no daemon answers at {address}; backing up {} here", spec.config.name);
+            eprintln!(
+                "no daemon answers at {address}; backing up {} here",
+                spec.config.name
+            );
         }
         Err(err) => return Err(err).context(format!("asking the daemon at {address}")),
     }
@@ -311,29 +354,34 @@ async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
     let last = catalog.backups(Some(&name), 1).await?;
     catalog.close().await;
     let record = last.first();
-    match report.outcome {
-        AttemptOutcome::Succeeded => {
-            println!(
-                "target {name}: backup {} succeeded: {}",
-                record.map_or(0, |r| r.id),
-                record.and_then(|r| r.artifact.as_deref()).unwrap_or("-")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => {
-            eprintln!(
-                "target {name}: backup failed: {}",
-                record.and_then(|r| r.error_message.as_deref()).unwrap_or("unknown error")
-            );
-            Ok(ExitCode::FAILURE)
-        }
+    if report.outcome == AttemptOutcome::Succeeded {
+        println!(
+            "target {name}: backup {} succeeded: {}",
+            record.map_or(0, |r| r.id),
+            record.and_then(|r| r.artifact.as_deref()).unwrap_or("-")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "target {name}: backup failed: {}",
+            record
+                .and_then(|r| r.error_message.as_deref())
+                .unwrap_or("unknown error")
+        );
+        Ok(ExitCode::FAILURE)
     }
 }
 
-async fn prune(config: &Config, targets: Vec<TargetSpec>, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+async fn prune(
+    config: &Config,
+    targets: Vec<TargetSpec>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::open(&config.daemon.state_dir).await?;
     let targets: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
-    let report = maintenance::prune(&catalog, None, &targets, Utc::now(), dry_run, "rpod prune").await?;
+    let report =
+        maintenance::prune(&catalog, None, &targets, Utc::now(), dry_run, "rpod prune").await?;
     catalog.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -356,5 +404,9 @@ async fn prune(config: &Config, targets: Vec<TargetSpec>, dry_run: bool, json: b
             eprintln!("error: {problem}");
         }
     }
-    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -56,7 +56,10 @@ pub fn router(state: ApiState) -> Router {
 
 async fn metrics(State(state): State<ApiState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -78,7 +81,13 @@ struct ApiError {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(ApiError { error: message.into() })).into_response()
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 /// One target as `/api/v1/targets` shows it.
@@ -137,7 +146,9 @@ pub async fn target_view(
         timezone: policy.schedule.as_ref().map(|s| s.timezone().to_string()),
         compliant: policy::is_compliant(summary.newest_recovery_point, policy.rpo, now),
         newest_recovery_point: summary.newest_recovery_point,
-        age_seconds: summary.newest_recovery_point.map(|at| (now - at).num_seconds()),
+        age_seconds: summary
+            .newest_recovery_point
+            .map(|at| (now - at).num_seconds()),
         restorable_backups: summary.restorable_backups,
         restorable_until: summary.restorable_until,
         last_success: summary.last_success,
@@ -197,7 +208,9 @@ async fn backup_now(State(state): State<ApiState>, Path(name): Path<String>) -> 
     let status = match state.scheduler.backup_now(&name).await {
         ManualOutcome::Started => "started",
         ManualOutcome::Coalesced => "coalesced",
-        ManualOutcome::UnknownTarget => return error(StatusCode::NOT_FOUND, format!("unknown target {name:?}")),
+        ManualOutcome::UnknownTarget => {
+            return error(StatusCode::NOT_FOUND, format!("unknown target {name:?}"));
+        }
     };
     (
         StatusCode::ACCEPTED,

@@ -1,10 +1,10 @@
 //! rpod keeps a recovery point objective (RPO) true for every system it protects: it triggers backups on a
-//! schedule and before the RPO would be breached, records each one with its expiry in a SQLite catalog, prunes
+//! schedule and before the RPO would be breached, records each one with its expiry in a `SQLite` catalog, prunes
 //! what has expired, and exports Prometheus metrics.
 //!
 //! # Layout
 //! - [`config`]: TOML model, pure validation with key paths, durations, cron schedules, secrets, name templates.
-//! - [`catalog`]: the SQLite catalog: backups, per-target state, operations, audit.
+//! - [`catalog`]: the `SQLite` catalog: backups, per-target state, operations, audit.
 //! - [`policy`]: pure RPO, watchdog, backoff and pruning decisions (no I/O, `now` passed in).
 //! - [`scheduler`]: timer queue for cron slots, watchdog and retries; coalescing; concurrency; deadlines.
 //! - [`maintenance`]: the periodic evaluation pass: compliance, expiry warnings, storage probes, pruning.

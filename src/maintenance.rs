@@ -59,7 +59,10 @@ pub async fn prune(
     let mut report = PruneReport::default();
     let mut expired: HashMap<String, Vec<BackupRecord>> = HashMap::new();
     for record in catalog.expired_unpruned(now, PRUNE_BATCH).await? {
-        expired.entry(record.target.clone()).or_default().push(record);
+        expired
+            .entry(record.target.clone())
+            .or_default()
+            .push(record);
     }
     for spec in targets {
         let name = &spec.config.name;
@@ -82,7 +85,9 @@ pub async fn prune(
             continue;
         }
         if dry_run {
-            report.pruned.extend(decisions.iter().map(|d| pruned(spec.storage.as_ref(), d)));
+            report
+                .pruned
+                .extend(decisions.iter().map(|d| pruned(spec.storage.as_ref(), d)));
             continue;
         }
         let prefix = spec.config.artifact_name.prefix(name);
@@ -93,7 +98,9 @@ pub async fn prune(
                 if let Some(metrics) = metrics {
                     metrics.set_storage_up(spec.storage.name(), false);
                 }
-                report.errors.push(format!("target {name}: not pruned: {err}"));
+                report
+                    .errors
+                    .push(format!("target {name}: not pruned: {err}"));
                 continue;
             }
         };
@@ -109,7 +116,9 @@ pub async fn prune(
                     && let Err(err) = spec.storage.delete(artifact).await
                 {
                     error!(target = %name, backup_id = record.id, error = %err, "Could not delete an expired artifact.");
-                    report.errors.push(format!("target {name}: backup {}: {err}", record.id));
+                    report
+                        .errors
+                        .push(format!("target {name}: backup {}: {err}", record.id));
                     continue;
                 }
                 if let Some(metrics) = metrics {

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::catalog::{TargetSummary, Trigger};
@@ -34,7 +34,8 @@ pub struct Metrics {
 }
 
 fn ts(at: Option<DateTime<Utc>>) -> f64 {
-    #[allow(clippy::cast_precision_loss)] // milliseconds since 1970 fit f64's 53 bits for 285,000 years
+    #[allow(clippy::cast_precision_loss)]
+    // milliseconds since 1970 fit f64's 53 bits for 285,000 years
     at.map_or(0.0, |at| at.timestamp_millis() as f64 / 1000.0)
 }
 
@@ -54,37 +55,56 @@ impl Metrics {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let int_gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
-        let build_info = int_gauge("rpod_build_info", "Always 1; the version label says which rpod runs.", &["version"]);
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let build_info = int_gauge(
+            "rpod_build_info",
+            "Always 1; the version label says which rpod runs.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let backup_duration = HistogramVec::new(
-            HistogramOpts::new("rpod_backup_duration_seconds", "Duration of completed backup attempts.").buckets(
-                vec![
-                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
-                ],
-            ),
+            HistogramOpts::new(
+                "rpod_backup_duration_seconds",
+                "Duration of completed backup attempts.",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+                14400.0, 28800.0,
+            ]),
             &["target"],
         )
         .expect("valid metric");
-        registry.register(Box::new(backup_duration.clone())).expect("unique metric");
+        registry
+            .register(Box::new(backup_duration.clone()))
+            .expect("unique metric");
         let last_evaluation = Gauge::new(
             "rpod_last_evaluation_timestamp_seconds",
             "When rpod last evaluated every target's policy: the scheduler heartbeat.",
         )
         .expect("valid metric");
-        registry.register(Box::new(last_evaluation.clone())).expect("unique metric");
+        registry
+            .register(Box::new(last_evaluation.clone()))
+            .expect("unique metric");
         let dispatch_lateness = Histogram::with_opts(
             HistogramOpts::new(
                 "rpod_dispatch_lateness_seconds",
@@ -94,10 +114,20 @@ impl Metrics {
             .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0]),
         )
         .expect("valid metric");
-        registry.register(Box::new(dispatch_lateness.clone())).expect("unique metric");
+        registry
+            .register(Box::new(dispatch_lateness.clone()))
+            .expect("unique metric");
         Self {
-            target_info: int_gauge("rpod_target_info", "1 for every configured target.", &["target", "kind"]),
-            rpo_seconds: gauge("rpod_target_rpo_seconds", "The target's declared RPO in seconds.", &["target"]),
+            target_info: int_gauge(
+                "rpod_target_info",
+                "1 for every configured target.",
+                &["target", "kind"],
+            ),
+            rpo_seconds: gauge(
+                "rpod_target_rpo_seconds",
+                "The target's declared RPO in seconds.",
+                &["target"],
+            ),
             last_success: gauge(
                 "rpod_target_last_success_timestamp_seconds",
                 "Recovery point time of the newest successful backup; 0 if none.",
@@ -134,13 +164,21 @@ impl Metrics {
                 &["target", "trigger", "outcome"],
             ),
             backup_duration,
-            pruned_total: counter("rpod_backups_pruned_total", "Backup artifacts deleted by pruning.", &["target"]),
+            pruned_total: counter(
+                "rpod_backups_pruned_total",
+                "Backup artifacts deleted by pruning.",
+                &["target"],
+            ),
             expiry_warnings_total: counter(
                 "rpod_expiry_warnings_total",
                 "Warnings that the last restorable backup expires within warn_before_expiry (once per backup).",
                 &["target"],
             ),
-            storage_up: int_gauge("rpod_storage_up", "1 when the storage's last probe succeeded.", &["storage"]),
+            storage_up: int_gauge(
+                "rpod_storage_up",
+                "1 when the storage's last probe succeeded.",
+                &["storage"],
+            ),
             last_evaluation,
             dispatch_lateness,
             registry,
@@ -148,18 +186,36 @@ impl Metrics {
     }
 
     /// Creates every per-target series at its zero value, so "never" differs from "rpod is down".
-    pub fn register_target(&self, target: &str, kind: &str, rpo_seconds: f64, triggers: &[Trigger]) {
+    pub fn register_target(
+        &self,
+        target: &str,
+        kind: &str,
+        rpo_seconds: f64,
+        triggers: &[Trigger],
+    ) {
         self.target_info.with_label_values(&[target, kind]).set(1);
-        self.rpo_seconds.with_label_values(&[target]).set(rpo_seconds);
-        for metric in [&self.last_success, &self.last_attempt, &self.restorable_until] {
+        self.rpo_seconds
+            .with_label_values(&[target])
+            .set(rpo_seconds);
+        for metric in [
+            &self.last_success,
+            &self.last_attempt,
+            &self.restorable_until,
+        ] {
             let _ = metric.with_label_values(&[target]);
         }
-        for metric in [&self.rpo_compliant, &self.restorable_backups, &self.in_progress] {
+        for metric in [
+            &self.rpo_compliant,
+            &self.restorable_backups,
+            &self.in_progress,
+        ] {
             let _ = metric.with_label_values(&[target]);
         }
         for trigger in triggers {
             for outcome in OUTCOMES {
-                let _ = self.backups_total.with_label_values(&[target, trigger.as_str(), outcome]);
+                let _ = self
+                    .backups_total
+                    .with_label_values(&[target, trigger.as_str(), outcome]);
             }
         }
         let _ = self.backup_duration.with_label_values(&[target]);
@@ -170,15 +226,26 @@ impl Metrics {
     /// Removes every series of a target that is no longer configured, so its alerts resolve.
     pub fn unregister_target(&self, target: &str, kind: &str) {
         let _ = self.target_info.remove_label_values(&[target, kind]);
-        for metric in [&self.rpo_seconds, &self.last_success, &self.last_attempt, &self.restorable_until] {
+        for metric in [
+            &self.rpo_seconds,
+            &self.last_success,
+            &self.last_attempt,
+            &self.restorable_until,
+        ] {
             let _ = metric.remove_label_values(&[target]);
         }
-        for metric in [&self.rpo_compliant, &self.restorable_backups, &self.in_progress] {
+        for metric in [
+            &self.rpo_compliant,
+            &self.restorable_backups,
+            &self.in_progress,
+        ] {
             let _ = metric.remove_label_values(&[target]);
         }
         for trigger in Trigger::ALL {
             for outcome in OUTCOMES {
-                let _ = self.backups_total.remove_label_values(&[target, trigger.as_str(), outcome]);
+                let _ =
+                    self.backups_total
+                        .remove_label_values(&[target, trigger.as_str(), outcome]);
             }
         }
         let _ = self.backup_duration.remove_label_values(&[target]);
@@ -188,39 +255,65 @@ impl Metrics {
 
     /// Sets the restorability gauges of a target from a catalog summary.
     pub fn set_summary(&self, target: &str, summary: &TargetSummary, compliant: bool) {
-        self.last_success.with_label_values(&[target]).set(ts(summary.last_success));
-        self.last_attempt.with_label_values(&[target]).set(ts(summary.last_attempt));
+        self.last_success
+            .with_label_values(&[target])
+            .set(ts(summary.last_success));
+        self.last_attempt
+            .with_label_values(&[target])
+            .set(ts(summary.last_attempt));
         self.restorable_backups
             .with_label_values(&[target])
             .set(i64::try_from(summary.restorable_backups).unwrap_or(i64::MAX));
-        self.restorable_until.with_label_values(&[target]).set(ts(summary.restorable_until));
-        self.rpo_compliant.with_label_values(&[target]).set(i64::from(compliant));
+        self.restorable_until
+            .with_label_values(&[target])
+            .set(ts(summary.restorable_until));
+        self.rpo_compliant
+            .with_label_values(&[target])
+            .set(i64::from(compliant));
     }
 
     /// Sets the gauges that change as time passes (expiry), from an evaluation pass.
-    pub fn set_restorability(&self, target: &str, count: u64, until: Option<DateTime<Utc>>, compliant: bool) {
+    pub fn set_restorability(
+        &self,
+        target: &str,
+        count: u64,
+        until: Option<DateTime<Utc>>,
+        compliant: bool,
+    ) {
         self.restorable_backups
             .with_label_values(&[target])
             .set(i64::try_from(count).unwrap_or(i64::MAX));
-        self.restorable_until.with_label_values(&[target]).set(ts(until));
-        self.rpo_compliant.with_label_values(&[target]).set(i64::from(compliant));
+        self.restorable_until
+            .with_label_values(&[target])
+            .set(ts(until));
+        self.rpo_compliant
+            .with_label_values(&[target])
+            .set(i64::from(compliant));
     }
 
     /// Marks a backup as running or not.
     pub fn set_in_progress(&self, target: &str, running: bool) {
-        self.in_progress.with_label_values(&[target]).set(i64::from(running));
+        self.in_progress
+            .with_label_values(&[target])
+            .set(i64::from(running));
     }
 
     /// Records the start of an attempt.
     pub fn attempt_started(&self, target: &str, at: DateTime<Utc>, lateness_seconds: f64) {
-        self.last_attempt.with_label_values(&[target]).set(ts(Some(at)));
+        self.last_attempt
+            .with_label_values(&[target])
+            .set(ts(Some(at)));
         self.dispatch_lateness.observe(lateness_seconds.max(0.0));
     }
 
     /// Counts a completed attempt.
     pub fn backup_finished(&self, target: &str, trigger: Trigger, outcome: &str, seconds: f64) {
-        self.backups_total.with_label_values(&[target, trigger.as_str(), outcome]).inc();
-        self.backup_duration.with_label_values(&[target]).observe(seconds);
+        self.backups_total
+            .with_label_values(&[target, trigger.as_str(), outcome])
+            .inc();
+        self.backup_duration
+            .with_label_values(&[target])
+            .observe(seconds);
     }
 
     /// Counts a pruned artifact.
@@ -230,12 +323,16 @@ impl Metrics {
 
     /// Counts an expiry warning.
     pub fn expiry_warned(&self, target: &str) {
-        self.expiry_warnings_total.with_label_values(&[target]).inc();
+        self.expiry_warnings_total
+            .with_label_values(&[target])
+            .inc();
     }
 
     /// Records a storage probe result.
     pub fn set_storage_up(&self, storage: &str, up: bool) {
-        self.storage_up.with_label_values(&[storage]).set(i64::from(up));
+        self.storage_up
+            .with_label_values(&[storage])
+            .set(i64::from(up));
     }
 
     /// Records the scheduler heartbeat.

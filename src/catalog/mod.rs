@@ -1,5 +1,5 @@
 //! The catalog: every backup, its recovery point and expiry, per-target scheduler state, long-running
-//! operations and an audit trail, in one SQLite file (`<state_dir>/rpod.db`) via sqlx.
+//! operations and an audit trail, in one `SQLite` file (`<state_dir>/rpod.db`) via sqlx.
 //!
 //! What does not live here: deciding what is restorable or prunable (`policy`), or when to run (`scheduler`).
 
@@ -26,7 +26,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     /// The state directory does not exist.
-    #[error("state directory {0} does not exist: create it (owned by the user rpod runs as) or set daemon.state_dir")]
+    #[error(
+        "state directory {0} does not exist: create it (owned by the user rpod runs as) or set daemon.state_dir"
+    )]
     StateDirMissing(PathBuf),
     /// The state directory exists but is not writable.
     #[error("state directory {path} is not writable ({detail}): rpod keeps its catalog there")]
@@ -36,7 +38,7 @@ pub enum CatalogError {
         /// What the system said.
         detail: String,
     },
-    /// The file is not a SQLite database, or is damaged.
+    /// The file is not a `SQLite` database, or is damaged.
     #[error(
         "catalog {path} is corrupt ({detail}): restore it from its backup, or move it aside and restart with an \
          empty catalog (backup history is lost; the artifacts stay in storage)"
@@ -44,7 +46,7 @@ pub enum CatalogError {
     Corrupt {
         /// The database file.
         path: PathBuf,
-        /// What SQLite said.
+        /// What `SQLite` said.
         detail: String,
     },
     /// The catalog was written by a newer rpod.
@@ -85,7 +87,8 @@ impl Catalog {
     /// # Errors
     /// A [`CatalogError`] that says what is wrong and what to do.
     pub async fn open(state_dir: &Path) -> Result<Self, CatalogError> {
-        let meta = std::fs::metadata(state_dir).map_err(|_| CatalogError::StateDirMissing(state_dir.into()))?;
+        let meta = std::fs::metadata(state_dir)
+            .map_err(|_| CatalogError::StateDirMissing(state_dir.into()))?;
         if !meta.is_dir() {
             return Err(CatalogError::StateDirMissing(state_dir.into()));
         }
@@ -133,9 +136,10 @@ impl Catalog {
         .fetch_one(&self.pool)
         .await?;
         if has_table {
-            let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-                .fetch_one(&self.pool)
-                .await?;
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+                    .fetch_one(&self.pool)
+                    .await?;
             if let Some(found) = found
                 && found > known
             {
@@ -236,7 +240,16 @@ impl Catalog {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            audit(&mut tx, now, "rpod", "interrupted", &target, Some(id), "found running at start").await?;
+            audit(
+                &mut tx,
+                now,
+                "rpod",
+                "interrupted",
+                &target,
+                Some(id),
+                "found running at start",
+            )
+            .await?;
             if !targets.contains(&target) {
                 targets.push(target);
             }
@@ -250,10 +263,11 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn last_slot(&self, target: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
-        let ms: Option<Option<i64>> = sqlx::query_scalar("SELECT last_slot_at FROM target_state WHERE target = ?")
-            .bind(target)
-            .fetch_optional(&self.pool)
-            .await?;
+        let ms: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT last_slot_at FROM target_state WHERE target = ?")
+                .bind(target)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(ms.flatten().map(from_ms))
     }
 
@@ -277,7 +291,11 @@ impl Catalog {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn summary(&self, target: &str, now: DateTime<Utc>) -> Result<TargetSummary, CatalogError> {
+    pub async fn summary(
+        &self,
+        target: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TargetSummary, CatalogError> {
         let now_ms = to_ms(now);
         let newest: Option<(i64, i64)> = sqlx::query_as(
             "SELECT accepted_at, expires_at FROM backups INDEXED BY backups_restorable_by_point
@@ -303,11 +321,12 @@ impl Catalog {
         .bind(target)
         .fetch_one(&self.pool)
         .await?;
-        let last_attempt: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(requested_at) FROM backups WHERE target = ? AND trigger != 'discovered'")
-                .bind(target)
-                .fetch_one(&self.pool)
-                .await?;
+        let last_attempt: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(requested_at) FROM backups WHERE target = ? AND trigger != 'discovered'",
+        )
+        .bind(target)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(TargetSummary {
             newest_recovery_point: newest.map(|(at, _)| from_ms(at)),
             restorable_backups: u64::try_from(count).unwrap_or(0),
@@ -321,7 +340,10 @@ impl Catalog {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn restorability(&self, now: DateTime<Utc>) -> Result<HashMap<String, Restorability>, CatalogError> {
+    pub async fn restorability(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, Restorability>, CatalogError> {
         let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT target, COUNT(*), MAX(accepted_at), MAX(expires_at) FROM backups INDEXED BY backups_expiring
              WHERE status IN ('succeeded', 'discovered') AND expires_at > ?
@@ -363,7 +385,11 @@ impl Catalog {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn recent_durations(&self, target: &str, limit: u32) -> Result<Vec<Duration>, CatalogError> {
+    pub async fn recent_durations(
+        &self,
+        target: &str,
+        limit: u32,
+    ) -> Result<Vec<Duration>, CatalogError> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT requested_at, completed_at FROM backups INDEXED BY backups_by_target
              WHERE target = ? AND status IN ('succeeded', 'pruned', 'missing') AND completed_at IS NOT NULL
@@ -383,10 +409,18 @@ impl Catalog {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn restorable(&self, target: &str, now: DateTime<Utc>) -> Result<Vec<BackupRecord>, CatalogError> {
-        let rows = sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups INDEXED BY backups_restorable_by_point
+    pub async fn restorable(
+        &self,
+        target: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BackupRecord>, CatalogError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            backup_columns!(),
+            " FROM backups INDEXED BY backups_restorable_by_point
              WHERE target = ? AND status IN ('succeeded', 'discovered') AND expires_at > ?
-             ORDER BY accepted_at DESC"))
+             ORDER BY accepted_at DESC"
+        ))
         .bind(target)
         .bind(to_ms(now))
         .fetch_all(&self.pool)
@@ -398,10 +432,18 @@ impl Catalog {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn expired_unpruned(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<BackupRecord>, CatalogError> {
-        let rows = sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups INDEXED BY backups_expiring
+    pub async fn expired_unpruned(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<BackupRecord>, CatalogError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            backup_columns!(),
+            " FROM backups INDEXED BY backups_expiring
              WHERE status IN ('succeeded', 'discovered') AND expires_at <= ?
-             ORDER BY expires_at LIMIT ?"))
+             ORDER BY expires_at LIMIT ?"
+        ))
         .bind(to_ms(now))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -426,8 +468,20 @@ impl Catalog {
             .bind(record.id)
             .execute(&mut *tx)
             .await?;
-        let detail = format!("{reason}; artifact {}", record.artifact.as_deref().unwrap_or("-"));
-        audit(&mut tx, now, actor, "pruned", &record.target, Some(record.id), &detail).await?;
+        let detail = format!(
+            "{reason}; artifact {}",
+            record.artifact.as_deref().unwrap_or("-")
+        );
+        audit(
+            &mut tx,
+            now,
+            actor,
+            "pruned",
+            &record.target,
+            Some(record.id),
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -436,13 +490,19 @@ impl Catalog {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn mark_expiry_warned(&self, id: i64, now: DateTime<Utc>) -> Result<bool, CatalogError> {
-        let changed = sqlx::query("UPDATE backups SET expiry_warned_at = ? WHERE id = ? AND expiry_warned_at IS NULL")
-            .bind(to_ms(now))
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+    pub async fn mark_expiry_warned(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, CatalogError> {
+        let changed = sqlx::query(
+            "UPDATE backups SET expiry_warned_at = ? WHERE id = ? AND expiry_warned_at IS NULL",
+        )
+        .bind(to_ms(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(changed == 1)
     }
 
@@ -450,7 +510,11 @@ impl Catalog {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn backups(&self, target: Option<&str>, limit: u32) -> Result<Vec<BackupRecord>, CatalogError> {
+    pub async fn backups(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<BackupRecord>, CatalogError> {
         let rows = match target {
             Some(target) => {
                 sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups INDEXED BY backups_by_target WHERE target = ? ORDER BY id DESC LIMIT ?"))
@@ -474,10 +538,14 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn backup(&self, id: i64) -> Result<Option<BackupRecord>, CatalogError> {
-        let row = sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            backup_columns!(),
+            " FROM backups WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(BackupRecord::from_row))
     }
 

@@ -227,7 +227,8 @@ impl BackupRecord {
     /// Status `succeeded` or `discovered` and not yet expired.
     #[must_use]
     pub fn is_restorable(&self, now: DateTime<Utc>) -> bool {
-        matches!(self.status, Status::Succeeded | Status::Discovered) && self.expires_at.is_some_and(|e| e > now)
+        matches!(self.status, Status::Succeeded | Status::Discovered)
+            && self.expires_at.is_some_and(|e| e > now)
     }
 }
 

@@ -17,7 +17,9 @@ impl HumanDuration {
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err("empty duration (write e.g. \"90s\", \"15m\", \"6h\" or \"30d\")".to_owned());
+            return Err(
+                "empty duration (write e.g. \"90s\", \"15m\", \"6h\" or \"30d\")".to_owned(),
+            );
         }
         if trimmed.chars().all(|c| c.is_ascii_digit()) {
             return Err(format!(
@@ -25,7 +27,9 @@ impl HumanDuration {
             ));
         }
         humantime::parse_duration(trimmed).map(Self).map_err(|err| {
-            format!("invalid duration {text:?}: {err} (write e.g. \"90s\", \"15m\", \"6h\" or \"30d\")")
+            format!(
+                "invalid duration {text:?}: {err} (write e.g. \"90s\", \"15m\", \"6h\" or \"30d\")"
+            )
         })
     }
 }
@@ -78,17 +82,41 @@ mod tests {
 
     #[test]
     fn parses_operator_units() {
-        assert_eq!(HumanDuration::parse("90s").unwrap().0, Duration::from_secs(90));
-        assert_eq!(HumanDuration::parse("15m").unwrap().0, Duration::from_secs(900));
-        assert_eq!(HumanDuration::parse("6h").unwrap().0, Duration::from_secs(6 * 3600));
-        assert_eq!(HumanDuration::parse("30d").unwrap().0, Duration::from_secs(30 * 86_400));
-        assert_eq!(HumanDuration::parse("1h 30m").unwrap().0, Duration::from_secs(5400));
-        assert_eq!(HumanDuration::parse("500ms").unwrap().0, Duration::from_millis(500));
+        assert_eq!(
+            HumanDuration::parse("90s").unwrap().0,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            HumanDuration::parse("15m").unwrap().0,
+            Duration::from_mins(15)
+        );
+        assert_eq!(
+            HumanDuration::parse("6h").unwrap().0,
+            Duration::from_hours(6)
+        );
+        assert_eq!(
+            HumanDuration::parse("30d").unwrap().0,
+            Duration::from_hours(720)
+        );
+        assert_eq!(
+            HumanDuration::parse("1h 30m").unwrap().0,
+            Duration::from_mins(90)
+        );
+        assert_eq!(
+            HumanDuration::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
     }
 
     #[test]
     fn displays_in_configuration_units() {
-        for (text, shown) in [("60d", "60d"), ("1h 30m", "1h 30m"), ("90s", "1m 30s"), ("500ms", "500ms"), ("0s", "0s")] {
+        for (text, shown) in [
+            ("60d", "60d"),
+            ("1h 30m", "1h 30m"),
+            ("90s", "1m 30s"),
+            ("500ms", "500ms"),
+            ("0s", "0s"),
+        ] {
             let duration = HumanDuration::parse(text).unwrap();
             assert_eq!(duration.to_string(), shown);
             assert_eq!(HumanDuration::parse(shown).unwrap(), duration);

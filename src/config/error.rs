@@ -98,11 +98,13 @@ pub(crate) fn locate(document: &DeTable<'_>, path: &str) -> Option<Range<usize>>
                 .find(|(k, _)| k.get_ref().as_ref() == key.as_str())
                 .map(|(k, v)| (k.span(), v)),
             (Segment::Index(index), Some(DeValue::Array(array))) => {
-                array.iter().nth(*index).map(|v| (v.span(), v))
+                array.get(*index).map(|v| (v.span(), v))
             }
             _ => None,
         };
-        let Some((found_span, value)) = next else { break };
+        let Some((found_span, value)) = next else {
+            break;
+        };
         span = Some(found_span);
         current = Some(value.get_ref());
     }
@@ -124,7 +126,9 @@ fn split_path(path: &str) -> Vec<Segment> {
             }
             rest = &rest[open..];
             while let Some(stripped) = rest.strip_prefix('[') {
-                let Some(close) = stripped.find(']') else { break };
+                let Some(close) = stripped.find(']') else {
+                    break;
+                };
                 if let Ok(index) = stripped[..close].parse() {
                     segments.push(Segment::Index(index));
                 }

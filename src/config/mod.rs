@@ -77,19 +77,28 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
                 T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
             }
         }
-        deserializer.deserialize_map(Visitor(std::marker::PhantomData)).map(Section)
+        deserializer
+            .deserialize_map(Visitor(std::marker::PhantomData))
+            .map(Section)
     }
 }
 
 /// Removes and checks the `kind` of a storage or target table.
-fn take_kind(table: &mut toml::Table, path: &str, what: &str, known: &[&'static str]) -> Result<&'static str, Problem> {
+fn take_kind(
+    table: &mut toml::Table,
+    path: &str,
+    what: &str,
+    known: &[&'static str],
+) -> Result<&'static str, Problem> {
     match table.remove("kind") {
-        Some(toml::Value::String(kind)) => known.iter().copied().find(|k| *k == kind).ok_or_else(|| {
-            Problem::at(
-                format!("{path}.kind"),
-                format!("unknown {what} kind {kind:?} (known: {})", known.join(", ")),
-            )
-        }),
+        Some(toml::Value::String(kind)) => {
+            known.iter().copied().find(|k| *k == kind).ok_or_else(|| {
+                Problem::at(
+                    format!("{path}.kind"),
+                    format!("unknown {what} kind {kind:?} (known: {})", known.join(", ")),
+                )
+            })
+        }
         Some(other) => Err(Problem::at(
             format!("{path}.kind"),
             format!("invalid type: {}, expected a string", other.type_str()),
@@ -99,10 +108,17 @@ fn take_kind(table: &mut toml::Table, path: &str, what: &str, known: &[&'static 
 }
 
 /// Deserializes one table, keeping key paths (prefixed with `path`) in errors.
-fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table, path: &str) -> Result<T, Problem> {
+fn from_table<T: serde::de::DeserializeOwned>(
+    table: toml::Table,
+    path: &str,
+) -> Result<T, Problem> {
     serde_path_to_error::deserialize(table).map_err(|err| {
         let inner = err.path().to_string();
-        let key = if inner == "." { path.to_owned() } else { format!("{path}.{inner}") };
+        let key = if inner == "." {
+            path.to_owned()
+        } else {
+            format!("{path}.{inner}")
+        };
         Problem::at(key, err.into_inner().message().trim())
     })
 }
@@ -399,13 +415,13 @@ impl Policy {
     }
 }
 
-const DEFAULT_RPO: Duration = Duration::from_secs(24 * 3600);
-const DEFAULT_EXPIRY: Duration = Duration::from_secs(30 * 86_400);
-const DEFAULT_WARN: Duration = Duration::from_secs(7 * 86_400);
+const DEFAULT_RPO: Duration = Duration::from_hours(24);
+const DEFAULT_EXPIRY: Duration = Duration::from_hours(720);
+const DEFAULT_WARN: Duration = Duration::from_hours(168);
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
-const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(600);
-const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_mins(10);
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_hours(1);
 const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 const DEFAULT_STATE_DIR: &str = "/var/lib/rpod";
 /// Default artifact name of `command` targets; `.age` is appended when encrypting.
@@ -418,7 +434,10 @@ impl Config {
     /// Every problem found, with key paths and positions.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| {
-            ConfigError::new(path, vec![Problem::at("", format!("cannot read the file: {err}"))])
+            ConfigError::new(
+                path,
+                vec![Problem::at("", format!("cannot read the file: {err}"))],
+            )
         })?;
         Self::parse(&text, path)
     }
@@ -447,12 +466,17 @@ impl Config {
             problem
         };
         let deserializer = toml::Deserializer::parse(text).map_err(|err| {
-            ConfigError::new(path, vec![Problem::at("", format!("invalid TOML: {}", err.message()))])
+            ConfigError::new(
+                path,
+                vec![Problem::at("", format!("invalid TOML: {}", err.message()))],
+            )
         })?;
         let raw: RawFile = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let key = err.path().to_string();
             let inner = err.into_inner();
-            let position = inner.span().map(|span| error::line_column(text, span.start));
+            let position = inner
+                .span()
+                .map(|span| error::line_column(text, span.start));
             let key = if key == "." { String::new() } else { key };
             let problem = Problem {
                 path: key,
@@ -461,10 +485,10 @@ impl Config {
             };
             ConfigError::new(path, vec![with_position(problem)])
         })?;
-        let raw = raw
-            .resolve()
-            .map_err(|problems| ConfigError::new(path, problems.into_iter().map(with_position).collect()))?;
-        validate(raw).map_err(|problems| {
+        let raw = raw.resolve().map_err(|problems| {
+            ConfigError::new(path, problems.into_iter().map(with_position).collect())
+        })?;
+        validate(&raw).map_err(|problems| {
             ConfigError::new(path, problems.into_iter().map(with_position).collect())
         })
     }
@@ -476,7 +500,7 @@ impl Config {
     }
 }
 
-fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     let daemon = validate_daemon(&raw.daemon, &mut problems);
 
@@ -494,7 +518,12 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 if dir.path.as_os_str().is_empty() {
                     problems.push(Problem::at(format!("{path}.path"), "must not be empty"));
                 }
-                storages.insert(name.clone(), StorageConfig::Directory { path: dir.path.clone() });
+                storages.insert(
+                    name.clone(),
+                    StorageConfig::Directory {
+                        path: dir.path.clone(),
+                    },
+                );
             }
         }
     }
@@ -510,7 +539,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let defaults_ok = problems.len() == defaults_problems_before;
 
     if raw.targets.is_empty() {
-        problems.push(Problem::at("targets", "no targets configured: add at least one [[targets]]"));
+        problems.push(Problem::at(
+            "targets",
+            "no targets configured: add at least one [[targets]]",
+        ));
     }
     let mut seen = HashSet::new();
     let mut targets = Vec::new();
@@ -527,7 +559,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 ),
             ));
         } else if !seen.insert(name.clone()) {
-            problems.push(Problem::at(format!("{path}.name"), format!("duplicate target name {name:?}")));
+            problems.push(Problem::at(
+                format!("{path}.name"),
+                format!("duplicate target name {name:?}"),
+            ));
         }
         if !raw.storage.contains_key(&command.storage) {
             let defined: Vec<&str> = raw.storage.keys().map(String::as_str).collect();
@@ -536,7 +571,11 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 format!(
                     "unknown storage {:?} (defined: {})",
                     command.storage,
-                    if defined.is_empty() { "none".to_owned() } else { defined.join(", ") }
+                    if defined.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        defined.join(", ")
+                    }
                 ),
             ));
         }
@@ -555,13 +594,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         } else {
             DEFAULT_COMMAND_ARTIFACT.to_owned()
         };
-        let artifact_name = match NameTemplate::parse(command.artifact_name.as_deref().unwrap_or(&default_name)) {
-            Ok(template) => Some(template),
-            Err(message) => {
-                problems.push(Problem::at(format!("{path}.artifact_name"), message));
-                None
-            }
-        };
+        let artifact_name =
+            match NameTemplate::parse(command.artifact_name.as_deref().unwrap_or(&default_name)) {
+                Ok(template) => Some(template),
+                Err(message) => {
+                    problems.push(Problem::at(format!("{path}.artifact_name"), message));
+                    None
+                }
+            };
         if let (Some(policy), Some(kind), Some(artifact_name)) = (policy, kind, artifact_name) {
             targets.push(TargetConfig {
                 name,
@@ -573,8 +613,15 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    // A bad key in [defaults.policy] is inherited by every target: report it once.
+    let mut reported = HashSet::new();
+    problems.retain(|p| reported.insert((p.path.clone(), p.message.clone())));
     match daemon {
-        Some(daemon) if problems.is_empty() => Ok(Config { daemon, storages, targets }),
+        Some(daemon) if problems.is_empty() => Ok(Config {
+            daemon,
+            storages,
+            targets,
+        }),
         _ => Err(problems),
     }
 }
@@ -585,23 +632,38 @@ fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemo
     let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
         problems.push(Problem::at(
             "daemon.listen",
-            format!("invalid listen address {listen_text:?}: write IP:PORT, e.g. \"127.0.0.1:9464\""),
+            format!(
+                "invalid listen address {listen_text:?}: write IP:PORT, e.g. \"127.0.0.1:9464\""
+            ),
         ));
     });
     let timezone = parse_timezone(raw.timezone.as_deref().unwrap_or("UTC"))
         .map_err(|message| problems.push(Problem::at("daemon.timezone", message)));
     let max = raw.max_concurrent_operations.unwrap_or(8);
     if max == 0 {
-        problems.push(Problem::at("daemon.max_concurrent_operations", "must be at least 1"));
+        problems.push(Problem::at(
+            "daemon.max_concurrent_operations",
+            "must be at least 1",
+        ));
     }
-    let state_dir = raw.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let state_dir = raw
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     if state_dir.as_os_str().is_empty() {
         problems.push(Problem::at("daemon.state_dir", "must not be empty"));
     }
-    let shutdown_timeout = raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0);
-    let evaluation_interval = raw.evaluation_interval.map_or(Duration::from_secs(15), |d| d.0);
+    let shutdown_timeout = raw
+        .shutdown_timeout
+        .map_or(Duration::from_secs(30), |d| d.0);
+    let evaluation_interval = raw
+        .evaluation_interval
+        .map_or(Duration::from_secs(15), |d| d.0);
     if evaluation_interval.is_zero() {
-        problems.push(Problem::at("daemon.evaluation_interval", "must be longer than 0s"));
+        problems.push(Problem::at(
+            "daemon.evaluation_interval",
+            "must be longer than 0s",
+        ));
     }
     if problems.len() != before {
         return None;
@@ -642,7 +704,10 @@ fn validate_policy(
     }
     let expiry = merged.expiry.map_or(DEFAULT_EXPIRY, |d| d.0);
     if expiry.is_zero() {
-        problems.push(Problem::at(key("expiry", own.expiry.is_some()), "must be longer than 0s"));
+        problems.push(Problem::at(
+            key("expiry", own.expiry.is_some()),
+            "must be longer than 0s",
+        ));
     } else if rpo > expiry {
         problems.push(Problem::at(
             &rpo_key,
@@ -674,7 +739,10 @@ fn validate_policy(
     {
         problems.push(Problem::at(
             key("rpo_lead", own.rpo_lead.is_some()),
-            format!("rpo_lead {lead} must be shorter than rpo {}", HumanDuration(rpo)),
+            format!(
+                "rpo_lead {lead} must be shorter than rpo {}",
+                HumanDuration(rpo)
+            ),
         ));
     }
     let timezone = match &merged.timezone {
@@ -682,7 +750,10 @@ fn validate_policy(
             Ok(tz) => Some(tz),
             Err(message) => {
                 if own.timezone.is_some() || defaults_ok {
-                    problems.push(Problem::at(key("timezone", own.timezone.is_some()), message));
+                    problems.push(Problem::at(
+                        key("timezone", own.timezone.is_some()),
+                        message,
+                    ));
                 }
                 None
             }
@@ -693,7 +764,10 @@ fn validate_policy(
         (Some(expression), Some(tz)) => match Schedule::parse(expression, tz) {
             Ok(schedule) => Some(schedule),
             Err(message) => {
-                problems.push(Problem::at(key("schedule", own.schedule.is_some()), message));
+                problems.push(Problem::at(
+                    key("schedule", own.schedule.is_some()),
+                    message,
+                ));
                 None
             }
         },
@@ -701,7 +775,10 @@ fn validate_policy(
     };
     let max_attempts = merged.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if max_attempts == 0 {
-        problems.push(Problem::at(key("max_attempts", own.max_attempts.is_some()), "must be at least 1"));
+        problems.push(Problem::at(
+            key("max_attempts", own.max_attempts.is_some()),
+            "must be at least 1",
+        ));
     }
     if merged.keep_last == Some(0) {
         problems.push(Problem::at(
@@ -710,9 +787,14 @@ fn validate_policy(
         ));
     }
     let retry_backoff = merged.retry_backoff.map_or(DEFAULT_RETRY_BACKOFF, |d| d.0);
-    let retry_max_backoff = merged.retry_max_backoff.map_or(DEFAULT_RETRY_MAX_BACKOFF.max(retry_backoff), |d| d.0);
+    let retry_max_backoff = merged
+        .retry_max_backoff
+        .map_or(DEFAULT_RETRY_MAX_BACKOFF.max(retry_backoff), |d| d.0);
     if retry_backoff.is_zero() {
-        problems.push(Problem::at(key("retry_backoff", own.retry_backoff.is_some()), "must be longer than 0s"));
+        problems.push(Problem::at(
+            key("retry_backoff", own.retry_backoff.is_some()),
+            "must be longer than 0s",
+        ));
     } else if retry_max_backoff < retry_backoff {
         problems.push(Problem::at(
             key("retry_max_backoff", own.retry_max_backoff.is_some()),
@@ -748,7 +830,11 @@ fn validate_policy(
     })
 }
 
-fn validate_command(raw: &RawCommandTarget, path: &str, problems: &mut Vec<Problem>) -> Option<TargetKind> {
+fn validate_command(
+    raw: &RawCommandTarget,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<TargetKind> {
     let before = problems.len();
     match raw.command.first() {
         None => problems.push(Problem::at(
@@ -761,20 +847,33 @@ fn validate_command(raw: &RawCommandTarget, path: &str, problems: &mut Vec<Probl
         Some(_) => {}
     }
     if raw.command.iter().any(|arg| arg.contains('\0')) {
-        problems.push(Problem::at(format!("{path}.command"), "arguments must not contain NUL bytes"));
+        problems.push(Problem::at(
+            format!("{path}.command"),
+            "arguments must not contain NUL bytes",
+        ));
     }
     for key in raw.env.keys() {
         if !valid_env_name(key) {
-            problems.push(Problem::at(format!("{path}.env.{key}"), "invalid environment variable name"));
+            problems.push(Problem::at(
+                format!("{path}.env.{key}"),
+                "invalid environment variable name",
+            ));
         }
     }
     let mut secret_env = Vec::new();
     for (index, secret) in raw.secret_env.iter().enumerate() {
         let secret_path = format!("{path}.secret_env[{index}]");
         if !valid_env_name(&secret.name) {
-            problems.push(Problem::at(format!("{secret_path}.name"), "invalid environment variable name"));
+            problems.push(Problem::at(
+                format!("{secret_path}.name"),
+                "invalid environment variable name",
+            ));
         }
-        match SecretSource::from_pair(secret.value_file.as_ref(), secret.value_env.as_ref(), "value") {
+        match SecretSource::from_pair(
+            secret.value_file.as_ref(),
+            secret.value_env.as_ref(),
+            "value",
+        ) {
             Ok(source) => secret_env.push((secret.name.clone(), source)),
             Err(message) => problems.push(Problem::at(&secret_path, message)),
         }
@@ -782,12 +881,18 @@ fn validate_command(raw: &RawCommandTarget, path: &str, problems: &mut Vec<Probl
     if let Some(dir) = &raw.working_dir
         && dir.as_os_str().is_empty()
     {
-        problems.push(Problem::at(format!("{path}.working_dir"), "must not be empty"));
+        problems.push(Problem::at(
+            format!("{path}.working_dir"),
+            "must not be empty",
+        ));
     }
     if let Some(encrypt) = &raw.encrypt
         && encrypt.age_recipients_file.as_os_str().is_empty()
     {
-        problems.push(Problem::at(format!("{path}.encrypt.age_recipients_file"), "must not be empty"));
+        problems.push(Problem::at(
+            format!("{path}.encrypt.age_recipients_file"),
+            "must not be empty",
+        ));
     }
     if problems.len() != before {
         return None;
@@ -805,7 +910,9 @@ fn validate_command(raw: &RawCommandTarget, path: &str, problems: &mut Vec<Probl
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.')
 }
 
@@ -868,7 +975,10 @@ expiry = "1d"
 
     #[test]
     fn unknown_key_names_path_line_and_column() {
-        let text = MINIMAL.replace("storage = \"local\"", "storage = \"local\"\ncolour = \"blue\"");
+        let text = MINIMAL.replace(
+            "storage = \"local\"",
+            "storage = \"local\"\ncolour = \"blue\"",
+        );
         let err = Config::parse(&text, Path::new("t.toml")).unwrap_err();
         let problem = &err.problems[0];
         assert!(problem.path.starts_with("targets[0]"), "{err}");

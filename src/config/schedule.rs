@@ -134,7 +134,9 @@ impl FromStr for Schedule {
 /// A message naming the unknown zone.
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
-        format!("unknown time zone {name:?} (use an IANA name such as \"UTC\" or \"Europe/Amsterdam\")")
+        format!(
+            "unknown time zone {name:?} (use an IANA name such as \"UTC\" or \"Europe/Amsterdam\")"
+        )
     })
 }
 
@@ -153,26 +155,51 @@ mod tests {
     #[test]
     fn five_six_fields_and_macros() {
         let s = Schedule::parse("*/5 * * * *", Tz::UTC).unwrap();
-        assert_eq!(s.next_after(utc("2026-01-01T00:01:00Z")), Some(utc("2026-01-01T00:05:00Z")));
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:01:00Z")),
+            Some(utc("2026-01-01T00:05:00Z"))
+        );
         let s = Schedule::parse("*/2 * * * * *", Tz::UTC).unwrap();
-        assert_eq!(s.next_after(utc("2026-01-01T00:00:01Z")), Some(utc("2026-01-01T00:00:02Z")));
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:00:01Z")),
+            Some(utc("2026-01-01T00:00:02Z"))
+        );
         let s = Schedule::parse("@hourly", Tz::UTC).unwrap();
-        assert_eq!(s.next_after(utc("2026-01-01T00:00:00Z")), Some(utc("2026-01-01T01:00:00Z")));
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:00:00Z")),
+            Some(utc("2026-01-01T01:00:00Z"))
+        );
         let s = Schedule::parse("@daily", Tz::UTC).unwrap();
-        assert_eq!(s.next_after(utc("2026-01-01T10:00:00Z")), Some(utc("2026-01-02T00:00:00Z")));
+        assert_eq!(
+            s.next_after(utc("2026-01-01T10:00:00Z")),
+            Some(utc("2026-01-02T00:00:00Z"))
+        );
     }
 
     #[test]
     fn rejects_bad_expressions() {
-        for bad in ["", "* * *", "61 * * * *", "* * * * * * * *", "@sometimes", "a b c d e"] {
-            assert!(Schedule::parse(bad, Tz::UTC).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "* * * * * * * *",
+            "@sometimes",
+            "a b c d e",
+        ] {
+            assert!(
+                Schedule::parse(bad, Tz::UTC).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
     #[test]
     fn next_is_strictly_after() {
         let s = Schedule::parse("0 * * * *", Tz::UTC).unwrap();
-        assert_eq!(s.next_after(utc("2026-01-01T01:00:00Z")), Some(utc("2026-01-01T02:00:00Z")));
+        assert_eq!(
+            s.next_after(utc("2026-01-01T01:00:00Z")),
+            Some(utc("2026-01-01T02:00:00Z"))
+        );
     }
 
     #[test]
@@ -182,9 +209,17 @@ mod tests {
         let day_before = s.next_after(utc("2026-03-27T12:00:00Z")).unwrap();
         assert_eq!(day_before, utc("2026-03-28T01:30:00Z"), "02:30 CET");
         let in_gap_day = s.next_after(day_before).unwrap();
-        assert_eq!(in_gap_day, utc("2026-03-29T01:00:00Z"), "fires at 03:00 CEST, not skipped");
+        assert_eq!(
+            in_gap_day,
+            utc("2026-03-29T01:00:00Z"),
+            "fires at 03:00 CEST, not skipped"
+        );
         let after = s.next_after(in_gap_day).unwrap();
-        assert_eq!(after, utc("2026-03-30T00:30:00Z"), "back to 02:30 CEST the next day");
+        assert_eq!(
+            after,
+            utc("2026-03-30T00:30:00Z"),
+            "back to 02:30 CEST the next day"
+        );
     }
 
     #[test]
@@ -216,7 +251,11 @@ mod tests {
         // 2026-10-25: Amsterdam goes from 03:00 CEST back to 02:00 CET (01:00 UTC). 02:30 happens twice.
         let s = ams("30 2 * * *");
         let first = s.next_after(utc("2026-10-24T12:00:00Z")).unwrap();
-        assert_eq!(first, utc("2026-10-25T00:30:00Z"), "first occurrence, 02:30 CEST");
+        assert_eq!(
+            first,
+            utc("2026-10-25T00:30:00Z"),
+            "first occurrence, 02:30 CEST"
+        );
         let next = s.next_after(first).unwrap();
         assert_eq!(next, utc("2026-10-26T01:30:00Z"), "not again at 02:30 CET");
     }

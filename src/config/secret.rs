@@ -47,7 +47,11 @@ impl SecretSource {
     ///
     /// # Errors
     /// A message when both or neither are given.
-    pub fn from_pair(file: Option<&PathBuf>, env: Option<&String>, key: &str) -> Result<Self, String> {
+    pub fn from_pair(
+        file: Option<&PathBuf>,
+        env: Option<&String>,
+        key: &str,
+    ) -> Result<Self, String> {
         match (file, env) {
             (Some(path), None) => Ok(Self::File(path.clone())),
             (None, Some(var)) => Ok(Self::Env(var.clone())),
@@ -95,7 +99,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         std::fs::write(&path, "hunter2\n").unwrap();
-        assert_eq!(SecretSource::File(path.clone()).load().unwrap().expose(), "hunter2");
+        assert_eq!(
+            SecretSource::File(path.clone()).load().unwrap().expose(),
+            "hunter2"
+        );
         std::fs::write(&path, "\n").unwrap();
         let err = SecretSource::File(path).load().unwrap_err();
         assert!(err.contains("empty"));

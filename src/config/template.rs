@@ -42,8 +42,12 @@ impl NameTemplate {
                 "id" => Part::Id,
                 _ if inner.starts_with("utc:") => {
                     let format = &inner[4..];
-                    if format.is_empty() || StrftimeItems::new(format).any(|item| item == Item::Error) {
-                        return Err(format!("invalid time format {format:?} in name template {source:?}"));
+                    if format.is_empty()
+                        || StrftimeItems::new(format).any(|item| item == Item::Error)
+                    {
+                        return Err(format!(
+                            "invalid time format {format:?} in name template {source:?}"
+                        ));
                     }
                     Part::Utc(format.to_owned())
                 }
@@ -142,7 +146,10 @@ mod tests {
             "{id}}",
             "{utc:%Q}",
         ] {
-            assert!(NameTemplate::parse(bad).is_err(), "{bad} should be rejected");
+            assert!(
+                NameTemplate::parse(bad).is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 }

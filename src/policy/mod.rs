@@ -17,7 +17,11 @@ pub fn delta(d: Duration) -> TimeDelta {
 
 /// RPO compliant: some restorable backup has a recovery point within the last `rpo`.
 #[must_use]
-pub fn is_compliant(newest_recovery_point: Option<DateTime<Utc>>, rpo: Duration, now: DateTime<Utc>) -> bool {
+pub fn is_compliant(
+    newest_recovery_point: Option<DateTime<Utc>>,
+    rpo: Duration,
+    now: DateTime<Utc>,
+) -> bool {
     newest_recovery_point.is_some_and(|at| at >= now - delta(rpo))
 }
 
@@ -56,7 +60,13 @@ pub fn watchdog_due(
 /// Exponential backoff with full jitter: a uniform pick in `[0, min(max, initial * 2^(attempt-1))]`, never
 /// shorter than a server's `Retry-After`. `unit` is a uniform random number in `[0, 1)`.
 #[must_use]
-pub fn backoff(attempt: u32, initial: Duration, max: Duration, retry_after: Option<Duration>, unit: f64) -> Duration {
+pub fn backoff(
+    attempt: u32,
+    initial: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    unit: f64,
+) -> Duration {
     let exponent = attempt.saturating_sub(1).min(30);
     let ceiling = initial.saturating_mul(1 << exponent).min(max);
     let jittered = ceiling.mul_f64(unit.clamp(0.0, 1.0));
@@ -90,7 +100,9 @@ pub fn select_prunes(
     }
     let mut decisions = Vec::new();
     for record in expired {
-        if Some(record.id) == newest_success_id || restorable.first().is_some_and(|r| r.id == record.id) {
+        if Some(record.id) == newest_success_id
+            || restorable.first().is_some_and(|r| r.id == record.id)
+        {
             continue;
         }
         decisions.push(PruneDecision {
@@ -117,17 +129,17 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            rpo: Duration::from_secs(3600),
+            rpo: Duration::from_hours(1),
             rpo_lead: None,
             schedule: None,
-            expiry: Duration::from_secs(86_400),
-            warn_before_expiry: Duration::from_secs(3600),
+            expiry: Duration::from_hours(24),
+            warn_before_expiry: Duration::from_hours(1),
             prune: true,
             keep_last: None,
             max_attempts: 3,
             retry_backoff: Duration::from_secs(10),
-            retry_max_backoff: Duration::from_secs(60),
-            operation_timeout: Duration::from_secs(60),
+            retry_max_backoff: Duration::from_mins(1),
+            operation_timeout: Duration::from_mins(1),
         }
     }
 
@@ -168,28 +180,46 @@ mod tests {
     #[test]
     fn lead_takes_the_slower_of_policy_and_history() {
         let p = policy();
-        assert_eq!(lead(&p, &[]), Duration::from_secs(360));
+        assert_eq!(lead(&p, &[]), Duration::from_mins(6));
         let slow: Vec<Duration> = (1..=10).map(|m| Duration::from_secs(m * 60)).collect();
-        assert_eq!(lead(&p, &slow), Duration::from_secs(540), "p90 of 1..10 minutes is 9 minutes");
+        assert_eq!(
+            lead(&p, &slow),
+            Duration::from_mins(9),
+            "p90 of 1..10 minutes is 9 minutes"
+        );
     }
 
     #[test]
     fn watchdog_fires_at_rpo_minus_lead_or_at_once() {
         let now = DateTime::from_timestamp(10_000, 0).unwrap();
         let rp = now - TimeDelta::seconds(50);
-        let due = watchdog_due(Some(rp), Duration::from_secs(100), Duration::from_secs(10), now);
+        let due = watchdog_due(
+            Some(rp),
+            Duration::from_secs(100),
+            Duration::from_secs(10),
+            now,
+        );
         assert_eq!(due, rp + TimeDelta::seconds(90));
-        assert_eq!(watchdog_due(None, Duration::from_secs(100), Duration::ZERO, now), now);
+        assert_eq!(
+            watchdog_due(None, Duration::from_secs(100), Duration::ZERO, now),
+            now
+        );
     }
 
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
         let initial = Duration::from_secs(10);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff(1, initial, max, None, 0.999_999), Duration::from_secs(10).mul_f64(0.999_999));
+        let max = Duration::from_mins(1);
+        assert_eq!(
+            backoff(1, initial, max, None, 0.999_999),
+            Duration::from_secs(10).mul_f64(0.999_999)
+        );
         assert!(backoff(3, initial, max, None, 1.0) <= Duration::from_secs(40));
         assert_eq!(backoff(10, initial, max, None, 1.0), max);
-        assert_eq!(backoff(1, initial, max, Some(Duration::from_secs(120)), 0.5), Duration::from_secs(120));
+        assert_eq!(
+            backoff(1, initial, max, Some(Duration::from_mins(2)), 0.5),
+            Duration::from_mins(2)
+        );
         assert_eq!(backoff(1, initial, max, None, 0.0), Duration::ZERO);
     }
 
@@ -199,10 +229,16 @@ mod tests {
         p.keep_last = Some(1);
         let restorable = vec![record(5, Status::Succeeded), record(4, Status::Succeeded)];
         let expired = vec![record(1, Status::Succeeded), record(2, Status::Succeeded)];
-        let ids: Vec<i64> = select_prunes(&p, &restorable, &expired, Some(5)).iter().map(|d| d.record.id).collect();
+        let ids: Vec<i64> = select_prunes(&p, &restorable, &expired, Some(5))
+            .iter()
+            .map(|d| d.record.id)
+            .collect();
         assert_eq!(ids, vec![1, 2, 4]);
         // Everything expired: the newest success stays.
-        let ids: Vec<i64> = select_prunes(&p, &[], &expired, Some(2)).iter().map(|d| d.record.id).collect();
+        let ids: Vec<i64> = select_prunes(&p, &[], &expired, Some(2))
+            .iter()
+            .map(|d| d.record.id)
+            .collect();
         assert_eq!(ids, vec![1]);
         p.prune = false;
         assert!(select_prunes(&p, &restorable, &expired, Some(5)).is_empty());

@@ -66,12 +66,19 @@ pub fn read_recipients(path: &Path) -> Result<Vec<age::x25519::Recipient>, Strin
             continue;
         }
         let recipient = age::x25519::Recipient::from_str(line).map_err(|err| {
-            format!("{}:{}: not an age X25519 recipient: {err}", path.display(), number + 1)
+            format!(
+                "{}:{}: not an age X25519 recipient: {err}",
+                path.display(),
+                number + 1
+            )
         })?;
         recipients.push(recipient);
     }
     if recipients.is_empty() {
-        return Err(format!("age recipients file {} holds no recipient", path.display()));
+        return Err(format!(
+            "age recipients file {} holds no recipient",
+            path.display()
+        ));
     }
     Ok(recipients)
 }
@@ -177,7 +184,10 @@ impl Provider for CommandProvider {
         command.envs(&self.spec.env);
         for (name, source) in &self.spec.secret_env {
             let secret = source.load().map_err(|message| {
-                ProviderError::permanent("SecretUnavailable", format!("environment variable {name}: {message}"))
+                ProviderError::permanent(
+                    "SecretUnavailable",
+                    format!("environment variable {name}: {message}"),
+                )
             })?;
             command.env(name, secret.expose());
         }
@@ -200,7 +210,12 @@ impl Provider for CommandProvider {
         let mut child = command.spawn().map_err(|err| {
             ProviderError::permanent("SpawnFailed", format!("cannot start {program:?}: {err}"))
         })?;
-        let group = ProcessGroup(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
+        let group = ProcessGroup(
+            child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .map(Pid::from_raw),
+        );
         let stdout = child.stdout.take().map(SyncIoBridge::new);
         let stderr = child.stderr.take();
         let stderr_tail = tokio::spawn(async move {
@@ -221,7 +236,10 @@ impl Provider for CommandProvider {
         };
         let Some(status) = status else {
             group.signal(Signal::SIGTERM);
-            if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
+            if tokio::time::timeout(TERM_GRACE, child.wait())
+                .await
+                .is_err()
+            {
                 group.signal(Signal::SIGKILL);
                 let _ = child.wait().await;
             }
@@ -231,11 +249,17 @@ impl Provider for CommandProvider {
         };
         // Whatever the program left running (holding the pipe open) goes with it.
         drop(group);
-        let written = pumping.await.unwrap_or_else(|join| Err(io::Error::other(join)));
+        let written = pumping
+            .await
+            .unwrap_or_else(|join| Err(io::Error::other(join)));
         let tail = stderr_tail.await.unwrap_or_default();
-        let status = status.map_err(|err| ProviderError::transient("WaitFailed", err.to_string()))?;
+        let status =
+            status.map_err(|err| ProviderError::transient("WaitFailed", err.to_string()))?;
         if !status.success() {
-            let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+            let how = match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
                 (Some(code), _) => format!("exited with status {code}"),
                 (None, Some(signal)) => format!("was killed by signal {signal}"),
                 (None, None) => "failed".to_owned(),
@@ -250,11 +274,20 @@ impl Provider for CommandProvider {
         let hashing = written.map_err(|err| {
             ProviderError::transient("StorageWriteFailed", format!("writing {artifact}: {err}"))
         })?;
-        let Hashing { inner, hasher, bytes } = hashing;
+        let Hashing {
+            inner,
+            hasher,
+            bytes,
+        } = hashing;
         tokio::task::spawn_blocking(move || inner.commit())
             .await
             .unwrap_or_else(|join| Err(io::Error::other(join)))
-            .map_err(|err| ProviderError::transient("StorageWriteFailed", format!("committing {artifact}: {err}")))?;
+            .map_err(|err| {
+                ProviderError::transient(
+                    "StorageWriteFailed",
+                    format!("committing {artifact}: {err}"),
+                )
+            })?;
         Ok(BackupOutcome {
             recovery_point,
             artifact,

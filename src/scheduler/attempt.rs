@@ -85,7 +85,10 @@ pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
 
     let hold = shared.clock.hold();
     let started = shared.clock.now();
-    let lateness = (started - job.due).to_std().unwrap_or(Duration::ZERO).as_secs_f64();
+    let lateness = (started - job.due)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
     shared.metrics.attempt_started(&name, started, lateness);
     let inserted = shared
         .catalog
@@ -139,7 +142,10 @@ pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
 
     let _hold = shared.clock.hold();
     let completed = shared.clock.now();
-    let seconds = (completed - started).to_std().unwrap_or(Duration::ZERO).as_secs_f64();
+    let seconds = (completed - started)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
     let policy = &job.spec.config.policy;
     let finish = match &result {
         Ok(outcome) => Finish {
@@ -165,7 +171,11 @@ pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
                     ),
                 )
             } else if err.cancelled {
-                (Status::Interrupted, "Interrupted".to_owned(), "rpod shut down while it ran".to_owned())
+                (
+                    Status::Interrupted,
+                    "Interrupted".to_owned(),
+                    "rpod shut down while it ran".to_owned(),
+                )
             } else {
                 (Status::Failed, err.code.clone(), err.message.clone())
             };
@@ -199,14 +209,18 @@ pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
         _ => Some("failed"),
     };
     if let Some(label) = outcome_label {
-        shared.metrics.backup_finished(&name, job.trigger, label, seconds);
+        shared
+            .metrics
+            .backup_finished(&name, job.trigger, label, seconds);
     }
     match (&result, finish.status) {
         (Ok(outcome), _) => info!(
             target = %name, backup_id = id, size_bytes = outcome.size_bytes.unwrap_or(0),
             seconds = format!("{seconds:.1}"), "Backup succeeded."
         ),
-        (Err(_), Status::Interrupted) => warn!(target = %name, backup_id = id, "Backup interrupted by shutdown."),
+        (Err(_), Status::Interrupted) => {
+            warn!(target = %name, backup_id = id, "Backup interrupted by shutdown.")
+        }
         (Err(_), _) => warn!(
             target = %name, backup_id = id, attempt = job.attempt,
             code = finish.error_code.as_deref().unwrap_or(""),
@@ -214,7 +228,11 @@ pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
         ),
     }
     let summary = shared.catalog.summary(&name, completed).await.ok();
-    let durations = shared.catalog.recent_durations(&name, 20).await.unwrap_or_default();
+    let durations = shared
+        .catalog
+        .recent_durations(&name, 20)
+        .await
+        .unwrap_or_default();
     if let Some(summary) = &summary {
         let compliant = policy::is_compliant(summary.newest_recovery_point, policy.rpo, completed);
         shared.metrics.set_summary(&name, summary, compliant);
@@ -224,16 +242,13 @@ pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
     report.outcome = match (finish.status, &result) {
         (Status::Succeeded, _) => AttemptOutcome::Succeeded,
         (Status::Interrupted, _) => AttemptOutcome::Interrupted,
-        (Status::TimedOut, _) => AttemptOutcome::Failed {
+        // A timeout may pass on the next attempt.
+        (Status::TimedOut, _) | (_, Ok(_)) => AttemptOutcome::Failed {
             retryable: true,
             retry_after: None,
         },
         (_, Err(err)) => AttemptOutcome::Failed {
             retryable: err.retryable,
-            retry_after: None,
-        },
-        (_, Ok(_)) => AttemptOutcome::Failed {
-            retryable: true,
             retry_after: None,
         },
     };

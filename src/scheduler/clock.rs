@@ -15,7 +15,10 @@ pub struct Clock(Inner);
 enum Inner {
     System,
     /// Wall time that advances with tokio's (possibly paused) clock from a fixed start.
-    Virtual { wall: DateTime<Utc>, instant: Instant },
+    Virtual {
+        wall: DateTime<Utc>,
+        instant: Instant,
+    },
 }
 
 /// Longest single sleep on the system clock, so wall-clock steps (NTP, suspend) are noticed promptly.
@@ -44,7 +47,9 @@ impl Clock {
         match &self.0 {
             Inner::System => Utc::now(),
             Inner::Virtual { wall, instant } => {
-                *wall + chrono::TimeDelta::from_std(instant.elapsed()).unwrap_or(chrono::TimeDelta::MAX)
+                *wall
+                    + chrono::TimeDelta::from_std(instant.elapsed())
+                        .unwrap_or(chrono::TimeDelta::MAX)
             }
         }
     }
@@ -59,7 +64,7 @@ impl Clock {
         tokio::time::sleep(wait).await;
     }
 
-    /// Keeps a paused virtual clock from auto-advancing while real I/O (SQLite on its worker thread) is under
+    /// Keeps a paused virtual clock from auto-advancing while real I/O (`SQLite` on its worker thread) is under
     /// way, so virtual time only moves when the scheduler is genuinely waiting. A no-op on the system clock.
     #[must_use]
     pub fn hold(&self) -> Hold {

@@ -109,7 +109,11 @@ impl SchedulerHandle {
     /// Asks for a backup now (`trigger = manual`).
     pub async fn backup_now(&self, target: &str) -> ManualOutcome {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Message::Manual(target.to_owned(), tx)).is_err() {
+        if self
+            .tx
+            .send(Message::Manual(target.to_owned(), tx))
+            .is_err()
+        {
             return ManualOutcome::UnknownTarget;
         }
         rx.await.unwrap_or(ManualOutcome::UnknownTarget)
@@ -212,7 +216,13 @@ pub async fn start(
     let now = scheduler.shared.clock.now();
     let interrupted: HashSet<String> = {
         let _hold = scheduler.shared.clock.hold();
-        scheduler.shared.catalog.interrupt_running(now).await?.into_iter().collect()
+        scheduler
+            .shared
+            .catalog
+            .interrupt_running(now)
+            .await?
+            .into_iter()
+            .collect()
     };
     for spec in targets {
         let resume = interrupted.contains(&spec.config.name);
@@ -244,7 +254,7 @@ impl Scheduler {
                 biased;
                 () = shutdown.cancelled() => break,
                 message = rx.recv() => match message {
-                    Some(Message::Finished(report)) => self.finished(report),
+                    Some(Message::Finished(report)) => self.finished(&report),
                     Some(Message::Manual(target, reply)) => {
                         let outcome = self.manual(&target);
                         let _ = reply.send(outcome);
@@ -294,9 +304,12 @@ impl Scheduler {
             (summary, durations, last_slot)
         };
         let policy = spec.config.policy.clone();
-        self.shared
-            .metrics
-            .register_target(&name, spec.provider.kind(), policy.rpo.as_secs_f64(), &triggers_of(&spec));
+        self.shared.metrics.register_target(
+            &name,
+            spec.provider.kind(),
+            policy.rpo.as_secs_f64(),
+            &triggers_of(&spec),
+        );
         let compliant = policy::is_compliant(summary.newest_recovery_point, policy.rpo, now);
         self.shared.metrics.set_summary(&name, &summary, compliant);
         self.epoch += 1;
@@ -313,7 +326,9 @@ impl Scheduler {
             lead: policy::lead(&policy, &durations),
         };
         let missed = match (&state.spec.config.policy.schedule, last_slot) {
-            (Some(schedule), Some(last)) => schedule.next_after(last).is_some_and(|slot| slot <= now),
+            (Some(schedule), Some(last)) => {
+                schedule.next_after(last).is_some_and(|slot| slot <= now)
+            }
             _ => false,
         };
         if let Some(schedule) = &state.spec.config.policy.schedule {
@@ -339,9 +354,12 @@ impl Scheduler {
     }
 
     fn arm_watchdog(&mut self, name: &Arc<str>, now: DateTime<Utc>) {
-        let Some(state) = self.targets.get_mut(name) else { return };
+        let Some(state) = self.targets.get_mut(name) else {
+            return;
+        };
         let policy = &state.spec.config.policy;
-        let mut due = policy::watchdog_due(state.newest_recovery_point, policy.rpo, state.lead, now);
+        let mut due =
+            policy::watchdog_due(state.newest_recovery_point, policy.rpo, state.lead, now);
         if let Some(cooldown) = state.cooldown_until {
             due = due.max(cooldown);
         }
@@ -354,7 +372,9 @@ impl Scheduler {
     }
 
     fn fire(&mut self, timer: &Timer, now: DateTime<Utc>) {
-        let Some(state) = self.targets.get_mut(&timer.target) else { return };
+        let Some(state) = self.targets.get_mut(&timer.target) else {
+            return;
+        };
         if state.epoch != timer.epoch {
             return;
         }
@@ -364,7 +384,9 @@ impl Scheduler {
                 if state.next_slot != Some(slot) {
                     return;
                 }
-                let Some(schedule) = &state.spec.config.policy.schedule else { return };
+                let Some(schedule) = &state.spec.config.policy.schedule else {
+                    return;
+                };
                 // The next slot strictly after this one; if the loop fell behind, slots already past are
                 // coalesced into this run rather than fired in a burst.
                 let mut next = schedule.next_after(slot);
@@ -421,9 +443,20 @@ impl Scheduler {
         ManualOutcome::Started
     }
 
-    fn start(&mut self, name: &Arc<str>, trigger: Trigger, attempt: u32, slot: Option<DateTime<Utc>>, due: DateTime<Utc>) {
-        let Some(state) = self.targets.get_mut(name) else { return };
-        state.running = Some(Running { coalesced_slot: None });
+    fn start(
+        &mut self,
+        name: &Arc<str>,
+        trigger: Trigger,
+        attempt: u32,
+        slot: Option<DateTime<Utc>>,
+        due: DateTime<Utc>,
+    ) {
+        let Some(state) = self.targets.get_mut(name) else {
+            return;
+        };
+        state.running = Some(Running {
+            coalesced_slot: None,
+        });
         self.shared.metrics.set_in_progress(name, true);
         let job = attempt::Job {
             spec: state.spec.clone(),
@@ -441,12 +474,14 @@ impl Scheduler {
         });
     }
 
-    fn finished(&mut self, report: AttemptReport) {
+    fn finished(&mut self, report: &AttemptReport) {
         let now = self.shared.clock.now();
         let name: Arc<str> = Arc::from(report.target.as_str());
         let Some(state) = self.targets.get_mut(&name) else {
             // Removed by a reload while it ran: make sure its series are gone.
-            self.shared.metrics.unregister_target(&report.target, &report.kind);
+            self.shared
+                .metrics
+                .unregister_target(&report.target, &report.kind);
             return;
         };
         let running = state.running.take();
@@ -471,7 +506,10 @@ impl Scheduler {
                     });
                 }
             }
-            AttemptOutcome::Failed { retryable, retry_after } => {
+            AttemptOutcome::Failed {
+                retryable,
+                retry_after,
+            } => {
                 if *retryable && report.attempt < policy.max_attempts {
                     let delay = policy::backoff(
                         report.attempt,
@@ -513,38 +551,45 @@ impl Scheduler {
     async fn reload(&mut self, specs: Vec<TargetSpec>) {
         let now = self.shared.clock.now();
         let wanted: HashSet<String> = specs.iter().map(|s| s.config.name.clone()).collect();
-        let removed: Vec<Arc<str>> =
-            self.targets.keys().filter(|name| !wanted.contains(&***name)).cloned().collect();
+        let removed: Vec<Arc<str>> = self
+            .targets
+            .keys()
+            .filter(|name| !wanted.contains(&***name))
+            .cloned()
+            .collect();
         for name in removed {
             if let Some(state) = self.targets.remove(&name) {
                 info!(target = %name, "Target removed from the configuration; no longer scheduled.");
                 if state.running.is_none() {
-                    self.shared.metrics.unregister_target(&name, state.spec.provider.kind());
+                    self.shared
+                        .metrics
+                        .unregister_target(&name, state.spec.provider.kind());
                 }
             }
         }
         for spec in specs {
             let name = spec.config.name.clone();
-            match self.targets.remove(name.as_str()) {
-                Some(old) => {
-                    let kind_changed = old.spec.provider.kind() != spec.provider.kind();
-                    if kind_changed {
-                        self.shared.metrics.unregister_target(&name, old.spec.provider.kind());
-                    }
-                    let running = old.running;
-                    if let Err(err) = self.add_target(spec, now, false, false).await {
-                        warn!(target = %name, error = %err, "Could not reload the target.");
-                    }
-                    if let Some(state) = self.targets.get_mut(name.as_str()) {
-                        state.running = running;
-                        self.shared.metrics.set_in_progress(&name, running.is_some());
-                    }
+            if let Some(old) = self.targets.remove(name.as_str()) {
+                let kind_changed = old.spec.provider.kind() != spec.provider.kind();
+                if kind_changed {
+                    self.shared
+                        .metrics
+                        .unregister_target(&name, old.spec.provider.kind());
                 }
-                None => {
-                    info!(target = %name, "New target added by the configuration reload.");
-                    if let Err(err) = self.add_target(spec, now, false, false).await {
-                        warn!(target = %name, error = %err, "Could not add the target.");
-                    }
+                let running = old.running;
+                if let Err(err) = self.add_target(spec, now, false, false).await {
+                    warn!(target = %name, error = %err, "Could not reload the target.");
+                }
+                if let Some(state) = self.targets.get_mut(name.as_str()) {
+                    state.running = running;
+                    self.shared
+                        .metrics
+                        .set_in_progress(&name, running.is_some());
+                }
+            } else {
+                info!(target = %name, "New target added by the configuration reload.");
+                if let Err(err) = self.add_target(spec, now, false, false).await {
+                    warn!(target = %name, error = %err, "Could not add the target.");
                 }
             }
         }

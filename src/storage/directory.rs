@@ -86,7 +86,9 @@ impl Drop for DirectoryWriter {
 }
 
 fn created_at(meta: &fs::Metadata) -> DateTime<Utc> {
-    meta.created().or_else(|_| meta.modified()).map_or_else(|_| Utc::now(), DateTime::<Utc>::from)
+    meta.created()
+        .or_else(|_| meta.modified())
+        .map_or_else(|_| Utc::now(), DateTime::<Utc>::from)
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ArtifactInfo>) -> io::Result<()> {
@@ -98,8 +100,13 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ArtifactInfo>) -> i
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
-        let Ok(relative) = path.strip_prefix(root) else { continue };
-        let Some(name) = relative.to_str().map(|s| s.replace(std::path::MAIN_SEPARATOR, "/")) else {
+        let Ok(relative) = path.strip_prefix(root) else {
+            continue;
+        };
+        let Some(name) = relative
+            .to_str()
+            .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+        else {
             continue;
         };
         let file_type = entry.file_type()?;
@@ -108,7 +115,8 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ArtifactInfo>) -> i
             if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
                 walk(root, &path, prefix, out)?;
             }
-        } else if file_type.is_file() && name.starts_with(prefix) && !name.ends_with(PARTIAL_SUFFIX) {
+        } else if file_type.is_file() && name.starts_with(prefix) && !name.ends_with(PARTIAL_SUFFIX)
+        {
             let meta = entry.metadata()?;
             out.push(ArtifactInfo {
                 name,
@@ -133,10 +141,18 @@ impl Storage for DirectoryStorage {
     fn create(&self, name: &str) -> Result<Box<dyn ArtifactWriter>, StorageError> {
         let dest = self.path_of(name);
         let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&parent).map_err(|e| self.error(format!("creating {}", parent.display()), e))?;
-        let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("artifact");
-        let temp = parent.join(format!(".{file_name}.{}{PARTIAL_SUFFIX}", std::process::id()));
-        let file = File::create(&temp).map_err(|e| self.error(format!("creating {}", temp.display()), e))?;
+        fs::create_dir_all(&parent)
+            .map_err(|e| self.error(format!("creating {}", parent.display()), e))?;
+        let file_name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("artifact");
+        let temp = parent.join(format!(
+            ".{file_name}.{}{PARTIAL_SUFFIX}",
+            std::process::id()
+        ));
+        let file = File::create(&temp)
+            .map_err(|e| self.error(format!("creating {}", temp.display()), e))?;
         Ok(Box::new(DirectoryWriter {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             temp,
@@ -153,7 +169,8 @@ impl Storage for DirectoryStorage {
         })
         .await
         .unwrap_or_else(|join| Err(io::Error::other(join)));
-        let mut list = result.map_err(|e| self.error(format!("listing {prefix:?} in {}", self.root.display()), e))?;
+        let mut list = result
+            .map_err(|e| self.error(format!("listing {prefix:?} in {}", self.root.display()), e))?;
         list.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(list)
     }
@@ -194,14 +211,22 @@ mod tests {
         writer.commit().unwrap();
         let mut abandoned = storage.create("etc/2.zst").unwrap();
         abandoned.write_all(b"half").unwrap();
-        assert_eq!(storage.list("etc/").await.unwrap().len(), 1, "partial files are not artifacts");
+        assert_eq!(
+            storage.list("etc/").await.unwrap().len(),
+            1,
+            "partial files are not artifacts"
+        );
         drop(abandoned);
         let list = storage.list("etc/").await.unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].name, "etc/1.zst");
         assert_eq!(list[0].size, 5);
         assert!(storage.list("other/").await.unwrap().is_empty());
-        assert_eq!(fs::read_dir(dir.path().join("etc")).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            fs::read_dir(dir.path().join("etc")).unwrap().count(),
+            1,
+            "no temp file left"
+        );
         storage.delete("etc/1.zst").await.unwrap();
         storage.delete("etc/1.zst").await.unwrap();
         assert!(storage.list("").await.unwrap().is_empty());

@@ -36,7 +36,10 @@ async fn a_missing_state_directory_is_a_clear_runtime_error() {
     std::fs::remove_dir(dir.path().join("state")).unwrap();
     let (code, stderr) = rpod(&config, &["status"]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("state directory") && stderr.contains("does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("state directory") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
     let (code, stderr) = rpod(&config, &["run"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("does not exist"), "{stderr}");
@@ -53,7 +56,11 @@ async fn a_corrupt_catalog_is_reported_not_overwritten() {
     let (code, stderr) = rpod(&config, &["backups"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("is corrupt"), "{stderr}");
-    assert_eq!(std::fs::read(&db).unwrap(), garbage, "the file is left as it was");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "the file is left as it was"
+    );
 }
 
 #[tokio::test]
@@ -69,7 +76,10 @@ async fn a_catalog_from_a_newer_rpod_is_refused() {
     .unwrap();
     catalog.close().await;
     let err = Catalog::open(&dir.path().join("state")).await.unwrap_err();
-    assert!(matches!(err, CatalogError::TooNew { found: 9999, .. }), "{err:?}");
+    assert!(
+        matches!(err, CatalogError::TooNew { found: 9999, .. }),
+        "{err:?}"
+    );
     let (code, stderr) = rpod(&config, &["status"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("newer rpod"), "{stderr}");
@@ -95,6 +105,9 @@ async fn reopening_keeps_the_records_and_is_idempotent() {
     catalog.close().await;
     let catalog = Catalog::open(&state).await.unwrap();
     assert!(catalog.backup(id).await.unwrap().is_some());
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(catalog.pool()).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(catalog.pool())
+        .await
+        .unwrap();
     assert_eq!(mode, "wal");
 }

@@ -8,14 +8,20 @@ use sha2::{Digest, Sha256};
 use crate::support::{Metrics, TestApp, eventually, spawn_app, spawn_app_with, unzstd};
 
 fn payload() -> Vec<u8> {
-    (0..200_000u32).flat_map(|i| format!("line {i} of the protected data\n").into_bytes()).take(300_000).collect()
+    (0..200_000u32)
+        .flat_map(|i| format!("line {i} of the protected data\n").into_bytes())
+        .take(300_000)
+        .collect()
 }
 
 async fn succeeded(app: &TestApp, target: &str) -> Vec<BackupRecord> {
     let catalog = app.catalog().await;
     let records = catalog.backups(Some(target), 1000).await.unwrap();
     catalog.close().await;
-    records.into_iter().filter(|r| r.status == Status::Succeeded).collect()
+    records
+        .into_iter()
+        .filter(|r| r.status == Status::Succeeded)
+        .collect()
 }
 
 /// Reads /metrics twice around a catalog read until nothing changed in between, so they can be compared.
@@ -26,8 +32,12 @@ async fn consistent_view(app: &TestApp, target: &str) -> (Metrics, Vec<BackupRec
         let records = catalog.backups(Some(target), 1000).await.unwrap();
         catalog.close().await;
         let after = app.metrics().await;
-        let in_flight = before.value("rpod_target_operation_in_progress", &[("target", target)]) == 1.0;
-        if before.text == after.text && !in_flight && records.iter().all(|r| r.status != Status::Running) {
+        let in_flight =
+            before.value("rpod_target_operation_in_progress", &[("target", target)]) == 1.0;
+        if before.text == after.text
+            && !in_flight
+            && records.iter().all(|r| r.status != Status::Running)
+        {
             return (after, records);
         }
     }
@@ -64,12 +74,24 @@ rpo = "1h"
     for record in &records {
         let artifact = record.artifact.as_deref().unwrap();
         let bytes = std::fs::read(app.path("backups").join(artifact)).unwrap();
-        assert_eq!(unzstd(&bytes), data, "backup {} decompresses to the command's output", record.id);
+        assert_eq!(
+            unzstd(&bytes),
+            data,
+            "backup {} decompresses to the command's output",
+            record.id
+        );
         assert_eq!(record.size_bytes, Some(i64::try_from(bytes.len()).unwrap()));
-        assert_eq!(record.sha256.as_deref(), Some(format!("{:x}", Sha256::digest(&bytes)).as_str()));
+        assert_eq!(
+            record.sha256.as_deref(),
+            Some(format!("{:x}", Sha256::digest(&bytes)).as_str())
+        );
         assert!(bytes.len() < data.len() / 3, "the artifact is compressed");
         let accepted = record.accepted_at.unwrap();
-        assert_eq!(record.expires_at, Some(accepted + chrono::TimeDelta::days(30)), "default expiry 30 d");
+        assert_eq!(
+            record.expires_at,
+            Some(accepted + chrono::TimeDelta::days(30)),
+            "default expiry 30 d"
+        );
         assert!(artifact.starts_with("data/"), "{artifact}");
     }
 
@@ -78,30 +100,88 @@ rpo = "1h"
     let api: Vec<BackupRecord> = serde_json::from_value(api).unwrap();
     assert_eq!(api, records, "the API shows exactly the catalog's records");
 
-    let ok: Vec<&BackupRecord> = records.iter().filter(|r| r.status == Status::Succeeded).collect();
+    let ok: Vec<&BackupRecord> = records
+        .iter()
+        .filter(|r| r.status == Status::Succeeded)
+        .collect();
     let count = |trigger: &str| ok.iter().filter(|r| r.trigger == trigger).count() as f64;
-    let labels = |trigger: &'static str| [("target", "data"), ("trigger", trigger), ("outcome", "succeeded")];
-    assert_eq!(metrics.value("rpod_backups_total", &labels("schedule")), count("schedule"));
-    assert_eq!(metrics.value("rpod_backups_total", &labels("rpo")), count("rpo"));
+    let labels = |trigger: &'static str| {
+        [
+            ("target", "data"),
+            ("trigger", trigger),
+            ("outcome", "succeeded"),
+        ]
+    };
     assert_eq!(
-        metrics.value("rpod_backups_total", &[("target", "data"), ("trigger", "schedule"), ("outcome", "failed")]),
+        metrics.value("rpod_backups_total", &labels("schedule")),
+        count("schedule")
+    );
+    assert_eq!(
+        metrics.value("rpod_backups_total", &labels("rpo")),
+        count("rpo")
+    );
+    assert_eq!(
+        metrics.value(
+            "rpod_backups_total",
+            &[
+                ("target", "data"),
+                ("trigger", "schedule"),
+                ("outcome", "failed")
+            ]
+        ),
         0.0,
         "failure series exist from startup at 0"
     );
     let newest = ok.iter().map(|r| r.accepted_at.unwrap()).max().unwrap();
     let until = ok.iter().map(|r| r.expires_at.unwrap()).max().unwrap();
     let ts = |at: chrono::DateTime<chrono::Utc>| at.timestamp_millis() as f64 / 1000.0;
-    assert_eq!(metrics.value("rpod_target_last_success_timestamp_seconds", &[("target", "data")]), ts(newest));
-    assert_eq!(metrics.value("rpod_target_restorable_until_timestamp_seconds", &[("target", "data")]), ts(until));
-    assert_eq!(metrics.value("rpod_target_restorable_backups", &[("target", "data")]), ok.len() as f64);
-    assert_eq!(metrics.value("rpod_target_rpo_compliant", &[("target", "data")]), 1.0);
-    assert_eq!(metrics.value("rpod_target_rpo_seconds", &[("target", "data")]), 3600.0);
-    assert_eq!(metrics.value("rpod_target_info", &[("target", "data"), ("kind", "command")]), 1.0);
-    assert_eq!(metrics.value("rpod_target_operation_in_progress", &[("target", "data")]), 0.0);
-    assert_eq!(metrics.value("rpod_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+    assert_eq!(
+        metrics.value(
+            "rpod_target_last_success_timestamp_seconds",
+            &[("target", "data")]
+        ),
+        ts(newest)
+    );
+    assert_eq!(
+        metrics.value(
+            "rpod_target_restorable_until_timestamp_seconds",
+            &[("target", "data")]
+        ),
+        ts(until)
+    );
+    assert_eq!(
+        metrics.value("rpod_target_restorable_backups", &[("target", "data")]),
+        ok.len() as f64
+    );
+    assert_eq!(
+        metrics.value("rpod_target_rpo_compliant", &[("target", "data")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("rpod_target_rpo_seconds", &[("target", "data")]),
+        3600.0
+    );
+    assert_eq!(
+        metrics.value(
+            "rpod_target_info",
+            &[("target", "data"), ("kind", "command")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("rpod_target_operation_in_progress", &[("target", "data")]),
+        0.0
+    );
+    assert_eq!(
+        metrics.value("rpod_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        1.0
+    );
     let newest_attempt = records.iter().map(|r| r.requested_at).max().unwrap();
     assert_eq!(
-        metrics.value("rpod_target_last_attempt_timestamp_seconds", &[("target", "data")]),
+        metrics.value(
+            "rpod_target_last_attempt_timestamp_seconds",
+            &[("target", "data")]
+        ),
         ts(newest_attempt)
     );
     let heartbeat = eventually(Duration::from_secs(5), "an evaluation pass", || async {
@@ -110,8 +190,14 @@ rpo = "1h"
         (beat > 0.0).then_some(m)
     })
     .await;
-    assert_eq!(heartbeat.value("rpod_storage_up", &[("storage", "local")]), 1.0);
-    let durations = heartbeat.text.lines().find(|l| l.starts_with("rpod_backup_duration_seconds_count{target=\"data\"}"));
+    assert_eq!(
+        heartbeat.value("rpod_storage_up", &[("storage", "local")]),
+        1.0
+    );
+    let durations = heartbeat
+        .text
+        .lines()
+        .find(|l| l.starts_with("rpod_backup_duration_seconds_count{target=\"data\"}"));
     assert!(durations.is_some(), "duration histogram per target");
 
     let targets = app.get_json("/api/v1/targets").await;
@@ -146,7 +232,10 @@ encrypt = { age_recipients_file = "{dir}/recipients.txt" }
 [targets.policy]
 rpo = "1h"
 "#,
-        &[("data.txt", &data), ("recipients.txt", recipients.as_bytes())],
+        &[
+            ("data.txt", &data),
+            ("recipients.txt", recipients.as_bytes()),
+        ],
     )
     .await;
     let record = eventually(Duration::from_secs(20), "an encrypted backup", || async {
@@ -157,16 +246,28 @@ rpo = "1h"
     assert!(artifact.ends_with(".zst.age"), "{artifact}");
     let bytes = std::fs::read(app.path("backups").join(&artifact)).unwrap();
     assert!(
-        !bytes.windows(b"TOP-SECRET".len()).any(|w| w == b"TOP-SECRET"),
+        !bytes
+            .windows(b"TOP-SECRET".len())
+            .any(|w| w == b"TOP-SECRET"),
         "no plaintext in the artifact"
     );
     let decryptor = age::Decryptor::new(&bytes[..]).unwrap();
-    let mut reader = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).unwrap();
+    let mut reader = decryptor
+        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+        .unwrap();
     let mut compressed = Vec::new();
     std::io::Read::read_to_end(&mut reader, &mut compressed).unwrap();
-    assert_eq!(unzstd(&compressed), data, "decrypts, then decompresses, to the command's output");
+    assert_eq!(
+        unzstd(&compressed),
+        data,
+        "decrypts, then decompresses, to the command's output"
+    );
     let wrong = age::x25519::Identity::generate();
     let decryptor = age::Decryptor::new(&bytes[..]).unwrap();
-    assert!(decryptor.decrypt(std::iter::once(&wrong as &dyn age::Identity)).is_err());
+    assert!(
+        decryptor
+            .decrypt(std::iter::once(&wrong as &dyn age::Identity))
+            .is_err()
+    );
     app.stop().await;
 }

@@ -56,13 +56,23 @@ async fn restart_after_sigkill_resumes_without_duplicates_and_catches_up_once() 
     let (dir, config) = write_config(&daemon_config(SWITCHABLE));
     let mut daemon = DaemonProcess::start(&config);
     wait_for(Duration::from_secs(20), "a scheduled backup", || async {
-        records(dir.path()).await.iter().any(|r| r.trigger == "schedule" && r.status == Status::Succeeded).then_some(())
+        records(dir.path())
+            .await
+            .iter()
+            .any(|r| r.trigger == "schedule" && r.status == Status::Succeeded)
+            .then_some(())
     })
     .await;
     std::fs::write(dir.path().join("slow"), "").unwrap();
-    let pid = wait_for(Duration::from_secs(20), "a hanging backup", || async { read_pid(&dir.path().join("pid")) }).await;
+    let pid = wait_for(Duration::from_secs(20), "a hanging backup", || async {
+        read_pid(&dir.path().join("pid"))
+    })
+    .await;
     let hanging = wait_for(Duration::from_secs(10), "the running record", || async {
-        records(dir.path()).await.into_iter().find(|r| r.status == Status::Running)
+        records(dir.path())
+            .await
+            .into_iter()
+            .find(|r| r.status == Status::Running)
     })
     .await;
     daemon.signal(Signal::SIGKILL);
@@ -77,32 +87,60 @@ async fn restart_after_sigkill_resumes_without_duplicates_and_catches_up_once() 
 
     let daemon = DaemonProcess::start(&config);
     let restarted_at = chrono::Utc::now();
-    let after = wait_for(Duration::from_secs(20), "catch-up and two more slots", || async {
-        let records = records(dir.path()).await;
-        let later = records
-            .iter()
-            .filter(|r| r.trigger == "schedule" && r.requested_at > restarted_at && r.status == Status::Succeeded)
-            .count();
-        (later >= 2).then_some(records)
-    })
+    let after = wait_for(
+        Duration::from_secs(20),
+        "catch-up and two more slots",
+        || async {
+            let records = records(dir.path()).await;
+            let later = records
+                .iter()
+                .filter(|r| {
+                    r.trigger == "schedule"
+                        && r.requested_at > restarted_at
+                        && r.status == Status::Succeeded
+                })
+                .count();
+            (later >= 2).then_some(records)
+        },
+    )
     .await;
     drop(daemon);
 
-    assert!(after.iter().all(|r| r.status != Status::Running), "no record stuck running: {after:#?}");
+    assert!(
+        after.iter().all(|r| r.status != Status::Running),
+        "no record stuck running: {after:#?}"
+    );
     let interrupted = after.iter().find(|r| r.id == hanging.id).unwrap();
     assert_eq!(interrupted.status, Status::Interrupted);
-    assert!(interrupted.error_message.as_deref().unwrap().contains("retried"));
+    assert!(
+        interrupted
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("retried")
+    );
     let catch_ups: Vec<&BackupRecord> = after.iter().filter(|r| r.trigger == "catch_up").collect();
-    assert_eq!(catch_ups.len(), 1, "one catch-up for the missed slots and the interrupted attempt: {after:#?}");
+    assert_eq!(
+        catch_ups.len(),
+        1,
+        "one catch-up for the missed slots and the interrupted attempt: {after:#?}"
+    );
     assert_eq!(catch_ups[0].status, Status::Succeeded);
     assert!(catch_ups[0].requested_at >= restarted_at - TimeDelta::seconds(1));
     // No slot ran twice: scheduled attempts fall in distinct 2-second slots, none between the kill and restart.
-    let mut slots: Vec<i64> =
-        after.iter().filter(|r| r.trigger == "schedule").map(|r| r.requested_at.timestamp() / 2).collect();
+    let mut slots: Vec<i64> = after
+        .iter()
+        .filter(|r| r.trigger == "schedule")
+        .map(|r| r.requested_at.timestamp() / 2)
+        .collect();
     let total = slots.len();
     slots.dedup();
     assert_eq!(slots.len(), total, "a slot ran twice: {after:#?}");
-    assert!(after[before_restart..].iter().all(|r| r.requested_at > killed_at));
+    assert!(
+        after[before_restart..]
+            .iter()
+            .all(|r| r.requested_at > killed_at)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,11 +148,16 @@ async fn sigterm_during_a_backup_exits_within_the_drain_deadline_and_kills_the_c
     let (dir, config) = write_config(&daemon_config(SWITCHABLE));
     std::fs::write(dir.path().join("slow"), "").unwrap();
     let mut daemon = DaemonProcess::start(&config);
-    let pid = wait_for(Duration::from_secs(20), "the backup command", || async { read_pid(&dir.path().join("pid")) }).await;
+    let pid = wait_for(Duration::from_secs(20), "the backup command", || async {
+        read_pid(&dir.path().join("pid"))
+    })
+    .await;
     assert!(process_alive(pid));
     let sent = Instant::now();
     daemon.signal(Signal::SIGTERM);
-    let status = daemon.wait_exit(Duration::from_secs(10)).expect("the daemon exits");
+    let status = daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("the daemon exits");
     let took = sent.elapsed();
     assert!(status.success(), "{status:?}");
     // shutdown_timeout = 1s, then the command gets SIGTERM (sleep obeys at once).
@@ -148,40 +191,88 @@ rpo = "1h"
     let (dir, config) = write_config(&body(""));
     let daemon = DaemonProcess::start(&config);
     let client = reqwest::Client::new();
-    let metrics = || async { client.get(daemon.url("/metrics")).send().await.unwrap().text().await.unwrap() };
-    assert!(metrics().await.contains("rpod_target_info{kind=\"command\",target=\"t\"} 1"));
-
-    rewrite_config(&config, dir.path(), &body("\n[[targets]]\nname = \"t2\"\nkind = \"command\"\ncommand = []\nstorage = \"nowhere\"\n"));
-    daemon.signal(Signal::SIGHUP);
-    wait_for(Duration::from_secs(10), "the rejection in the log", || async {
-        daemon.log_contains("reload rejected").then_some(())
-    })
-    .await;
-    assert!(daemon.log_contains("targets[1].storage"), "the log says why");
-    let text = metrics().await;
-    assert!(text.contains("target=\"t\""), "the old configuration keeps running");
-    assert!(!text.contains("target=\"t2\""));
-
-    rewrite_config(&config, dir.path(), &body("\n[[targets]]\nname = \"t2\"\nkind = \"command\"\ncommand = [\"echo\", \"b\"]\nstorage = \"local\"\n"));
-    daemon.signal(Signal::SIGHUP);
-    wait_for(Duration::from_secs(10), "the new target in /metrics", || async {
-        metrics().await.contains("rpod_target_info{kind=\"command\",target=\"t2\"} 1").then_some(())
-    })
-    .await;
-    // And it is backed up (no restorable backup yet: at once).
-    wait_for(Duration::from_secs(10), "a backup of the new target", || async {
+    let metrics = || async {
+        client
+            .get(daemon.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(
         metrics()
             .await
-            .contains("rpod_backups_total{outcome=\"succeeded\",target=\"t2\",trigger=\"rpo\"} 1")
-            .then_some(())
-    })
+            .contains("rpod_target_info{kind=\"command\",target=\"t\"} 1")
+    );
+
+    rewrite_config(
+        &config,
+        dir.path(),
+        &body(
+            "\n[[targets]]\nname = \"t2\"\nkind = \"command\"\ncommand = []\nstorage = \"nowhere\"\n",
+        ),
+    );
+    daemon.signal(Signal::SIGHUP);
+    wait_for(
+        Duration::from_secs(10),
+        "the rejection in the log",
+        || async { daemon.log_contains("reload rejected").then_some(()) },
+    )
+    .await;
+    assert!(
+        daemon.log_contains("targets[1].storage"),
+        "the log says why"
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains("target=\"t\""),
+        "the old configuration keeps running"
+    );
+    assert!(!text.contains("target=\"t2\""));
+
+    rewrite_config(
+        &config,
+        dir.path(),
+        &body(
+            "\n[[targets]]\nname = \"t2\"\nkind = \"command\"\ncommand = [\"echo\", \"b\"]\nstorage = \"local\"\n",
+        ),
+    );
+    daemon.signal(Signal::SIGHUP);
+    wait_for(
+        Duration::from_secs(10),
+        "the new target in /metrics",
+        || async {
+            metrics()
+                .await
+                .contains("rpod_target_info{kind=\"command\",target=\"t2\"} 1")
+                .then_some(())
+        },
+    )
+    .await;
+    // And it is backed up (no restorable backup yet: at once).
+    wait_for(
+        Duration::from_secs(10),
+        "a backup of the new target",
+        || async {
+            metrics()
+                .await
+                .contains(
+                    "rpod_backups_total{outcome=\"succeeded\",target=\"t2\",trigger=\"rpo\"} 1",
+                )
+                .then_some(())
+        },
+    )
     .await;
 
     // Removing a target removes its series.
     rewrite_config(&config, dir.path(), &body(""));
     daemon.signal(Signal::SIGHUP);
-    wait_for(Duration::from_secs(10), "the removed target's series gone", || async {
-        (!metrics().await.contains("target=\"t2\"")).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the removed target's series gone",
+        || async { (!metrics().await.contains("target=\"t2\"")).then_some(()) },
+    )
     .await;
 }

@@ -1,5 +1,8 @@
 //! rpod's integration tests: one binary, one module per area.
 
+// Metric values are compared exactly: they are counts and millisecond timestamps.
+#![allow(clippy::float_cmp)]
+
 mod catalog;
 mod config;
 mod daemon;

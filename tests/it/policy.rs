@@ -45,48 +45,93 @@ storage = "local"
     .await;
     let started: DateTime<Utc> = Utc::now();
     // Three RPO periods.
-    let good = eventually(Duration::from_secs(15), "three watchdog periods", || async {
-        let records = records(&app, "good").await;
-        let last = records.last()?.accepted_at?;
-        (last - started > TimeDelta::milliseconds(6500)).then_some(records)
-    })
+    let good = eventually(
+        Duration::from_secs(15),
+        "three watchdog periods",
+        || async {
+            let records = records(&app, "good").await;
+            let last = records.last()?.accepted_at?;
+            (last - started > TimeDelta::milliseconds(6500)).then_some(records)
+        },
+    )
     .await;
-    assert!(good.iter().all(|r| r.status == Status::Succeeded && r.trigger == "rpo"), "{good:#?}");
+    assert!(
+        good.iter()
+            .all(|r| r.status == Status::Succeeded && r.trigger == "rpo"),
+        "{good:#?}"
+    );
     assert!(good.len() >= 3, "{} backups", good.len());
     let mut previous = good[0].accepted_at.unwrap();
-    assert!(previous - started < TimeDelta::seconds(1), "no restorable backup at start: backed up at once");
+    assert!(
+        previous - started < TimeDelta::seconds(1),
+        "no restorable backup at start: backed up at once"
+    );
     for record in &good[1..] {
         let at = record.accepted_at.unwrap();
-        assert!(at - previous < TimeDelta::seconds(3), "the next backup came before the RPO was breached");
-        assert!(at - previous > TimeDelta::milliseconds(2000), "not earlier than rpo - lead");
+        assert!(
+            at - previous < TimeDelta::seconds(3),
+            "the next backup came before the RPO was breached"
+        );
+        assert!(
+            at - previous > TimeDelta::milliseconds(2000),
+            "not earlier than rpo - lead"
+        );
         previous = at;
     }
 
     let metrics = app.metrics().await;
-    assert_eq!(metrics.value("rpod_target_rpo_compliant", &[("target", "good")]), 1.0);
-    assert_eq!(metrics.value("rpod_target_rpo_compliant", &[("target", "bad")]), 0.0);
+    assert_eq!(
+        metrics.value("rpod_target_rpo_compliant", &[("target", "good")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("rpod_target_rpo_compliant", &[("target", "bad")]),
+        0.0
+    );
     let bad = records(&app, "bad").await;
     let failed: Vec<&BackupRecord> = bad.iter().filter(|r| r.status == Status::Failed).collect();
     assert!(failed.len() >= 2, "{bad:#?}");
     assert_eq!(failed[0].attempt, 1);
     assert_eq!(failed[1].attempt, 2, "a transient failure is retried");
-    let failed_metric =
-        metrics.value("rpod_backups_total", &[("target", "bad"), ("trigger", "rpo"), ("outcome", "failed")]);
+    let failed_metric = metrics.value(
+        "rpod_backups_total",
+        &[("target", "bad"), ("trigger", "rpo"), ("outcome", "failed")],
+    );
     assert!(failed_metric >= 2.0 && failed_metric <= failed.len() as f64);
     let message = failed[0].error_message.as_deref().unwrap();
     assert!(message.contains("exited with status 3"), "{message}");
-    assert!(message.contains("pg_dump: connection refused"), "the stderr tail is in the record: {message}");
+    assert!(
+        message.contains("pg_dump: connection refused"),
+        "the stderr tail is in the record: {message}"
+    );
     assert_eq!(failed[0].error_code.as_deref(), Some("ExitStatus"));
-    assert!(failed[0].artifact.is_none(), "a failed backup has no artifact");
+    assert!(
+        failed[0].artifact.is_none(),
+        "a failed backup has no artifact"
+    );
     let leftovers: Vec<_> = walk(&app.path("backups/bad"));
-    assert!(leftovers.is_empty(), "a failed backup leaves nothing in storage: {leftovers:?}");
-    assert_eq!(metrics.value("rpod_target_last_success_timestamp_seconds", &[("target", "bad")]), 0.0);
-    assert_eq!(metrics.value("rpod_target_restorable_backups", &[("target", "bad")]), 0.0);
+    assert!(
+        leftovers.is_empty(),
+        "a failed backup leaves nothing in storage: {leftovers:?}"
+    );
+    assert_eq!(
+        metrics.value(
+            "rpod_target_last_success_timestamp_seconds",
+            &[("target", "bad")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        metrics.value("rpod_target_restorable_backups", &[("target", "bad")]),
+        0.0
+    );
     app.stop().await;
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries.flatten().map(|e| e.path()).collect()
 }
 
@@ -110,26 +155,53 @@ warn_before_expiry = "1s"
 "#,
     )
     .await;
-    let pruned = eventually(Duration::from_secs(20), "expired backups pruned", || async {
-        let records = records(&app, "short").await;
-        let pruned: Vec<BackupRecord> = records.into_iter().filter(|r| r.status == Status::Pruned).collect();
-        (pruned.len() >= 2).then_some(pruned)
-    })
+    let pruned = eventually(
+        Duration::from_secs(20),
+        "expired backups pruned",
+        || async {
+            let records = records(&app, "short").await;
+            let pruned: Vec<BackupRecord> = records
+                .into_iter()
+                .filter(|r| r.status == Status::Pruned)
+                .collect();
+            (pruned.len() >= 2).then_some(pruned)
+        },
+    )
     .await;
     for record in &pruned {
-        assert!(record.expires_at.unwrap() <= record.pruned_at.unwrap(), "pruned only after expiry");
-        let path = app.path("backups").join(record.artifact.as_deref().unwrap());
-        assert!(!path.exists(), "artifact of a pruned backup is deleted: {}", path.display());
+        assert!(
+            record.expires_at.unwrap() <= record.pruned_at.unwrap(),
+            "pruned only after expiry"
+        );
+        let path = app
+            .path("backups")
+            .join(record.artifact.as_deref().unwrap());
+        assert!(
+            !path.exists(),
+            "artifact of a pruned backup is deleted: {}",
+            path.display()
+        );
     }
     let catalog = app.catalog().await;
     let audit = catalog.audit_log("short").await.unwrap();
     catalog.close().await;
     assert!(audit.iter().any(|(_, actor, action, id, detail)| {
-        actor == "rpod" && action == "pruned" && *id == Some(pruned[0].id) && detail.contains("expired")
+        actor == "rpod"
+            && action == "pruned"
+            && *id == Some(pruned[0].id)
+            && detail.contains("expired")
     }));
     let all = records(&app, "short").await;
-    let newest = all.iter().rev().find(|r| r.status == Status::Succeeded).expect("the newest backup is kept");
-    assert!(app.path("backups").join(newest.artifact.as_deref().unwrap()).exists());
+    let newest = all
+        .iter()
+        .rev()
+        .find(|r| r.status == Status::Succeeded)
+        .expect("the newest backup is kept");
+    assert!(
+        app.path("backups")
+            .join(newest.artifact.as_deref().unwrap())
+            .exists()
+    );
     let metrics = app.metrics().await;
     assert!(metrics.value("rpod_backups_pruned_total", &[("target", "short")]) >= 2.0);
     app.stop().await;

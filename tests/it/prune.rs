@@ -1,4 +1,4 @@
-//! Pruning against a real catalog and directory: keep_last, the newest-restorable invariant, dry runs, and a
+//! Pruning against a real catalog and directory: `keep_last`, the newest-restorable invariant, dry runs, and a
 //! failed listing that deletes nothing.
 
 use std::process::Command;
@@ -105,7 +105,9 @@ async fn expired_and_surplus_backups_go_the_newest_restorable_stays() {
     let now = Utc::now();
     // Ages: two expired (30 h, 26 h), three restorable (5 h, 3 h, 1 h); keep_last = 2.
     let (fx, ids) = fixture(&[30, 26, 5, 3, 1], now).await;
-    let report = maintenance::prune(&fx.catalog, None, &fx.targets, now, false, "test").await.unwrap();
+    let report = maintenance::prune(&fx.catalog, None, &fx.targets, now, false, "test")
+        .await
+        .unwrap();
     let mut pruned: Vec<i64> = report.pruned.iter().map(|p| p.backup_id).collect();
     pruned.sort_unstable();
     assert_eq!(pruned, vec![ids[0], ids[1], ids[2]], "{report:#?}");
@@ -127,17 +129,24 @@ async fn expired_and_surplus_backups_go_the_newest_restorable_stays() {
 async fn the_newest_backup_survives_even_when_everything_expired() {
     let now = Utc::now();
     let (fx, ids) = fixture(&[50, 40, 30], now).await;
-    let report = maintenance::prune(&fx.catalog, None, &fx.targets, now, false, "test").await.unwrap();
+    let report = maintenance::prune(&fx.catalog, None, &fx.targets, now, false, "test")
+        .await
+        .unwrap();
     let pruned: Vec<i64> = report.pruned.iter().map(|p| p.backup_id).collect();
     assert_eq!(pruned, vec![ids[0], ids[1]]);
-    assert!(fx.artifact_exists(ids[2]), "backups stopped: the last artifact is kept as a last resort");
+    assert!(
+        fx.artifact_exists(ids[2]),
+        "backups stopped: the last artifact is kept as a last resort"
+    );
 }
 
 #[tokio::test]
 async fn a_dry_run_lists_without_deleting() {
     let now = Utc::now();
     let (fx, ids) = fixture(&[30, 26, 1], now).await;
-    let report = maintenance::prune(&fx.catalog, None, &fx.targets, now, true, "test").await.unwrap();
+    let report = maintenance::prune(&fx.catalog, None, &fx.targets, now, true, "test")
+        .await
+        .unwrap();
     assert_eq!(report.pruned.len(), 2);
     for id in &ids {
         assert_eq!(fx.status(*id).await, Status::Succeeded);
@@ -147,13 +156,24 @@ async fn a_dry_run_lists_without_deleting() {
 
     // The same through the command line.
     let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
-        .args(["--config", fx.config_path.to_str().unwrap(), "prune", "--dry-run"])
+        .args([
+            "--config",
+            fx.config_path.to_str().unwrap(),
+            "prune",
+            "--dry-run",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("would prune t backup {}", ids[0])), "{stdout}");
-    assert!(stdout.contains(&format!("would prune t backup {}", ids[1])), "{stdout}");
+    assert!(
+        stdout.contains(&format!("would prune t backup {}", ids[0])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("would prune t backup {}", ids[1])),
+        "{stdout}"
+    );
     assert!(!stdout.contains(&format!("backup {} ", ids[2])), "{stdout}");
     for id in &ids {
         assert!(fx.artifact_exists(*id));
@@ -165,7 +185,9 @@ async fn a_dry_run_lists_without_deleting() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{output:?}");
-    assert!(!fx.artifact_exists(ids[0]) && !fx.artifact_exists(ids[1]) && fx.artifact_exists(ids[2]));
+    assert!(
+        !fx.artifact_exists(ids[0]) && !fx.artifact_exists(ids[1]) && fx.artifact_exists(ids[2])
+    );
 }
 
 #[tokio::test]
@@ -176,13 +198,23 @@ async fn a_failed_listing_deletes_nothing() {
     let parked = fx.dir.path().join("parked");
     // The storage becomes unreachable (an unmounted share): its root is gone.
     std::fs::rename(&backups, &parked).unwrap();
-    let report = maintenance::prune(&fx.catalog, None, &fx.targets, now, false, "test").await.unwrap();
+    let report = maintenance::prune(&fx.catalog, None, &fx.targets, now, false, "test")
+        .await
+        .unwrap();
     assert!(report.pruned.is_empty(), "{report:#?}");
     assert_eq!(report.errors.len(), 1);
-    assert!(report.errors[0].contains("not pruned"), "{}", report.errors[0]);
+    assert!(
+        report.errors[0].contains("not pruned"),
+        "{}",
+        report.errors[0]
+    );
     std::fs::rename(&parked, &backups).unwrap();
     for id in &ids {
-        assert_eq!(fx.status(*id).await, Status::Succeeded, "nothing marked pruned");
+        assert_eq!(
+            fx.status(*id).await,
+            Status::Succeeded,
+            "nothing marked pruned"
+        );
         assert!(fx.artifact_exists(*id), "nothing deleted");
     }
 }

@@ -44,10 +44,8 @@ pub fn rewrite_config(path: &Path, dir: &Path, body: &str) {
 /// A daemon running in this process on a loopback port chosen by the OS.
 pub struct TestApp {
     pub dir: TempDir,
-    pub config_path: PathBuf,
     pub address: SocketAddr,
     pub shutdown: CancellationToken,
-    pub reload: mpsc::UnboundedSender<()>,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub http: reqwest::Client,
 }
@@ -67,7 +65,8 @@ pub async fn spawn_app_with(config: &str, files: &[(&str, &[u8])]) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let (reload, reloads) = mpsc::unbounded_channel();
+    // Reloads are exercised through SIGHUP on a child process (lifecycle tests).
+    let (_reload, reloads) = mpsc::unbounded_channel();
     let task = tokio::spawn(app::run(RunOptions {
         config_path: config_path.clone(),
         config,
@@ -79,10 +78,8 @@ pub async fn spawn_app_with(config: &str, files: &[(&str, &[u8])]) -> TestApp {
     }));
     TestApp {
         dir,
-        config_path,
         address,
         shutdown,
-        reload,
         task,
         http: reqwest::Client::new(),
     }
@@ -107,12 +104,24 @@ impl TestApp {
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let response = self.http.get(self.url(path)).send().await.unwrap();
-        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
     pub async fn metrics(&self) -> Metrics {
-        let text = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         Metrics::parse(&text)
     }
 
@@ -144,7 +153,11 @@ impl Metrics {
                     | prometheus_parse::Value::Untyped(v) => v,
                     _ => f64::NAN,
                 };
-                let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let labels = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 (s.metric, labels, value)
             })
             .collect();
@@ -159,15 +172,25 @@ impl Metrics {
         let matching: Vec<f64> = self
             .samples
             .iter()
-            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|(_, _, v)| *v)
             .collect();
-        assert!(matching.len() <= 1, "{name} {labels:?} matches {} samples", matching.len());
+        assert!(
+            matching.len() <= 1,
+            "{name} {labels:?} matches {} samples",
+            matching.len()
+        );
         matching.first().copied()
     }
 
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.get(name, labels).unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{}", self.text))
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{}", self.text))
     }
 }
 
@@ -182,7 +205,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -225,7 +251,11 @@ impl DaemonProcess {
             .unwrap_or_else(|_| panic!("the daemon did not start: {:?}", log.lock().unwrap()))
             .parse()
             .unwrap();
-        Self { child, address, log }
+        Self {
+            child,
+            address,
+            log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -265,7 +295,10 @@ impl Drop for DaemonProcess {
 pub fn process_alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
     match stat {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|state| state == "Z"),
+        Ok(stat) => stat
+            .split_whitespace()
+            .nth(2)
+            .is_none_or(|state| state != "Z"),
         Err(_) => false,
     }
 }
