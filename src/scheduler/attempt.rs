@@ -219,7 +219,7 @@ pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
             seconds = format!("{seconds:.1}"), "Backup succeeded."
         ),
         (Err(_), Status::Interrupted) => {
-            warn!(target = %name, backup_id = id, "Backup interrupted by shutdown.")
+            warn!(target = %name, backup_id = id, "Backup interrupted by shutdown.");
         }
         (Err(_), _) => warn!(
             target = %name, backup_id = id, attempt = job.attempt,

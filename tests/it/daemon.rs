@@ -15,9 +15,7 @@ fn payload() -> Vec<u8> {
 }
 
 async fn succeeded(app: &TestApp, target: &str) -> Vec<BackupRecord> {
-    let catalog = app.catalog().await;
-    let records = catalog.backups(Some(target), 1000).await.unwrap();
-    catalog.close().await;
+    let records = app.records(target).await;
     records
         .into_iter()
         .filter(|r| r.status == Status::Succeeded)

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use nix::sys::signal::Signal;
-use rpod::catalog::{BackupRecord, Catalog, Status};
+use rpod::catalog::{BackupRecord, Status};
 
 use crate::support::{DaemonProcess, process_alive, rewrite_config, write_config};
 
@@ -16,11 +16,7 @@ fn daemon_config(body: &str) -> String {
 }
 
 async fn records(dir: &std::path::Path) -> Vec<BackupRecord> {
-    let catalog = Catalog::open(&dir.join("state")).await.unwrap();
-    let mut records = catalog.backups(Some("t"), 1000).await.unwrap();
-    catalog.close().await;
-    records.reverse();
-    records
+    crate::support::records_in(&dir.join("state"), "t").await
 }
 
 async fn wait_for<T, F, Fut>(limit: Duration, what: &str, check: F) -> T

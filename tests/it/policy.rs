@@ -5,15 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rpod::catalog::{BackupRecord, Status};
 
-use crate::support::{TestApp, eventually, spawn_app};
-
-async fn records(app: &TestApp, target: &str) -> Vec<BackupRecord> {
-    let catalog = app.catalog().await;
-    let mut records = catalog.backups(Some(target), 1000).await.unwrap();
-    catalog.close().await;
-    records.reverse();
-    records
-}
+use crate::support::{eventually, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchdog_backs_up_before_each_breach_and_failures_show() {
@@ -49,7 +41,7 @@ storage = "local"
         Duration::from_secs(15),
         "three watchdog periods",
         || async {
-            let records = records(&app, "good").await;
+            let records = app.records("good").await;
             let last = records.last()?.accepted_at?;
             (last - started > TimeDelta::milliseconds(6500)).then_some(records)
         },
@@ -88,7 +80,7 @@ storage = "local"
         metrics.value("rpod_target_rpo_compliant", &[("target", "bad")]),
         0.0
     );
-    let bad = records(&app, "bad").await;
+    let bad = app.records("bad").await;
     let failed: Vec<&BackupRecord> = bad.iter().filter(|r| r.status == Status::Failed).collect();
     assert!(failed.len() >= 2, "{bad:#?}");
     assert_eq!(failed[0].attempt, 1);
@@ -159,7 +151,7 @@ warn_before_expiry = "1s"
         Duration::from_secs(20),
         "expired backups pruned",
         || async {
-            let records = records(&app, "short").await;
+            let records = app.records("short").await;
             let pruned: Vec<BackupRecord> = records
                 .into_iter()
                 .filter(|r| r.status == Status::Pruned)
@@ -191,7 +183,7 @@ warn_before_expiry = "1s"
             && *id == Some(pruned[0].id)
             && detail.contains("expired")
     }));
-    let all = records(&app, "short").await;
+    let all = app.records("short").await;
     let newest = all
         .iter()
         .rev()

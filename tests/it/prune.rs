@@ -5,11 +5,11 @@ use std::process::Command;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rpod::catalog::{Catalog, Finish, NewBackup, Status, Trigger};
+use rpod::catalog::{Catalog, Status};
 use rpod::maintenance;
 use rpod::scheduler::TargetSpec;
 
-use crate::support::write_config;
+use crate::support::{insert_succeeded, write_config};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -42,40 +42,13 @@ async fn fixture(ages_hours: &[i64], now: DateTime<Utc>) -> (Fixture, Vec<i64>) 
     let mut ids = Vec::new();
     for age in ages_hours {
         let at = now - TimeDelta::hours(*age);
-        let id = catalog
-            .insert_backup(&NewBackup {
-                target: "t",
-                kind: "command",
-                trigger: Trigger::Schedule,
-                attempt: 1,
-                requested_at: at,
-                storage: "local",
-                first_change_at: None,
-            })
-            .await
-            .unwrap();
-        let artifact = format!("t/{id}.zst");
-        let path = dir.path().join("backups").join(&artifact);
+        let id = insert_succeeded(&catalog, "t", at, at + TimeDelta::days(1), |id| {
+            format!("t/{id}.zst")
+        })
+        .await;
+        let path = dir.path().join("backups").join(format!("t/{id}.zst"));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"x").unwrap();
-        catalog
-            .finish_backup(
-                id,
-                &Finish {
-                    status: Status::Succeeded,
-                    accepted_at: Some(at),
-                    completed_at: at,
-                    expires_at: Some(at + TimeDelta::days(1)),
-                    artifact: Some(artifact),
-                    size_bytes: Some(1),
-                    sha256: None,
-                    sku: None,
-                    error_code: None,
-                    error_message: None,
-                },
-            )
-            .await
-            .unwrap();
         ids.push(id);
     }
     let targets = specs.into_iter().map(Arc::new).collect();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use rpod::catalog::{BackupRecord, Catalog, Finish, NewBackup, Status, Trigger};
+use rpod::catalog::{BackupRecord, Catalog, Status};
 use rpod::metrics::Metrics;
 use rpod::providers::{BackupOutcome, BackupRequest, Provider, ProviderError};
 use rpod::scheduler::{self, Clock, Shared, TargetSpec};
@@ -173,36 +173,9 @@ async fn advance(duration: Duration) {
 }
 
 async fn with_restorable_backup(catalog: &Catalog, target: &str, at: DateTime<Utc>) {
-    let id = catalog
-        .insert_backup(&NewBackup {
-            target,
-            kind: "command",
-            trigger: Trigger::Manual,
-            attempt: 1,
-            requested_at: at,
-            storage: "local",
-            first_change_at: None,
-        })
-        .await
-        .unwrap();
-    catalog
-        .finish_backup(
-            id,
-            &Finish {
-                status: Status::Succeeded,
-                accepted_at: Some(at),
-                completed_at: at,
-                expires_at: Some(at + TimeDelta::days(30)),
-                artifact: Some(format!("{target}/{id}")),
-                size_bytes: None,
-                sha256: None,
-                sku: None,
-                error_code: None,
-                error_message: None,
-            },
-        )
-        .await
-        .unwrap();
+    let expires = at + TimeDelta::days(30);
+    crate::support::insert_succeeded(catalog, target, at, expires, |id| format!("{target}/{id}"))
+        .await;
 }
 
 /// Virtual timers resolve to the millisecond: "on time" means within 10 ms.
@@ -226,7 +199,7 @@ async fn a_slot_in_the_spring_forward_gap_fires_right_after_the_gap() {
         "rpo = \"2d\"\nschedule = \"30 2 * * *\"\ntimezone = \"Europe/Amsterdam\"",
     ));
     let h = start(&toml, Behaviour::Succeed, now, async |c| {
-        with_restorable_backup(c, "t", now).await
+        with_restorable_backup(c, "t", now).await;
     })
     .await;
     advance(Duration::from_mins(20)).await;
@@ -252,7 +225,7 @@ async fn an_ambiguous_slot_in_the_fall_back_hour_fires_once() {
         "rpo = \"2d\"\nschedule = \"30 2 * * *\"\ntimezone = \"Europe/Amsterdam\"",
     ));
     let h = start(&toml, Behaviour::Succeed, now, async |c| {
-        with_restorable_backup(c, "t", now).await
+        with_restorable_backup(c, "t", now).await;
     })
     .await;
     advance(Duration::from_hours(3)).await;

@@ -9,8 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rpod::app::{self, RunOptions};
-use rpod::catalog::Catalog;
+use rpod::catalog::{BackupRecord, Catalog, Finish, NewBackup, Status, Trigger};
 use rpod::scheduler::Clock;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -100,6 +101,11 @@ impl TestApp {
 
     pub async fn catalog(&self) -> Catalog {
         Catalog::open(&self.state_dir()).await.unwrap()
+    }
+
+    /// The target's records, oldest first.
+    pub async fn records(&self, target: &str) -> Vec<BackupRecord> {
+        records_in(&self.state_dir(), target).await
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
@@ -306,4 +312,49 @@ pub fn process_alive(pid: i32) -> bool {
 /// Decompresses a zstd artifact.
 pub fn unzstd(bytes: &[u8]) -> Vec<u8> {
     zstd::decode_all(bytes).unwrap()
+}
+
+/// A target's records, oldest first, from the catalog in `state_dir` (opened and closed around the read).
+pub async fn records_in(state_dir: &Path, target: &str) -> Vec<BackupRecord> {
+    let catalog = Catalog::open(state_dir).await.unwrap();
+    let mut records = catalog.backups(Some(target), 1_000_000).await.unwrap();
+    catalog.close().await;
+    records.reverse();
+    records
+}
+
+/// Records a succeeded backup with recovery point `at` straight into the catalog; returns its id.
+pub async fn insert_succeeded(
+    catalog: &Catalog,
+    target: &str,
+    at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    artifact: impl Fn(i64) -> String,
+) -> i64 {
+    let id = catalog
+        .insert_backup(&NewBackup {
+            target,
+            kind: "command",
+            trigger: Trigger::Manual,
+            attempt: 1,
+            requested_at: at,
+            storage: "local",
+            first_change_at: None,
+        })
+        .await
+        .unwrap();
+    let finish = Finish {
+        status: Status::Succeeded,
+        accepted_at: Some(at),
+        completed_at: at,
+        expires_at: Some(expires_at),
+        artifact: Some(artifact(id)),
+        size_bytes: Some(1),
+        sha256: None,
+        sku: None,
+        error_code: None,
+        error_message: None,
+    };
+    catalog.finish_backup(id, &finish).await.unwrap();
+    id
 }
