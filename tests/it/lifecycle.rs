@@ -272,3 +272,100 @@ rpo = "1h"
     )
     .await;
 }
+
+fn rpod(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rpod"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_backups_go_through_the_daemon_or_run_standalone() {
+    let body = r#"
+[storage.local]
+kind = "directory"
+path = "{dir}/backups"
+
+[[targets]]
+name = "t"
+kind = "command"
+command = ["echo", "manual"]
+storage = "local"
+[targets.policy]
+rpo = "1h"
+"#;
+    // No daemon: the backup runs in the command itself.
+    let (dir, config) = write_config(&daemon_config(body));
+    let output = rpod(&config, &["backup", "t"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let first = records(dir.path()).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].trigger.as_str(), first[0].status),
+        ("manual", Status::Succeeded)
+    );
+    assert!(
+        dir.path()
+            .join("backups")
+            .join(first[0].artifact.as_deref().unwrap())
+            .exists()
+    );
+
+    let output = rpod(&config, &["backup", "nope"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an unknown target is a usage error"
+    );
+
+    // With a daemon listening where the configuration says, the daemon takes the backup.
+    let daemon = DaemonProcess::start(&config);
+    let port = daemon.address.port().to_string();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&config, text).unwrap();
+    let output = rpod(&config, &["backup", "t"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("by the running daemon"),
+        "{output:?}"
+    );
+    let all = wait_for(
+        Duration::from_secs(10),
+        "the daemon's manual backup",
+        || async {
+            let all = records(dir.path()).await;
+            (all.iter()
+                .filter(|r| r.trigger == "manual" && r.status == Status::Succeeded)
+                .count()
+                == 2)
+                .then_some(all)
+        },
+    )
+    .await;
+    assert!(
+        daemon.log_contains("\"trigger\":\"manual\""),
+        "the daemon logged it"
+    );
+    assert_eq!(
+        all.iter().filter(|r| r.trigger == "rpo").count(),
+        0,
+        "the standalone backup kept the RPO"
+    );
+
+    let output = rpod(&config, &["status"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("t "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("command") && line.contains("yes"), "{line}");
+    let output = rpod(&config, &["backups", "t", "--json"]);
+    let listed: Vec<BackupRecord> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed.len(), 2);
+}

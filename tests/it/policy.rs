@@ -198,3 +198,75 @@ warn_before_expiry = "1s"
     assert!(metrics.value("rpod_backups_pruned_total", &[("target", "short")]) >= 2.0);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_that_stop_raise_one_expiry_warning_per_backup() {
+    let app = spawn_app(
+        r#"
+[storage.local]
+kind = "directory"
+path = "{dir}/backups"
+
+[[targets]]
+name = "w"
+kind = "command"
+command = ["sh", "-c", "test ! -e {dir}/broken && echo ok"]
+storage = "local"
+[targets.policy]
+rpo = "3s"
+expiry = "4s"
+warn_before_expiry = "2s"
+retry_backoff = "1s"
+retry_max_backoff = "10s"
+max_attempts = 1
+"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "a first backup", || async {
+        app.records("w")
+            .await
+            .iter()
+            .any(|r| r.status == Status::Succeeded)
+            .then_some(())
+    })
+    .await;
+    std::fs::write(app.path("broken"), "").unwrap();
+    let warned = eventually(Duration::from_secs(10), "the expiry warning", || async {
+        let m = app.metrics().await;
+        (m.value("rpod_expiry_warnings_total", &[("target", "w")]) > 0.0).then_some(m)
+    })
+    .await;
+    assert!(
+        warned.value(
+            "rpod_target_restorable_until_timestamp_seconds",
+            &[("target", "w")]
+        ) > 0.0
+    );
+    // Several evaluation passes later the one backup has still been warned about once, then it expires.
+    let expired = eventually(
+        Duration::from_secs(10),
+        "the last backup expired",
+        || async {
+            let m = app.metrics().await;
+            (m.value("rpod_target_restorable_backups", &[("target", "w")]) == 0.0).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        expired.value("rpod_expiry_warnings_total", &[("target", "w")]),
+        1.0,
+        "once per backup"
+    );
+    assert_eq!(
+        expired.value(
+            "rpod_target_restorable_until_timestamp_seconds",
+            &[("target", "w")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        expired.value("rpod_target_rpo_compliant", &[("target", "w")]),
+        0.0
+    );
+    app.stop().await;
+}
