@@ -269,3 +269,140 @@ rpo = "1h"
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_working_directory_and_secrets_reach_the_command_only() {
+    let secret = "s3cr3t-value-9f8e";
+    let app = spawn_app_with(
+        r#"
+[storage.local]
+kind = "directory"
+path = "{dir}/backups"
+
+[[targets]]
+name = "env"
+kind = "command"
+command = ["/bin/sh", "-c", "pwd; echo \"$GREETING\"; echo \"${HOME:-no-home}\"; echo \"$TOKEN\""]
+storage = "local"
+working_dir = "{dir}"
+clear_env = true
+env = { GREETING = "hello" }
+secret_env = [{ name = "TOKEN", value_file = "{dir}/token" }]
+[targets.policy]
+rpo = "1h"
+"#,
+        &[("token", format!("{secret}\n").as_bytes())],
+    )
+    .await;
+    let record = eventually(Duration::from_secs(20), "a backup", || async {
+        let records = app.records("env").await;
+        records.into_iter().find(|r| r.status == Status::Succeeded)
+    })
+    .await;
+    let bytes = std::fs::read(
+        app.path("backups")
+            .join(record.artifact.as_deref().unwrap()),
+    )
+    .unwrap();
+    let output = String::from_utf8(unzstd(&bytes)).unwrap();
+    let work = std::fs::canonicalize(app.path("")).unwrap();
+    assert_eq!(
+        output,
+        format!("{}\nhello\nno-home\n{secret}\n", work.display())
+    );
+    let dir = app.stop().await;
+    let db = std::fs::read(dir.path().join("state/rpod.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("state/rpod.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is not in the catalog"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_past_its_deadline_is_killed_and_timed_out() {
+    let app = spawn_app(
+        r#"
+[storage.local]
+kind = "directory"
+path = "{dir}/backups"
+
+[[targets]]
+name = "slow"
+kind = "command"
+command = ["sh", "-c", "echo $$ > {dir}/pid; sleep 600 & wait"]
+storage = "local"
+[targets.policy]
+rpo = "1h"
+operation_timeout = "1s"
+max_attempts = 1
+retry_backoff = "1h"
+retry_max_backoff = "1h"
+"#,
+    )
+    .await;
+    let record = eventually(Duration::from_secs(20), "the timed-out record", || async {
+        app.records("slow")
+            .await
+            .into_iter()
+            .find(|r| r.status == Status::TimedOut)
+    })
+    .await;
+    assert_eq!(record.error_code.as_deref(), Some("TimedOut"));
+    let pid: i32 = std::fs::read_to_string(app.path("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !crate::support::process_alive(pid),
+        "the command was killed"
+    );
+    // The grandchild (`sleep 600 &`) was in the command's process group and went with it.
+    let group = std::process::Command::new("pgrep")
+        .args(["-g", &pid.to_string()])
+        .output();
+    if let Ok(group) = group {
+        let living: Vec<i32> = String::from_utf8_lossy(&group.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|p| crate::support::process_alive(*p))
+            .collect();
+        assert!(
+            living.is_empty(),
+            "no living process left in the group: {living:?}"
+        );
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.value(
+            "rpod_backups_total",
+            &[
+                ("target", "slow"),
+                ("trigger", "rpo"),
+                ("outcome", "timed_out")
+            ]
+        ),
+        1.0
+    );
+    assert!(
+        walk_partials(&app.path("backups")).is_empty(),
+        "the partial artifact was discarded"
+    );
+    app.stop().await;
+}
+
+fn walk_partials(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk_partials(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
