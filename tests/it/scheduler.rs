@@ -98,6 +98,17 @@ async fn start(
     start: DateTime<Utc>,
     setup: impl AsyncFnOnce(&Catalog),
 ) -> Harness {
+    start_limited(toml, behaviour, start, 64, setup).await
+}
+
+/// Like [`start`], with at most `permits` backups running at once.
+async fn start_limited(
+    toml: &str,
+    behaviour: Behaviour,
+    start: DateTime<Utc>,
+    permits: usize,
+    setup: impl AsyncFnOnce(&Catalog),
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let catalog = prepare(dir.path()).await;
     setup(&catalog).await;
@@ -121,7 +132,7 @@ async fn start(
         })
         .collect();
     let metrics = Metrics::new();
-    let shared = Shared::new(catalog.clone(), metrics.clone(), clock, 64);
+    let shared = Shared::new(catalog.clone(), metrics.clone(), clock, permits);
     let shutdown = CancellationToken::new();
     let (_handle, task) = scheduler::start(shared.clone(), specs, shutdown.clone())
         .await
@@ -472,5 +483,37 @@ async fn five_thousand_targets_fire_every_slot_exactly_once() {
     }
     assert!(records.iter().all(|r| r.status == Status::Succeeded));
     drop(hold);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_global_limit_caps_concurrent_backups() {
+    let now = utc("2026-01-01T00:00:00Z");
+    let mut toml = config("");
+    for i in 0..5 {
+        toml.push_str(&target(&format!("t{i}"), "rpo = \"1d\""));
+    }
+    let h = start_limited(
+        &toml,
+        Behaviour::Take(Duration::from_secs(10)),
+        now,
+        2,
+        async |_| {},
+    )
+    .await;
+    advance(Duration::from_secs(25)).await;
+    let mut calls = h.calls();
+    calls.sort();
+    let seconds: Vec<i64> = calls.iter().map(|at| (*at - now).num_seconds()).collect();
+    assert_eq!(
+        seconds,
+        vec![0, 0, 10, 10, 20],
+        "two at a time, the rest queued, none lost"
+    );
+    let text = h.metrics.render();
+    assert!(
+        text.contains("rpod_dispatch_lateness_seconds_count 5"),
+        "{text}"
+    );
     h.stop().await;
 }
