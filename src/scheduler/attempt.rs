@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, warn};
 
 use super::{Shared, TargetSpec};
@@ -63,7 +64,12 @@ pub struct AttemptReport {
     pub lead: Option<Duration>,
 }
 
-pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
+/// Runs one attempt; without a `permit`, waits for one (or for shutdown).
+pub(super) async fn run(
+    shared: &Shared,
+    job: Job,
+    permit: Option<OwnedSemaphorePermit>,
+) -> AttemptReport {
     let name = job.spec.config.name.clone();
     let kind = job.spec.provider.kind();
     let mut report = AttemptReport {
@@ -77,11 +83,15 @@ pub(super) async fn run(shared: &Shared, job: Job) -> AttemptReport {
         summary: None,
         lead: None,
     };
-    let permit = tokio::select! {
-        permit = shared.permits.clone().acquire_owned() => permit.ok(),
-        () = shared.abort.cancelled() => None,
+    let permit = match permit {
+        Some(permit) => Some(permit),
+        None => tokio::select! {
+            permit = shared.permits.clone().acquire_owned() => permit.ok(),
+            () = shared.abort.cancelled() => None,
+        },
     };
     let Some(_permit) = permit else { return report };
+    shared.metrics.set_in_progress(&name, true);
 
     let hold = shared.clock.hold();
     let started = shared.clock.now();

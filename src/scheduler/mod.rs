@@ -13,7 +13,7 @@ mod attempt;
 mod clock;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,6 +189,8 @@ struct Scheduler {
     shared: Shared,
     targets: HashMap<Arc<str>, TargetState>,
     timers: BinaryHeap<Reverse<Timer>>,
+    /// Jobs started but waiting for a permit (see [`Scheduler::dispatch`]).
+    waiting: VecDeque<attempt::Job>,
     seq: u64,
     epoch: u64,
     tx: mpsc::UnboundedSender<Message>,
@@ -209,6 +211,7 @@ pub async fn start(
         shared,
         targets: HashMap::new(),
         timers: BinaryHeap::new(),
+        waiting: VecDeque::new(),
         seq: 0,
         epoch: 0,
         tx: tx.clone(),
@@ -254,7 +257,10 @@ impl Scheduler {
                 biased;
                 () = shutdown.cancelled() => break,
                 message = rx.recv() => match message {
-                    Some(Message::Finished(report)) => self.finished(&report),
+                    Some(Message::Finished(report)) => {
+                        self.finished(&report);
+                        self.dispatch();
+                    }
                     Some(Message::Manual(target, reply)) => {
                         let outcome = self.manual(&target);
                         let _ = reply.send(outcome);
@@ -457,7 +463,6 @@ impl Scheduler {
         state.running = Some(Running {
             coalesced_slot: None,
         });
-        self.shared.metrics.set_in_progress(name, true);
         let job = attempt::Job {
             spec: state.spec.clone(),
             epoch: state.epoch,
@@ -466,12 +471,27 @@ impl Scheduler {
             slot,
             due,
         };
-        let shared = self.shared.clone();
-        let tx = self.tx.clone();
-        self.shared.tracker.spawn(async move {
-            let report = attempt::run(&shared, job).await;
-            let _ = tx.send(Message::Finished(report));
-        });
+        self.waiting.push_back(job);
+        self.dispatch();
+    }
+
+    /// Starts waiting jobs while permits are free. Jobs wait here, in due order, rather than as parked tasks, so
+    /// thousands of targets due at once cost a queue entry each, not a task.
+    fn dispatch(&mut self) {
+        while !self.waiting.is_empty() {
+            let Ok(permit) = self.shared.permits.clone().try_acquire_owned() else {
+                return;
+            };
+            let Some(job) = self.waiting.pop_front() else {
+                return;
+            };
+            let shared = self.shared.clone();
+            let tx = self.tx.clone();
+            self.shared.tracker.spawn(async move {
+                let report = attempt::run(&shared, job, Some(permit)).await;
+                let _ = tx.send(Message::Finished(report));
+            });
+        }
     }
 
     fn finished(&mut self, report: &AttemptReport) {
@@ -614,5 +634,5 @@ pub async fn run_once(shared: &Shared, spec: TargetSpec, trigger: Trigger) -> At
         slot: None,
         due: now,
     };
-    attempt::run(shared, job).await
+    attempt::run(shared, job, None).await
 }
