@@ -83,12 +83,13 @@ pub(super) async fn run(
         summary: None,
         lead: None,
     };
-    let permit = match permit {
-        Some(permit) => Some(permit),
-        None => tokio::select! {
+    let permit = if let Some(permit) = permit {
+        Some(permit)
+    } else {
+        tokio::select! {
             permit = shared.permits.clone().acquire_owned() => permit.ok(),
             () = shared.abort.cancelled() => None,
-        },
+        }
     };
     let Some(_permit) = permit else { return report };
     shared.metrics.set_in_progress(&name, true);
