@@ -1,0 +1,1365 @@
+//! Scale measurements of rpod on the machine it runs on (see docs/performance.md). Not part of the test suite:
+//! each measurement runs in its own process so its memory numbers are its own.
+//!
+//! ```text
+//! cargo bench --bench scale -- dispatch [targets=10000] [permits=64] ['schedule=*/20 * * * * *'] [slots=2]
+//! cargo bench --bench scale -- idle     [targets=10000] [secs=10] [evals=5]
+//! cargo bench --bench scale -- daemon   [targets=10000] [secs=60]
+//! cargo bench --bench scale -- status   [targets=100] [rows=10000] [runs=7]
+//! cargo bench --bench scale -- scrape   [targets=10000] [runs=10]
+//! cargo bench --bench scale -- tcs      [jobs=10000] [channel=0] [slots=2] [idle_secs=0]
+//! cargo bench --bench scale -- micro    [targets=10000]
+//! ```
+//!
+//! Results are printed as plain `name: value` lines.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Timelike, Utc};
+use rpod::catalog::{Catalog, Trigger};
+use rpod::config::{Config, Schedule};
+use rpod::metrics::Metrics;
+use rpod::providers::{BackupOutcome, BackupRequest, Provider, ProviderError};
+use rpod::scheduler::{self, Clock, Shared, TargetSpec};
+use sqlx::{QueryBuilder, Sqlite};
+use tokio_util::sync::CancellationToken;
+
+/// Job fires recorded by tokio-cron-scheduler jobs: job index and wall time.
+type Fires = Arc<Mutex<Vec<(u32, DateTime<Utc>)>>>;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Command line and small helpers.
+
+/// `key=value` options after the subcommand.
+struct Options(HashMap<String, String>);
+
+impl Options {
+    fn parse(args: &[String]) -> Self {
+        Self(
+            args.iter()
+                .filter_map(|a| a.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                .collect(),
+        )
+    }
+
+    fn num(&self, key: &str, default: usize) -> usize {
+        self.0
+            .get(key)
+            .and_then(|v| v.replace('_', "").parse().ok())
+            .unwrap_or(default)
+    }
+
+    fn text(&self, key: &str, default: &str) -> String {
+        self.0
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    }
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` appends `--bench`; everything else is ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    // Without a measurement (`cargo bench`, `cargo test --all-targets`) nothing runs: these take minutes.
+    let Some(command) = args.first().filter(|a| !a.starts_with('-')).cloned() else {
+        eprintln!(
+            "usage: cargo bench --bench scale -- <dispatch|idle|daemon|status|scrape|tcs|micro> [key=value ...]"
+        );
+        return ExitCode::SUCCESS;
+    };
+    let options = Options::parse(&args[1..]);
+    // `log=warn` shows rpod's own warnings and errors (on stderr) during a measurement.
+    if let Some(level) = options.0.get("log") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    println!("measurement: {command}");
+    // Other work on the machine distorts every number: the load average says whether there was any.
+    println!(
+        "loadavg_at_start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "cpus: {}",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    let result = runtime.block_on(async {
+        match command.as_str() {
+            "dispatch" => dispatch(&options).await,
+            "idle" => idle(&options).await,
+            "daemon" => daemon(&options).await,
+            "status" => status(&options).await,
+            "scrape" => scrape(&options).await,
+            "tcs" => tcs(&options).await,
+            "micro" => micro(&options).await,
+            other => Err(format!("unknown measurement {other:?}").into()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A field of `/proc/<pid>/status` in kB (`VmRSS`, `VmHWM`).
+fn proc_status_kb(pid: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))
+                .and_then(|l| {
+                    l[key.len() + 1..]
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+        })
+        .unwrap_or(0)
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.1} MiB", kb as f64 / 1024.0)
+}
+
+fn print_memory(label: &str) {
+    println!(
+        "{label}: VmRSS {} VmHWM {}",
+        mib(proc_status_kb("self", "VmRSS")),
+        mib(proc_status_kb("self", "VmHWM"))
+    );
+}
+
+/// CPU time (user + system) of this process, all threads.
+fn cpu_self() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+    let micros = |tv: nix::sys::time::TimeVal| {
+        u64::try_from(tv.tv_sec()).unwrap_or(0) * 1_000_000
+            + u64::try_from(tv.tv_usec()).unwrap_or(0)
+    };
+    Duration::from_micros(micros(usage.user_time()) + micros(usage.system_time()))
+}
+
+/// CPU time (user + system) of another process from `/proc/<pid>/stat` (clock ticks of 10 ms: `USER_HZ` 100).
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, i.e. 12 and 13 after the command name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let index = (rank as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+fn summary_line(label: &str, values: &mut [f64]) {
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{label}: n={} min={:.1}ms p50={:.1}ms p90={:.1}ms p99={:.1}ms max={:.1}ms",
+        values.len(),
+        values.first().copied().unwrap_or(f64::NAN) * 1000.0,
+        percentile(values, 50.0) * 1000.0,
+        percentile(values, 90.0) * 1000.0,
+        percentile(values, 99.0) * 1000.0,
+        values.last().copied().unwrap_or(f64::NAN) * 1000.0,
+    );
+}
+
+fn durations_line(label: &str, runs: &[Duration]) {
+    let mut values: Vec<f64> = runs.iter().map(Duration::as_secs_f64).collect();
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{label}: runs={} min={:.1}ms median={:.1}ms max={:.1}ms",
+        values.len(),
+        values.first().copied().unwrap_or(f64::NAN) * 1000.0,
+        percentile(&values, 50.0) * 1000.0,
+        values.last().copied().unwrap_or(f64::NAN) * 1000.0,
+    );
+}
+
+async fn sleep_until_wall(at: DateTime<Utc>) {
+    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::sleep(wait).await;
+}
+
+fn name(i: usize) -> String {
+    format!("t{i:05}")
+}
+
+fn to_ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// A daily cron slot twelve hours from now: nothing fires during a measurement.
+fn far_daily_schedule() -> String {
+    format!("0 0 {} * * *", (Utc::now().hour() + 12) % 24)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Configuration and catalog fixtures.
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state_dir: PathBuf,
+    config_path: PathBuf,
+    config_text: String,
+}
+
+/// A temp dir with `state/`, `storage/` and a configuration of `targets` command targets (`command = ["true"]`).
+fn fixture(targets: usize, policy: &str, daemon_extra: &str) -> Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("state");
+    let storage_dir = dir.path().join("storage");
+    std::fs::create_dir_all(&state_dir)?;
+    std::fs::create_dir_all(&storage_dir)?;
+    let mut text = format!(
+        "[daemon]\nstate_dir = {:?}\n{daemon_extra}\n[storage.local]\nkind = \"directory\"\npath = {:?}\n\n",
+        state_dir.display().to_string(),
+        storage_dir.display().to_string()
+    );
+    for i in 0..targets {
+        let _ = write!(
+            text,
+            "[[targets]]\nname = \"{}\"\nkind = \"command\"\ncommand = [\"true\"]\nstorage = \"local\"\n\
+             [targets.policy]\n{policy}\n\n",
+            name(i)
+        );
+    }
+    let config_path = dir.path().join("rpod.toml");
+    std::fs::write(&config_path, &text)?;
+    Ok(Fixture {
+        _dir: dir,
+        state_dir,
+        config_path,
+        config_text: text,
+    })
+}
+
+/// One row of `backups` (`migrations/0001_catalog.sql`).
+struct Row {
+    target: String,
+    trigger: &'static str,
+    status: &'static str,
+    requested_at: i64,
+    accepted_at: Option<i64>,
+    completed_at: Option<i64>,
+    expires_at: Option<i64>,
+    artifact: Option<String>,
+    size_bytes: Option<i64>,
+    sha256: Option<&'static str>,
+    error_code: Option<&'static str>,
+    error_message: Option<&'static str>,
+    pruned_at: Option<i64>,
+}
+
+const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// Inserts rows with multi-row `INSERT`s inside the caller's transaction.
+async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: Vec<Row>) -> Result<()> {
+    for chunk in rows.chunks(1000) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at, \
+             expires_at, storage, artifact, size_bytes, sha256, error_code, error_message, pruned_at) ",
+        );
+        query.push_values(chunk, |mut b, r| {
+            b.push_bind(r.target.clone())
+                .push_bind("command")
+                .push_bind(r.trigger)
+                .push_bind(r.status)
+                .push_bind(1_i64)
+                .push_bind(r.requested_at)
+                .push_bind(r.accepted_at)
+                .push_bind(r.completed_at)
+                .push_bind(r.expires_at)
+                .push_bind("local")
+                .push_bind(r.artifact.clone())
+                .push_bind(r.size_bytes)
+                .push_bind(r.sha256)
+                .push_bind(r.error_code)
+                .push_bind(r.error_message)
+                .push_bind(r.pruned_at);
+        });
+        query.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_target_state(
+    tx: &mut sqlx::SqliteConnection,
+    names: &[String],
+    last_slot: i64,
+) -> Result<()> {
+    for chunk in names.chunks(5000) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO target_state (target, last_slot_at, updated_at) ",
+        );
+        query.push_values(chunk, |mut b, n| {
+            b.push_bind(n.clone())
+                .push_bind(last_slot)
+                .push_bind(last_slot);
+        });
+        query.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Gives every target one restorable backup taken an hour before `anchor` (so the RPO watchdog is far away) and
+/// marks every slot up to `anchor` as used (so nothing is caught up at start). One transaction.
+async fn seed_restorable(catalog: &Catalog, targets: usize, anchor: DateTime<Utc>) -> Result<()> {
+    let at = to_ms(anchor - TimeDelta::hours(1));
+    let names: Vec<String> = (0..targets).map(name).collect();
+    let rows = names
+        .iter()
+        .map(|n| Row {
+            target: n.clone(),
+            trigger: "schedule",
+            status: "succeeded",
+            requested_at: at,
+            accepted_at: Some(at),
+            completed_at: Some(at + 60_000),
+            expires_at: Some(at + 30 * 86_400_000),
+            artifact: Some(format!("{n}/seed.zst")),
+            size_bytes: Some(1 << 20),
+            sha256: Some(SHA),
+            error_code: None,
+            error_message: None,
+            pruned_at: None,
+        })
+        .collect();
+    let mut tx = catalog.pool().begin().await?;
+    insert_rows(&mut tx, rows).await?;
+    insert_target_state(&mut tx, &names, to_ms(anchor)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `rows` backups per target, one every 2 hours up to an hour ago, expiring after 60 hours: about 30 restorable
+/// per target; older ones pruned (1 in 500 `missing`); 3 % failed, 1 % timed out. One transaction.
+async fn seed_history(
+    catalog: &Catalog,
+    targets: usize,
+    rows: usize,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let newest = to_ms(now) - 3_600_000;
+    let names: Vec<String> = (0..targets).map(name).collect();
+    let mut tx = catalog.pool().begin().await?;
+    for n in &names {
+        let mut batch = Vec::with_capacity(rows);
+        for j in 0..rows {
+            let requested_at = newest - i64::try_from(rows - 1 - j).unwrap_or(0) * 7_200_000;
+            let trigger = match j % 50 {
+                0 => "rpo",
+                25 if j % 1000 == 25 => "manual",
+                _ => "schedule",
+            };
+            let kind = j % 100;
+            let row = if kind < 4 {
+                Row {
+                    target: n.clone(),
+                    trigger,
+                    status: if kind < 3 { "failed" } else { "timed_out" },
+                    requested_at,
+                    accepted_at: None,
+                    completed_at: Some(requested_at + 120_000),
+                    expires_at: None,
+                    artifact: None,
+                    size_bytes: None,
+                    sha256: None,
+                    error_code: Some(if kind < 3 { "ExitStatus" } else { "TimedOut" }),
+                    error_message: Some(
+                        "the command exited with status 1: pg_dump: connection refused",
+                    ),
+                    pruned_at: None,
+                }
+            } else {
+                let expires_at = requested_at + 60 * 3_600_000;
+                let restorable = expires_at > to_ms(now);
+                Row {
+                    target: n.clone(),
+                    trigger,
+                    status: if restorable {
+                        "succeeded"
+                    } else if j % 500 == 7 {
+                        "missing"
+                    } else {
+                        "pruned"
+                    },
+                    requested_at,
+                    accepted_at: Some(requested_at + 1_000),
+                    completed_at: Some(requested_at + 300_000),
+                    expires_at: Some(expires_at),
+                    artifact: Some(format!("{n}/20260101T000000Z-{j}.zst")),
+                    size_bytes: Some(734_003_200),
+                    sha256: Some(SHA),
+                    error_code: None,
+                    error_message: None,
+                    pruned_at: (!restorable).then_some(expires_at + 15_000),
+                }
+            };
+            batch.push(row);
+        }
+        insert_rows(&mut tx, batch).await?;
+    }
+    insert_target_state(&mut tx, &names, newest).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The in-process provider.
+
+/// Returns at once and records which target it was called for, and when (wall time).
+#[derive(Debug, Default)]
+struct NoOp {
+    calls: Mutex<Vec<(u32, DateTime<Utc>)>>,
+}
+
+#[async_trait::async_trait]
+impl Provider for NoOp {
+    fn kind(&self) -> &'static str {
+        "command"
+    }
+
+    async fn backup(
+        &self,
+        request: BackupRequest,
+    ) -> std::result::Result<BackupOutcome, ProviderError> {
+        let now = Utc::now();
+        let index = request.target[1..].parse().unwrap_or(u32::MAX);
+        self.calls.lock().expect("calls").push((index, now));
+        Ok(BackupOutcome {
+            recovery_point: now,
+            artifact: request.artifact,
+            size_bytes: Some(0),
+            sha256: None,
+            sku: None,
+        })
+    }
+}
+
+/// Parses and builds the fixture's configuration with every provider replaced by `provider`.
+fn build_specs(fixture: &Fixture, provider: &Arc<NoOp>) -> Result<(Config, Vec<TargetSpec>)> {
+    let started = Instant::now();
+    let config =
+        Config::parse(&fixture.config_text, Path::new("bench.toml")).map_err(|e| e.to_string())?;
+    let specs = rpod::app::build_targets(&config, Path::new("bench.toml"))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|mut spec| {
+            spec.provider = provider.clone();
+            spec
+        })
+        .collect();
+    println!(
+        "config_parse_and_build: {} ({} targets)",
+        ms(started.elapsed()),
+        config.targets.len()
+    );
+    Ok((config, specs))
+}
+
+/// Upper bound of the bucket holding quantile `q` of `rpod_dispatch_lateness_seconds`, from the exposition.
+fn histogram_quantiles(text: &str) -> String {
+    let mut buckets: Vec<(String, f64)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("rpod_dispatch_lateness_seconds_bucket{le=\"")
+            && let Some((le, count)) = rest.split_once("\"} ")
+        {
+            buckets.push((le.to_owned(), count.trim().parse().unwrap_or(0.0)));
+        }
+    }
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let bound = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= q * total)
+            .map_or_else(|| "?".to_owned(), |(le, _)| le.clone())
+    };
+    let listing: Vec<String> = buckets
+        .iter()
+        .map(|(le, c)| format!("le={le}:{c}"))
+        .collect();
+    format!(
+        "count={total} p50<={}s p99<={}s buckets[{}]",
+        bound(0.5),
+        bound(0.99),
+        listing.join(" ")
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 1 + 2. Dispatch lateness and memory.
+
+async fn dispatch(options: &Options) -> Result<()> {
+    let targets = options.num("targets", 10_000);
+    let permits = options.num("permits", 64);
+    let slots = options.num("slots", 2);
+    let expression = options.text("schedule", "*/20 * * * * *");
+    println!("targets: {targets}");
+    println!("max_concurrent_operations: {permits}");
+    println!("schedule: {expression}");
+    print_memory("memory_at_start");
+    let fixture = fixture(
+        targets,
+        &format!("rpo = \"1d\"\nschedule = {expression:?}"),
+        "",
+    )?;
+    let catalog = Catalog::open(&fixture.state_dir).await?;
+    let provider = Arc::new(NoOp::default());
+    let (config, specs) = build_specs(&fixture, &provider)?;
+    print_memory("memory_after_config");
+    let schedule: Schedule = config.targets[0]
+        .policy
+        .schedule
+        .clone()
+        .ok_or("the targets need a schedule")?;
+
+    // Start right after a slot, so a whole period lies between startup and the first measured slot.
+    let boundary = schedule
+        .next_after(Utc::now())
+        .ok_or("the schedule never fires")?;
+    sleep_until_wall(boundary + TimeDelta::milliseconds(100)).await;
+    let anchor = Utc::now();
+    let seeding = Instant::now();
+    seed_restorable(&catalog, targets, anchor).await?;
+    println!(
+        "seed: {} ({targets} backups + target_state rows, one transaction)",
+        ms(seeding.elapsed())
+    );
+
+    let metrics = Metrics::new();
+    let shared = Shared::new(catalog.clone(), metrics.clone(), Clock::system(), permits);
+    let shutdown = CancellationToken::new();
+    let cpu_before_start = cpu_self();
+    let starting = Instant::now();
+    let start_instant = Utc::now();
+    let (_handle, task) = scheduler::start(shared.clone(), specs, shutdown.clone()).await?;
+    let ready = Utc::now();
+    // `Schedule::next_after` keeps the sub-second part of the instant it starts from, so the scheduler's slots
+    // are the cron boundaries plus the sub-second part of its start time.
+    let offset = schedule
+        .next_after(start_instant)
+        .map_or(TimeDelta::zero(), |s| s - s.trunc_subsecs(0));
+    println!(
+        "scheduler_slot_offset: slots fire at the cron boundary + {:.3} s (sub-second part of the start time)",
+        offset.num_microseconds().unwrap_or(0) as f64 / 1e6
+    );
+    println!(
+        "scheduler_start: {} wall, {} CPU",
+        ms(starting.elapsed()),
+        ms(cpu_self().saturating_sub(cpu_before_start))
+    );
+    print_memory("memory_after_startup");
+    let early = provider.calls.lock().expect("calls").len();
+    println!("provider_calls_during_startup: {early} (expected 0: no catch-up, no watchdog)");
+
+    // The measured slots: the first `slots` after the scheduler is up.
+    let mut measured = Vec::new();
+    let mut at = ready;
+    for _ in 0..=slots {
+        at = schedule
+            .next_after(at)
+            .ok_or("the schedule never fires")?
+            .trunc_subsecs(0);
+        measured.push(at);
+    }
+    let after_last = measured.pop().ok_or("no slot")?;
+    println!(
+        "measured_slots: {}",
+        measured
+            .iter()
+            .map(|s| s.format("%H:%M:%S").to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let cpu_before = cpu_self();
+    for (k, slot) in measured.iter().enumerate() {
+        let window_end =
+            measured.get(k + 1).copied().unwrap_or(after_last) - TimeDelta::milliseconds(500);
+        sleep_until_wall(*slot).await;
+        let mut all_called = None;
+        let mut all_finished = None;
+        loop {
+            let called = provider
+                .calls
+                .lock()
+                .expect("calls")
+                .iter()
+                .filter(|(_, t)| t >= slot)
+                .count();
+            let now = Utc::now();
+            if all_called.is_none() && called >= targets {
+                all_called = Some(now - *slot);
+            }
+            if all_called.is_some() && shared.tracker.is_empty() {
+                all_finished = Some(now - *slot);
+                break;
+            }
+            if now >= window_end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let show = |d: Option<TimeDelta>| {
+            d.map_or_else(
+                || "not within the slot period".to_owned(),
+                |d| format!("{d}"),
+            )
+        };
+        println!(
+            "slot {}: every provider called after {}; every attempt finished after {}",
+            k + 1,
+            show(all_called),
+            show(all_finished)
+        );
+    }
+    let cpu_used = cpu_self().saturating_sub(cpu_before);
+    shutdown.cancel();
+    task.await?;
+    shared.tracker.close();
+    if tokio::time::timeout(Duration::from_mins(1), shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        shared.abort.cancel();
+        shared.tracker.wait().await;
+    }
+
+    // Attribute each target's calls (in order) to the measured slots.
+    let calls = provider.calls.lock().expect("calls").clone();
+    let mut per_target: Vec<Vec<DateTime<Utc>>> = vec![Vec::new(); targets];
+    for (index, at) in &calls {
+        if let Some(list) = per_target.get_mut(*index as usize) {
+            list.push(*at);
+        }
+    }
+    let mut per_slot: Vec<Vec<f64>> = vec![Vec::new(); measured.len()];
+    let mut missing = 0;
+    let mut extra = 0;
+    for list in &mut per_target {
+        list.sort();
+        list.retain(|at| *at >= measured[0]);
+        missing += measured.len().saturating_sub(list.len());
+        extra += list.len().saturating_sub(measured.len());
+        for (k, at) in list.iter().take(measured.len()).enumerate() {
+            per_slot[k].push((*at - measured[k]).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+    }
+    println!(
+        "provider_calls: {} in measured slots (expected {}), missing {missing}, extra {extra}",
+        per_slot.iter().map(Vec::len).sum::<usize>(),
+        targets * measured.len()
+    );
+    let mut all = Vec::new();
+    for (k, values) in per_slot.iter_mut().enumerate() {
+        all.extend_from_slice(values);
+        summary_line(
+            &format!("lateness slot {} (provider call - slot)", k + 1),
+            values,
+        );
+    }
+    summary_line("lateness all slots (provider call - slot)", &mut all);
+    let offset_secs = offset.num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let mut from_due: Vec<f64> = all.iter().map(|l| l - offset_secs).collect();
+    summary_line(
+        "lateness all slots from the scheduler's due instant (slot + offset)",
+        &mut from_due,
+    );
+    println!(
+        "rpod_dispatch_lateness_seconds (attempt start, before the catalog insert): {}",
+        histogram_quantiles(&metrics.render())
+    );
+    println!(
+        "cpu_during_measured_slots: {} for {} attempts ({:.0} us per attempt)",
+        ms(cpu_used),
+        all.len(),
+        cpu_used.as_secs_f64() * 1e6 / all.len().max(1) as f64
+    );
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT trigger, status, attempt, COUNT(*) FROM backups GROUP BY 1, 2, 3 ORDER BY 4 DESC",
+    )
+    .fetch_all(catalog.pool())
+    .await?;
+    println!(
+        "catalog_rows_after (trigger/status/attempt=count): {}",
+        rows.iter()
+            .map(|(t, s, a, c)| format!("{t}/{s}/{a}={c}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    print_memory("memory_at_end");
+    catalog.close().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 3. Idle CPU and the evaluation pass.
+
+async fn idle(options: &Options) -> Result<()> {
+    let targets = options.num("targets", 10_000);
+    let window = options.num("secs", 10);
+    let evals = options.num("evals", 5);
+    let expression = far_daily_schedule();
+    println!("targets: {targets}");
+    println!("schedule: {expression} (daily, 12 h away)");
+    let fixture = fixture(
+        targets,
+        &format!("rpo = \"1d\"\nschedule = {expression:?}"),
+        "",
+    )?;
+    let catalog = Catalog::open(&fixture.state_dir).await?;
+    let provider = Arc::new(NoOp::default());
+    let (_config, specs) = build_specs(&fixture, &provider)?;
+    seed_restorable(&catalog, targets, Utc::now()).await?;
+    let metrics = Metrics::new();
+    let shared = Shared::new(catalog.clone(), metrics.clone(), Clock::system(), 64);
+    let shutdown = CancellationToken::new();
+    let views: Vec<Arc<TargetSpec>> = specs.iter().cloned().map(Arc::new).collect();
+    let starting = Instant::now();
+    let (_handle, task) = scheduler::start(shared.clone(), specs, shutdown.clone()).await?;
+    println!("scheduler_start: {}", ms(starting.elapsed()));
+    print_memory("memory_after_startup");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let wall = Instant::now();
+    let cpu = cpu_self();
+    tokio::time::sleep(Duration::from_secs(u64::try_from(window).unwrap_or(10))).await;
+    let used = cpu_self().saturating_sub(cpu);
+    let elapsed = wall.elapsed();
+    println!(
+        "idle_scheduler_cpu: {} over {:.1} s = {:.4} % of one core",
+        ms(used),
+        elapsed.as_secs_f64(),
+        used.as_secs_f64() / elapsed.as_secs_f64() * 100.0
+    );
+    println!(
+        "provider_calls_while_idle: {}",
+        provider.calls.lock().expect("calls").len()
+    );
+
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    for _ in 0..evals {
+        let now = Utc::now();
+        let cpu = cpu_self();
+        let wall = Instant::now();
+        rpod::maintenance::evaluate(&catalog, &metrics, &views, now).await?;
+        walls.push(wall.elapsed());
+        cpus.push(cpu_self().saturating_sub(cpu));
+    }
+    durations_line("evaluate_wall", &walls);
+    durations_line("evaluate_cpu", &cpus);
+    let mut sorted = cpus.clone();
+    sorted.sort();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    println!(
+        "evaluate_cpu_share_at_15s: {:.3} % of one core (median CPU / 15 s)",
+        median.as_secs_f64() / 15.0 * 100.0
+    );
+    print_memory("memory_at_end");
+    shutdown.cancel();
+    task.await?;
+    catalog.close().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The real daemon, idle with 10,000 targets: CPU (evaluation loop included), memory, HTTP.
+
+async fn daemon(options: &Options) -> Result<()> {
+    let targets = options.num("targets", 10_000);
+    let secs = options.num("secs", 60);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let expression = far_daily_schedule();
+    println!("targets: {targets}");
+    println!("schedule: {expression} (daily, 12 h away); evaluation_interval: default (15 s)");
+    let fixture = fixture(
+        targets,
+        &format!("rpo = \"1d\"\nschedule = {expression:?}"),
+        &format!("listen = \"127.0.0.1:{port}\"\nmax_concurrent_operations = 64\n"),
+    )?;
+    let catalog = Catalog::open(&fixture.state_dir).await?;
+    seed_restorable(&catalog, targets, Utc::now()).await?;
+    catalog.close().await;
+
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpod"))
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or("no pid")?;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    loop {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_mins(5) {
+            return Err("the daemon did not become ready".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid_text = pid.to_string();
+    println!("daemon_ready_after: {}", ms(started.elapsed()));
+    println!(
+        "daemon_memory_after_startup: VmRSS {} VmHWM {}",
+        mib(proc_status_kb(&pid_text, "VmRSS")),
+        mib(proc_status_kb(&pid_text, "VmHWM"))
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let wall = Instant::now();
+    let cpu = cpu_of(pid);
+    tokio::time::sleep(Duration::from_secs(u64::try_from(secs).unwrap_or(60))).await;
+    let used = cpu_of(pid).saturating_sub(cpu);
+    println!(
+        "daemon_idle_cpu: {} over {:.1} s = {:.3} % of one core (evaluation loop and HTTP server included)",
+        ms(used),
+        wall.elapsed().as_secs_f64(),
+        used.as_secs_f64() / wall.elapsed().as_secs_f64() * 100.0
+    );
+
+    let mut runs = Vec::new();
+    let mut size = 0;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let body = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        runs.push(t.elapsed());
+        size = body.len();
+    }
+    durations_line("daemon_http_metrics", &runs);
+    println!("daemon_http_metrics_body: {size} bytes");
+    let t = Instant::now();
+    let body = client
+        .get(format!("{base}/api/v1/targets"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    println!(
+        "daemon_http_api_targets: {} ({} bytes)",
+        ms(t.elapsed()),
+        body.len()
+    );
+    println!(
+        "daemon_memory_at_end: VmRSS {} VmHWM {}",
+        mib(proc_status_kb(&pid_text, "VmRSS")),
+        mib(proc_status_kb(&pid_text, "VmHWM"))
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
+    println!("daemon_exit: {status}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 4. `rpod status` over a large catalog.
+
+async fn status(options: &Options) -> Result<()> {
+    let targets = options.num("targets", 100);
+    let rows = options.num("rows", 10_000);
+    let runs = options.num("runs", 7);
+    println!("targets: {targets}");
+    println!("rows_per_target: {rows} (total {})", targets * rows);
+    let fixture = fixture(
+        targets,
+        "rpo = \"1d\"\nschedule = \"0 0 */2 * * *\"\nexpiry = \"60h\"",
+        "",
+    )?;
+    let catalog = Catalog::open(&fixture.state_dir).await?;
+    let seeding = Instant::now();
+    let now = Utc::now();
+    seed_history(&catalog, targets, rows, now).await?;
+    println!("seed: {} (one transaction)", ms(seeding.elapsed()));
+    let mix: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM backups GROUP BY status ORDER BY 2 DESC")
+            .fetch_all(catalog.pool())
+            .await?;
+    println!(
+        "status_mix: {}",
+        mix.iter()
+            .map(|(s, c)| format!("{s}={c}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    catalog.close().await;
+    let db = fixture.state_dir.join(rpod::catalog::CATALOG_FILE);
+    println!(
+        "catalog_file: {:.1} MiB",
+        std::fs::metadata(&db)?.len() as f64 / 1_048_576.0
+    );
+
+    let mut times = Vec::new();
+    let mut lines = 0;
+    for _ in 0..=runs {
+        let t = Instant::now();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_rpod"))
+            .arg("--config")
+            .arg(&fixture.config_path)
+            .arg("status")
+            .output()?;
+        times.push(t.elapsed());
+        if !output.status.success() {
+            return Err(format!(
+                "rpod status failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        lines = String::from_utf8_lossy(&output.stdout).lines().count();
+    }
+    println!("rpod_status_first_run: {}", ms(times[0]));
+    durations_line("rpod_status", &times[1..]);
+    println!("rpod_status_output_lines: {lines}");
+
+    // Where the time goes, in process, through the same public calls `rpod status` makes: opening the catalog,
+    // then one `Catalog::summary` (several queries) per target; and, for comparison, the one grouped query the
+    // evaluation pass uses for every target at once.
+    let t = Instant::now();
+    let catalog = Catalog::open(&fixture.state_dir).await?;
+    println!("breakdown Catalog::open: {}", ms(t.elapsed()));
+    let t = Instant::now();
+    for i in 0..targets {
+        let _ = catalog.summary(&name(i), now).await?;
+    }
+    let took = t.elapsed();
+    println!(
+        "breakdown Catalog::summary for every target: {} ({:.0} us per target)",
+        ms(took),
+        took.as_secs_f64() * 1e6 / targets as f64
+    );
+    let t = Instant::now();
+    let all = catalog.restorability(now).await?;
+    println!(
+        "breakdown Catalog::restorability (one grouped query, {} targets): {}",
+        all.len(),
+        ms(t.elapsed())
+    );
+    catalog.close().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 5. /metrics with 10,000 targets.
+
+async fn scrape(options: &Options) -> Result<()> {
+    let targets = options.num("targets", 10_000);
+    let runs = options.num("runs", 10);
+    println!("targets: {targets}");
+    let metrics = Metrics::new();
+    let now = Utc::now();
+    let registering = Instant::now();
+    let triggers = [
+        Trigger::Schedule,
+        Trigger::Rpo,
+        Trigger::Manual,
+        Trigger::CatchUp,
+    ];
+    for i in 0..targets {
+        let n = name(i);
+        metrics.register_target(&n, "command", 86_400.0, &triggers);
+        let summary = rpod::catalog::TargetSummary {
+            newest_recovery_point: Some(now - TimeDelta::hours(3)),
+            restorable_backups: 30,
+            restorable_until: Some(now + TimeDelta::days(29)),
+            last_success: Some(now - TimeDelta::hours(3)),
+            last_attempt: Some(now - TimeDelta::hours(3)),
+        };
+        metrics.set_summary(&n, &summary, true);
+        metrics.attempt_started(&n, now - TimeDelta::hours(3), 0.002);
+        metrics.backup_finished(&n, Trigger::Schedule, "succeeded", 312.0);
+    }
+    println!("register_targets: {}", ms(registering.elapsed()));
+    print_memory("memory_after_register");
+
+    let mut times = Vec::new();
+    let mut body = String::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        body = metrics.render();
+        times.push(t.elapsed());
+    }
+    durations_line("metrics_render", &times);
+    println!(
+        "metrics_body: {} bytes, {} lines",
+        body.len(),
+        body.lines().count()
+    );
+
+    // The same through the HTTP router on loopback.
+    let dir = tempfile::tempdir()?;
+    let catalog = Catalog::open(dir.path()).await?;
+    let shared = Shared::new(catalog.clone(), metrics.clone(), Clock::system(), 8);
+    let shutdown = CancellationToken::new();
+    let (handle, task) = scheduler::start(shared, Vec::new(), shutdown.clone()).await?;
+    let state = rpod::http::ApiState {
+        catalog: catalog.clone(),
+        metrics: metrics.clone(),
+        scheduler: handle,
+        targets: Arc::new(std::sync::RwLock::new(Arc::new(Vec::new()))),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        clock: Clock::system(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let server_stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, rpod::http::router(state))
+            .with_graceful_shutdown(server_stop.cancelled_owned())
+            .await
+    });
+    let client = reqwest::Client::new();
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let response = client
+            .get(format!("http://{address}/metrics"))
+            .send()
+            .await?;
+        let bytes = response.bytes().await?;
+        times.push(t.elapsed());
+        size = bytes.len();
+    }
+    durations_line("http_get_metrics", &times);
+    println!("http_metrics_body: {size} bytes");
+    print_memory("memory_at_end");
+    shutdown.cancel();
+    let _ = server.await?;
+    task.await?;
+    catalog.close().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 6. tokio-cron-scheduler 0.15 with one job per target.
+
+async fn tcs(options: &Options) -> Result<()> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let jobs = options.num("jobs", 10_000);
+    let channel = options.num("channel", 0);
+    let slots = options.num("slots", 2);
+    let idle_secs = options.num("idle_secs", 0);
+    let expression = if idle_secs > 0 {
+        far_daily_schedule()
+    } else {
+        options.text("schedule", "*/20 * * * * *")
+    };
+    let period = TimeDelta::seconds(i64::try_from(options.num("period", 20)).unwrap_or(20));
+    println!("jobs: {jobs}");
+    println!(
+        "channel_size: {}",
+        if channel == 0 {
+            "default (JobScheduler::new(), 200)".to_owned()
+        } else {
+            channel.to_string()
+        }
+    );
+    println!("schedule: {expression}");
+    print_memory("memory_at_start");
+    let schedule: Schedule = expression.parse().map_err(|e: String| e)?;
+    if idle_secs == 0 {
+        let boundary = schedule
+            .next_after(Utc::now())
+            .ok_or("the schedule never fires")?;
+        sleep_until_wall(boundary + TimeDelta::milliseconds(100)).await;
+    }
+    let scheduler = if channel == 0 {
+        JobScheduler::new().await?
+    } else {
+        JobScheduler::new_with_channel_size(channel).await?
+    };
+    let fires: Fires = Arc::new(Mutex::new(Vec::with_capacity(jobs * slots)));
+    let adding = Instant::now();
+    for i in 0..jobs {
+        let fires = fires.clone();
+        let index = u32::try_from(i)?;
+        let job = Job::new_async(expression.as_str(), move |_id, _scheduler| {
+            let at = Utc::now();
+            fires.lock().expect("fires").push((index, at));
+            Box::pin(async {})
+        })?;
+        scheduler.add(job).await?;
+        if adding.elapsed() > Duration::from_mins(2) {
+            return Err(format!("adding jobs took over 2 minutes ({i} added)").into());
+        }
+    }
+    println!("add_jobs: {}", ms(adding.elapsed()));
+    scheduler.start().await?;
+    let ready = Utc::now();
+    print_memory("memory_after_startup");
+
+    if idle_secs > 0 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let wall = Instant::now();
+        let cpu = cpu_self();
+        tokio::time::sleep(Duration::from_secs(u64::try_from(idle_secs).unwrap_or(10))).await;
+        let used = cpu_self().saturating_sub(cpu);
+        println!(
+            "idle_cpu: {} over {:.1} s = {:.3} % of one core",
+            ms(used),
+            wall.elapsed().as_secs_f64(),
+            used.as_secs_f64() / wall.elapsed().as_secs_f64() * 100.0
+        );
+        print_memory("memory_at_end");
+        let mut scheduler = scheduler;
+        scheduler.shutdown().await?;
+        return Ok(());
+    }
+
+    let mut measured = Vec::new();
+    let mut at = ready;
+    for _ in 0..slots {
+        at = schedule
+            .next_after(at)
+            .ok_or("the schedule never fires")?
+            .trunc_subsecs(0);
+        measured.push(at);
+    }
+    println!(
+        "measured_slots: {}",
+        measured
+            .iter()
+            .map(|s| s.format("%H:%M:%S").to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let end = measured[measured.len() - 1] + period - TimeDelta::milliseconds(500);
+    let cpu = cpu_self();
+    sleep_until_wall(end).await;
+    let cpu_used = cpu_self().saturating_sub(cpu);
+    let recorded = fires.lock().expect("fires").clone();
+    let mut scheduler = scheduler;
+    let stopping = Instant::now();
+    scheduler.shutdown().await?;
+    println!("shutdown: {}", ms(stopping.elapsed()));
+
+    // A fire belongs to the latest measured slot at or before it.
+    let mut per_slot: Vec<Vec<f64>> = vec![Vec::new(); measured.len()];
+    let mut seen: HashMap<(u32, usize), u32> = HashMap::new();
+    let mut outside = 0;
+    for (index, at) in &recorded {
+        match measured.iter().rposition(|s| s <= at) {
+            Some(k) => {
+                per_slot[k].push((*at - measured[k]).num_microseconds().unwrap_or(0) as f64 / 1e6);
+                *seen.entry((*index, k)).or_default() += 1;
+            }
+            None => outside += 1,
+        }
+    }
+    let duplicates: u32 = seen.values().map(|c| c - 1).sum();
+    let distinct = seen.len();
+    let expected = jobs * measured.len();
+    println!(
+        "fires: {} in measured slots, {distinct} distinct job-slot pairs of {expected} expected: lost {} ({:.1} %), \
+         duplicates {duplicates}, before the first slot {outside}",
+        per_slot.iter().map(Vec::len).sum::<usize>(),
+        expected - distinct,
+        (expected - distinct) as f64 * 100.0 / expected as f64
+    );
+    let mut all = Vec::new();
+    for (k, values) in per_slot.iter_mut().enumerate() {
+        println!("slot {}: {} fires", k + 1, values.len());
+        all.extend_from_slice(values);
+        summary_line(
+            &format!("lateness slot {} (job call - slot)", k + 1),
+            values,
+        );
+    }
+    summary_line("lateness all slots (job call - slot)", &mut all);
+    println!("cpu_during_measured_slots: {}", ms(cpu_used));
+    print_memory("memory_at_end");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Costs of the per-target steps of one scheduler fire, to explain the dispatch numbers.
+
+async fn micro(options: &Options) -> Result<()> {
+    let n = options.num("targets", 10_000);
+    let now = Utc::now();
+    for expression in ["*/20 * * * * *", "0 */15 * * * *", "30 2 * * *"] {
+        for zone in ["UTC", "Europe/Amsterdam"] {
+            let schedule = Schedule::parse(expression, rpod::config::parse_timezone(zone)?)?;
+            let t = Instant::now();
+            let mut at = now;
+            for _ in 0..n {
+                at = schedule.next_after(now).unwrap_or(at);
+            }
+            let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+            println!("Schedule::next_after({expression:?} in {zone}): {per:.1} us per call ({at})");
+        }
+    }
+    let metrics = Metrics::new();
+    let triggers = [
+        Trigger::Schedule,
+        Trigger::Rpo,
+        Trigger::Manual,
+        Trigger::CatchUp,
+    ];
+    let before = proc_status_kb("self", "VmRSS");
+    let t = Instant::now();
+    for i in 0..n {
+        metrics.register_target(&name(i), "command", 86_400.0, &triggers);
+    }
+    let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let grown = proc_status_kb("self", "VmRSS").saturating_sub(before);
+    println!(
+        "Metrics::register_target: {per:.1} us per target; RSS grew {} for {n} targets ({:.1} KiB per target)",
+        mib(grown),
+        grown as f64 / n as f64
+    );
+    let names: Vec<String> = (0..n).map(name).collect();
+    let t = Instant::now();
+    for n in &names {
+        metrics.set_in_progress(n, true);
+    }
+    let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!("Metrics::set_in_progress: {per:.2} us per call with {n} targets registered");
+    let mut text = String::new();
+    for i in 0..n {
+        let _ = write!(
+            text,
+            "[[targets]]\nname = \"{}\"\nkind = \"command\"\ncommand = [\"true\"]\nstorage = \"local\"\n\
+             [targets.policy]\nrpo = \"1d\"\nschedule = \"*/20 * * * * *\"\n\n",
+            name(i)
+        );
+    }
+    let text = format!("[storage.local]\nkind = \"directory\"\npath = \"/nonexistent\"\n\n{text}");
+    let before = proc_status_kb("self", "VmRSS");
+    let t = Instant::now();
+    let config = Config::parse(&text, Path::new("bench.toml")).map_err(|e| e.to_string())?;
+    let parsed = t.elapsed();
+    let after_parse = proc_status_kb("self", "VmRSS");
+    let specs =
+        rpod::app::build_targets(&config, Path::new("bench.toml")).map_err(|e| e.to_string())?;
+    let after_build = proc_status_kb("self", "VmRSS");
+    println!(
+        "Config::parse: {} for {n} targets ({} bytes of TOML); RSS +{} after parse, +{} after build_targets",
+        ms(parsed),
+        text.len(),
+        mib(after_parse.saturating_sub(before)),
+        mib(after_build.saturating_sub(after_parse))
+    );
+    println!(
+        "size_of: TargetConfig {} B, Schedule {} B, TargetSpec {} B",
+        std::mem::size_of::<rpod::config::TargetConfig>(),
+        std::mem::size_of::<Schedule>(),
+        std::mem::size_of::<TargetSpec>()
+    );
+    let mut copies = Vec::new();
+    for copy in 1..=3 {
+        let before = proc_status_kb("self", "VmRSS");
+        copies.push(
+            specs
+                .iter()
+                .cloned()
+                .map(Arc::new)
+                .collect::<Vec<Arc<TargetSpec>>>(),
+        );
+        let grown = proc_status_kb("self", "VmRSS").saturating_sub(before);
+        println!(
+            "deep copy {copy} of the {n} TargetSpecs (as app::run makes for the HTTP view): RSS +{} ({:.1} KiB per target)",
+            mib(grown),
+            grown as f64 / n as f64
+        );
+    }
+    drop(copies);
+    drop(specs);
+    drop(config);
+
+    // One catalog round trip: a primary-key lookup, and a target summary (4 queries), per target.
+    let dir = tempfile::tempdir()?;
+    let catalog = Catalog::open(dir.path()).await?;
+    seed_restorable(&catalog, n, now).await?;
+    let cpu = cpu_self();
+    let t = Instant::now();
+    for name in &names {
+        let _ = catalog.last_slot(name).await?;
+    }
+    println!(
+        "Catalog::last_slot (one indexed SELECT): {:.1} us wall, {:.1} us CPU per call",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64,
+        cpu_self().saturating_sub(cpu).as_secs_f64() * 1e6 / n as f64
+    );
+    let cpu = cpu_self();
+    let t = Instant::now();
+    for name in &names {
+        let _ = catalog.summary(name, now).await?;
+    }
+    println!(
+        "Catalog::summary (4 SELECTs): {:.1} us wall, {:.1} us CPU per call",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64,
+        cpu_self().saturating_sub(cpu).as_secs_f64() * 1e6 / n as f64
+    );
+    let cpu = cpu_self();
+    let t = Instant::now();
+    for name in &names {
+        catalog.set_last_slot(name, now).await?;
+    }
+    println!(
+        "Catalog::set_last_slot (one UPSERT, its own transaction): {:.1} us wall, {:.1} us CPU per call",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64,
+        cpu_self().saturating_sub(cpu).as_secs_f64() * 1e6 / n as f64
+    );
+    catalog.close().await;
+    print_memory("memory_at_end");
+    Ok(())
+}
