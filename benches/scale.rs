@@ -575,7 +575,12 @@ async fn dispatch(options: &Options) -> Result<()> {
     let cpu_before_start = cpu_self();
     let starting = Instant::now();
     let start_instant = Utc::now();
-    let (_handle, task) = scheduler::start(shared.clone(), specs, shutdown.clone()).await?;
+    let (_handle, task) = scheduler::start(
+        shared.clone(),
+        specs.into_iter().map(Arc::new).collect(),
+        shutdown.clone(),
+    )
+    .await?;
     let ready = Utc::now();
     // `Schedule::next_after` keeps the sub-second part of the instant it starts from, so the scheduler's slots
     // are the cron boundaries plus the sub-second part of its start time.
@@ -758,7 +763,12 @@ async fn idle(options: &Options) -> Result<()> {
     let shutdown = CancellationToken::new();
     let views: Vec<Arc<TargetSpec>> = specs.iter().cloned().map(Arc::new).collect();
     let starting = Instant::now();
-    let (_handle, task) = scheduler::start(shared.clone(), specs, shutdown.clone()).await?;
+    let (_handle, task) = scheduler::start(
+        shared.clone(),
+        specs.into_iter().map(Arc::new).collect(),
+        shutdown.clone(),
+    )
+    .await?;
     println!("scheduler_start: {}", ms(starting.elapsed()));
     print_memory("memory_after_startup");
     tokio::time::sleep(Duration::from_secs(2)).await;

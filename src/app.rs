@@ -108,24 +108,22 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         mut reloads,
         clock,
     } = options;
-    let catalog = Catalog::open(&config.daemon.state_dir)
+    // Only [daemon] is needed from here on (the targets live in their specs): `{ config }` moves the whole
+    // configuration into a temporary, so everything else is freed now rather than kept for the daemon's life.
+    let daemon = { config }.daemon;
+    let catalog = Catalog::open(&daemon.state_dir)
         .await
-        .with_context(|| {
-            format!(
-                "opening the catalog in {}",
-                config.daemon.state_dir.display()
-            )
-        })?;
+        .with_context(|| format!("opening the catalog in {}", daemon.state_dir.display()))?;
     let metrics = Metrics::new();
     let shared = Shared::new(
         catalog.clone(),
         metrics.clone(),
         clock.clone(),
-        config.daemon.max_concurrent_operations,
+        daemon.max_concurrent_operations,
     );
-    let view: TargetsView = Arc::new(RwLock::new(Arc::new(
-        targets.iter().cloned().map(Arc::new).collect(),
-    )));
+    // One copy of each target, shared by the scheduler, the evaluation loop and the API.
+    let targets: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
+    let view: TargetsView = Arc::new(RwLock::new(Arc::new(targets.clone())));
     let stop_scheduling = shutdown.child_token();
     let (scheduler, mut scheduler_task) =
         scheduler::start(shared.clone(), targets, stop_scheduling.clone())
@@ -152,14 +150,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         metrics.clone(),
         view.clone(),
         clock.clone(),
-        config.daemon.evaluation_interval,
+        daemon.evaluation_interval,
         shutdown.clone(),
     ));
     if let Some(address) = address {
         info!(%address, targets = view.read().map_or(0, |v| v.len()), "rpod is running.");
     }
 
-    let mut daemon = config.daemon.clone();
+    let mut latest = daemon.clone();
     let failure = loop {
         tokio::select! {
             biased;
@@ -167,11 +165,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             Some(()) = reloads.recv() => {
                 match load(&config_path) {
                     Ok((new_config, specs)) => {
-                        if format!("{:?}", new_config.daemon) != format!("{daemon:?}") {
+                        if format!("{:?}", new_config.daemon) != format!("{latest:?}") {
                             warn!("Settings under [daemon] changed; they take effect after a restart.");
                         }
-                        daemon = new_config.daemon;
-                        let new_view: Vec<Arc<TargetSpec>> = specs.iter().cloned().map(Arc::new).collect();
+                        latest = new_config.daemon;
+                        let specs: Vec<Arc<TargetSpec>> = specs.into_iter().map(Arc::new).collect();
+                        let new_view = specs.clone();
                         scheduler.reload(specs).await;
                         if let Ok(mut guard) = view.write() {
                             *guard = Arc::new(new_view);
@@ -192,7 +191,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let failure = failure.filter(|_| !shutdown.is_cancelled());
     ready.store(false, Ordering::Release);
     stop_scheduling.cancel();
-    drain(&shared, config.daemon.shutdown_timeout).await;
+    drain(&shared, daemon.shutdown_timeout).await;
     catalog.close().await;
     if let Some(message) = failure {
         Err(anyhow::anyhow!(message))

@@ -292,45 +292,34 @@ impl Catalog {
         target: &str,
         now: DateTime<Utc>,
     ) -> Result<TargetSummary, CatalogError> {
-        let now_ms = to_ms(now);
-        let newest: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT accepted_at, expires_at FROM backups INDEXED BY backups_restorable_by_point
-             WHERE target = ? AND status IN ('succeeded', 'discovered') AND expires_at > ?
-             ORDER BY accepted_at DESC LIMIT 1",
+        // One round trip: five index lookups as scalar subqueries. Newest-first walks along (target, id) stop at
+        // the first matching row instead of reading the target's whole history.
+        let (newest, count, until, last_success, last_attempt): (
+            Option<i64>,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        ) = sqlx::query_as(
+            "SELECT
+               (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
+                 WHERE target = ?1 AND status IN ('succeeded', 'discovered') AND expires_at > ?2
+                 ORDER BY accepted_at DESC LIMIT 1),
+               (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
+                 WHERE target = ?1 AND status IN ('succeeded', 'discovered') AND expires_at > ?2),
+               (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
+                 WHERE target = ?1 AND status IN ('succeeded', 'discovered') AND expires_at > ?2),
+               (SELECT accepted_at FROM backups INDEXED BY backups_by_target
+                 WHERE target = ?1 AND status IN ('succeeded', 'pruned', 'missing') ORDER BY id DESC LIMIT 1),
+               (SELECT requested_at FROM backups INDEXED BY backups_by_target
+                 WHERE target = ?1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)",
         )
         .bind(target)
-        .bind(now_ms)
-        .fetch_optional(&self.pool)
-        .await?;
-        let (count, until): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
-             WHERE target = ? AND status IN ('succeeded', 'discovered') AND expires_at > ?",
-        )
-        .bind(target)
-        .bind(now_ms)
+        .bind(to_ms(now))
         .fetch_one(&self.pool)
         .await?;
-        // Newest first along (target, id): these stop at the first matching row instead of reading the
-        // target's whole history.
-        let last_success: Option<i64> = sqlx::query_scalar(
-            "SELECT accepted_at FROM backups INDEXED BY backups_by_target
-             WHERE target = ? AND status IN ('succeeded', 'pruned', 'missing')
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(target)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten();
-        let last_attempt: Option<i64> = sqlx::query_scalar(
-            "SELECT requested_at FROM backups INDEXED BY backups_by_target
-             WHERE target = ? AND trigger != 'discovered'
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(target)
-        .fetch_optional(&self.pool)
-        .await?;
         Ok(TargetSummary {
-            newest_recovery_point: newest.map(|(at, _)| from_ms(at)),
+            newest_recovery_point: newest.map(from_ms),
             restorable_backups: u64::try_from(count).unwrap_or(0),
             restorable_until: until.map(from_ms),
             last_success: last_success.map(from_ms),

@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
@@ -21,7 +22,9 @@ use croner::parser::{CronParser, Seconds};
 #[derive(Clone)]
 pub struct Schedule {
     expression: String,
-    cron: Cron,
+    /// Shared: a parsed expression holds a year table of about 5 KB, and every target's policy is cloned into
+    /// the scheduler and the API.
+    cron: Arc<Cron>,
     tz: Tz,
 }
 
@@ -61,7 +64,7 @@ impl Schedule {
             })?;
         Ok(Self {
             expression: trimmed.to_owned(),
-            cron,
+            cron: Arc::new(cron),
             tz,
         })
     }
@@ -81,7 +84,12 @@ impl Schedule {
     /// The first firing instant strictly after `instant`, or `None` when the expression never matches again.
     #[must_use]
     pub fn next_after(&self, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut wall = instant.with_timezone(&self.tz).naive_local();
+        // Cron matches whole seconds: search from the whole second, or a slot would inherit the fraction of a
+        // second of the instant it was computed from and fire that much late.
+        let mut wall = instant
+            .with_timezone(&self.tz)
+            .naive_local()
+            .with_nanosecond(0)?;
         // Matches are searched in naive wall time. Mapping wall times to instants is monotonic, so the first
         // mapped instant after `instant` is the answer. Only inside a fall-back hour are earlier mapped
         // instants skipped; the bound keeps a pathological expression from looping.
@@ -191,6 +199,18 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn slots_fall_on_whole_seconds_whatever_the_start() {
+        let s = Schedule::parse("*/20 * * * * *", Tz::UTC).unwrap();
+        let start = utc("2026-01-01T12:00:20.458Z");
+        assert_eq!(s.next_after(start), Some(utc("2026-01-01T12:00:40Z")));
+        let s = Schedule::parse("* * * * * *", Tz::UTC).unwrap();
+        assert_eq!(
+            s.next_after(utc("2026-01-01T12:00:20.999Z")),
+            Some(utc("2026-01-01T12:00:21Z"))
+        );
     }
 
     #[test]

@@ -134,9 +134,13 @@ async fn start_limited(
     let metrics = Metrics::new();
     let shared = Shared::new(catalog.clone(), metrics.clone(), clock, permits);
     let shutdown = CancellationToken::new();
-    let (_handle, task) = scheduler::start(shared.clone(), specs, shutdown.clone())
-        .await
-        .unwrap();
+    let (_handle, task) = scheduler::start(
+        shared.clone(),
+        specs.into_iter().map(Arc::new).collect(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     Harness {
         _dir: dir,
         catalog,
