@@ -217,7 +217,8 @@ impl Metrics {
                     .with_label_values(&[target, trigger.as_str(), outcome]);
             }
         }
-        let _ = self.backup_duration.with_label_values(&[target]);
+        // The duration histogram appears with the first completed attempt: eleven series per target that say
+        // nothing until then.
         let _ = self.pruned_total.with_label_values(&[target]);
         let _ = self.expiry_warnings_total.with_label_values(&[target]);
     }

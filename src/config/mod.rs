@@ -9,7 +9,7 @@ mod schedule;
 mod secret;
 mod template;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -613,6 +613,17 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    let mut parsed: HashMap<String, Schedule> = HashMap::new();
+    for target in &mut targets {
+        if let Some(schedule) = &mut target.policy.schedule {
+            match parsed.get(schedule.expression()) {
+                Some(first) => schedule.share_parse(first),
+                None => {
+                    parsed.insert(schedule.expression().to_owned(), schedule.clone());
+                }
+            }
+        }
+    }
     // A bad key in [defaults.policy] is inherited by every target: report it once.
     let mut reported = HashSet::new();
     problems.retain(|p| reported.insert((p.path.clone(), p.message.clone())));

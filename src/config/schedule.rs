@@ -69,6 +69,14 @@ impl Schedule {
         })
     }
 
+    /// Shares `other`'s parsed expression when both were written the same, so thousands of targets on one
+    /// schedule hold one parse.
+    pub fn share_parse(&mut self, other: &Schedule) {
+        if self.expression == other.expression {
+            self.cron = other.cron.clone();
+        }
+    }
+
     /// The expression as written.
     #[must_use]
     pub fn expression(&self) -> &str {
