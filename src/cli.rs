@@ -212,9 +212,17 @@ async fn check_config(
             continue;
         }
         match spec.storage.probe().await {
-            Ok(()) => println!("storage {}: reachable", spec.storage.name()),
+            Ok(()) => println!(
+                "storage {} ({}): reachable",
+                spec.storage.name(),
+                spec.storage.kind()
+            ),
             Err(err) => {
-                println!("storage {}: FAILED: {err}", spec.storage.name());
+                println!(
+                    "storage {} ({}): FAILED: {err}",
+                    spec.storage.name(),
+                    spec.storage.kind()
+                );
                 failed = true;
             }
         }

@@ -18,7 +18,6 @@ const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
 pub(super) struct Job {
     pub spec: Arc<TargetSpec>,
-    pub epoch: u64,
     pub trigger: Trigger,
     pub attempt: u32,
     pub slot: Option<DateTime<Utc>>,
@@ -48,8 +47,6 @@ pub struct AttemptReport {
     pub target: String,
     /// Provider kind.
     pub kind: String,
-    /// Epoch of the target state that started it.
-    pub epoch: u64,
     /// Why it ran.
     pub trigger: Trigger,
     /// Attempt number.
@@ -75,7 +72,6 @@ pub(super) async fn run(
     let mut report = AttemptReport {
         target: name.clone(),
         kind: kind.to_owned(),
-        epoch: job.epoch,
         trigger: job.trigger,
         attempt: job.attempt,
         slot: job.slot,

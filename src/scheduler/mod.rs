@@ -468,7 +468,6 @@ impl Scheduler {
         });
         let job = attempt::Job {
             spec: state.spec.clone(),
-            epoch: state.epoch,
             trigger,
             attempt,
             slot,
@@ -631,7 +630,6 @@ pub async fn run_once(shared: &Shared, spec: TargetSpec, trigger: Trigger) -> At
     let now = shared.clock.now();
     let job = attempt::Job {
         spec: Arc::new(spec),
-        epoch: 0,
         trigger,
         attempt: 1,
         slot: None,

@@ -111,3 +111,45 @@ async fn reopening_keeps_the_records_and_is_idempotent() {
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+#[tokio::test]
+async fn check_config_online_probes_every_storage() {
+    let (dir, config) = write_config(CONFIG);
+    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "check-config",
+            "--online",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("storage local (directory): reachable")
+    );
+    // A storage that cannot be written: its path lies under a regular file.
+    std::fs::remove_dir_all(dir.path().join("backups")).unwrap();
+    std::fs::write(dir.path().join("backups"), "not a directory").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "check-config",
+            "--online",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("storage local (directory): FAILED"),
+        "{stdout}"
+    );
+    // Offline, the same configuration is valid.
+    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
