@@ -24,21 +24,21 @@ async fn succeeded(app: &TestApp, target: &str) -> Vec<BackupRecord> {
 
 /// Reads /metrics twice around a catalog read until nothing changed in between, so they can be compared.
 async fn consistent_view(app: &TestApp, target: &str) -> (Metrics, Vec<BackupRecord>) {
-    loop {
-        let before = app.metrics().await;
-        let catalog = app.catalog().await;
-        let records = catalog.backups(Some(target), 1000).await.unwrap();
-        catalog.close().await;
-        let after = app.metrics().await;
-        let in_flight =
-            before.value("rpod_target_operation_in_progress", &[("target", target)]) == 1.0;
-        if before.text == after.text
-            && !in_flight
-            && records.iter().all(|r| r.status != Status::Running)
-        {
-            return (after, records);
-        }
-    }
+    eventually(
+        Duration::from_secs(20),
+        "a moment with nothing running",
+        || async {
+            let before = app.metrics().await;
+            let records = app.records(target).await;
+            let after = app.metrics().await;
+            let idle =
+                before.value("rpod_target_operation_in_progress", &[("target", target)]) == 0.0;
+            let quiet =
+                before.text == after.text && records.iter().all(|r| r.status != Status::Running);
+            (idle && quiet).then(|| (after, records.into_iter().rev().collect()))
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

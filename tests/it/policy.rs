@@ -17,6 +17,7 @@ path = "{dir}/backups"
 
 [defaults.policy]
 rpo = "3s"
+rpo_lead = "1s"
 retry_backoff = "100ms"
 retry_max_backoff = "300ms"
 max_attempts = 2
