@@ -3,6 +3,7 @@
 //! what has expired, and exports Prometheus metrics.
 //!
 //! # Layout
+//! - [`azure`]: the Azure Resource Manager client (retries, `Retry-After`, client-side throttling).
 //! - [`config`]: TOML model, pure validation with key paths, durations, cron schedules, secrets, name templates.
 //! - [`catalog`]: the `SQLite` catalog: backups, per-target state, operations, audit.
 //! - [`policy`]: pure RPO, watchdog, backoff and pruning decisions (no I/O, `now` passed in).
@@ -16,6 +17,7 @@
 //! - [`cli`]: the command line.
 
 pub mod app;
+pub mod azure;
 pub mod catalog;
 pub mod cli;
 pub mod config;

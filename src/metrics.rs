@@ -29,6 +29,8 @@ pub struct Metrics {
     pruned_total: IntCounterVec,
     expiry_warnings_total: IntCounterVec,
     storage_up: IntGaugeVec,
+    arm_requests_total: IntCounterVec,
+    arm_throttled_total: prometheus::IntCounter,
     last_evaluation: Gauge,
     dispatch_lateness: Histogram,
 }
@@ -116,7 +118,21 @@ impl Metrics {
         registry
             .register(Box::new(dispatch_lateness.clone()))
             .expect("unique metric");
+        let arm_throttled_total = prometheus::IntCounter::new(
+            "rpod_arm_throttled_total",
+            "Azure Resource Manager answers 429 (throttled).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(arm_throttled_total.clone()))
+            .expect("unique metric");
         Self {
+            arm_requests_total: counter(
+                "rpod_arm_requests_total",
+                "Azure Resource Manager requests by operation and status class (2xx, 4xx, 5xx, error).",
+                &["operation", "status_class"],
+            ),
+            arm_throttled_total,
             target_info: int_gauge(
                 "rpod_target_info",
                 "1 for every configured target.",
@@ -333,6 +349,18 @@ impl Metrics {
         self.storage_up
             .with_label_values(&[storage])
             .set(i64::from(up));
+    }
+
+    /// Counts an Azure Resource Manager request.
+    pub fn arm_request(&self, operation: &str, status_class: &str) {
+        self.arm_requests_total
+            .with_label_values(&[operation, status_class])
+            .inc();
+    }
+
+    /// Counts a 429 from Azure Resource Manager.
+    pub fn arm_throttled(&self) {
+        self.arm_throttled_total.inc();
     }
 
     /// Records the scheduler heartbeat.
