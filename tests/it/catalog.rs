@@ -1,10 +1,8 @@
 //! The catalog refuses clearly (never panics) when its state directory or file is unusable.
 
-use std::process::Command;
-
 use rpod::catalog::{Catalog, CatalogError};
 
-use crate::support::write_config;
+use crate::support::{run_rpod, write_config};
 
 const CONFIG: &str = r#"
 [storage.local]
@@ -19,12 +17,7 @@ storage = "local"
 "#;
 
 fn rpod(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
+    let output = run_rpod(config, args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!stderr.contains("panicked"), "{stderr}");
     (output.status.code(), stderr)
@@ -115,15 +108,7 @@ async fn reopening_keeps_the_records_and_is_idempotent() {
 #[tokio::test]
 async fn check_config_online_probes_every_storage() {
     let (dir, config) = write_config(CONFIG);
-    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "check-config",
-            "--online",
-        ])
-        .output()
-        .unwrap();
+    let output = run_rpod(&config, &["check-config", "--online"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("storage local (directory): reachable")
@@ -131,15 +116,7 @@ async fn check_config_online_probes_every_storage() {
     // A storage that cannot be written: its path lies under a regular file.
     std::fs::remove_dir_all(dir.path().join("backups")).unwrap();
     std::fs::write(dir.path().join("backups"), "not a directory").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "check-config",
-            "--online",
-        ])
-        .output()
-        .unwrap();
+    let output = run_rpod(&config, &["check-config", "--online"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -147,9 +124,6 @@ async fn check_config_online_probes_every_storage() {
         "{stdout}"
     );
     // Offline, the same configuration is valid.
-    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
-        .args(["--config", config.to_str().unwrap(), "check-config"])
-        .output()
-        .unwrap();
+    let output = run_rpod(&config, &["check-config"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
 }

@@ -6,7 +6,7 @@ use chrono::TimeDelta;
 use nix::sys::signal::Signal;
 use rpod::catalog::{BackupRecord, Status};
 
-use crate::support::{DaemonProcess, process_alive, rewrite_config, write_config};
+use crate::support::{DaemonProcess, process_alive, rewrite_config, run_rpod, write_config};
 
 fn daemon_config(body: &str) -> String {
     format!(
@@ -273,15 +273,6 @@ rpo = "1h"
     .await;
 }
 
-fn rpod(config: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rpod"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_backups_go_through_the_daemon_or_run_standalone() {
     let body = r#"
@@ -299,7 +290,7 @@ rpo = "1h"
 "#;
     // No daemon: the backup runs in the command itself.
     let (dir, config) = write_config(&daemon_config(body));
-    let output = rpod(&config, &["backup", "t"]);
+    let output = run_rpod(&config, &["backup", "t"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let first = records(dir.path()).await;
     assert_eq!(first.len(), 1);
@@ -314,7 +305,7 @@ rpo = "1h"
             .exists()
     );
 
-    let output = rpod(&config, &["backup", "nope"]);
+    let output = run_rpod(&config, &["backup", "nope"]);
     assert_eq!(
         output.status.code(),
         Some(2),
@@ -328,7 +319,7 @@ rpo = "1h"
         .unwrap()
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(&config, text).unwrap();
-    let output = rpod(&config, &["backup", "t"]);
+    let output = run_rpod(&config, &["backup", "t"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("by the running daemon"),
@@ -357,7 +348,7 @@ rpo = "1h"
         "the standalone backup kept the RPO"
     );
 
-    let output = rpod(&config, &["status"]);
+    let output = run_rpod(&config, &["status"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
@@ -365,7 +356,7 @@ rpo = "1h"
         .find(|l| l.starts_with("t "))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(line.contains("command") && line.contains("yes"), "{line}");
-    let output = rpod(&config, &["backups", "t", "--json"]);
+    let output = run_rpod(&config, &["backups", "t", "--json"]);
     let listed: Vec<BackupRecord> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(listed.len(), 2);
 }

@@ -1,7 +1,6 @@
 //! Pruning against a real catalog and directory: `keep_last`, the newest-restorable invariant, dry runs, and a
 //! failed listing that deletes nothing.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -9,7 +8,7 @@ use rpod::catalog::{Catalog, Status};
 use rpod::maintenance;
 use rpod::scheduler::TargetSpec;
 
-use crate::support::{insert_succeeded, write_config};
+use crate::support::{insert_succeeded, run_rpod, write_config};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -128,15 +127,7 @@ async fn a_dry_run_lists_without_deleting() {
     fx.catalog.close().await;
 
     // The same through the command line.
-    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
-        .args([
-            "--config",
-            fx.config_path.to_str().unwrap(),
-            "prune",
-            "--dry-run",
-        ])
-        .output()
-        .unwrap();
+    let output = run_rpod(&fx.config_path, &["prune", "--dry-run"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -153,10 +144,7 @@ async fn a_dry_run_lists_without_deleting() {
     }
 
     // And for real.
-    let output = Command::new(env!("CARGO_BIN_EXE_rpod"))
-        .args(["--config", fx.config_path.to_str().unwrap(), "prune"])
-        .output()
-        .unwrap();
+    let output = run_rpod(&fx.config_path, &["prune"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(
         !fx.artifact_exists(ids[0]) && !fx.artifact_exists(ids[1]) && fx.artifact_exists(ids[2])

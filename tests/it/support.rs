@@ -358,3 +358,13 @@ pub async fn insert_succeeded(
     catalog.finish_backup(id, &finish).await.unwrap();
     id
 }
+
+/// Runs the `rpod` binary with `--config CONFIG ARGS...` and returns what it printed.
+pub fn run_rpod(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rpod"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
