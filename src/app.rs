@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,14 +11,81 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::azure::{ArmClient, ArmOptions, ArmTokens, AzureClients, credential};
 use crate::catalog::Catalog;
-use crate::config::{Config, ConfigError, Problem, TargetKind};
+use crate::config::{AzureConfig, Config, ConfigError, Problem, StorageConfig, TargetKind};
 use crate::http::{self, ApiState, TargetsView};
 use crate::maintenance;
 use crate::metrics::Metrics;
-use crate::providers::{CommandProvider, Provider};
+use crate::providers::{ApimProvider, CommandProvider, Provider};
 use crate::scheduler::{self, Clock, Shared, TargetSpec};
 use crate::storage;
+
+/// What lives as long as the process, across configuration reloads: the metrics registry and, once a
+/// configuration first needs Azure, the one credential and the one ARM client (with its token buckets).
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// SDK transport override for every Azure client; tests send everything to loopback with it.
+    pub transport: Option<azure_core::http::Transport>,
+    /// Refuse ARM URLs that are not on loopback (tests).
+    pub loopback_only: bool,
+    azure: Arc<OnceLock<AzureRuntime>>,
+}
+
+#[derive(Debug, Clone)]
+struct AzureRuntime {
+    settings: AzureConfig,
+    clients: AzureClients,
+    arm: Result<ArmClient, String>,
+}
+
+impl Environment {
+    /// An environment whose Azure clients send through `transport` and refuse non-loopback ARM URLs.
+    #[must_use]
+    pub fn loopback(transport: azure_core::http::Transport) -> Self {
+        Self {
+            transport: Some(transport),
+            loopback_only: true,
+            ..Self::default()
+        }
+    }
+
+    /// The Azure clients, built from the first configuration that asks (later `[azure]` changes need a restart).
+    fn azure(&self, config: &AzureConfig) -> &AzureRuntime {
+        let runtime = self.azure.get_or_init(|| {
+            let credential = credential::credential(config, self.transport.clone());
+            let tokens = Arc::new(ArmTokens::new(credential.clone(), config.scope()));
+            let arm = ArmClient::new(
+                tokens,
+                self.metrics.clone(),
+                ArmOptions::from_config(config, self.loopback_only),
+            )
+            .map_err(|err| err.to_string());
+            AzureRuntime {
+                settings: config.clone(),
+                clients: AzureClients {
+                    credential,
+                    transport: self.transport.clone(),
+                },
+                arm,
+            }
+        });
+        if format!("{:?}", runtime.settings) != format!("{config:?}") {
+            warn!("Settings under [azure] changed; they take effect after a restart.");
+        }
+        runtime
+    }
+
+    /// The process's ARM client, for `check-config --online`.
+    ///
+    /// # Errors
+    /// The HTTP client could not be built.
+    pub fn arm(&self, config: &AzureConfig) -> Result<ArmClient, String> {
+        self.azure(config).arm.clone()
+    }
+}
 
 /// Builds providers and storages for every target. Reads the files the configuration names (age recipients),
 /// so problems there are configuration problems too.
@@ -26,10 +93,33 @@ use crate::storage;
 /// # Errors
 /// Every file that could not be used, as configuration problems.
 pub fn build_targets(config: &Config, file: &Path) -> Result<Vec<TargetSpec>, ConfigError> {
+    build_targets_in(config, file, &Environment::default())
+}
+
+/// [`build_targets`] with the process's [`Environment`].
+///
+/// # Errors
+/// Every file that could not be used, as configuration problems.
+pub fn build_targets_in(
+    config: &Config,
+    file: &Path,
+    environment: &Environment,
+) -> Result<Vec<TargetSpec>, ConfigError> {
+    let needs_azure = config
+        .targets
+        .iter()
+        .any(|t| matches!(t.kind, TargetKind::Apim(_)))
+        || config
+            .storages
+            .values()
+            .any(|s| matches!(s, StorageConfig::AzureBlob(_)));
+    let azure = needs_azure.then(|| environment.azure(&config.azure));
     let storages: std::collections::BTreeMap<_, _> = config
         .storages
         .iter()
-        .map(|(name, storage)| (name.clone(), storage::build(name, storage)))
+        .filter_map(|(name, storage)| {
+            storage::build(name, storage, azure.map(|a| &a.clients)).map(|s| (name.clone(), s))
+        })
         .collect();
     let mut problems = Vec::new();
     let mut specs = Vec::new();
@@ -45,6 +135,25 @@ pub fn build_targets(config: &Config, file: &Path) -> Result<Vec<TargetSpec>, Co
                     continue;
                 }
             },
+            TargetKind::Apim(spec) => {
+                let (Some(azure), Some(StorageConfig::AzureBlob(blob))) =
+                    (azure, config.storages.get(&target.storage))
+                else {
+                    continue;
+                };
+                match &azure.arm {
+                    Ok(arm) => Arc::new(ApimProvider::new(
+                        spec.clone(),
+                        blob.clone(),
+                        arm.clone(),
+                        config.azure.resource_manager_endpoint.clone(),
+                    )),
+                    Err(message) => {
+                        problems.push(Problem::at("azure", message.clone()));
+                        continue;
+                    }
+                }
+            }
         };
         let Some(storage) = storages.get(&target.storage) else {
             continue;
@@ -70,8 +179,19 @@ pub fn build_targets(config: &Config, file: &Path) -> Result<Vec<TargetSpec>, Co
 /// # Errors
 /// Every problem found.
 pub fn load(file: &Path) -> Result<(Config, Vec<TargetSpec>), ConfigError> {
+    load_in(file, &Environment::default())
+}
+
+/// [`load`] with the process's [`Environment`].
+///
+/// # Errors
+/// Every problem found.
+pub fn load_in(
+    file: &Path,
+    environment: &Environment,
+) -> Result<(Config, Vec<TargetSpec>), ConfigError> {
     let config = Config::load(file)?;
-    let specs = build_targets(&config, file)?;
+    let specs = build_targets_in(&config, file, environment)?;
     Ok((config, specs))
 }
 
@@ -92,6 +212,8 @@ pub struct RunOptions {
     pub reloads: mpsc::UnboundedReceiver<()>,
     /// Wall time.
     pub clock: Clock,
+    /// Metrics and Azure clients; the one `targets` were built in.
+    pub environment: Environment,
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains running backups within the configured deadline.
@@ -107,6 +229,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         shutdown,
         mut reloads,
         clock,
+        environment,
     } = options;
     // Only [daemon] is needed from here on (the targets live in their specs): `{ config }` moves the whole
     // configuration into a temporary, so everything else is freed now rather than kept for the daemon's life.
@@ -114,7 +237,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let catalog = Catalog::open(&daemon.state_dir)
         .await
         .with_context(|| format!("opening the catalog in {}", daemon.state_dir.display()))?;
-    let metrics = Metrics::new();
+    let metrics = environment.metrics.clone();
     let shared = Shared::new(
         catalog.clone(),
         metrics.clone(),
@@ -163,7 +286,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             biased;
             () = shutdown.cancelled() => break None,
             Some(()) = reloads.recv() => {
-                match load(&config_path) {
+                match load_in(&config_path, &environment) {
                     Ok((new_config, specs)) => {
                         if format!("{:?}", new_config.daemon) != format!("{latest:?}") {
                             warn!("Settings under [daemon] changed; they take effect after a restart.");

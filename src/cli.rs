@@ -81,7 +81,8 @@ const EXIT_CONFIG: u8 = 2;
 
 /// Runs a parsed command line and returns the process exit code.
 pub async fn execute(cli: Cli) -> ExitCode {
-    let (config, targets) = match app::load(&cli.config) {
+    let environment = app::Environment::default();
+    let (config, targets) = match app::load_in(&cli.config, &environment) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("error: {err}");
@@ -97,7 +98,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
         },
     );
     let result = match cli.command {
-        Command::Run => run(cli.config, config, targets).await,
+        Command::Run => run(cli.config, config, targets, environment).await,
         Command::CheckConfig { online } => {
             check_config(&cli.config, &config, &targets, online).await
         }
@@ -155,6 +156,7 @@ async fn run(
     config_path: PathBuf,
     config: Config,
     targets: Vec<TargetSpec>,
+    environment: app::Environment,
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
     let listener = tokio::net::TcpListener::bind(config.daemon.listen)
@@ -183,6 +185,7 @@ async fn run(
         shutdown,
         reloads,
         clock: Clock::system(),
+        environment,
     })
     .await?;
     Ok(ExitCode::SUCCESS)

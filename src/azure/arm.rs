@@ -40,6 +40,24 @@ pub struct ArmOptions {
     pub default_retry_after: Duration,
     /// Client-side token buckets.
     pub throttle: Throttle,
+    /// Refuse every URL whose host is not a loopback address (tests: nothing may leave the machine).
+    pub loopback_only: bool,
+}
+
+impl ArmOptions {
+    /// The options `[azure]` asks for.
+    #[must_use]
+    pub fn from_config(config: &crate::config::AzureConfig, loopback_only: bool) -> Self {
+        let limits = |(burst, per_second)| super::BucketLimits { burst, per_second };
+        Self {
+            request_timeout: config.request_timeout,
+            min_retry_after: config.min_retry_after,
+            max_retry_after: config.max_retry_after,
+            throttle: Throttle::new(limits(config.read_limits), limits(config.write_limits)),
+            loopback_only,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for ArmOptions {
@@ -52,6 +70,7 @@ impl Default for ArmOptions {
             max_retry_after: Duration::from_mins(10),
             default_retry_after: Duration::from_mins(1),
             throttle: Throttle::default(),
+            loopback_only: false,
         }
     }
 }
@@ -147,6 +166,20 @@ fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// Whether `url`'s host is 127.0.0.0/8, `::1` or `localhost`.
+#[must_use]
+pub fn is_loopback(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 fn status_class(status: StatusCode) -> &'static str {
     match status.as_u16() {
         200..=299 => "2xx",
@@ -230,6 +263,13 @@ impl ArmClient {
         url: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<ArmResponse, ArmError> {
+        if self.options.loopback_only && !is_loopback(url) {
+            return Err(ArmError::local(
+                "NotLoopback",
+                format!("refusing a request to {url}: only loopback addresses are allowed"),
+                false,
+            ));
+        }
         let token = self
             .tokens
             .token()

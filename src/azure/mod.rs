@@ -2,7 +2,30 @@
 //! poller and the API Management provider build on these (DESIGN §8).
 
 pub mod arm;
+pub mod credential;
 pub mod throttle;
 
-pub use arm::{ArmClient, ArmError, ArmOptions, ArmResponse, TokenSource};
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::Transport;
+
+pub use arm::{ArmClient, ArmError, ArmOptions, ArmResponse, TokenSource, is_loopback};
+pub use credential::ArmTokens;
 pub use throttle::{Access, BucketLimits, Throttle};
+
+/// What every part of rpod that talks to Azure shares: one credential (its token cache included) and, in tests,
+/// the transport its SDK clients send through.
+#[derive(Clone)]
+pub struct AzureClients {
+    /// The credential `[azure]` names.
+    pub credential: Arc<dyn TokenCredential>,
+    /// SDK transport override; `None` in production.
+    pub transport: Option<Transport>,
+}
+
+impl std::fmt::Debug for AzureClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureClients").finish_non_exhaustive()
+    }
+}

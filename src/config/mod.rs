@@ -3,6 +3,7 @@
 //!
 //! What does not live here: anything that performs I/O beyond reading the file itself (see `app::build`).
 
+mod azure;
 mod duration;
 mod error;
 mod schedule;
@@ -17,6 +18,10 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+pub use azure::{
+    APIM_EXPIRY, ApimAccess, ApimSpec, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth,
+    Credential, CredentialKind, DEFAULT_APIM_API_VERSION, DEFAULT_APIM_BACKUP_NAME,
+};
 pub use duration::HumanDuration;
 pub use error::{ConfigError, Problem};
 pub use schedule::{Schedule, parse_timezone};
@@ -36,6 +41,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/rpod/rpod.toml";
 struct RawFile {
     #[serde(default)]
     daemon: Section<RawDaemon>,
+    azure: Option<Section<azure::RawAzure>>,
     #[serde(default)]
     storage: BTreeMap<String, toml::Table>,
     #[serde(default)]
@@ -48,6 +54,7 @@ struct RawFile {
 #[derive(Debug, Default)]
 struct RawConfig {
     daemon: RawDaemon,
+    azure: Option<azure::RawAzure>,
     storage: BTreeMap<String, RawStorage>,
     defaults: RawDefaults,
     targets: Vec<RawTarget>,
@@ -130,10 +137,12 @@ impl RawFile {
         let mut storage = BTreeMap::new();
         for (name, mut table) in self.storage {
             let path = format!("storage.{name}");
-            // One kind so far; a new kind is matched on the returned name.
-            match take_kind(&mut table, &path, "storage", &["directory"])
-                .and_then(|_directory| from_table(table, &path).map(RawStorage::Directory))
-            {
+            match take_kind(&mut table, &path, "storage", &["directory", "azure_blob"]).and_then(
+                |kind| match kind {
+                    "directory" => from_table(table, &path).map(RawStorage::Directory),
+                    _ => from_table(table, &path).map(RawStorage::AzureBlob),
+                },
+            ) {
                 Ok(raw) => {
                     storage.insert(name, raw);
                 }
@@ -143,9 +152,12 @@ impl RawFile {
         let mut targets = Vec::new();
         for (index, mut table) in self.targets.into_iter().enumerate() {
             let path = format!("targets[{index}]");
-            match take_kind(&mut table, &path, "target", &["command"])
-                .and_then(|_command| from_table(table, &path).map(RawTarget::Command))
-            {
+            match take_kind(&mut table, &path, "target", &["command", "apim"]).and_then(|kind| {
+                match kind {
+                    "command" => from_table(table, &path).map(RawTarget::Command),
+                    _ => from_table(table, &path).map(RawTarget::Apim),
+                }
+            }) {
                 Ok(raw) => targets.push(raw),
                 Err(problem) => problems.push(problem),
             }
@@ -155,6 +167,7 @@ impl RawFile {
         }
         Ok(RawConfig {
             daemon: self.daemon.0,
+            azure: self.azure.map(|section| section.0),
             storage,
             defaults: self.defaults.0,
             targets,
@@ -188,6 +201,7 @@ pub enum LogFormat {
 #[derive(Debug)]
 enum RawStorage {
     Directory(RawDirectoryStorage),
+    AzureBlob(azure::RawAzureBlobStorage),
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +257,30 @@ impl RawPolicy {
 #[derive(Debug)]
 enum RawTarget {
     Command(RawCommandTarget),
+    Apim(azure::RawApimTarget),
+}
+
+impl RawTarget {
+    fn name(&self) -> &str {
+        match self {
+            Self::Command(t) => &t.name,
+            Self::Apim(t) => &t.name,
+        }
+    }
+
+    fn storage(&self) -> &str {
+        match self {
+            Self::Command(t) => &t.storage,
+            Self::Apim(t) => &t.storage,
+        }
+    }
+
+    fn policy(&self) -> &RawPolicy {
+        match self {
+            Self::Command(t) => &t.policy,
+            Self::Apim(t) => &t.policy,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +324,8 @@ struct RawEncrypt {
 pub struct Config {
     /// Process-wide settings.
     pub daemon: Daemon,
+    /// Azure credentials and Resource Manager settings (defaults when `[azure]` is absent).
+    pub azure: AzureConfig,
     /// Named storages, by name.
     pub storages: BTreeMap<String, StorageConfig>,
     /// Targets in file order.
@@ -319,6 +359,8 @@ pub enum StorageConfig {
         /// Root directory of the artifacts.
         path: PathBuf,
     },
+    /// An Azure Storage blob container.
+    AzureBlob(AzureBlobConfig),
 }
 
 impl StorageConfig {
@@ -327,6 +369,7 @@ impl StorageConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Directory { .. } => "directory",
+            Self::AzureBlob(_) => "azure_blob",
         }
     }
 }
@@ -351,6 +394,8 @@ pub struct TargetConfig {
 pub enum TargetKind {
     /// A local program whose standard output is the backup stream.
     Command(CommandSpec),
+    /// An Azure API Management service, backed up through Resource Manager.
+    Apim(ApimSpec),
 }
 
 impl TargetKind {
@@ -359,6 +404,15 @@ impl TargetKind {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Command(_) => "command",
+            Self::Apim(_) => "apim",
+        }
+    }
+
+    /// The storage kind this target kind writes to.
+    fn storage_kind(&self) -> &'static str {
+        match self {
+            Self::Command(_) => "directory",
+            Self::Apim(_) => "azure_blob",
         }
     }
 }
@@ -503,6 +557,11 @@ impl Config {
 fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     let daemon = validate_daemon(&raw.daemon, &mut problems);
+    let azure = raw
+        .azure
+        .as_ref()
+        .map(|azure| azure::validate_azure(azure, &mut problems))
+        .unwrap_or_default();
 
     let mut storages = BTreeMap::new();
     for (name, storage) in &raw.storage {
@@ -513,18 +572,22 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                 "storage names use only letters, digits, '-', '_' and '.' (at most 64 characters)",
             ));
         }
-        match storage {
+        let before = problems.len();
+        let config = match storage {
             RawStorage::Directory(dir) => {
                 if dir.path.as_os_str().is_empty() {
                     problems.push(Problem::at(format!("{path}.path"), "must not be empty"));
                 }
-                storages.insert(
-                    name.clone(),
-                    StorageConfig::Directory {
-                        path: dir.path.clone(),
-                    },
-                );
+                StorageConfig::Directory {
+                    path: dir.path.clone(),
+                }
             }
+            RawStorage::AzureBlob(blob) => {
+                StorageConfig::AzureBlob(azure::validate_azure_blob(blob, &path, &mut problems))
+            }
+        };
+        if problems.len() == before {
+            storages.insert(name.clone(), config);
         }
     }
 
@@ -548,8 +611,7 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let mut targets = Vec::new();
     for (index, target) in raw.targets.iter().enumerate() {
         let path = format!("targets[{index}]");
-        let RawTarget::Command(command) = target;
-        let name = command.name.clone();
+        let name = target.name().to_owned();
         if !valid_name(&name) {
             problems.push(Problem::at(
                 format!("{path}.name"),
@@ -564,13 +626,13 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                 format!("duplicate target name {name:?}"),
             ));
         }
-        if !raw.storage.contains_key(&command.storage) {
+        let storage_name = target.storage();
+        if !raw.storage.contains_key(storage_name) {
             let defined: Vec<&str> = raw.storage.keys().map(String::as_str).collect();
             problems.push(Problem::at(
                 format!("{path}.storage"),
                 format!(
-                    "unknown storage {:?} (defined: {})",
-                    command.storage,
+                    "unknown storage {storage_name:?} (defined: {})",
                     if defined.is_empty() {
                         "none".to_owned()
                     } else {
@@ -579,33 +641,91 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                 ),
             ));
         }
+        let storage = storages.get(storage_name);
+        let own_policy = target.policy();
+        let (kind, template, template_key, timeout) = match target {
+            RawTarget::Command(command) => {
+                let default_name = if command.encrypt.is_some() {
+                    format!("{DEFAULT_COMMAND_ARTIFACT}.age")
+                } else {
+                    DEFAULT_COMMAND_ARTIFACT.to_owned()
+                };
+                (
+                    validate_command(command, &path, &mut problems),
+                    command.artifact_name.clone().unwrap_or(default_name),
+                    "artifact_name",
+                    DEFAULT_COMMAND_TIMEOUT,
+                )
+            }
+            RawTarget::Apim(apim) => {
+                let access = match storage {
+                    Some(StorageConfig::AzureBlob(blob)) => Some(&blob.access),
+                    _ => None,
+                };
+                (
+                    Some(TargetKind::Apim(azure::validate_apim(
+                        apim,
+                        &path,
+                        access,
+                        &mut problems,
+                    ))),
+                    apim.backup_name
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_APIM_BACKUP_NAME.to_owned()),
+                    "backup_name",
+                    azure::DEFAULT_APIM_TIMEOUT,
+                )
+            }
+        };
+        if let (Some(kind), Some(storage)) = (&kind, storage)
+            && kind.storage_kind() != storage.kind()
+        {
+            problems.push(Problem::at(
+                format!("{path}.storage"),
+                format!(
+                    "{} targets need a {} storage; {storage_name:?} is {}",
+                    kind.name(),
+                    kind.storage_kind(),
+                    storage.kind()
+                ),
+            ));
+        }
+        let merged = own_policy.or(&raw.defaults.policy);
         let policy = validate_policy(
-            &command.policy.or(&raw.defaults.policy),
-            &command.policy,
+            &merged,
+            own_policy,
             &path,
             default_tz,
-            DEFAULT_COMMAND_TIMEOUT,
+            timeout,
             defaults_ok,
             &mut problems,
         );
-        let kind = validate_command(command, &path, &mut problems);
-        let default_name = if command.encrypt.is_some() {
-            format!("{DEFAULT_COMMAND_ARTIFACT}.age")
-        } else {
-            DEFAULT_COMMAND_ARTIFACT.to_owned()
+        if let (Some(TargetKind::Apim(_)), Some(expiry)) = (&kind, merged.expiry)
+            && expiry.0 > APIM_EXPIRY
+        {
+            problems.push(Problem::at(
+                if own_policy.expiry.is_some() {
+                    format!("{path}.policy.expiry")
+                } else {
+                    "defaults.policy.expiry".to_owned()
+                },
+                format!(
+                    "API Management backups cannot be restored after 30 days; expiry {expiry} is longer (set it \
+                     to 30d or less, or per target)"
+                ),
+            ));
+        }
+        let artifact_name = match NameTemplate::parse(&template) {
+            Ok(template) => Some(template),
+            Err(message) => {
+                problems.push(Problem::at(format!("{path}.{template_key}"), message));
+                None
+            }
         };
-        let artifact_name =
-            match NameTemplate::parse(command.artifact_name.as_deref().unwrap_or(&default_name)) {
-                Ok(template) => Some(template),
-                Err(message) => {
-                    problems.push(Problem::at(format!("{path}.artifact_name"), message));
-                    None
-                }
-            };
         if let (Some(policy), Some(kind), Some(artifact_name)) = (policy, kind, artifact_name) {
             targets.push(TargetConfig {
                 name,
-                storage: command.storage.clone(),
+                storage: storage_name.to_owned(),
                 artifact_name,
                 policy,
                 kind,
@@ -630,6 +750,7 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     match daemon {
         Some(daemon) if problems.is_empty() => Ok(Config {
             daemon,
+            azure,
             storages,
             targets,
         }),

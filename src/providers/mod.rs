@@ -2,6 +2,7 @@
 //!
 //! What does not live here: when to back up, retries and deadlines (`scheduler`), or bookkeeping (`catalog`).
 
+mod apim;
 mod command;
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+pub use apim::ApimProvider;
 pub use command::CommandProvider;
 
 use crate::storage::Storage;

@@ -2,6 +2,7 @@
 //!
 //! What does not live here: naming artifacts (`config::NameTemplate`) or deciding what to delete (`policy`).
 
+mod azure_blob;
 mod directory;
 
 use std::io::{self, Write};
@@ -9,8 +10,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+pub use azure_blob::AzureBlobStorage;
 pub use directory::DirectoryStorage;
 
+use crate::azure::AzureClients;
 use crate::config::StorageConfig;
 
 /// One artifact as a storage lists it.
@@ -81,10 +84,24 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn probe(&self) -> Result<(), StorageError>;
 }
 
-/// Builds the storage a config entry describes.
+/// Builds the storage a config entry describes; `azure` serves the storages that reach Azure (`None` for them
+/// without it).
 #[must_use]
-pub fn build(name: &str, config: &StorageConfig) -> Arc<dyn Storage> {
-    match config {
-        StorageConfig::Directory { path } => Arc::new(DirectoryStorage::new(name, path.clone())),
+pub fn build(
+    name: &str,
+    config: &StorageConfig,
+    azure: Option<&AzureClients>,
+) -> Option<Arc<dyn Storage>> {
+    match (config, azure) {
+        (StorageConfig::AzureBlob(blob), Some(azure)) => Some(Arc::new(AzureBlobStorage::new(
+            name,
+            blob,
+            azure.credential.clone(),
+            azure.transport.clone(),
+        ))),
+        (StorageConfig::AzureBlob(_), None) => None,
+        (StorageConfig::Directory { path }, _) => {
+            Some(Arc::new(DirectoryStorage::new(name, path.clone())))
+        }
     }
 }
