@@ -326,6 +326,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
 /// Waits for running backups up to `deadline`, then stops them (their records become `interrupted`).
 async fn drain(shared: &Shared, deadline: Duration) {
+    shared.stopping.cancel();
     shared.tracker.close();
     if shared.tracker.is_empty() {
         return;

@@ -15,7 +15,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use model::backup_columns;
-pub use model::{BackupRecord, Finish, NewBackup, Restorability, Status, TargetSummary, Trigger};
+pub use model::{
+    BackupRecord, Finish, NewBackup, OperationAccepted, PendingOperation, Restorability, Status, TargetSummary,
+    Trigger,
+};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";
@@ -192,9 +195,11 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn finish_backup(&self, id: i64, finish: &Finish) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE backups SET status = ?, accepted_at = ?, completed_at = ?, expires_at = ?, artifact = ?,
-                    size_bytes = ?, sha256 = ?, sku = ?, error_code = ?, error_message = ?
+            "UPDATE backups SET status = ?, accepted_at = COALESCE(?, accepted_at), completed_at = ?,
+                    expires_at = ?, artifact = COALESCE(?, artifact), size_bytes = ?, sha256 = ?, sku = ?,
+                    error_code = ?, error_message = ?
              WHERE id = ?",
         )
         .bind(finish.status.as_str())
@@ -208,9 +213,132 @@ impl Catalog {
         .bind(finish.error_code.as_deref())
         .bind(finish.error_message.as_deref())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM operations WHERE backup_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Names the artifact of a running backup. When another backup of the target already has that name, the
+    /// backup's id is added before the extension, so no backup ever overwrites another. Returns the name used.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn claim_artifact(
+        &self,
+        id: i64,
+        target: &str,
+        name: &str,
+    ) -> Result<String, CatalogError> {
+        const CLAIM: &str = "UPDATE backups SET artifact = ?1 WHERE id = ?2 AND NOT EXISTS
+             (SELECT 1 FROM backups WHERE target = ?3 AND artifact = ?1 AND id != ?2)";
+        let claimed = sqlx::query(CLAIM)
+            .bind(name)
+            .bind(id)
+            .bind(target)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if claimed == 1 {
+            return Ok(name.to_owned());
+        }
+        let (stem, extension) = match name.rfind('.') {
+            Some(dot) if dot > name.rfind('/').map_or(0, |slash| slash + 1) => name.split_at(dot),
+            _ => (name, ""),
+        };
+        let unique = format!("{stem}-{id}{extension}");
+        sqlx::query("UPDATE backups SET artifact = ? WHERE id = ?")
+            .bind(&unique)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(unique)
+    }
+
+    /// Records that a provider's long-running operation was accepted, before its first poll: the recovery point,
+    /// the operation URL and when to poll it, and (in the same transaction) the schedule slot it serves as used.
+    ///
+    /// # Errors
+    /// The catalog could not be written; the caller must not poll an operation it could not record.
+    pub async fn operation_accepted(&self, accepted: &OperationAccepted<'_>) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE backups SET accepted_at = ? WHERE id = ?")
+            .bind(to_ms(accepted.accepted_at))
+            .bind(accepted.backup_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO operations (backup_id, url, request, next_poll_at, deadline_at, slot_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(accepted.backup_id)
+        .bind(accepted.url)
+        .bind(accepted.request)
+        .bind(to_ms(accepted.next_poll_at))
+        .bind(to_ms(accepted.deadline_at))
+        .bind(accepted.slot.map(to_ms))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(slot) = accepted.slot {
+            set_last_slot(&mut tx, accepted.target, slot, accepted.accepted_at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves an operation on: the newest URL to poll and when.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn operation_polled(
+        &self,
+        backup_id: i64,
+        url: &str,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE operations SET url = ?, next_poll_at = ?, polls = polls + 1 WHERE backup_id = ?")
+            .bind(url)
+            .bind(to_ms(next_poll_at))
+            .bind(backup_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every operation that was accepted and has not finished, oldest first.
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn pending_operations(&self) -> Result<Vec<PendingOperation>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT o.backup_id, b.target, b.trigger, b.attempt, b.requested_at, b.accepted_at, b.artifact,
+                    o.url, o.next_poll_at, o.deadline_at, o.slot_at
+             FROM operations o JOIN backups b ON b.id = o.backup_id
+             WHERE b.status = 'running'
+             ORDER BY o.backup_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| PendingOperation {
+                backup_id: row.get(0),
+                target: row.get(1),
+                trigger: row.get::<String, _>(2).parse().unwrap_or(Trigger::Manual),
+                attempt: u32::try_from(row.get::<i64, _>(3)).unwrap_or(1),
+                requested_at: from_ms(row.get(4)),
+                accepted_at: from_ms(row.get::<Option<i64>, _>(5).unwrap_or_else(|| row.get(4))),
+                artifact: row.get::<Option<String>, _>(6).unwrap_or_default(),
+                url: row.get(7),
+                next_poll_at: from_ms(row.get(8)),
+                deadline_at: from_ms(row.get(9)),
+                slot: row.get::<Option<i64>, _>(10).map(from_ms),
+            })
+            .collect())
     }
 
     /// Marks every `running` attempt as `interrupted` (called at start: whatever ran before a crash is gone) and
@@ -220,7 +348,11 @@ impl Catalog {
     /// Database failures.
     pub async fn interrupt_running(&self, now: DateTime<Utc>) -> Result<Vec<String>, CatalogError> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("SELECT id, target FROM backups WHERE status = 'running'")
+        // Rows with an accepted operation are not interrupted: the operation goes on in the cloud and is resumed.
+        let rows = sqlx::query(
+            "SELECT id, target FROM backups WHERE status = 'running'
+             AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.backup_id = backups.id)",
+        )
             .fetch_all(&mut *tx)
             .await?;
         let mut targets = Vec::new();
@@ -272,14 +404,8 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn set_last_slot(&self, target: &str, at: DateTime<Utc>) -> Result<(), CatalogError> {
-        sqlx::query(
-            "INSERT INTO target_state (target, last_slot_at, updated_at) VALUES (?1, ?2, ?2)
-             ON CONFLICT (target) DO UPDATE SET last_slot_at = MAX(COALESCE(last_slot_at, 0), ?2), updated_at = ?2",
-        )
-        .bind(target)
-        .bind(to_ms(at))
-        .execute(&self.pool)
-        .await?;
+        let mut connection = self.pool.acquire().await?;
+        set_last_slot(&mut connection, target, at, at).await?;
         Ok(())
     }
 
@@ -565,6 +691,24 @@ impl Catalog {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+async fn set_last_slot(
+    connection: &mut sqlx::SqliteConnection,
+    target: &str,
+    slot: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO target_state (target, last_slot_at, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (target) DO UPDATE SET last_slot_at = MAX(COALESCE(last_slot_at, 0), ?2), updated_at = ?3",
+    )
+    .bind(target)
+    .bind(to_ms(slot))
+    .bind(to_ms(now))
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 async fn audit(

@@ -121,6 +121,54 @@ pub struct NewBackup<'a> {
     pub first_change_at: Option<DateTime<Utc>>,
 }
 
+/// A long-running operation a provider got accepted (see [`super::Catalog::operation_accepted`]).
+#[derive(Debug, Clone)]
+pub struct OperationAccepted<'a> {
+    /// The backup it belongs to.
+    pub backup_id: i64,
+    /// Target name.
+    pub target: &'a str,
+    /// When the service accepted it: the recovery point.
+    pub accepted_at: DateTime<Utc>,
+    /// The URL to poll, verbatim.
+    pub url: &'a str,
+    /// What was asked, for operators (never secrets).
+    pub request: Option<&'a str>,
+    /// When to poll next.
+    pub next_poll_at: DateTime<Utc>,
+    /// When to give up.
+    pub deadline_at: DateTime<Utc>,
+    /// The schedule slot it serves, marked used in the same transaction.
+    pub slot: Option<DateTime<Utc>>,
+}
+
+/// An accepted operation that has not finished (found at start, to resume).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOperation {
+    /// The backup it belongs to.
+    pub backup_id: i64,
+    /// Target name.
+    pub target: String,
+    /// Why the backup started.
+    pub trigger: Trigger,
+    /// Attempt number.
+    pub attempt: u32,
+    /// When rpod started the backup.
+    pub requested_at: DateTime<Utc>,
+    /// When the service accepted it.
+    pub accepted_at: DateTime<Utc>,
+    /// The backup's artifact name.
+    pub artifact: String,
+    /// The newest URL to poll.
+    pub url: String,
+    /// When to poll next.
+    pub next_poll_at: DateTime<Utc>,
+    /// When to give up.
+    pub deadline_at: DateTime<Utc>,
+    /// The schedule slot it serves.
+    pub slot: Option<DateTime<Utc>>,
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone)]
 pub struct Finish {
@@ -144,6 +192,25 @@ pub struct Finish {
     pub error_code: Option<String>,
     /// Operator-readable error message.
     pub error_message: Option<String>,
+}
+
+impl Finish {
+    /// A backup that ended without an outcome: rpod (or its configuration) stopped following it.
+    #[must_use]
+    pub fn interrupted(at: DateTime<Utc>, why: &str) -> Self {
+        Self {
+            status: Status::Interrupted,
+            accepted_at: None,
+            completed_at: at,
+            expires_at: None,
+            artifact: None,
+            size_bytes: None,
+            sha256: None,
+            sku: None,
+            error_code: Some("Interrupted".to_owned()),
+            error_message: Some(why.to_owned()),
+        }
+    }
 }
 
 /// One backup attempt as the catalog holds it.

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub use apim::ApimProvider;
 pub use command::CommandProvider;
 
+use crate::catalog::{Catalog, PendingOperation};
+use crate::scheduler::Clock;
 use crate::storage::Storage;
 
 /// What a provider is asked to do.
@@ -28,6 +30,19 @@ pub struct BackupRequest {
     pub storage: Arc<dyn Storage>,
     /// Cancelled on deadline or shutdown: stop, clean up, return [`ProviderError::cancelled`].
     pub cancel: CancellationToken,
+    /// Cancelled when rpod begins to stop. A provider whose operation goes on without rpod (an accepted ARM
+    /// operation) returns [`ProviderError::detached`] at once; it is resumed at the next start.
+    pub stopping: CancellationToken,
+    /// Where long-running operations are recorded before their first poll.
+    pub catalog: Catalog,
+    /// Wall time.
+    pub clock: Clock,
+    /// The schedule slot this backup serves; a provider with an acceptance step marks it used on acceptance.
+    pub slot: Option<DateTime<Utc>>,
+    /// The attempt's overall deadline.
+    pub deadline_at: DateTime<Utc>,
+    /// An operation accepted before rpod restarted: poll it instead of starting a new one.
+    pub resume: Option<PendingOperation>,
 }
 
 /// A completed backup.
@@ -59,6 +74,10 @@ pub struct ProviderError {
     pub cancelled: bool,
     /// The recovery point, when the provider got that far.
     pub recovery_point: Option<DateTime<Utc>>,
+    /// The operation goes on without rpod and is resumed at the next start: leave the record running.
+    pub detached: bool,
+    /// The service asked to wait this long before trying again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ProviderError {
@@ -70,6 +89,8 @@ impl ProviderError {
             retryable: true,
             cancelled: false,
             recovery_point: None,
+            detached: false,
+            retry_after: None,
         }
     }
 
@@ -86,6 +107,15 @@ impl ProviderError {
         Self {
             cancelled: true,
             ..Self::transient("Cancelled", message)
+        }
+    }
+
+    /// rpod is stopping and the operation goes on without it; it is resumed at the next start.
+    pub fn detached(message: impl Into<String>) -> Self {
+        Self {
+            cancelled: true,
+            detached: true,
+            ..Self::transient("Detached", message)
         }
     }
 }

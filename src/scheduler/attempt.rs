@@ -9,7 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, warn};
 
 use super::{Shared, TargetSpec};
-use crate::catalog::{Finish, NewBackup, Status, TargetSummary, Trigger};
+use crate::catalog::{Finish, NewBackup, PendingOperation, Status, TargetSummary, Trigger};
 use crate::policy;
 use crate::providers::{BackupRequest, ProviderError};
 
@@ -22,6 +22,8 @@ pub(super) struct Job {
     pub attempt: u32,
     pub slot: Option<DateTime<Utc>>,
     pub due: DateTime<Utc>,
+    /// An operation accepted before a restart, to poll to its end instead of starting anew.
+    pub resume: Option<PendingOperation>,
 }
 
 /// How an attempt ended, as far as scheduling cares.
@@ -91,38 +93,61 @@ pub(super) async fn run(
     shared.metrics.set_in_progress(&name, true);
 
     let hold = shared.clock.hold();
-    let started = shared.clock.now();
-    let lateness = (started - job.due)
-        .to_std()
-        .unwrap_or(Duration::ZERO)
-        .as_secs_f64();
-    shared.metrics.attempt_started(&name, started, lateness);
-    let inserted = shared
-        .catalog
-        .insert_backup(&NewBackup {
-            target: &name,
-            kind,
-            trigger: job.trigger,
-            attempt: job.attempt,
-            requested_at: started,
-            storage: job.spec.storage.name(),
-            first_change_at: None,
-        })
-        .await;
-    let id = match inserted {
-        Ok(id) => id,
-        Err(err) => {
-            error!(target = %name, error = %err, "Cannot record the backup in the catalog; not starting it.");
-            report.outcome = AttemptOutcome::Failed {
-                retryable: true,
-                retry_after: None,
-            };
-            return report;
+    let now = shared.clock.now();
+    let policy = &job.spec.config.policy;
+    let (id, started, artifact, deadline_at) = if let Some(pending) = &job.resume {
+        shared.metrics.attempt_started(&name, pending.requested_at, 0.0);
+        (
+            pending.backup_id,
+            pending.requested_at,
+            pending.artifact.clone(),
+            pending.deadline_at,
+        )
+    } else {
+        let lateness = (now - job.due)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64();
+        shared.metrics.attempt_started(&name, now, lateness);
+        let inserted = shared
+            .catalog
+            .insert_backup(&NewBackup {
+                target: &name,
+                kind,
+                trigger: job.trigger,
+                attempt: job.attempt,
+                requested_at: now,
+                storage: job.spec.storage.name(),
+                first_change_at: None,
+            })
+            .await;
+        let rendered = inserted.map(|id| (id, job.spec.config.artifact_name.render(&name, id, now)));
+        let claimed = match rendered {
+            Ok((id, artifact)) => shared
+                .catalog
+                .claim_artifact(id, &name, &artifact)
+                .await
+                .map(|artifact| (id, artifact)),
+            Err(err) => Err(err),
+        };
+        match claimed {
+            Ok((id, artifact)) => (id, now, artifact, now + policy::delta(policy.operation_timeout)),
+            Err(err) => {
+                error!(target = %name, error = %err, "Cannot record the backup in the catalog; not starting it.");
+                report.outcome = AttemptOutcome::Failed {
+                    retryable: true,
+                    retry_after: None,
+                };
+                return report;
+            }
         }
     };
-    let artifact = job.spec.config.artifact_name.render(&name, id, started);
     drop(hold);
-    info!(target = %name, backup_id = id, trigger = job.trigger.as_str(), attempt = job.attempt, "Backup started.");
+    if job.resume.is_some() {
+        info!(target = %name, backup_id = id, "Resuming the operation accepted before rpod restarted.");
+    } else {
+        info!(target = %name, backup_id = id, trigger = job.trigger.as_str(), attempt = job.attempt, "Backup started.");
+    }
 
     let cancel = shared.abort.child_token();
     let request = BackupRequest {
@@ -131,8 +156,14 @@ pub(super) async fn run(
         artifact,
         storage: job.spec.storage.clone(),
         cancel: cancel.clone(),
+        stopping: shared.stopping.clone(),
+        catalog: shared.catalog.clone(),
+        clock: shared.clock.clone(),
+        slot: job.slot,
+        deadline_at,
+        resume: job.resume.clone(),
     };
-    let deadline = job.spec.config.policy.operation_timeout;
+    let deadline = (deadline_at - now).to_std().unwrap_or(Duration::ZERO);
     let backup = job.spec.provider.backup(request);
     tokio::pin!(backup);
     let mut timed_out = false;
@@ -147,6 +178,13 @@ pub(super) async fn run(
         }
     };
 
+    if let Err(err) = &result
+        && err.detached
+        && !timed_out
+    {
+        info!(target = %name, backup_id = id, "rpod is stopping; the operation goes on and is resumed at the next start.");
+        return report;
+    }
     let _hold = shared.clock.hold();
     let completed = shared.clock.now();
     let seconds = (completed - started)
@@ -174,7 +212,7 @@ pub(super) async fn run(
                     "TimedOut".to_owned(),
                     format!(
                         "did not finish within operation_timeout {}",
-                        humantime::format_duration(deadline)
+                        humantime::format_duration(policy.operation_timeout)
                     ),
                 )
             } else if err.cancelled {
@@ -256,7 +294,7 @@ pub(super) async fn run(
         },
         (_, Err(err)) => AttemptOutcome::Failed {
             retryable: err.retryable,
-            retry_after: None,
+            retry_after: err.retry_after,
         },
     };
     report

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 pub use attempt::{AttemptOutcome, AttemptReport};
 pub use clock::{Clock, Hold};
 
-use crate::catalog::{Catalog, Trigger};
+use crate::catalog::{Catalog, Finish, PendingOperation, Trigger};
 use crate::config::TargetConfig;
 use crate::metrics::Metrics;
 use crate::policy;
@@ -57,6 +57,8 @@ pub struct Shared {
     pub permits: Arc<Semaphore>,
     /// Cancelling this stops every running attempt (their records become `interrupted`).
     pub abort: CancellationToken,
+    /// Cancelled when shutdown begins: resumable operations detach at once instead of holding up the drain.
+    pub stopping: CancellationToken,
     /// Tracks running attempts so shutdown can wait for them.
     pub tracker: TaskTracker,
 }
@@ -71,6 +73,7 @@ impl Shared {
             clock,
             permits: Arc::new(Semaphore::new(max_concurrent)),
             abort: CancellationToken::new(),
+            stopping: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }
     }
@@ -217,19 +220,22 @@ pub async fn start(
         tx: tx.clone(),
     };
     let now = scheduler.shared.clock.now();
-    let interrupted: HashSet<String> = {
+    let (interrupted, pending) = {
         let _hold = scheduler.shared.clock.hold();
-        scheduler
-            .shared
-            .catalog
-            .interrupt_running(now)
-            .await?
-            .into_iter()
-            .collect()
+        let catalog = &scheduler.shared.catalog;
+        let interrupted: HashSet<String> =
+            catalog.interrupt_running(now).await?.into_iter().collect();
+        (interrupted, catalog.pending_operations().await?)
     };
+    let resuming: HashSet<&str> = pending.iter().map(|op| op.target.as_str()).collect();
     for spec in targets {
-        let resume = interrupted.contains(&spec.config.name);
-        scheduler.add_target(spec, now, true, resume).await?;
+        // A target whose operation is resumed needs no catch-up: the resumed backup is its catch-up.
+        let resumed = resuming.contains(spec.config.name.as_str());
+        let retry = interrupted.contains(&spec.config.name);
+        scheduler.add_target(spec, now, !resumed, retry).await?;
+    }
+    for operation in pending {
+        scheduler.resume(operation, now).await?;
     }
     let task = tokio::spawn(scheduler.run(rx, shutdown));
     Ok((SchedulerHandle { tx }, task))
@@ -362,6 +368,38 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Polls an operation accepted before the restart to its end. One whose target is gone, or already has a
+    /// resumed operation, is closed as interrupted (nothing will poll it).
+    async fn resume(
+        &mut self,
+        operation: PendingOperation,
+        now: DateTime<Utc>,
+    ) -> Result<(), crate::catalog::CatalogError> {
+        let name: Arc<str> = Arc::from(operation.target.as_str());
+        let Some(state) = self.targets.get(&name).filter(|s| s.running.is_none()) else {
+            warn!(
+                target = %name, backup_id = operation.backup_id,
+                "An unfinished operation belongs to a target that is no longer configured (or already resumed); \
+                 closing its record as interrupted."
+            );
+            let _hold = self.shared.clock.hold();
+            let finish = Finish::interrupted(
+                now,
+                "the target was removed from the configuration while its operation ran",
+            );
+            return self
+                .shared
+                .catalog
+                .finish_backup(operation.backup_id, &finish)
+                .await;
+        };
+        let _ = state;
+        info!(target = %name, backup_id = operation.backup_id, "Resuming an unfinished operation.");
+        let (trigger, attempt, slot) = (operation.trigger, operation.attempt, operation.slot);
+        self.start_job(&name, trigger, attempt, slot, now, Some(operation));
+        Ok(())
+    }
+
     fn arm_watchdog(&mut self, name: &Arc<str>, now: DateTime<Utc>) {
         let Some(state) = self.targets.get_mut(name) else {
             return;
@@ -460,6 +498,18 @@ impl Scheduler {
         slot: Option<DateTime<Utc>>,
         due: DateTime<Utc>,
     ) {
+        self.start_job(name, trigger, attempt, slot, due, None);
+    }
+
+    fn start_job(
+        &mut self,
+        name: &Arc<str>,
+        trigger: Trigger,
+        attempt: u32,
+        slot: Option<DateTime<Utc>>,
+        due: DateTime<Utc>,
+        resume: Option<PendingOperation>,
+    ) {
         let Some(state) = self.targets.get_mut(name) else {
             return;
         };
@@ -472,6 +522,7 @@ impl Scheduler {
             attempt,
             slot,
             due,
+            resume,
         };
         self.waiting.push_back(job);
         self.dispatch();
@@ -634,6 +685,7 @@ pub async fn run_once(shared: &Shared, spec: TargetSpec, trigger: Trigger) -> At
         attempt: 1,
         slot: None,
         due: now,
+        resume: None,
     };
     attempt::run(shared, job, None).await
 }
