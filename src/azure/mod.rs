@@ -4,6 +4,7 @@
 pub mod arm;
 pub mod credential;
 pub mod throttle;
+pub mod transport;
 
 use std::sync::Arc;
 
