@@ -475,6 +475,7 @@ impl Provider for NoOp {
             size_bytes: Some(0),
             sha256: None,
             sku: None,
+            etag: None,
         })
     }
 }

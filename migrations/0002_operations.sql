@@ -7,3 +7,6 @@ CREATE INDEX backups_by_artifact ON backups (target, artifact);
 -- exactly as the original attempt would have.
 ALTER TABLE operations ADD COLUMN slot_at INTEGER;
 ALTER TABLE operations ADD COLUMN polls INTEGER NOT NULL DEFAULT 0;
+
+-- The protected resource's etag when its backup completed (API Management).
+ALTER TABLE backups ADD COLUMN etag TEXT;

@@ -146,7 +146,7 @@ pub fn build_targets_in(
                         spec.clone(),
                         blob.clone(),
                         arm.clone(),
-                        config.azure.resource_manager_endpoint.clone(),
+                        &config.azure.resource_manager_endpoint,
                     )),
                     Err(message) => {
                         problems.push(Problem::at("azure", message.clone()));

@@ -213,6 +213,15 @@ impl ArmClient {
         })
     }
 
+    /// How long to wait before the next poll (or retry) when ARM said `retry_after`: its value clamped to sane
+    /// bounds, or ARM's documented default of 60 s when it said nothing.
+    #[must_use]
+    pub fn wait_for(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .unwrap_or(self.options.default_retry_after)
+            .clamp(self.options.min_retry_after, self.options.max_retry_after)
+    }
+
     /// Sends one logical request, retrying transient failures. `operation` is the metric label (`backup`,
     /// `poll`, `get_service`, ...), `subscription` selects the token bucket; the URL is used verbatim.
     ///
@@ -238,10 +247,7 @@ impl ArmClient {
             match result {
                 Ok(response) => return Ok(response),
                 Err(err) if err.retryable && attempt < self.options.max_attempts => {
-                    let wait = err
-                        .retry_after
-                        .unwrap_or(self.options.default_retry_after)
-                        .clamp(self.options.min_retry_after, self.options.max_retry_after);
+                    let wait = self.wait_for(err.retry_after);
                     warn!(
                         operation, attempt, code = %err.code,
                         request_id = err.request_id.as_deref().unwrap_or("-"),

@@ -16,8 +16,8 @@ use sqlx::{Row, SqlitePool};
 
 use model::backup_columns;
 pub use model::{
-    BackupRecord, Finish, NewBackup, OperationAccepted, PendingOperation, Restorability, Status, TargetSummary,
-    Trigger,
+    BackupRecord, Finish, NewBackup, OperationAccepted, PendingOperation, Restorability, Status,
+    TargetSummary, Trigger,
 };
 
 /// File name of the catalog inside the state directory.
@@ -199,7 +199,7 @@ impl Catalog {
         sqlx::query(
             "UPDATE backups SET status = ?, accepted_at = COALESCE(?, accepted_at), completed_at = ?,
                     expires_at = ?, artifact = COALESCE(?, artifact), size_bytes = ?, sha256 = ?, sku = ?,
-                    error_code = ?, error_message = ?
+                    etag = ?, error_code = ?, error_message = ?
              WHERE id = ?",
         )
         .bind(finish.status.as_str())
@@ -210,6 +210,7 @@ impl Catalog {
         .bind(finish.size_bytes)
         .bind(finish.sha256.as_deref())
         .bind(finish.sku.as_deref())
+        .bind(finish.etag.as_deref())
         .bind(finish.error_code.as_deref())
         .bind(finish.error_message.as_deref())
         .bind(id)
@@ -264,7 +265,10 @@ impl Catalog {
     ///
     /// # Errors
     /// The catalog could not be written; the caller must not poll an operation it could not record.
-    pub async fn operation_accepted(&self, accepted: &OperationAccepted<'_>) -> Result<(), CatalogError> {
+    pub async fn operation_accepted(
+        &self,
+        accepted: &OperationAccepted<'_>,
+    ) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE backups SET accepted_at = ? WHERE id = ?")
             .bind(to_ms(accepted.accepted_at))
@@ -353,8 +357,8 @@ impl Catalog {
             "SELECT id, target FROM backups WHERE status = 'running'
              AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.backup_id = backups.id)",
         )
-            .fetch_all(&mut *tx)
-            .await?;
+        .fetch_all(&mut *tx)
+        .await?;
         let mut targets = Vec::new();
         for row in rows {
             let id: i64 = row.get(0);

@@ -188,6 +188,8 @@ pub struct Finish {
     pub sha256: Option<String>,
     /// Tier of the protected service, where it matters.
     pub sku: Option<String>,
+    /// The protected resource's etag when the backup completed, where it has one.
+    pub etag: Option<String>,
     /// Machine-readable error code.
     pub error_code: Option<String>,
     /// Operator-readable error message.
@@ -207,6 +209,7 @@ impl Finish {
             size_bytes: None,
             sha256: None,
             sku: None,
+            etag: None,
             error_code: Some("Interrupted".to_owned()),
             error_message: Some(why.to_owned()),
         }
@@ -246,6 +249,8 @@ pub struct BackupRecord {
     pub sha256: Option<String>,
     /// Service tier.
     pub sku: Option<String>,
+    /// The protected resource's etag when the backup completed.
+    pub etag: Option<String>,
     /// Error code.
     pub error_code: Option<String>,
     /// Error message.
@@ -260,7 +265,7 @@ pub struct BackupRecord {
 macro_rules! backup_columns {
     () => {
         "id, target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at, expires_at, \
-         storage, artifact, size_bytes, sha256, sku, error_code, error_message, first_change_at, pruned_at"
+         storage, artifact, size_bytes, sha256, sku, error_code, error_message, first_change_at, pruned_at, etag"
     };
 }
 pub(super) use backup_columns;
@@ -288,6 +293,7 @@ impl BackupRecord {
             error_message: row.get(16),
             first_change_at: time(17),
             pruned_at: time(18),
+            etag: row.get(19),
         }
     }
 

@@ -161,6 +161,7 @@ mod tests {
             size_bytes: None,
             sha256: None,
             sku: None,
+            etag: None,
             error_code: None,
             error_message: None,
             first_change_at: None,

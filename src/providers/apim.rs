@@ -1,8 +1,31 @@
 //! `apim` targets: API Management backups through Azure Resource Manager (DESIGN §8).
+//!
+//! `POST .../service/{name}/backup` answers 202 with a `Location` to poll. The moment of that answer is the
+//! recovery point; the operation is recorded in the catalog before the first poll, then polled exactly at the
+//! URL ARM gave (the newest one wins, a double slash included) every `Retry-After`, until a 200 carries the
+//! service resource or an error ends it. After a restart the recorded operation is polled again; it is never
+//! POSTed twice.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
 
 use super::{BackupOutcome, BackupRequest, Provider, ProviderError};
-use crate::azure::ArmClient;
-use crate::config::{ApimSpec, AzureBlobConfig};
+use crate::azure::{ArmClient, ArmError, ArmResponse};
+use crate::catalog::OperationAccepted;
+use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess};
+
+/// Tiers that have no backup (DESIGN §8).
+fn tier_without_backup(sku: &str) -> bool {
+    sku.eq_ignore_ascii_case("Consumption") || sku.to_ascii_uppercase().ends_with("V2")
+}
+
+/// How often an unreadable final answer is read again before the backup is taken as done without its details.
+const FINAL_READS: u32 = 3;
 
 /// Backs up one API Management service into a blob container.
 #[derive(Debug)]
@@ -10,19 +33,276 @@ pub struct ApimProvider {
     spec: ApimSpec,
     storage: AzureBlobConfig,
     arm: ArmClient,
-    endpoint: String,
+    service_url: String,
+}
+
+/// The parts of the service resource rpod records.
+#[derive(Debug, Default, Deserialize)]
+struct ServiceResource {
+    etag: Option<String>,
+    sku: Option<Sku>,
+    properties: Option<ServiceProperties>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Sku {
+    name: Option<String>,
+    capacity: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceProperties {
+    provisioning_state: Option<String>,
+}
+
+impl ServiceResource {
+    fn sku_name(&self) -> Option<&str> {
+        self.sku.as_ref().and_then(|s| s.name.as_deref())
+    }
+}
+
+/// An ARM error as a provider error: Azure's code, its message with the request id, retryable or not.
+fn provider_error(err: &ArmError, recovery_point: Option<DateTime<Utc>>) -> ProviderError {
+    let message = match &err.request_id {
+        Some(id) => format!("{} (request id {id})", err.message),
+        None => err.message.clone(),
+    };
+    let mut error = if err.retryable {
+        ProviderError::transient(&err.code, message)
+    } else {
+        ProviderError::permanent(&err.code, message)
+    };
+    error.recovery_point = recovery_point;
+    error.retry_after = err.retry_after;
+    error
 }
 
 impl ApimProvider {
-    /// A provider for `spec`, writing into `storage`, through `arm` at `endpoint`.
+    /// A provider for `spec`, writing into `storage`, through `arm` at `endpoint` (Resource Manager's base URL).
     #[must_use]
-    pub fn new(spec: ApimSpec, storage: AzureBlobConfig, arm: ArmClient, endpoint: String) -> Self {
+    pub fn new(spec: ApimSpec, storage: AzureBlobConfig, arm: ArmClient, endpoint: &str) -> Self {
+        let service_url = format!("{endpoint}{}", spec.resource_path());
         Self {
             spec,
             storage,
             arm,
-            endpoint,
+            service_url,
         }
+    }
+
+    fn action_url(&self, action: &str) -> String {
+        format!(
+            "{}/{action}?api-version={}",
+            self.service_url, self.spec.api_version
+        )
+    }
+
+    /// The backup request body for the configured api-version, and the same without secrets (kept in the
+    /// catalog).
+    fn body(&self, backup_name: &str) -> Result<(Value, Value), ProviderError> {
+        let mut body = json!({
+            "storageAccount": self.storage.account,
+            "containerName": self.storage.container,
+            "backupName": backup_name,
+        });
+        let key =
+            match &self.storage.access {
+                BlobAccess::AccessKey(source) => Some(source.load().map_err(|message| {
+                    ProviderError::permanent("StorageKeyUnavailable", message)
+                })?),
+                _ => None,
+            };
+        if !self.spec.legacy_body() {
+            let (access_type, client_id) = match &self.storage.access {
+                BlobAccess::AccessKey(_) => ("AccessKey", None),
+                BlobAccess::ManagedIdentity => ("SystemAssignedManagedIdentity", None),
+                BlobAccess::UserManagedIdentity { client_id } => {
+                    ("UserAssignedManagedIdentity", Some(client_id))
+                }
+            };
+            body["accessType"] = json!(access_type);
+            if let Some(client_id) = client_id {
+                body["clientId"] = json!(client_id);
+            }
+        }
+        let recorded = body.clone();
+        if let Some(key) = key {
+            body["accessKey"] = json!(key.expose());
+        }
+        Ok((body, recorded))
+    }
+
+    /// Reads the service resource.
+    async fn service(&self) -> Result<ServiceResource, ArmError> {
+        let url = format!("{}?api-version={}", self.service_url, self.spec.api_version);
+        let response = self
+            .arm
+            .send(
+                "get_service",
+                &self.spec.subscription_id,
+                Method::GET,
+                &url,
+                None,
+            )
+            .await?;
+        Ok(serde_json::from_slice(&response.body).unwrap_or_default())
+    }
+
+    /// Waits until `at`, or returns why not.
+    async fn wait_until(
+        &self,
+        request: &BackupRequest,
+        at: DateTime<Utc>,
+        accepted_at: DateTime<Utc>,
+    ) -> Result<(), ProviderError> {
+        let wait = (at - request.clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            () = request.stopping.cancelled() => Err(ProviderError::detached(
+                "rpod stopped while the operation was being polled",
+            )),
+            () = request.cancel.cancelled() => {
+                let mut error = ProviderError::cancelled("stopped while the operation was being polled");
+                error.recovery_point = Some(accepted_at);
+                Err(error)
+            }
+        }
+    }
+
+    /// Polls an accepted operation to its end.
+    async fn poll(
+        &self,
+        request: &BackupRequest,
+        mut url: String,
+        mut next_poll: DateTime<Utc>,
+        accepted_at: DateTime<Utc>,
+    ) -> Result<BackupOutcome, ProviderError> {
+        let subscription = &self.spec.subscription_id;
+        let mut unreadable = 0;
+        loop {
+            self.wait_until(request, next_poll, accepted_at).await?;
+            let response = tokio::select! {
+                response = self.arm.send("poll", subscription, Method::GET, &url, None) => response,
+                () = request.stopping.cancelled() => return Err(ProviderError::detached(
+                    "rpod stopped while the operation was being polled",
+                )),
+                () = request.cancel.cancelled() => {
+                    let mut error = ProviderError::cancelled("stopped while the operation was being polled");
+                    error.recovery_point = Some(accepted_at);
+                    return Err(error);
+                }
+            };
+            match response {
+                Ok(ArmResponse {
+                    status: 202,
+                    location,
+                    retry_after,
+                    ..
+                }) => {
+                    if let Some(location) = location {
+                        url = location;
+                    }
+                    next_poll =
+                        request.clock.now() + crate::policy::delta(self.arm.wait_for(retry_after));
+                    debug!(target = %request.target, backup_id = request.backup_id, "Operation still running.");
+                    if let Err(err) = request
+                        .catalog
+                        .operation_polled(request.backup_id, &url, next_poll)
+                        .await
+                    {
+                        warn!(target = %request.target, error = %err, "Could not record the poll in the catalog.");
+                    }
+                }
+                Ok(response) => match serde_json::from_slice::<ServiceResource>(&response.body) {
+                    Ok(resource) => return Ok(self.outcome(request, accepted_at, &resource)),
+                    Err(_) if unreadable + 1 < FINAL_READS => {
+                        unreadable += 1;
+                        warn!(
+                            target = %request.target, status = response.status,
+                            request_id = response.request_id.as_deref().unwrap_or("-"),
+                            "The operation ended but its answer could not be read; reading it again."
+                        );
+                        next_poll =
+                            request.clock.now() + crate::policy::delta(self.arm.wait_for(None));
+                    }
+                    Err(err) => {
+                        warn!(
+                            target = %request.target, status = response.status,
+                            request_id = response.request_id.as_deref().unwrap_or("-"),
+                            "The operation ended successfully but its final answer is unreadable ({err}); \
+                             recording the backup without the service's tier and etag."
+                        );
+                        return Ok(self.outcome(request, accepted_at, &ServiceResource::default()));
+                    }
+                },
+                // A status that could not be read says nothing about the operation itself: keep polling until
+                // the deadline. An error answer (4xx) is the operation's own failure.
+                Err(err) if err.retryable => {
+                    warn!(
+                        target = %request.target, code = %err.code,
+                        request_id = err.request_id.as_deref().unwrap_or("-"),
+                        "Polling the operation failed; polling again. {}", err.message
+                    );
+                    next_poll = request.clock.now()
+                        + crate::policy::delta(self.arm.wait_for(err.retry_after));
+                }
+                Err(err) => {
+                    let mut error = provider_error(&err, Some(accepted_at));
+                    error.retryable = false;
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn outcome(
+        &self,
+        request: &BackupRequest,
+        accepted_at: DateTime<Utc>,
+        resource: &ServiceResource,
+    ) -> BackupOutcome {
+        let state = resource
+            .properties
+            .as_ref()
+            .and_then(|p| p.provisioning_state.as_deref())
+            .unwrap_or("-");
+        info!(
+            target = %request.target, backup_id = request.backup_id, service = %self.spec.service,
+            sku = resource.sku_name().unwrap_or("-"),
+            capacity = resource.sku.as_ref().and_then(|s| s.capacity).unwrap_or(0),
+            provisioning_state = state, "API Management backup completed."
+        );
+        BackupOutcome {
+            recovery_point: accepted_at,
+            artifact: request.artifact.clone(),
+            size_bytes: None,
+            sha256: None,
+            sku: resource.sku_name().map(str::to_owned),
+            etag: resource.etag.clone(),
+        }
+    }
+
+    /// Looks the finished backup up in the storage for its size; a storage rpod cannot read does not undo a
+    /// backup Azure reports done.
+    async fn with_size(
+        &self,
+        request: &BackupRequest,
+        mut outcome: BackupOutcome,
+    ) -> BackupOutcome {
+        match request.storage.stat(&outcome.artifact).await {
+            Ok(Some(info)) => outcome.size_bytes = Some(info.size),
+            Ok(None) => warn!(
+                target = %request.target, artifact = %outcome.artifact,
+                "API Management reports the backup done, but its blob is not in the container (yet)."
+            ),
+            Err(err) => {
+                warn!(target = %request.target, error = %err, "Could not read the backup blob's size.")
+            }
+        }
+        outcome
     }
 }
 
@@ -32,14 +312,110 @@ impl Provider for ApimProvider {
         "apim"
     }
 
+    async fn check(&self) -> Result<Option<String>, String> {
+        let service = self.service().await.map_err(|err| {
+            format!(
+                "cannot read API Management service {}: {err}",
+                self.spec.service
+            )
+        })?;
+        let sku = service.sku_name().unwrap_or("unknown");
+        if tier_without_backup(sku) {
+            return Err(format!(
+                "API Management service {} is on the {sku} tier, which has no backup and restore (Consumption \
+                 and the v2 tiers); remove the target or move the service to Developer, Basic, Standard or \
+                 Premium",
+                self.spec.service
+            ));
+        }
+        Ok(Some(format!("service {} ({sku})", self.spec.service)))
+    }
+
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError> {
-        let _ = (
-            &self.spec,
-            &self.storage,
-            &self.arm,
-            &self.endpoint,
-            request,
+        if let Some(pending) = &request.resume {
+            let outcome = self
+                .poll(
+                    &request,
+                    pending.url.clone(),
+                    pending.next_poll_at,
+                    pending.accepted_at,
+                )
+                .await?;
+            return Ok(self.with_size(&request, outcome).await);
+        }
+        let (body, recorded) = self.body(&request.artifact)?;
+        let url = self.action_url("backup");
+        let response = tokio::select! {
+            response = self.arm.send("backup", &self.spec.subscription_id, Method::POST, &url, Some(&body)) => response,
+            () = request.cancel.cancelled() => return Err(ProviderError::cancelled("stopped before Azure accepted the backup")),
+        };
+        let response = response.map_err(|err| provider_error(&err, None))?;
+        let accepted_at = request.clock.now();
+        if response.status != 202 {
+            // Completed synchronously: the answer is the service resource.
+            let resource = serde_json::from_slice(&response.body).unwrap_or_default();
+            if let Some(slot) = request.slot
+                && let Err(err) = request.catalog.set_last_slot(&request.target, slot).await
+            {
+                warn!(target = %request.target, error = %err, "Could not record the schedule slot as used.");
+            }
+            let outcome = self.outcome(&request, accepted_at, &resource);
+            return Ok(self.with_size(&request, outcome).await);
+        }
+        let Some(location) = response.location else {
+            let mut error = ProviderError::permanent(
+                "InvalidResponse",
+                format!(
+                    "Azure accepted the backup (202) without a Location to follow (request id {})",
+                    response.request_id.as_deref().unwrap_or("-")
+                ),
+            );
+            error.recovery_point = Some(accepted_at);
+            return Err(error);
+        };
+        let next_poll = accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
+        let recorded = recorded.to_string();
+        let accepted = OperationAccepted {
+            backup_id: request.backup_id,
+            target: &request.target,
+            accepted_at,
+            url: &location,
+            request: Some(&recorded),
+            next_poll_at: next_poll,
+            deadline_at: request.deadline_at,
+            slot: request.slot,
+        };
+        if let Err(err) = request.catalog.operation_accepted(&accepted).await {
+            // Polling an operation the catalog does not know would make a restart lose it.
+            let mut error = ProviderError::transient(
+                "CatalogUnavailable",
+                format!("Azure accepted the backup but rpod could not record it: {err}"),
+            );
+            error.recovery_point = Some(accepted_at);
+            return Err(error);
+        }
+        info!(
+            target = %request.target, backup_id = request.backup_id, backup_name = %request.artifact,
+            request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the backup."
         );
-        Err(ProviderError::permanent("NotImplemented", "apim"))
+        let outcome = self
+            .poll(&request, location, next_poll, accepted_at)
+            .await?;
+        Ok(self.with_size(&request, outcome).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumption_and_v2_tiers_have_no_backup() {
+        for sku in ["Consumption", "StandardV2", "BasicV2", "PremiumV2"] {
+            assert!(tier_without_backup(sku), "{sku}");
+        }
+        for sku in ["Developer", "Basic", "Standard", "Premium", "Isolated"] {
+            assert!(!tier_without_backup(sku), "{sku}");
+        }
     }
 }

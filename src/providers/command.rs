@@ -294,6 +294,7 @@ impl Provider for CommandProvider {
             size_bytes: Some(bytes),
             sha256: Some(format!("{:x}", hasher.finalize())),
             sku: None,
+            etag: None,
         })
     }
 }

@@ -58,6 +58,8 @@ pub struct BackupOutcome {
     pub sha256: Option<String>,
     /// Tier of the protected service, where it matters.
     pub sku: Option<String>,
+    /// The protected resource's etag at completion, where it has one.
+    pub etag: Option<String>,
 }
 
 /// How an attempt failed; retry decisions follow [`ProviderError::retryable`].
@@ -125,6 +127,15 @@ impl ProviderError {
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The `kind` label.
     fn kind(&self) -> &'static str;
+
+    /// Checks, online, that the target can be backed up at all (`check-config --online`); returns a short
+    /// description of what was found.
+    ///
+    /// # Errors
+    /// Why it cannot be backed up.
+    async fn check(&self) -> Result<Option<String>, String> {
+        Ok(None)
+    }
 
     /// Runs one backup to its end.
     ///

@@ -96,7 +96,9 @@ pub(super) async fn run(
     let now = shared.clock.now();
     let policy = &job.spec.config.policy;
     let (id, started, artifact, deadline_at) = if let Some(pending) = &job.resume {
-        shared.metrics.attempt_started(&name, pending.requested_at, 0.0);
+        shared
+            .metrics
+            .attempt_started(&name, pending.requested_at, 0.0);
         (
             pending.backup_id,
             pending.requested_at,
@@ -121,7 +123,8 @@ pub(super) async fn run(
                 first_change_at: None,
             })
             .await;
-        let rendered = inserted.map(|id| (id, job.spec.config.artifact_name.render(&name, id, now)));
+        let rendered =
+            inserted.map(|id| (id, job.spec.config.artifact_name.render(&name, id, now)));
         let claimed = match rendered {
             Ok((id, artifact)) => shared
                 .catalog
@@ -131,7 +134,12 @@ pub(super) async fn run(
             Err(err) => Err(err),
         };
         match claimed {
-            Ok((id, artifact)) => (id, now, artifact, now + policy::delta(policy.operation_timeout)),
+            Ok((id, artifact)) => (
+                id,
+                now,
+                artifact,
+                now + policy::delta(policy.operation_timeout),
+            ),
             Err(err) => {
                 error!(target = %name, error = %err, "Cannot record the backup in the catalog; not starting it.");
                 report.outcome = AttemptOutcome::Failed {
@@ -202,6 +210,7 @@ pub(super) async fn run(
             size_bytes: outcome.size_bytes.and_then(|s| i64::try_from(s).ok()),
             sha256: outcome.sha256.clone(),
             sku: outcome.sku.clone(),
+            etag: outcome.etag.clone(),
             error_code: None,
             error_message: None,
         },
@@ -233,6 +242,7 @@ pub(super) async fn run(
                 size_bytes: None,
                 sha256: None,
                 sku: None,
+                etag: None,
                 error_code: Some(code),
                 error_message: Some(message),
             }

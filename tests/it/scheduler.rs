@@ -49,6 +49,7 @@ impl Provider for Fake {
             size_bytes: Some(0),
             sha256: None,
             sku: None,
+            etag: None,
         };
         match self.behaviour {
             Behaviour::Succeed => Ok(ok(now)),

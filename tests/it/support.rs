@@ -76,6 +76,7 @@ pub async fn spawn_app_with(config: &str, files: &[(&str, &[u8])]) -> TestApp {
         shutdown: shutdown.clone(),
         reloads,
         clock: Clock::system(),
+        environment: app::Environment::default(),
     }));
     TestApp {
         dir,
@@ -352,6 +353,7 @@ pub async fn insert_succeeded(
         size_bytes: Some(1),
         sha256: None,
         sku: None,
+        etag: None,
         error_code: None,
         error_message: None,
     };
