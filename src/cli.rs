@@ -19,6 +19,7 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
 use crate::http::{self, TriggerResponse};
 use crate::maintenance;
 use crate::metrics::Metrics;
+use crate::providers::CheckProblem;
 use crate::scheduler::{self, AttemptOutcome, Clock, Shared, TargetSpec};
 
 /// rpod keeps a recovery point objective true for every system it protects.
@@ -229,6 +230,32 @@ async fn check_config(
                 failed = true;
             }
         }
+    }
+    let mut refused = false;
+    for spec in targets {
+        match spec.provider.check().await {
+            Ok(Some(found)) => println!(
+                "target {} ({}): {found}",
+                spec.config.name,
+                spec.provider.kind()
+            ),
+            Ok(None) => {}
+            Err(problem) => {
+                println!(
+                    "target {} ({}): FAILED: {problem}",
+                    spec.config.name,
+                    spec.provider.kind()
+                );
+                match problem {
+                    CheckProblem::Refused(_) => refused = true,
+                    CheckProblem::Unreachable(_) => failed = true,
+                }
+            }
+        }
+    }
+    if refused {
+        // A target that can never be backed up is a configuration problem, like a bad key.
+        return Ok(ExitCode::from(EXIT_CONFIG));
     }
     Ok(if failed {
         ExitCode::FAILURE

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use super::{BackupOutcome, BackupRequest, Provider, ProviderError};
+use super::{BackupOutcome, BackupRequest, CheckProblem, Provider, ProviderError};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::catalog::OperationAccepted;
 use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess};
@@ -312,21 +312,21 @@ impl Provider for ApimProvider {
         "apim"
     }
 
-    async fn check(&self) -> Result<Option<String>, String> {
+    async fn check(&self) -> Result<Option<String>, CheckProblem> {
         let service = self.service().await.map_err(|err| {
-            format!(
+            CheckProblem::Unreachable(format!(
                 "cannot read API Management service {}: {err}",
                 self.spec.service
-            )
+            ))
         })?;
         let sku = service.sku_name().unwrap_or("unknown");
         if tier_without_backup(sku) {
-            return Err(format!(
+            return Err(CheckProblem::Refused(format!(
                 "API Management service {} is on the {sku} tier, which has no backup and restore (Consumption \
                  and the v2 tiers); remove the target or move the service to Developer, Basic, Standard or \
                  Premium",
                 self.spec.service
-            ));
+            )));
         }
         Ok(Some(format!("service {} ({sku})", self.spec.service)))
     }

@@ -122,6 +122,17 @@ impl ProviderError {
     }
 }
 
+/// What `check-config --online` found wrong with a target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckProblem {
+    /// The target can never be backed up as configured (a configuration problem).
+    #[error("{0}")]
+    Refused(String),
+    /// The check itself failed (network, permissions).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
 /// Backs up one kind of target.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
@@ -132,8 +143,8 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// description of what was found.
     ///
     /// # Errors
-    /// Why it cannot be backed up.
-    async fn check(&self) -> Result<Option<String>, String> {
+    /// Why it cannot be backed up, or why that could not be found out.
+    async fn check(&self) -> Result<Option<String>, CheckProblem> {
         Ok(None)
     }
 
