@@ -18,6 +18,7 @@ use crate::http::{self, ApiState, TargetsView};
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::providers::{ApimProvider, CommandProvider, Provider};
+use crate::reconcile;
 use crate::scheduler::{self, Clock, Shared, TargetSpec};
 use crate::storage;
 
@@ -269,11 +270,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             .await
     });
     let mut evaluation = tokio::spawn(evaluation_loop(
-        catalog.clone(),
-        metrics.clone(),
-        view.clone(),
-        clock.clone(),
-        daemon.evaluation_interval,
+        Evaluation {
+            catalog: catalog.clone(),
+            metrics: metrics.clone(),
+            view: view.clone(),
+            clock: clock.clone(),
+            scheduler: scheduler.clone(),
+            interval: daemon.evaluation_interval,
+            reconcile_interval: daemon.reconcile_interval,
+        },
         shutdown.clone(),
     ));
     if let Some(address) = address {
@@ -357,22 +362,50 @@ async fn drain(shared: &Shared, deadline: Duration) {
     }
 }
 
-async fn evaluation_loop(
+/// What the evaluation loop works with.
+struct Evaluation {
     catalog: Catalog,
     metrics: Metrics,
     view: TargetsView,
     clock: Clock,
+    scheduler: scheduler::SchedulerHandle,
     interval: Duration,
-    shutdown: CancellationToken,
-) {
+    reconcile_interval: Duration,
+}
+
+async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
+    let Evaluation {
+        catalog,
+        metrics,
+        view,
+        clock,
+        scheduler,
+        interval,
+        reconcile_interval,
+    } = evaluation;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconciled: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
         let targets = view.read().map(|v| v.clone()).unwrap_or_default();
+        if reconciled.is_none_or(|at| at.elapsed() >= reconcile_interval) {
+            reconciled = Some(tokio::time::Instant::now());
+            match reconcile::reconcile(&catalog, &targets, clock.now()).await {
+                Ok(report) => {
+                    let changed = report.changed_targets();
+                    if !changed.is_empty() {
+                        scheduler.refresh(changed).await;
+                    }
+                }
+                Err(err) => {
+                    error!(error = %err, "Reconciliation failed; retrying at the next interval.")
+                }
+            }
+        }
         let now = clock.now();
         if let Err(err) = maintenance::evaluate(&catalog, &metrics, &targets, now).await {
             error!(error = %err, "Evaluation pass failed; retrying at the next interval.");

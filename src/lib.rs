@@ -3,14 +3,16 @@
 //! what has expired, and exports Prometheus metrics.
 //!
 //! # Layout
-//! - [`azure`]: the Azure Resource Manager client (retries, `Retry-After`, client-side throttling).
+//! - [`azure`]: credentials, the Azure Resource Manager client (retries, `Retry-After`, client-side
+//!   throttling) and a loopback-only transport for tests.
 //! - [`config`]: TOML model, pure validation with key paths, durations, cron schedules, secrets, name templates.
 //! - [`catalog`]: the `SQLite` catalog: backups, per-target state, operations, audit.
 //! - [`policy`]: pure RPO, watchdog, backoff and pruning decisions (no I/O, `now` passed in).
 //! - [`scheduler`]: timer queue for cron slots, watchdog and retries; coalescing; concurrency; deadlines.
 //! - [`maintenance`]: the periodic evaluation pass: compliance, expiry warnings, storage probes, pruning.
-//! - [`providers`]: how each kind of target is backed up (`command`).
-//! - [`storage`]: where artifacts land (`directory`).
+//! - [`reconcile`]: storage listings against the catalog: vanished artifacts, unknown ones imported.
+//! - [`providers`]: how each kind of target is backed up (`command`, `apim` with long-running operations).
+//! - [`storage`]: where artifacts land (`directory`, `azure_blob`).
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`http`]: `/metrics`, health, and the JSON API.
 //! - [`app`]: builds everything from a configuration and runs until cancelled.
@@ -26,5 +28,6 @@ pub mod maintenance;
 pub mod metrics;
 pub mod policy;
 pub mod providers;
+pub mod reconcile;
 pub mod scheduler;
 pub mod storage;

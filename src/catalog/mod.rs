@@ -16,8 +16,8 @@ use sqlx::{Row, SqlitePool};
 
 use model::backup_columns;
 pub use model::{
-    BackupRecord, Finish, NewBackup, OperationAccepted, PendingOperation, Restorability, Status,
-    TargetSummary, Trigger,
+    BackupRecord, Discovered, Finish, NewBackup, OperationAccepted, PendingOperation,
+    Restorability, Status, TargetSummary, Trigger,
 };
 
 /// File name of the catalog inside the state directory.
@@ -311,6 +311,107 @@ impl Catalog {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Every artifact name the catalog knows for a target, with the backup's id and status.
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn artifacts(
+        &self,
+        target: &str,
+    ) -> Result<Vec<(i64, String, Status)>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT id, artifact, status FROM backups WHERE target = ? AND artifact IS NOT NULL",
+        )
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), Status::parse(row.get::<&str, _>(2))))
+            .collect())
+    }
+
+    /// Marks a restorable backup whose artifact vanished from storage as `missing`, with an audit row.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn mark_missing(
+        &self,
+        target: &str,
+        id: i64,
+        now: DateTime<Utc>,
+        detail: &str,
+    ) -> Result<bool, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE backups SET status = 'missing' WHERE id = ? AND status IN ('succeeded', 'discovered')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            audit(
+                &mut tx,
+                now,
+                "reconcile",
+                "missing",
+                target,
+                Some(id),
+                detail,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Imports an artifact found in storage that no record names, as a `discovered` backup whose recovery point
+    /// is the artifact's creation time. Does nothing (returns `None`) when a record names it by now.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn import_discovered(
+        &self,
+        found: &Discovered<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at,
+                                  expires_at, storage, artifact, size_bytes)
+             SELECT ?1, ?2, 'discovered', 'discovered', 1, ?3, ?3, ?4, ?5, ?6, ?7, ?8
+             WHERE NOT EXISTS (SELECT 1 FROM backups WHERE target = ?1 AND artifact = ?7)",
+        )
+        .bind(found.target)
+        .bind(found.kind)
+        .bind(to_ms(found.created_at))
+        .bind(to_ms(now))
+        .bind(to_ms(found.expires_at))
+        .bind(found.storage)
+        .bind(found.artifact)
+        .bind(i64::try_from(found.size).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let id = inserted.last_insert_rowid();
+        let detail = format!("found in storage {} as {}", found.storage, found.artifact);
+        audit(
+            &mut tx,
+            now,
+            "reconcile",
+            "discovered",
+            found.target,
+            Some(id),
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(id))
     }
 
     /// Every operation that was accepted and has not finished, oldest first.

@@ -88,7 +88,7 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    pub(super) fn parse(s: &str) -> Self {
         match s {
             "running" => Status::Running,
             "succeeded" => Status::Succeeded,
@@ -140,6 +140,25 @@ pub struct OperationAccepted<'a> {
     pub deadline_at: DateTime<Utc>,
     /// The schedule slot it serves, marked used in the same transaction.
     pub slot: Option<DateTime<Utc>>,
+}
+
+/// An artifact found in storage that no record names (reconciliation).
+#[derive(Debug, Clone)]
+pub struct Discovered<'a> {
+    /// Target whose naming scheme it matches.
+    pub target: &'a str,
+    /// The target's kind.
+    pub kind: &'a str,
+    /// Storage name.
+    pub storage: &'a str,
+    /// Artifact name.
+    pub artifact: &'a str,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the storage created it: the recovery point.
+    pub created_at: DateTime<Utc>,
+    /// Creation time plus the target's expiry.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// An accepted operation that has not finished (found at start, to resume).

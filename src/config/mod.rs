@@ -185,6 +185,7 @@ struct RawDaemon {
     log_format: Option<LogFormat>,
     shutdown_timeout: Option<HumanDuration>,
     evaluation_interval: Option<HumanDuration>,
+    reconcile_interval: Option<HumanDuration>,
 }
 
 /// How log lines are written.
@@ -349,6 +350,8 @@ pub struct Daemon {
     pub shutdown_timeout: Duration,
     /// How often compliance, expiry and pruning are evaluated.
     pub evaluation_interval: Duration,
+    /// How often storages are compared with the catalog (DESIGN §2.10).
+    pub reconcile_interval: Duration,
 }
 
 /// One `[storage.NAME]`.
@@ -797,6 +800,18 @@ fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemo
             "must be longer than 0s",
         ));
     }
+    let reconcile_interval = raw
+        .reconcile_interval
+        .map_or(Duration::from_hours(1), |d| d.0);
+    if reconcile_interval < evaluation_interval && raw.reconcile_interval.is_some() {
+        problems.push(Problem::at(
+            "daemon.reconcile_interval",
+            format!(
+                "must not be shorter than evaluation_interval {} (reconciliation runs within an evaluation pass)",
+                HumanDuration(evaluation_interval)
+            ),
+        ));
+    }
     if problems.len() != before {
         return None;
     }
@@ -808,6 +823,7 @@ fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemo
         log_format: raw.log_format.unwrap_or_default(),
         shutdown_timeout,
         evaluation_interval,
+        reconcile_interval,
     })
 }
 

@@ -107,6 +107,38 @@ impl NameTemplate {
         out
     }
 
+    /// Whether `name` could have been rendered from this template for `target`: literals and the target name
+    /// match exactly, `{id}` matches digits, and `{utc:...}` matches any non-empty text (formats vary too much to
+    /// check, and a name made unique with `-ID` still matches).
+    #[must_use]
+    pub fn matches(&self, name: &str, target: &str) -> bool {
+        fn matches_from(parts: &[Part], name: &str, target: &str) -> bool {
+            let Some((first, rest)) = parts.split_first() else {
+                return name.is_empty();
+            };
+            match first {
+                Part::Literal(text) => name
+                    .strip_prefix(text.as_str())
+                    .is_some_and(|tail| matches_from(rest, tail, target)),
+                Part::Target => name
+                    .strip_prefix(target)
+                    .is_some_and(|tail| matches_from(rest, tail, target)),
+                Part::Id => {
+                    let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+                    (1..=digits).any(|n| matches_from(rest, &name[n..], target))
+                }
+                Part::Utc(_) => name
+                    .char_indices()
+                    .skip(1)
+                    .map(|(i, _)| i)
+                    .chain(std::iter::once(name.len()))
+                    .filter(|&i| i > 0)
+                    .any(|i| matches_from(rest, &name[i..], target)),
+            }
+        }
+        matches_from(&self.parts, name, target)
+    }
+
     /// The literal text before the first placeholder after rendering `{target}`: the prefix under which all of
     /// a target's artifacts are listed.
     #[must_use]
@@ -126,6 +158,21 @@ impl NameTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendered_names_match_their_template_and_others_do_not() {
+        let template =
+            NameTemplate::parse("{target}/{utc:%Y%m%dT%H%M%SZ}-{id}.apimbackup").unwrap();
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let name = template.render("svc", 42, at);
+        assert!(template.matches(&name, "svc"), "{name}");
+        assert!(!template.matches(&name, "other"));
+        assert!(!template.matches("svc/20231114T221320Z-x.apimbackup", "svc"));
+        assert!(!template.matches("svc/notes.txt", "svc"));
+        let plain = NameTemplate::parse("{target}/{utc:%Y%m%d}.apimbackup").unwrap();
+        assert!(plain.matches("svc/20231114-7.apimbackup", "svc"));
+        assert!(!plain.matches("svc/.apimbackup", "svc"));
+    }
 
     #[test]
     fn renders_all_placeholders() {

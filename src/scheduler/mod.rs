@@ -94,6 +94,7 @@ enum Message {
     Manual(String, oneshot::Sender<ManualOutcome>),
     Finished(AttemptReport),
     Reload(Vec<Arc<TargetSpec>>, oneshot::Sender<()>),
+    Refresh(Vec<String>),
 }
 
 /// A handle to the running scheduler.
@@ -120,6 +121,12 @@ impl SchedulerHandle {
             return ManualOutcome::UnknownTarget;
         }
         rx.await.unwrap_or(ManualOutcome::UnknownTarget)
+    }
+
+    /// Re-reads these targets' restorability from the catalog (reconciliation changed it), so the RPO watchdog
+    /// acts on what is really restorable.
+    pub async fn refresh(&self, targets: Vec<String>) {
+        let _ = self.tx.send(Message::Refresh(targets));
     }
 
     /// Replaces the set of targets (SIGHUP). Running attempts finish; removed targets stop being scheduled.
@@ -278,6 +285,7 @@ impl Scheduler {
                         self.reload(specs).await;
                         let _ = reply.send(());
                     }
+                    Some(Message::Refresh(targets)) => self.refresh(&targets).await,
                     None => break,
                 },
                 () = sleep_until(&self.shared.clock, next) => {}
@@ -398,6 +406,37 @@ impl Scheduler {
         let (trigger, attempt, slot) = (operation.trigger, operation.attempt, operation.slot);
         self.start_job(&name, trigger, attempt, slot, now, Some(operation));
         Ok(())
+    }
+
+    async fn refresh(&mut self, targets: &[String]) {
+        let now = self.shared.clock.now();
+        for target in targets {
+            let name: Arc<str> = Arc::from(target.as_str());
+            if !self.targets.contains_key(&name) {
+                continue;
+            }
+            let summary = {
+                let _hold = self.shared.clock.hold();
+                self.shared.catalog.summary(&name, now).await
+            };
+            match summary {
+                Ok(summary) => {
+                    if let Some(state) = self.targets.get_mut(&name) {
+                        state.newest_recovery_point = summary.newest_recovery_point;
+                        let compliant = policy::is_compliant(
+                            summary.newest_recovery_point,
+                            state.spec.config.policy.rpo,
+                            now,
+                        );
+                        self.shared.metrics.set_summary(&name, &summary, compliant);
+                    }
+                    self.arm_watchdog(&name, now);
+                }
+                Err(err) => {
+                    warn!(target = %name, error = %err, "Could not re-read the target's restorability.")
+                }
+            }
+        }
     }
 
     fn arm_watchdog(&mut self, name: &Arc<str>, now: DateTime<Utc>) {
