@@ -1,0 +1,218 @@
+//! The runnable emulator, for trying rpod by hand:
+//! `cargo run --example azure-emulator -- [--port N] [--retry-after S] [--duration 30s]
+//! [--service SUB/RG/NAME[:SKU]]... [--azurite]`.
+//!
+//! It prints the base URL, an rpod configuration snippet and the managed identity environment, then serves until
+//! Ctrl-C.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::{Azurite, Emulator, EmulatorConfig, ServiceSpec, StorageAccount};
+
+/// Container created in Azurite for backups.
+const CONTAINER: &str = "apim-backups";
+
+/// Command line of the runnable emulator.
+#[derive(Debug, Parser)]
+#[command(
+    name = "azure-emulator",
+    about = "A loopback emulator of Azure Resource Manager (API Management backup and restore) and token endpoints"
+)]
+pub struct Args {
+    /// Loopback port to listen on (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Retry-After seconds on 202 answers.
+    #[arg(long, default_value_t = 60)]
+    pub retry_after: u64,
+    /// How long a backup or restore runs, e.g. 30s or 9m.
+    #[arg(long, default_value = "9m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// A hosted API Management service, `SUBSCRIPTION/RESOURCE_GROUP/NAME[:SKU]` (SKU default Developer).
+    #[arg(long = "service", value_name = "SUB/RG/NAME[:SKU]", value_parser = parse_service)]
+    pub services: Vec<ServiceSpec>,
+    /// Start Azurite (from `node_modules`) and register its account, so backups write real blobs.
+    #[arg(long)]
+    pub azurite: bool,
+    /// Value the App Service managed identity endpoint expects in x-identity-header.
+    #[arg(long, default_value = "emulator-identity-header")]
+    pub identity_header: String,
+}
+
+/// Parses `SUB/RG/NAME[:SKU]`.
+fn parse_service(text: &str) -> Result<ServiceSpec, String> {
+    let (path, sku) = text.split_once(':').unwrap_or((text, "Developer"));
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        [sub, rg, name]
+            if !sub.is_empty() && !rg.is_empty() && !name.is_empty() && !sku.is_empty() =>
+        {
+            Ok(ServiceSpec::new(sub, rg, name).with_sku(sku, 1))
+        }
+        _ => Err(format!(
+            "expected SUBSCRIPTION/RESOURCE_GROUP/NAME[:SKU], got {text:?}"
+        )),
+    }
+}
+
+/// Parses the process's arguments, runs until Ctrl-C, and reports failures on stderr.
+#[must_use]
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("azure-emulator: cannot start the Tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("azure-emulator: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the emulator (and Azurite if asked), prints how to point rpod at it, and serves until Ctrl-C.
+///
+/// # Errors
+/// When the port cannot be bound, Azurite cannot start or its container cannot be created, or Ctrl-C cannot
+/// be listened for.
+pub async fn run(args: Args) -> std::io::Result<()> {
+    let config = EmulatorConfig {
+        port: args.port,
+        retry_after_secs: args.retry_after,
+        operation_duration: args.duration,
+        identity_header: args.identity_header,
+        ..EmulatorConfig::default()
+    };
+    let emulator = Emulator::start(config).await?;
+    for service in &args.services {
+        emulator.add_service(service.clone());
+    }
+    let azurite = if args.azurite {
+        let azurite = Azurite::start().await?;
+        azurite
+            .create_container(CONTAINER)
+            .await
+            .map_err(std::io::Error::other)?;
+        emulator.add_account(StorageAccount::azurite(&azurite));
+        Some(azurite)
+    } else {
+        None
+    };
+    println!(
+        "{}",
+        instructions(&emulator, &args.services, azurite.as_ref())
+    );
+    tokio::signal::ctrl_c().await?;
+    emulator.shutdown().await;
+    drop(azurite);
+    Ok(())
+}
+
+/// What the emulator prints on start.
+fn instructions(
+    emulator: &Emulator,
+    services: &[ServiceSpec],
+    azurite: Option<&Azurite>,
+) -> String {
+    let base = emulator.base_url();
+    let mut text = format!("Azure emulator listening on {base}\n\n# rpod configuration\n");
+    let _ = write!(
+        text,
+        "[azure]\ncredential = \"managed_identity\"\nresource_manager_endpoint = \"{base}\"\n\n"
+    );
+    let (account, endpoint) = match azurite {
+        Some(azurite) => (azurite.account().to_owned(), azurite.blob_endpoint()),
+        None => (
+            "emulatorstorage".to_owned(),
+            "http://127.0.0.1:10000/emulatorstorage".to_owned(),
+        ),
+    };
+    let _ = write!(
+        text,
+        "[storage.apim]\nkind = \"azure_blob\"\naccount = \"{account}\"\ncontainer = \"{CONTAINER}\"\n\
+         endpoint = \"{endpoint}\"\naccess = \"access_key\"\naccess_key_env = \"RPOD_STORAGE_KEY\"\n\
+         auth = \"access_key\"\n"
+    );
+    let example = ServiceSpec::new(
+        "00000000-0000-0000-0000-000000000000",
+        "rg-apim",
+        "apim-demo",
+    );
+    for service in if services.is_empty() {
+        std::slice::from_ref(&example)
+    } else {
+        services
+    } {
+        let _ = write!(
+            text,
+            "\n[[targets]]\nname = \"{}\"\nkind = \"apim\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\n\
+             service = \"{}\"\nstorage = \"apim\"\n",
+            service.name, service.subscription, service.resource_group, service.name
+        );
+    }
+    if services.is_empty() {
+        text.push_str(
+            "# (no --service given: the target above is an example the emulator does not host)\n",
+        );
+    }
+    let _ = write!(
+        text,
+        "\n# environment for rpod (managed identity, App Service style)\nIDENTITY_ENDPOINT={}\n\
+         IDENTITY_HEADER={}\n",
+        emulator.identity_endpoint(),
+        emulator.identity_header()
+    );
+    match azurite {
+        Some(azurite) => {
+            let _ = writeln!(text, "RPOD_STORAGE_KEY={}", azurite.key());
+        }
+        None => text.push_str(
+            "# (no --azurite: no storage account is registered, so backups are refused)\n",
+        ),
+    }
+    text.push_str("\nServing until Ctrl-C.");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_are_parsed_with_an_optional_sku() {
+        let service = parse_service("sub/rg/name").unwrap();
+        assert_eq!(
+            (service.subscription.as_str(), service.sku.as_str()),
+            ("sub", "Developer")
+        );
+        assert_eq!(parse_service("sub/rg/name:Premium").unwrap().sku, "Premium");
+        assert!(parse_service("sub/rg").is_err());
+        assert!(parse_service("sub/rg/name:").is_err());
+    }
+
+    #[test]
+    fn arguments_parse() {
+        let args = Args::try_parse_from([
+            "azure-emulator",
+            "--duration",
+            "30s",
+            "--service",
+            "s/rg/a",
+            "--service",
+            "s/rg/b:Standard",
+            "--azurite",
+        ])
+        .unwrap();
+        assert_eq!(args.duration, Duration::from_secs(30));
+        assert_eq!(args.services.len(), 2);
+        assert!(args.azurite);
+    }
+}

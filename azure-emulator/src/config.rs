@@ -1,0 +1,187 @@
+//! What a test tells the emulator: its settings ([`EmulatorConfig`]), the API Management services it hosts
+//! ([`ServiceSpec`]) and the storage accounts backups go to ([`StorageAccount`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::azurite::Azurite;
+
+/// Settings of one emulator instance. [`Default`] mimics Azure; tests shorten the durations.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Loopback port to listen on; 0 (the default) lets the system choose.
+    pub port: u16,
+    /// `Retry-After` seconds on 202 answers (default 60, as Azure sends; tests use 1).
+    pub retry_after_secs: u64,
+    /// How long a backup or restore runs before it completes (default 9 minutes, as a real Developer backup).
+    pub operation_duration: Duration,
+    /// Whether the 202 answering a backup or restore POST carries `//operationresults/` in its `Location`, as
+    /// Azure did in 2021 (default true). Later polls always get a single slash.
+    pub double_slash_first_location: bool,
+    /// ARM write throttling per subscription: `(burst, refill per second)`, e.g. `Some((200.0, 10.0))` as Azure
+    /// does today. `None` (the default) never throttles writes.
+    pub write_bucket: Option<(f64, f64)>,
+    /// ARM read throttling per subscription, like [`Self::write_bucket`] (Azure: 250 burst, 25 per second).
+    pub read_bucket: Option<(f64, f64)>,
+    /// Azure region of the services, used in their `location` and in operation ids (default `westeurope`).
+    pub region: String,
+    /// The `x-identity-header` value the App Service managed identity endpoint requires.
+    pub identity_header: String,
+    /// Every access token the emulator issues starts with this, so a test can look for leaks of it.
+    pub token_prefix: String,
+    /// Lifetime of issued tokens (`expires_in`; default 3599 s). ARM refuses a token after it.
+    pub token_lifetime: Duration,
+    /// Whether ARM calls need `Authorization: Bearer <a token this emulator issued>` (default true); without one
+    /// they are answered 401 `InvalidAuthenticationToken`.
+    pub require_token: bool,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            retry_after_secs: 60,
+            operation_duration: Duration::from_mins(9),
+            double_slash_first_location: true,
+            write_bucket: None,
+            read_bucket: None,
+            region: "westeurope".to_owned(),
+            identity_header: "emulator-identity-header".to_owned(),
+            token_prefix: "emulator-token-".to_owned(),
+            token_lifetime: Duration::from_secs(3599),
+            require_token: true,
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// Settings for fast tests: operations take 200 ms and `Retry-After` is 1 s.
+    #[must_use]
+    pub fn fast() -> Self {
+        Self {
+            retry_after_secs: 1,
+            operation_duration: Duration::from_millis(200),
+            ..Self::default()
+        }
+    }
+}
+
+/// One API Management service the emulator hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Subscription id.
+    pub subscription: String,
+    /// Resource group name.
+    pub resource_group: String,
+    /// Service name.
+    pub name: String,
+    /// SKU name: `Developer`, `Basic`, `Standard`, `Premium`, `Isolated`, `Consumption`, `BasicV2`, `StandardV2`.
+    pub sku: String,
+    /// SKU capacity (units).
+    pub capacity: u32,
+    /// Whether the service has a system-assigned managed identity.
+    pub system_identity: bool,
+    /// Client ids of the user-assigned managed identities attached to the service.
+    pub user_identity_client_ids: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// A Developer service with one unit and a system-assigned identity.
+    #[must_use]
+    pub fn new(subscription: &str, resource_group: &str, name: &str) -> Self {
+        Self {
+            subscription: subscription.to_owned(),
+            resource_group: resource_group.to_owned(),
+            name: name.to_owned(),
+            sku: "Developer".to_owned(),
+            capacity: 1,
+            system_identity: true,
+            user_identity_client_ids: Vec::new(),
+        }
+    }
+
+    /// The same service with another SKU.
+    #[must_use]
+    pub fn with_sku(mut self, sku: &str, capacity: u32) -> Self {
+        sku.clone_into(&mut self.sku);
+        self.capacity = capacity;
+        self
+    }
+
+    /// The same service with or without a system-assigned identity.
+    #[must_use]
+    pub fn with_system_identity(mut self, enabled: bool) -> Self {
+        self.system_identity = enabled;
+        self
+    }
+
+    /// The same service with one more user-assigned identity.
+    #[must_use]
+    pub fn with_user_identity(mut self, client_id: &str) -> Self {
+        self.user_identity_client_ids.push(client_id.to_owned());
+        self
+    }
+
+    /// The ARM resource id, `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ApiManagement/service/{name}`.
+    #[must_use]
+    pub fn resource_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ApiManagement/service/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+}
+
+/// A storage account that API Management may back up to; the emulator writes backup blobs there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StorageAccount {
+    /// Account name, as sent in `storageAccount`.
+    pub name: String,
+    /// Its blob endpoint, e.g. Azurite's `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub blob_endpoint: String,
+    /// Its access key (base64), which `accessKey` must match and which the emulator signs with.
+    pub key: String,
+    /// Whether managed identities are allowed to write to it (default true); when false, managed-identity
+    /// backups are refused as not authorized.
+    pub managed_identities_authorized: bool,
+}
+
+impl StorageAccount {
+    /// An account at `blob_endpoint` with `key`, open to managed identities.
+    #[must_use]
+    pub fn new(name: &str, blob_endpoint: &str, key: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            blob_endpoint: blob_endpoint.to_owned(),
+            key: key.to_owned(),
+            managed_identities_authorized: true,
+        }
+    }
+
+    /// Azurite's account, open to managed identities.
+    #[must_use]
+    pub fn azurite(azurite: &Azurite) -> Self {
+        Self::new(azurite.account(), &azurite.blob_endpoint(), azurite.key())
+    }
+
+    /// The same account with managed identities allowed or refused.
+    #[must_use]
+    pub fn with_managed_identities_authorized(mut self, authorized: bool) -> Self {
+        self.managed_identities_authorized = authorized;
+        self
+    }
+}
+
+impl fmt::Debug for StorageAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageAccount")
+            .field("name", &self.name)
+            .field("blob_endpoint", &self.blob_endpoint)
+            .field("key", &"***")
+            .field(
+                "managed_identities_authorized",
+                &self.managed_identities_authorized,
+            )
+            .finish()
+    }
+}

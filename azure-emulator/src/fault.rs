@@ -1,0 +1,217 @@
+//! Injected faults: what a test asks the emulator to do wrong, on which route, how many times.
+//!
+//! Faults wait in one queue in the order they were injected. A request takes the first fault whose route
+//! matches it; each use counts down `times` and an exhausted fault leaves the queue. `FailOperation` is the
+//! exception: it is not an answer to a request but an outcome for an operation, taken by the next poll that finds
+//! a matching operation still running.
+
+use std::collections::VecDeque;
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `POST .../service/{name}/backup`. For `FailOperation`: the next poll of a running backup.
+    Backup,
+    /// `POST .../service/{name}/restore`. For `FailOperation`: the next poll of a running restore.
+    Restore,
+    /// `GET .../operationresults/{id}` (either slash form).
+    Poll,
+    /// `GET .../service/{name}`.
+    GetService,
+    /// `GET .../service/{name}/tenant/configuration/syncState`.
+    SyncState,
+    /// Any token endpoint (Entra ID, App Service managed identity, IMDS).
+    Token,
+    /// Any ARM request (every route above except `Token`).
+    AnyArm,
+}
+
+impl Route {
+    /// Whether a fault on `self` applies to a request on `request`.
+    fn covers(self, request: Route) -> bool {
+        self == request || (self == Route::AnyArm && request != Route::Token)
+    }
+}
+
+/// What goes wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Answer with this status and an error body in the route's usual shape (ARM or Entra ID).
+    Status {
+        /// HTTP status, e.g. 429, 500, 503, 400.
+        code: u16,
+        /// `Retry-After` seconds to send, if any.
+        retry_after: Option<u64>,
+        /// Error code in the body, e.g. `SubscriptionRequestsThrottled`.
+        error_code: String,
+        /// Error message in the body.
+        message: String,
+    },
+    /// Close the connection without answering (with a TCP reset).
+    Reset,
+    /// Never answer; the connection stays open until the client gives up or the emulator shuts down.
+    Hang,
+    /// Answer 200 with a body that is not JSON.
+    BadJson,
+    /// End the operation that the next matching poll finds running, failed with 400 and this error; every
+    /// later poll repeats the failure.
+    FailOperation {
+        /// Error code, e.g. `BackupFailed`.
+        code: String,
+        /// Error message.
+        message: String,
+    },
+}
+
+impl FaultKind {
+    /// `Status` without `Retry-After`.
+    #[must_use]
+    pub fn status(code: u16, error_code: &str, message: &str) -> Self {
+        Self::Status {
+            code,
+            retry_after: None,
+            error_code: error_code.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// ARM throttling: 429 `SubscriptionRequestsThrottled` with `Retry-After: retry_after`.
+    #[must_use]
+    pub fn throttled(retry_after: u64) -> Self {
+        Self::Status {
+            code: 429,
+            retry_after: Some(retry_after),
+            error_code: "SubscriptionRequestsThrottled".to_owned(),
+            message: format!(
+                "Number of requests for subscription exceeded. Please try again after '{retry_after}' seconds \
+                 after additional tokens are available. Refer to https://aka.ms/arm-throttling for additional information."
+            ),
+        }
+    }
+
+    /// `FailOperation` with this code and message.
+    #[must_use]
+    pub fn fail_operation(code: &str, message: &str) -> Self {
+        Self::FailOperation {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// Where it applies.
+    pub route: Route,
+    /// What happens.
+    pub kind: FaultKind,
+    /// How many matching requests (or operations) it affects; at least one.
+    pub times: u32,
+}
+
+impl Fault {
+    /// A fault that applies once.
+    #[must_use]
+    pub fn new(route: Route, kind: FaultKind) -> Self {
+        Self {
+            route,
+            kind,
+            times: 1,
+        }
+    }
+
+    /// The same fault, applying `times` times.
+    #[must_use]
+    pub fn times(mut self, times: u32) -> Self {
+        self.times = times;
+        self
+    }
+}
+
+/// The queue of faults not yet used up.
+#[derive(Debug, Default)]
+pub(crate) struct FaultQueue {
+    faults: VecDeque<Fault>,
+}
+
+impl FaultQueue {
+    /// Adds a fault behind the others.
+    pub(crate) fn push(&mut self, fault: Fault) {
+        if fault.times > 0 {
+            self.faults.push_back(fault);
+        }
+    }
+
+    /// Takes one use of the first fault answering a request on `route` (anything but `FailOperation`).
+    pub(crate) fn take_answer(&mut self, route: Route) -> Option<FaultKind> {
+        self.take(|fault| {
+            fault.route.covers(route) && !matches!(fault.kind, FaultKind::FailOperation { .. })
+        })
+    }
+
+    /// Takes one use of the first `FailOperation` for a running operation of `kind` (`Backup` or `Restore`)
+    /// found by a poll; it returns the error code and message.
+    pub(crate) fn take_operation_failure(&mut self, kind: Route) -> Option<(String, String)> {
+        let found = self.take(|fault| {
+            matches!(fault.kind, FaultKind::FailOperation { .. })
+                && (fault.route == kind
+                    || fault.route == Route::Poll
+                    || fault.route == Route::AnyArm)
+        });
+        match found {
+            Some(FaultKind::FailOperation { code, message }) => Some((code, message)),
+            _ => None,
+        }
+    }
+
+    fn take(&mut self, wanted: impl Fn(&Fault) -> bool) -> Option<FaultKind> {
+        let index = self.faults.iter().position(wanted)?;
+        let fault = &mut self.faults[index];
+        fault.times -= 1;
+        let kind = fault.kind.clone();
+        if fault.times == 0 {
+            self.faults.remove(index);
+        }
+        Some(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_used_in_order_and_counted_down() {
+        let mut queue = FaultQueue::default();
+        queue.push(Fault::new(Route::Backup, FaultKind::Reset).times(2));
+        queue.push(Fault::new(Route::AnyArm, FaultKind::Hang));
+        queue.push(Fault::new(Route::Token, FaultKind::BadJson));
+        assert_eq!(queue.take_answer(Route::GetService), Some(FaultKind::Hang));
+        assert_eq!(queue.take_answer(Route::GetService), None);
+        assert_eq!(queue.take_answer(Route::Backup), Some(FaultKind::Reset));
+        assert_eq!(queue.take_answer(Route::Backup), Some(FaultKind::Reset));
+        assert_eq!(queue.take_answer(Route::Backup), None);
+        assert_eq!(queue.take_answer(Route::Token), Some(FaultKind::BadJson));
+    }
+
+    #[test]
+    fn operation_failures_wait_for_a_poll_of_the_right_kind() {
+        let mut queue = FaultQueue::default();
+        queue.push(Fault::new(
+            Route::Restore,
+            FaultKind::fail_operation("RestoreFailed", "no"),
+        ));
+        assert_eq!(
+            queue.take_answer(Route::Poll),
+            None,
+            "not an answer to a request"
+        );
+        assert_eq!(queue.take_operation_failure(Route::Backup), None);
+        assert_eq!(
+            queue.take_operation_failure(Route::Restore),
+            Some(("RestoreFailed".to_owned(), "no".to_owned()))
+        );
+        assert_eq!(queue.take_operation_failure(Route::Restore), None);
+    }
+}

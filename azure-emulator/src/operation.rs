@@ -1,0 +1,244 @@
+//! Backup and restore operations: what each one is doing, and the task that finishes it.
+//!
+//! An accepted operation runs for the configured duration (on Tokio's clock). Then its task does the real work
+//! against storage: a backup writes a blob named exactly `backupName` into `containerName` of the account; a
+//! restore checks that the backup exists there, is not older than 30 days, and was taken from a service of the
+//! same SKU. The outcome is kept, so every later poll gets the same answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::blob::BlobStore;
+use crate::config::StorageAccount;
+use crate::service::iso;
+use crate::state::{BackupKey, ServiceKey, Shared};
+
+/// How long API Management backups stay restorable.
+pub(crate) const BACKUP_LIFETIME: Duration = Duration::from_hours(30 * 24);
+
+/// Backup or restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OperationKind {
+    Backup,
+    Restore,
+}
+
+impl OperationKind {
+    /// The word in operation ids and messages: `Backup` or `Restore`.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Self::Backup => "Backup",
+            Self::Restore => "Restore",
+        }
+    }
+}
+
+/// Where a backup blob lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlobTarget {
+    pub(crate) account: StorageAccount,
+    pub(crate) container: String,
+    pub(crate) blob: String,
+}
+
+impl BlobTarget {
+    pub(crate) fn key(&self) -> BackupKey {
+        (
+            self.account.name.to_ascii_lowercase(),
+            self.container.clone(),
+            self.blob.clone(),
+        )
+    }
+}
+
+/// How far an operation got.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Progress {
+    Running,
+    /// Done; polls answer 200 with this service resource.
+    Succeeded(Value),
+    /// Failed; polls answer `status` with this error.
+    Failed {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+/// One accepted backup or restore.
+#[derive(Debug)]
+pub(crate) struct Operation {
+    pub(crate) kind: OperationKind,
+    pub(crate) service: ServiceKey,
+    pub(crate) api_version: String,
+    pub(crate) target: BlobTarget,
+    pub(crate) ends_at: Instant,
+    pub(crate) progress: Progress,
+}
+
+/// A backup the emulator took.
+#[derive(Debug, Clone)]
+pub(crate) struct BackupRecord {
+    pub(crate) sku: String,
+    pub(crate) completed_at: DateTime<Utc>,
+}
+
+/// Waits for operation `id` to reach its end, does its storage work and records the outcome.
+pub(crate) async fn run(shared: Arc<Shared>, id: String) {
+    let Some(ends_at) = shared.lock().operations.get(&id).map(|op| op.ends_at) else {
+        return;
+    };
+    tokio::select! {
+        () = tokio::time::sleep_until(ends_at) => {}
+        () = shared.cancel.cancelled() => return,
+    }
+    let Some((kind, target)) = running(&shared, &id) else {
+        return;
+    };
+    let outcome = match kind {
+        OperationKind::Backup => write_backup(&shared, &id, &target).await,
+        OperationKind::Restore => check_restore(&shared, &id, &target).await,
+    };
+    finish(&shared, &id, outcome);
+}
+
+/// The kind and target of operation `id` if it is still running (a fault may have ended it).
+fn running(shared: &Shared, id: &str) -> Option<(OperationKind, BlobTarget)> {
+    let state = shared.lock();
+    let op = state.operations.get(id)?;
+    (op.progress == Progress::Running).then(|| (op.kind, op.target.clone()))
+}
+
+/// A failure's code and message.
+type Failure = (String, String);
+
+/// Writes the backup blob.
+async fn write_backup(shared: &Shared, id: &str, target: &BlobTarget) -> Result<(), Failure> {
+    let content = {
+        let state = shared.lock();
+        let op = &state.operations[id];
+        let service = &state.services[&op.service];
+        json!({
+            "emulator": "rpod azure-emulator",
+            "service": service.spec.resource_id(),
+            "sku": {"name": service.spec.sku, "capacity": service.spec.capacity},
+            "takenAt": iso(state.now()),
+        })
+        .to_string()
+    };
+    let failed = |why: String| {
+        (
+            "BackupFailed".to_owned(),
+            format!(
+                "Backup failed: could not write blob '{}' to container '{}' of storage account '{}': {why}",
+                target.blob, target.container, target.account.name
+            ),
+        )
+    };
+    let store = store(&target.account).map_err(&failed)?;
+    store
+        .put_blob(&target.container, &target.blob, content)
+        .await
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// Checks that the backup to restore exists, is young enough and matches the service's SKU.
+async fn check_restore(shared: &Shared, id: &str, target: &BlobTarget) -> Result<(), Failure> {
+    let fail = |message: String| Err(("RestoreFailed".to_owned(), message));
+    let record = shared.lock().backups.get(&target.key()).cloned();
+    let exists = match store(&target.account) {
+        Ok(store) => store
+            .blob_exists(&target.container, &target.blob)
+            .await
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    let Some(record) = record.filter(|_| exists) else {
+        return fail("Cannot restore: backup not found".to_owned());
+    };
+    let state = shared.lock();
+    let age = (state.now() - record.completed_at)
+        .to_std()
+        .unwrap_or_default();
+    if age >= BACKUP_LIFETIME {
+        return fail("Cannot restore: backup expired".to_owned());
+    }
+    let op = &state.operations[id];
+    let current = &state.services[&op.service].spec.sku;
+    if !current.eq_ignore_ascii_case(&record.sku) {
+        return fail(format!(
+            "Cannot restore: current SKU is '{current}', backup SKU is '{}'",
+            record.sku
+        ));
+    }
+    Ok(())
+}
+
+/// A client for an account's blob endpoint.
+fn store(account: &StorageAccount) -> Result<BlobStore, String> {
+    BlobStore::new(&account.name, &account.blob_endpoint, &account.key).map_err(|e| e.to_string())
+}
+
+/// Records the outcome of operation `id`, unless something else ended it meanwhile.
+fn finish(shared: &Shared, id: &str, outcome: Result<(), Failure>) {
+    let mut state = shared.lock();
+    let now = state.now();
+    let region = state.config.region.clone();
+    let Some(op) = state.operations.get(id) else {
+        return;
+    };
+    if op.progress != Progress::Running {
+        return;
+    }
+    let (kind, service_key, target) = (op.kind, op.service.clone(), op.target.clone());
+    let progress = match outcome {
+        Ok(()) => {
+            let service = state
+                .services
+                .get_mut(&service_key)
+                .expect("operations only exist for hosted services");
+            service.busy_with = None;
+            match kind {
+                OperationKind::Backup => service.backed_up(now),
+                OperationKind::Restore => service.restored(now),
+            }
+            let sku = service.spec.sku.clone();
+            let resource = service.resource_json(&region);
+            if kind == OperationKind::Backup {
+                state.backups.insert(
+                    target.key(),
+                    BackupRecord {
+                        sku,
+                        completed_at: now,
+                    },
+                );
+            }
+            Progress::Succeeded(resource)
+        }
+        Err((code, message)) => {
+            release(&mut state.services, &service_key);
+            Progress::Failed {
+                status: 400,
+                code,
+                message,
+            }
+        }
+    };
+    if let Some(op) = state.operations.get_mut(id) {
+        op.progress = progress;
+    }
+}
+
+/// Marks a service idle again after a failed operation.
+pub(crate) fn release(
+    services: &mut std::collections::HashMap<ServiceKey, crate::service::Service>,
+    key: &ServiceKey,
+) {
+    if let Some(service) = services.get_mut(key) {
+        service.busy_with = None;
+    }
+}

@@ -1,0 +1,211 @@
+//! Which endpoint a request path names, parsed by hand: ARM paths are case-insensitive and a real Azure
+//! `Location` contained `//operationresults/`, which a framework router would not match. Empty segments
+//! (double slashes) are skipped anywhere and segments are percent-decoded.
+
+use crate::fault::Route;
+
+/// The endpoint a path names (the method is checked by the handler).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/{tenant}/oauth2/v2.0/token`.
+    EntraToken { tenant: String },
+    /// `/msi/token` (App Service managed identity).
+    AppServiceToken,
+    /// `/metadata/identity/oauth2/token` (IMDS).
+    ImdsToken,
+    /// Under `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ApiManagement/service/{name}`.
+    Apim {
+        service: ServicePath,
+        action: Action,
+    },
+    /// Another path under `/subscriptions/`.
+    OtherArm { subscription: String },
+    /// Anything else.
+    Unknown,
+}
+
+/// The service named by an ARM path, as written in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServicePath {
+    pub(crate) subscription: String,
+    pub(crate) resource_group: String,
+    pub(crate) name: String,
+}
+
+/// What is asked of an API Management service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// The service itself.
+    Get,
+    /// `tenant/configuration/syncState`.
+    SyncState,
+    /// `backup`.
+    Backup,
+    /// `restore`.
+    Restore,
+    /// `operationresults/{id}`.
+    Poll { operation_id: String },
+    /// Anything else under the service.
+    Other,
+}
+
+impl Endpoint {
+    /// The fault route a request on this endpoint belongs to; `None` for paths nothing can be injected on.
+    pub(crate) fn route(&self) -> Option<Route> {
+        match self {
+            Self::EntraToken { .. } | Self::AppServiceToken | Self::ImdsToken => Some(Route::Token),
+            Self::Apim { action, .. } => match action {
+                Action::Get => Some(Route::GetService),
+                Action::SyncState => Some(Route::SyncState),
+                Action::Backup => Some(Route::Backup),
+                Action::Restore => Some(Route::Restore),
+                Action::Poll { .. } => Some(Route::Poll),
+                Action::Other => Some(Route::AnyArm),
+            },
+            Self::OtherArm { .. } => Some(Route::AnyArm),
+            Self::Unknown => None,
+        }
+    }
+
+    /// The subscription of an ARM endpoint.
+    pub(crate) fn subscription(&self) -> Option<&str> {
+        match self {
+            Self::Apim { service, .. } => Some(&service.subscription),
+            Self::OtherArm { subscription } => Some(subscription),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a request path (without its query).
+pub(crate) fn parse(path: &str) -> Endpoint {
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    match lower.as_slice() {
+        ["msi", "token"] => Endpoint::AppServiceToken,
+        ["metadata", "identity", "oauth2", "token"] => Endpoint::ImdsToken,
+        [_, "oauth2", "v2.0", "token"] => Endpoint::EntraToken {
+            tenant: segments[0].clone(),
+        },
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.apimanagement",
+            "service",
+            _,
+            rest @ ..,
+        ] => Endpoint::Apim {
+            service: ServicePath {
+                subscription: segments[1].clone(),
+                resource_group: segments[3].clone(),
+                name: segments[7].clone(),
+            },
+            action: match rest {
+                [] => Action::Get,
+                ["tenant", "configuration", "syncstate"] => Action::SyncState,
+                ["backup"] => Action::Backup,
+                ["restore"] => Action::Restore,
+                ["operationresults", _] => Action::Poll {
+                    operation_id: segments[9].clone(),
+                },
+                _ => Action::Other,
+            },
+        },
+        ["subscriptions", ..] => Endpoint::OtherArm {
+            subscription: segments.get(1).cloned().unwrap_or_default(),
+        },
+        _ => Endpoint::Unknown,
+    }
+}
+
+/// Decodes `%XX` escapes; anything malformed is kept as written.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| segment.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(byte) = escaped {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: &str =
+        "/subscriptions/S1/resourceGroups/RG/providers/Microsoft.ApiManagement/service/Svc";
+
+    fn apim(action: Action) -> Endpoint {
+        Endpoint::Apim {
+            service: ServicePath {
+                subscription: "S1".into(),
+                resource_group: "RG".into(),
+                name: "Svc".into(),
+            },
+            action,
+        }
+    }
+
+    #[test]
+    fn arm_paths_are_case_insensitive_and_accept_double_slashes() {
+        assert_eq!(parse(SVC), apim(Action::Get));
+        assert_eq!(parse(&SVC.to_uppercase()).route(), Some(Route::GetService));
+        assert_eq!(parse(&format!("{SVC}/backup")), apim(Action::Backup));
+        assert_eq!(parse(&format!("{SVC}/Restore")), apim(Action::Restore));
+        assert_eq!(
+            parse(&format!("{SVC}/tenant/configuration/syncState")),
+            apim(Action::SyncState)
+        );
+        let poll = apim(Action::Poll {
+            operation_id: "d2Vz==".into(),
+        });
+        assert_eq!(parse(&format!("{SVC}//operationresults/d2Vz==")), poll);
+        assert_eq!(parse(&format!("{SVC}/operationResults/d2Vz%3D%3D")), poll);
+        assert_eq!(parse(&format!("{SVC}/apis")).route(), Some(Route::AnyArm));
+        assert_eq!(
+            parse("/subscriptions/S1/resourcegroups").subscription(),
+            Some("S1")
+        );
+    }
+
+    #[test]
+    fn token_paths() {
+        assert_eq!(
+            parse("/tenant-1/oauth2/v2.0/token"),
+            Endpoint::EntraToken {
+                tenant: "tenant-1".into()
+            }
+        );
+        assert_eq!(parse("/msi/token"), Endpoint::AppServiceToken);
+        assert_eq!(
+            parse("/metadata/identity/oauth2/token"),
+            Endpoint::ImdsToken
+        );
+        assert_eq!(parse("/favicon.ico"), Endpoint::Unknown);
+    }
+
+    #[test]
+    fn malformed_escapes_are_kept() {
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("a%zz%41"), "a%zzA");
+    }
+}

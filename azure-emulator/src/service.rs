@@ -1,0 +1,281 @@
+//! One hosted API Management service: its changing state (etag, provisioning state, change dates) and its JSON
+//! as ARM shows it (`GET .../service/{name}` and `.../tenant/configuration/syncState`).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::config::ServiceSpec;
+
+/// A read-only snapshot of a hosted service, for test assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    /// What the service was created with.
+    pub spec: ServiceSpec,
+    /// Current etag (unquoted, e.g. `AAAAAAAAAAE=`).
+    pub etag: String,
+    /// `Succeeded`, or `Updating` while a backup or restore runs.
+    pub provisioning_state: String,
+    /// `systemData.lastModifiedAt`: moved by backups, restores and [`crate::Emulator::make_change`].
+    pub last_modified_at: DateTime<Utc>,
+    /// `configurationChangeDate` of the sync state: moved by restores and `make_change`, not by backups.
+    pub configuration_change_date: DateTime<Utc>,
+    /// Backups completed successfully.
+    pub backups_taken: u32,
+    /// Restores completed successfully.
+    pub restores_completed: u32,
+}
+
+/// A hosted service's state.
+#[derive(Debug)]
+pub(crate) struct Service {
+    pub(crate) spec: ServiceSpec,
+    etag_counter: u64,
+    created_at: DateTime<Utc>,
+    last_modified_at: DateTime<Utc>,
+    configuration_change_date: DateTime<Utc>,
+    sync_date: DateTime<Utc>,
+    /// The backup or restore currently running, if any.
+    pub(crate) busy_with: Option<String>,
+    backups_taken: u32,
+    restores_completed: u32,
+}
+
+impl Service {
+    /// A service created at `now`, in sync, idle.
+    pub(crate) fn new(spec: ServiceSpec, now: DateTime<Utc>) -> Self {
+        Self {
+            spec,
+            etag_counter: 1,
+            created_at: now,
+            last_modified_at: now,
+            configuration_change_date: now,
+            sync_date: now,
+            busy_with: None,
+            backups_taken: 0,
+            restores_completed: 0,
+        }
+    }
+
+    /// The etag ARM shows: base64 of a big-endian counter, like Azure's `AAAAAAAHZ5U=`.
+    pub(crate) fn etag(&self) -> String {
+        BASE64.encode(self.etag_counter.to_be_bytes())
+    }
+
+    /// A service-level (ARM resource) modification at `now`: new etag and `lastModifiedAt`.
+    pub(crate) fn touch(&mut self, now: DateTime<Utc>) {
+        self.etag_counter += 1;
+        self.last_modified_at = now;
+    }
+
+    /// A configuration change at `now`: everything [`Self::touch`] does, plus `configurationChangeDate`.
+    pub(crate) fn change_configuration(&mut self, now: DateTime<Utc>) {
+        self.touch(now);
+        self.configuration_change_date = now;
+    }
+
+    /// A completed backup at `now`.
+    pub(crate) fn backed_up(&mut self, now: DateTime<Utc>) {
+        self.touch(now);
+        self.backups_taken += 1;
+    }
+
+    /// A completed restore at `now`: the configuration is replaced.
+    pub(crate) fn restored(&mut self, now: DateTime<Utc>) {
+        self.change_configuration(now);
+        self.restores_completed += 1;
+    }
+
+    fn provisioning_state(&self) -> &'static str {
+        if self.busy_with.is_some() {
+            "Updating"
+        } else {
+            "Succeeded"
+        }
+    }
+
+    /// Whether the SKU cannot be backed up or restored (Consumption and the v2 tiers).
+    pub(crate) fn tier_lacks_backup(&self) -> bool {
+        let sku = self.spec.sku.to_ascii_lowercase();
+        sku == "consumption" || sku.ends_with("v2")
+    }
+
+    /// The snapshot handed to tests.
+    pub(crate) fn snapshot(&self) -> ServiceState {
+        ServiceState {
+            spec: self.spec.clone(),
+            etag: self.etag(),
+            provisioning_state: self.provisioning_state().to_owned(),
+            last_modified_at: self.last_modified_at,
+            configuration_change_date: self.configuration_change_date,
+            backups_taken: self.backups_taken,
+            restores_completed: self.restores_completed,
+        }
+    }
+
+    /// The `ApiManagementServiceResource` JSON, shaped like a real `GET .../service/{name}` answer.
+    pub(crate) fn resource_json(&self, region: &str) -> Value {
+        let name = &self.spec.name;
+        let state = self.provisioning_state();
+        let target_state = if self.busy_with.is_some() {
+            "Updating"
+        } else {
+            ""
+        };
+        json!({
+            "id": self.spec.resource_id(),
+            "name": name,
+            "type": "Microsoft.ApiManagement/service",
+            "tags": {},
+            "location": region_display_name(region),
+            "etag": self.etag(),
+            "properties": {
+                "publisherEmail": "apim@contoso.example",
+                "publisherName": "Contoso",
+                "notificationSenderEmail": "apimgmt-noreply@mail.windowsazure.com",
+                "provisioningState": state,
+                "targetProvisioningState": target_state,
+                "createdAtUtc": iso(self.created_at),
+                "gatewayUrl": format!("https://{name}.azure-api.net"),
+                "gatewayRegionalUrl": format!("https://{name}-{region}-01.regional.azure-api.net"),
+                "portalUrl": format!("https://{name}.portal.azure-api.net"),
+                "developerPortalUrl": format!("https://{name}.developer.azure-api.net"),
+                "managementApiUrl": format!("https://{name}.management.azure-api.net"),
+                "scmUrl": format!("https://{name}.scm.azure-api.net"),
+                "hostnameConfigurations": [{
+                    "type": "Proxy",
+                    "hostName": format!("{name}.azure-api.net"),
+                    "negotiateClientCertificate": false,
+                    "defaultSslBinding": true,
+                    "certificateSource": "BuiltIn"
+                }],
+                "publicIPAddresses": ["203.0.113.10"],
+                "privateIPAddresses": null,
+                "additionalLocations": null,
+                "virtualNetworkConfiguration": null,
+                "customProperties": {},
+                "virtualNetworkType": "None",
+                "disableGateway": false,
+                "natGatewayState": "Disabled",
+                "apiVersionConstraint": {"minApiVersion": null},
+                "publicNetworkAccess": "Enabled",
+                "platformVersion": if self.tier_lacks_backup() { "mtv1" } else { "stv2" }
+            },
+            "sku": {"name": self.spec.sku, "capacity": self.spec.capacity},
+            "identity": self.identity_json(),
+            "systemData": {
+                "createdBy": "emulator@contoso.example",
+                "createdByType": "User",
+                "createdAt": iso(self.created_at),
+                "lastModifiedBy": "emulator@contoso.example",
+                "lastModifiedByType": "User",
+                "lastModifiedAt": iso(self.last_modified_at)
+            },
+            "zones": null
+        })
+    }
+
+    fn identity_json(&self) -> Value {
+        let spec = &self.spec;
+        let kind = match (
+            spec.system_identity,
+            spec.user_identity_client_ids.is_empty(),
+        ) {
+            (true, true) => "SystemAssigned",
+            (true, false) => "SystemAssigned, UserAssigned",
+            (false, false) => "UserAssigned",
+            (false, true) => return json!({"type": "None"}),
+        };
+        let mut identity =
+            json!({"type": kind, "tenantId": "00000000-0000-0000-0000-000000000000"});
+        if spec.system_identity {
+            identity["principalId"] = json!("11111111-1111-1111-1111-111111111111");
+        }
+        if !spec.user_identity_client_ids.is_empty() {
+            let users: serde_json::Map<String, Value> = spec
+                .user_identity_client_ids
+                .iter()
+                .enumerate()
+                .map(|(i, client_id)| {
+                    let id = format!(
+                        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/identity-{i}",
+                        spec.subscription, spec.resource_group
+                    );
+                    (id, json!({"principalId": format!("principal-{i}"), "clientId": client_id}))
+                })
+                .collect();
+            identity["userAssignedIdentities"] = Value::Object(users);
+        }
+        identity
+    }
+
+    /// The `TenantConfigurationSyncStateContract` JSON.
+    pub(crate) fn sync_state_json(&self) -> Value {
+        json!({
+            "id": format!("{}/tenant/configuration/syncState", self.spec.resource_id()),
+            "type": "Microsoft.ApiManagement/service/tenant/syncState",
+            "name": "syncState",
+            "properties": {
+                "branch": "master",
+                "commitId": format!("{:040x}", self.etag_counter),
+                "isExport": true,
+                "isSynced": self.sync_date >= self.configuration_change_date,
+                "isGitEnabled": false,
+                "syncDate": iso(self.sync_date),
+                "configurationChangeDate": iso(self.configuration_change_date),
+                "lastOperationId": null
+            }
+        })
+    }
+}
+
+/// ISO 8601 in UTC with a `Z`, as ARM writes dates.
+pub(crate) fn iso(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The display name ARM puts in `location` for a region id.
+fn region_display_name(region: &str) -> String {
+    match region {
+        "westeurope" => "West Europe".to_owned(),
+        "northeurope" => "North Europe".to_owned(),
+        "westcentralus" => "West Central US".to_owned(),
+        "eastus" => "East US".to_owned(),
+        "westus" => "West US".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_look_like_azure_and_move_on_touch() {
+        let now = Utc::now();
+        let mut service = Service::new(ServiceSpec::new("s", "rg", "svc"), now);
+        assert_eq!(service.etag(), "AAAAAAAAAAE=");
+        service.backed_up(now);
+        assert_eq!(service.etag(), "AAAAAAAAAAI=");
+        assert_eq!(service.snapshot().configuration_change_date, now);
+    }
+
+    #[test]
+    fn consumption_and_v2_tiers_lack_backup() {
+        let spec = |sku| ServiceSpec::new("s", "rg", "svc").with_sku(sku, 1);
+        for (sku, lacks) in [
+            ("Developer", false),
+            ("Premium", false),
+            ("Consumption", true),
+            ("StandardV2", true),
+            ("BasicV2", true),
+        ] {
+            assert_eq!(
+                Service::new(spec(sku), Utc::now()).tier_lacks_backup(),
+                lacks,
+                "{sku}"
+            );
+        }
+    }
+}

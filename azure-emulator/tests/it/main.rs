@@ -1,0 +1,11 @@
+//! Tests of the emulator crate against itself over real loopback HTTP, and of the Azurite harness against a real
+//! Azurite. One binary, one module per area.
+
+mod azurite;
+mod backup;
+mod faults;
+mod requests;
+mod restore;
+mod support;
+mod throttling;
+mod tokens;
