@@ -175,6 +175,33 @@ impl Storage for DirectoryStorage {
         Ok(list)
     }
 
+    async fn stat(&self, name: &str) -> Result<Option<ArtifactInfo>, StorageError> {
+        let path = self.path_of(name);
+        let failed = |e| self.error(format!("reading {}", path.display()), e);
+        match tokio::fs::metadata(&self.root).await {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(failed(io::Error::other(
+                    "the storage root is not a directory",
+                )));
+            }
+            Err(err) => return Err(failed(err)),
+        }
+        if name.ends_with(PARTIAL_SUFFIX) {
+            return Ok(None);
+        }
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(ArtifactInfo {
+                name: name.to_owned(),
+                size: meta.len(),
+                created_at: created_at(&meta),
+            })),
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(failed(err)),
+        }
+    }
+
     async fn delete(&self, name: &str) -> Result<(), StorageError> {
         let path = self.path_of(name);
         match tokio::fs::remove_file(&path).await {
@@ -227,8 +254,17 @@ mod tests {
             1,
             "no temp file left"
         );
+        let stat = storage.stat("etc/1.zst").await.unwrap().unwrap();
+        assert_eq!((stat.name.as_str(), stat.size), ("etc/1.zst", 5));
+        assert_eq!(stat.created_at, list[0].created_at);
+        assert!(storage.stat("etc/2.zst").await.unwrap().is_none());
+        assert!(
+            storage.stat("etc").await.unwrap().is_none(),
+            "a directory is not an artifact"
+        );
         storage.delete("etc/1.zst").await.unwrap();
         storage.delete("etc/1.zst").await.unwrap();
+        assert!(storage.stat("etc/1.zst").await.unwrap().is_none());
         assert!(storage.list("").await.unwrap().is_empty());
     }
 
@@ -237,5 +273,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = DirectoryStorage::new("local", dir.path().join("nope"));
         assert!(storage.list("").await.is_err());
+        assert!(
+            storage.stat("x").await.is_err(),
+            "a missing root is not a missing artifact"
+        );
     }
 }

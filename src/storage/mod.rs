@@ -71,6 +71,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The listing failed; callers must not act on a partial view.
     async fn list(&self, prefix: &str) -> Result<Vec<ArtifactInfo>, StorageError>;
 
+    /// One artifact, or `None` when there is none by that name.
+    ///
+    /// # Errors
+    /// The storage could not say (unreachable, not authorized, the container or root itself is missing).
+    async fn stat(&self, name: &str) -> Result<Option<ArtifactInfo>, StorageError>;
+
     /// Deletes an artifact; an artifact that is already gone is not an error.
     ///
     /// # Errors
