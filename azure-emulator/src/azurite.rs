@@ -1,4 +1,4 @@
-//! Azurite, Microsoft's Azure Storage emulator, run as a child process for one test (or one manual session).
+//! Azurite, Microsoft's Azure Storage emulator, run as a child process for one test (or one run by hand).
 //!
 //! [`Azurite::start`] runs `node_modules/.bin/azurite-blob` (installed by `npm ci` from the repository's
 //! `package.json`) on a loopback port with a fresh temporary data directory, and returns once Azurite says it is

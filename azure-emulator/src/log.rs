@@ -16,7 +16,8 @@ pub struct LoggedRequest {
     pub body: String,
     /// Status answered; `None` when the connection was reset or the request left hanging by a fault.
     pub status: Option<u16>,
-    /// Whether an injected fault decided the answer.
+    /// Whether an injected fault answered it. (`FailOperation` ends an operation rather than answering a request,
+    /// so the poll that meets it is not marked.)
     pub faulted: bool,
     /// When it arrived, on Tokio's clock (paused in some tests).
     pub at: Instant,
