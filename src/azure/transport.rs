@@ -149,7 +149,9 @@ pub fn redact(text: &str) -> String {
         out.push_str(&rest[..start]);
         let url = &rest[start..];
         let end = url.find(url_delimiter).unwrap_or(url.len());
-        out.push_str(strip_query(&url[..end]));
+        // Punctuation after a URL in prose belongs to the prose.
+        let end = url[..end].trim_end_matches([':', ',', '.', ';']).len();
+        out.push_str(&strip_query(&url[..end]));
         rest = &url[end..];
     }
     out.push_str(rest);
@@ -167,8 +169,15 @@ fn url_delimiter(c: char) -> bool {
     c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | '(' | '`')
 }
 
-fn strip_query(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
+/// The URL without its query string; a fragment stays.
+fn strip_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, query)) => match query.split_once('#') {
+            Some((_, fragment)) => format!("{base}#{fragment}"),
+            None => base.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 fn blank_signatures(text: &str) -> String {
@@ -206,6 +215,14 @@ mod tests {
             "{redacted}"
         );
         assert!(redacted.ends_with("sig=REDACTED&se=2"), "{redacted}");
+    }
+
+    #[test]
+    fn fragments_and_trailing_punctuation_are_kept() {
+        assert_eq!(
+            redact("see https://aka.ms/x#cli: then http://h/p?sig=s#f, and https://h/q?a=b."),
+            "see https://aka.ms/x#cli: then http://h/p#f, and https://h/q."
+        );
     }
 
     #[test]

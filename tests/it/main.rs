@@ -7,6 +7,7 @@ mod arm;
 mod azure_blob;
 mod catalog;
 mod config;
+mod credentials;
 mod daemon;
 mod helpers;
 mod lifecycle;
