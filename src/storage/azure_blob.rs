@@ -220,7 +220,7 @@ impl AzureBlobStorage {
             ),
             BlobAuth::Sas(_) => {
                 "not authorized: check that the SAS token is for this account, has not expired, \
-                                 and allows list and delete (sp=ld or more)"
+                                 and allows read, list and delete (sp=rld)"
                     .to_owned()
             }
             BlobAuth::AccessKey(_) => {

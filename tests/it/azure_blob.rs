@@ -283,3 +283,43 @@ async fn command_output_cannot_be_written_to_azure_blob() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn credential_auth_sends_a_storage_token_from_the_credential() {
+    let emulator = azure_emulator::Emulator::start(azure_emulator::EmulatorConfig::fast())
+        .await
+        .unwrap();
+    let base = emulator.base_url();
+    let transport = LoopbackOnly::transport(vec![
+        ("http://169.254.169.254/".to_owned(), format!("{base}/")),
+        (
+            "https://contosobackups.blob.core.windows.net/".to_owned(),
+            format!("{base}/"),
+        ),
+    ]);
+    let credential = credential::credential(&AzureConfig::default(), Some(transport.clone()));
+    let config = AzureBlobConfig {
+        account: "contosobackups".to_owned(),
+        container: CONTAINER.to_owned(),
+        endpoint: "https://contosobackups.blob.core.windows.net".to_owned(),
+        access: BlobAccess::ManagedIdentity,
+        auth: BlobAuth::Credential,
+    };
+    let storage = AzureBlobStorage::new("apim", &config, credential, Some(transport));
+
+    // The emulator serves no blobs: what matters is what reached it.
+    let error = storage.probe().await.unwrap_err();
+    let tokens = emulator.token_requests();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(
+        tokens[0].scope.as_deref(),
+        Some("https://storage.azure.com")
+    );
+    let listing = emulator
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == format!("/{CONTAINER}"))
+        .unwrap_or_else(|| panic!("the listing reached the emulator ({error})"));
+    assert!(listing.path_and_query.contains("comp=list"));
+    assert!(listing.authorization, "with the bearer token");
+}
