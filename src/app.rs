@@ -398,11 +398,11 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
                 Ok(report) => {
                     let changed = report.changed_targets();
                     if !changed.is_empty() {
-                        scheduler.refresh(changed).await;
+                        scheduler.refresh(changed);
                     }
                 }
                 Err(err) => {
-                    error!(error = %err, "Reconciliation failed; retrying at the next interval.")
+                    error!(error = %err, "Reconciliation failed; retrying at the next interval.");
                 }
             }
         }

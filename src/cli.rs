@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, RunOptions};
-use crate::catalog::{Catalog, Trigger};
+use crate::catalog::{BackupRecord, Catalog, Trigger};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
 use crate::http::{self, TriggerResponse};
 use crate::maintenance;
@@ -347,11 +347,27 @@ async fn backups(
             time(r.expires_at),
             r.size_bytes
                 .map_or_else(|| "-".to_owned(), |s| s.to_string()),
-            r.error_message.as_deref().unwrap_or("")
+            error_text(r)
         );
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A record's error as one line: `CODE: message` (Azure's messages carry line breaks).
+fn error_text(record: &BackupRecord) -> String {
+    let message = record
+        .error_message
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match record.error_code.as_deref() {
+        Some(code) if !message.is_empty() => format!("{code}: {message}"),
+        Some(code) => code.to_owned(),
+        None => message,
+    }
 }
 
 async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
@@ -402,9 +418,7 @@ async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!(
             "target {name}: backup failed: {}",
-            record
-                .and_then(|r| r.error_message.as_deref())
-                .unwrap_or("unknown error")
+            record.map_or_else(|| "unknown error".to_owned(), error_text)
         );
         Ok(ExitCode::FAILURE)
     }

@@ -37,7 +37,30 @@ struct Bucket {
     updated: Instant,
 }
 
+/// Tokens of ARM's bucket rpod leaves unused. Requests reach ARM later than rpod reserved them, by varying amounts
+/// (hundreds of requests share connections and CPU), so they arrive in clumps; an exactly equal bucket is then
+/// overdrawn now and then. Ten percent of the burst (at least two requests) absorbs about two seconds of such
+/// jitter at ARM's refill rates, and leaves a little room for other clients of the same principal.
+fn headroom(limits: BucketLimits) -> f64 {
+    (limits.burst * 0.1)
+        .max(2.0)
+        .min(limits.burst - 1.0)
+        .max(0.0)
+}
+
 impl Bucket {
+    fn new(limits: BucketLimits, now: Instant) -> Self {
+        let limits = BucketLimits {
+            burst: limits.burst - headroom(limits),
+            per_second: limits.per_second,
+        };
+        Self {
+            limits,
+            tokens: limits.burst,
+            updated: now,
+        }
+    }
+
     /// Takes one token, returning how long the caller must wait before sending (the token is reserved now, so
     /// concurrent callers queue in order rather than all waking at once).
     fn reserve(&mut self, now: Instant) -> Duration {
@@ -96,11 +119,7 @@ impl Throttle {
             let now = Instant::now();
             buckets
                 .entry((subscription.to_owned(), access))
-                .or_insert_with(|| Bucket {
-                    limits,
-                    tokens: limits.burst,
-                    updated: now,
-                })
+                .or_insert_with(|| Bucket::new(limits, now))
                 .reserve(now)
         };
         if !wait.is_zero() {
@@ -124,11 +143,12 @@ mod tests {
         let throttle = Throttle::new(
             BucketLimits::ARM_READS,
             BucketLimits {
-                burst: 5.0,
+                burst: 7.0,
                 per_second: 2.0,
             },
         );
         let start = Instant::now();
+        // Two of the seven are headroom for jitter against ARM's own bucket.
         for _ in 0..5 {
             throttle.acquire("sub", Access::Write).await;
         }
@@ -148,6 +168,17 @@ mod tests {
             paced,
             "other subscriptions and reads have their own buckets"
         );
+    }
+
+    #[test]
+    fn headroom_is_a_tenth_of_the_burst_and_never_all_of_it() {
+        assert!((headroom(BucketLimits::ARM_WRITES) - 20.0).abs() < 1e-9);
+        assert!((headroom(BucketLimits::ARM_READS) - 25.0).abs() < 1e-9);
+        let tiny = BucketLimits {
+            burst: 1.0,
+            per_second: 1.0,
+        };
+        assert!(headroom(tiny).abs() < 1e-9, "a bucket of one keeps its one");
     }
 
     #[tokio::test(start_paused = true)]

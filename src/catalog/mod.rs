@@ -149,7 +149,13 @@ impl Catalog {
                 });
             }
         }
-        MIGRATOR.run(&self.pool).await.map_err(|err| match err {
+        // Two processes opening a catalog at once (the daemon starting while `rpod status` runs) may both try a
+        // pending migration; the one that loses finds it applied when it looks again.
+        let mut result = MIGRATOR.run(&self.pool).await;
+        if result.is_err() {
+            result = MIGRATOR.run(&self.pool).await;
+        }
+        result.map_err(|err| match err {
             sqlx::migrate::MigrateError::Execute(inner) => classify(inner, path),
             other => CatalogError::Corrupt {
                 path: path.into(),

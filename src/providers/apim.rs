@@ -4,7 +4,7 @@
 //! recovery point; the operation is recorded in the catalog before the first poll, then polled exactly at the
 //! URL ARM gave (the newest one wins, a double slash included) every `Retry-After`, until a 200 carries the
 //! service resource or an error ends it. After a restart the recorded operation is polled again; it is never
-//! POSTed twice.
+//! requested twice.
 
 use std::time::Duration;
 
@@ -299,7 +299,7 @@ impl ApimProvider {
                 "API Management reports the backup done, but its blob is not in the container (yet)."
             ),
             Err(err) => {
-                warn!(target = %request.target, error = %err, "Could not read the backup blob's size.")
+                warn!(target = %request.target, error = %err, "Could not read the backup blob's size.");
             }
         }
         outcome

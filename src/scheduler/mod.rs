@@ -125,7 +125,7 @@ impl SchedulerHandle {
 
     /// Re-reads these targets' restorability from the catalog (reconciliation changed it), so the RPO watchdog
     /// acts on what is really restorable.
-    pub async fn refresh(&self, targets: Vec<String>) {
+    pub fn refresh(&self, targets: Vec<String>) {
         let _ = self.tx.send(Message::Refresh(targets));
     }
 
@@ -433,7 +433,7 @@ impl Scheduler {
                     self.arm_watchdog(&name, now);
                 }
                 Err(err) => {
-                    warn!(target = %name, error = %err, "Could not re-read the target's restorability.")
+                    warn!(target = %name, error = %err, "Could not re-read the target's restorability.");
                 }
             }
         }

@@ -58,11 +58,22 @@ pub async fn spawn_app(config: &str) -> TestApp {
 
 /// Like [`spawn_app`], with files (relative to the temp dir) written before the configuration is loaded.
 pub async fn spawn_app_with(config: &str, files: &[(&str, &[u8])]) -> TestApp {
+    spawn_app_in(config, files, app::Environment::default(), Clock::system()).await
+}
+
+/// Like [`spawn_app_with`], in a given environment (Azure transport) and on a given clock.
+pub async fn spawn_app_in(
+    config: &str,
+    files: &[(&str, &[u8])],
+    environment: app::Environment,
+    clock: Clock,
+) -> TestApp {
     let (dir, config_path) = write_config(config);
     for (name, content) in files {
         std::fs::write(dir.path().join(name), content).unwrap();
     }
-    let (config, targets) = app::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
+    let (config, targets) =
+        app::load_in(&config_path, &environment).unwrap_or_else(|err| panic!("{err}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -75,8 +86,8 @@ pub async fn spawn_app_with(config: &str, files: &[(&str, &[u8])]) -> TestApp {
         listener,
         shutdown: shutdown.clone(),
         reloads,
-        clock: Clock::system(),
-        environment: app::Environment::default(),
+        clock,
+        environment,
     }));
     TestApp {
         dir,
@@ -230,7 +241,13 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `rpod --config PATH run` and waits for it to report its address.
     pub fn start(config_path: &Path) -> Self {
+        Self::start_with_env(config_path, &[])
+    }
+
+    /// Like [`DaemonProcess::start`], with extra environment variables for the child.
+    pub fn start_with_env(config_path: &Path, env: &[(String, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rpod"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(config_path)
             .arg("run")
@@ -363,7 +380,17 @@ pub async fn insert_succeeded(
 
 /// Runs the `rpod` binary with `--config CONFIG ARGS...` and returns what it printed.
 pub fn run_rpod(config: &Path, args: &[&str]) -> std::process::Output {
+    run_rpod_with_env(config, args, &[])
+}
+
+/// Like [`run_rpod`], with extra environment variables.
+pub fn run_rpod_with_env(
+    config: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rpod"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--config")
         .arg(config)
         .args(args)
