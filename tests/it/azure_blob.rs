@@ -25,7 +25,7 @@ fn unused_credential() -> Arc<dyn TokenCredential> {
 }
 
 /// An account SAS for the blob service (string-to-sign of versions 2020-12-06 and later), signed with `key`.
-fn account_sas(account: &str, key: &str, permissions: &str) -> String {
+pub fn account_sas(account: &str, key: &str, permissions: &str) -> String {
     let version = "2025-11-05";
     let format = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let start = format(Utc::now() - Duration::minutes(5));

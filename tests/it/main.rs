@@ -15,4 +15,5 @@ mod lifecycle;
 mod policy;
 mod prune;
 mod scheduler;
+mod secrets;
 mod support;

@@ -1,0 +1,185 @@
+//! No secret reaches an output: a full APIM cycle with canary secrets (client secret, storage account key, SAS,
+//! the access tokens Azure issues), then every output is searched: debug logs, /metrics, the JSON API, the
+//! catalog files and the command line's JSON.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use azure_emulator::EmulatorConfig;
+use rpod::app::Environment;
+use rpod::azure::transport::LoopbackOnly;
+use rpod::catalog::Status;
+use rpod::scheduler::Clock;
+
+use crate::apim::{CONTAINER, Cloud, target};
+use crate::support::{eventually, run_rpod, spawn_app_in};
+
+const CLIENT_SECRET: &str = "canary-client-secret-9f3e2d";
+const TOKEN_PREFIX: &str = "canary-token-51c8a0-";
+
+/// Every log line any test of this binary writes at debug level, as an operator with `RPOD_LOG=debug` would
+/// see them (installed once; other tests' lines land here too, which only widens the search).
+fn captured() -> Arc<Mutex<Vec<u8>>> {
+    static SINK: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    SINK.get_or_init(|| {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let writer = sink.clone();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("debug")
+            .with_writer(move || Capture(writer.clone()))
+            .try_init();
+        sink
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn assert_clean(what: &str, text: &str, canaries: &[&str]) {
+    for canary in canaries {
+        assert!(
+            !text.contains(canary),
+            "{what} contains a secret ({canary:.12}...)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
+    let logs = captured();
+    let mut emulator = EmulatorConfig::fast();
+    emulator.token_prefix = TOKEN_PREFIX.to_owned();
+    emulator.operation_duration = Duration::from_millis(1200);
+    let cloud = Cloud::start(emulator).await;
+    cloud.service("svc-canary");
+    cloud.service("svc-canary-sas");
+    let sas = crate::azure_blob::account_sas(cloud.azurite.account(), cloud.azurite.key(), "rwdl");
+    let signature = sas
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("sig="))
+        .unwrap()
+        .to_owned();
+    let config = cloud
+        .config(
+            "access_key",
+            &format!(
+                "{}{}\n[storage.sas]\nkind = \"azure_blob\"\naccount = \"{}\"\ncontainer = \"{CONTAINER}\"\n\
+                 endpoint = \"{}\"\naccess = \"managed_identity\"\nauth = \"sas\"\nsas_file = \"{{dir}}/sas\"\n",
+                target("canary", "svc-canary", "rpo = \"1h\""),
+                target("canary-sas", "svc-canary-sas", "rpo = \"1h\"")
+                    .replace("storage = \"blob\"", "storage = \"sas\""),
+                cloud.azurite.account(),
+                cloud.azurite.blob_endpoint(),
+            ),
+        )
+        .replace(
+            "credential = \"managed_identity\"",
+            "credential = \"client_secret\"\ntenant_id = \"tenant-1\"\nclient_id = \"app-1\"\n\
+             client_secret_file = \"{dir}/client-secret\"\nauthority_host = \"https://login.test\"",
+        );
+    let environment = Environment::loopback(LoopbackOnly::transport(vec![(
+        "https://login.test/".to_owned(),
+        format!("{}/", cloud.emulator.base_url()),
+    )]));
+    let key = cloud.azurite.key().to_owned();
+    let app = spawn_app_in(
+        &config,
+        &[
+            ("key", key.as_bytes()),
+            ("sas", sas.as_bytes()),
+            ("client-secret", CLIENT_SECRET.as_bytes()),
+        ],
+        environment,
+        Clock::system(),
+    )
+    .await;
+    for name in ["canary", "canary-sas"] {
+        eventually(Duration::from_secs(30), "a completed backup", || async {
+            app.records(name)
+                .await
+                .into_iter()
+                .find(|r| r.status == Status::Succeeded && r.size_bytes.is_some())
+        })
+        .await;
+    }
+    // The secrets were really used: the emulator saw the client secret grant and issued canary tokens.
+    assert!(cloud.emulator.issued_tokens() > 0);
+    assert!(
+        cloud
+            .backup_posts("svc-canary")
+            .iter()
+            .any(|p| p.body.contains(&key)),
+        "the account key was sent to API Management, where it belongs"
+    );
+
+    let token = cloud.emulator.issue_token();
+    let canaries = [
+        CLIENT_SECRET,
+        key.as_str(),
+        signature.as_str(),
+        TOKEN_PREFIX,
+        token.as_str(),
+    ];
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_clean("/metrics", &metrics, &canaries);
+    for path in [
+        "/api/v1/targets",
+        "/api/v1/targets/canary/backups",
+        "/api/v1/targets/canary-sas/backups",
+    ] {
+        assert_clean(path, &app.get_json(path).await.to_string(), &canaries);
+    }
+    let dir = app.stop().await;
+    let config_path = dir.path().join("rpod.toml");
+    for args in [
+        &["backups", "--json"][..],
+        &["status", "--json"][..],
+        &["check-config"][..],
+    ] {
+        let output = run_rpod(&config_path, args);
+        assert_clean(
+            &format!("rpod {args:?}"),
+            &format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            &canaries,
+        );
+    }
+    for entry in std::fs::read_dir(dir.path().join("state")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_clean(
+            &path.file_name().unwrap().to_string_lossy(),
+            &String::from_utf8_lossy(&bytes),
+            &canaries,
+        );
+    }
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("Azure accepted the backup"),
+        "the debug log was captured"
+    );
+    assert_clean("the debug log", &logs, &canaries);
+}
