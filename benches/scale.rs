@@ -9,6 +9,7 @@
 //! cargo bench --bench scale -- scrape   [targets=10000] [runs=10]
 //! cargo bench --bench scale -- tcs      [jobs=10000] [channel=0] [slots=2] [idle_secs=0]
 //! cargo bench --bench scale -- micro    [targets=10000]
+//! cargo bench --bench scale -- apim     [targets=1000] [permits=1000] [op_secs=2] [retry_after=1] [timeout=300]
 //! ```
 //!
 //! Results are printed as plain `name: value` lines.
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
     // Without a measurement (`cargo bench`, `cargo test --all-targets`) nothing runs: these take minutes.
     let Some(command) = args.first().filter(|a| !a.starts_with('-')).cloned() else {
         eprintln!(
-            "usage: cargo bench --bench scale -- <dispatch|idle|daemon|status|scrape|tcs|micro> [key=value ...]"
+            "usage: cargo bench --bench scale -- <dispatch|idle|daemon|status|scrape|tcs|micro|apim> [key=value ...]"
         );
         return ExitCode::SUCCESS;
     };
@@ -110,6 +111,7 @@ fn main() -> ExitCode {
             "scrape" => scrape(&options).await,
             "tcs" => tcs(&options).await,
             "micro" => micro(&options).await,
+            "apim" => apim(&options).await,
             other => Err(format!("unknown measurement {other:?}").into()),
         }
     });
@@ -1373,4 +1375,241 @@ async fn micro(options: &Options) -> Result<()> {
     catalog.close().await;
     print_memory("memory_at_end");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// APIM backups of many services in one subscription against the emulator's ARM token buckets.
+
+const APIM_SUB: &str = "00000000-0000-0000-0000-0000000000aa";
+const APIM_RG: &str = "rg-apim";
+const APIM_CONTAINER: &str = "apim-backups";
+/// ARM's per-subscription buckets as Azure enforces them today: (burst, refill per second).
+const ARM_WRITES: (f64, f64) = (200.0, 10.0);
+const ARM_READS: (f64, f64) = (250.0, 25.0);
+
+/// Whether a logged request went to ARM (not to the token endpoints).
+fn is_arm(request: &azure_emulator::LoggedRequest) -> bool {
+    request.path().starts_with("/subscriptions/")
+}
+
+fn is_backup_post(request: &azure_emulator::LoggedRequest) -> bool {
+    request.method == "POST" && request.path().ends_with("/backup")
+}
+
+fn is_poll(request: &azure_emulator::LoggedRequest) -> bool {
+    request.method == "GET" && request.path().contains("operationresults")
+}
+
+/// Counts of the emulator's ARM requests by kind.
+fn print_arm_requests(label: &str, requests: &[azure_emulator::LoggedRequest], backups: usize) {
+    let arm: Vec<_> = requests.iter().filter(|r| is_arm(r)).collect();
+    let posts = arm.iter().filter(|r| is_backup_post(r)).count();
+    let posts_429 = arm
+        .iter()
+        .filter(|r| is_backup_post(r) && r.status == Some(429))
+        .count();
+    let polls = arm.iter().filter(|r| is_poll(r)).count();
+    let polls_429 = arm
+        .iter()
+        .filter(|r| is_poll(r) && r.status == Some(429))
+        .count();
+    let other = arm.len() - posts - polls;
+    let throttled = arm.iter().filter(|r| r.status == Some(429)).count();
+    println!(
+        "{label}: arm_requests={} backup_posts={posts} (429: {posts_429}) polls={polls} (429: {polls_429}) \
+         other={other} throttled_429={throttled} per_backup={:.2}",
+        arm.len(),
+        arm.len() as f64 / backups.max(1) as f64
+    );
+}
+
+/// `targets` API Management services in one subscription, none ever backed up, so the RPO watchdog makes every
+/// one due at start. The daemon runs in this process against the emulator, which enforces ARM's write and read
+/// buckets, with backups written to Azurite. Measures how long until every backup POST is accepted (202)
+/// against the bucket's physical limit, the 429s ARM answered, ARM requests per backup, and peak memory.
+async fn apim(options: &Options) -> Result<()> {
+    use azure_emulator::{Azurite, Emulator, EmulatorConfig, ServiceSpec, StorageAccount};
+
+    let n = options.num("targets", 1000);
+    let permits = options.num("permits", 1000);
+    let op_secs = options.num("op_secs", 2);
+    let retry_after = options.num("retry_after", 1);
+    let timeout = Duration::from_secs(options.num("timeout", 300) as u64);
+    let (burst, refill) = ARM_WRITES;
+    // rpod's client-side write bucket keeps a tenth of the burst in reserve (`src/azure/throttle.rs`).
+    let own_burst = burst - (burst * 0.1).max(2.0);
+    let physical = (n as f64 - burst).max(0.0) / refill;
+    let own_floor = (n as f64 - own_burst).max(0.0) / refill;
+    println!(
+        "setup: targets={n} permits={permits} operation={op_secs}s retry_after={retry_after}s \
+         write_bucket={burst}/{refill}/s read_bucket={}/{}/s",
+        ARM_READS.0, ARM_READS.1
+    );
+    println!("physical_limit: ({n} - {burst}) / {refill} = {physical:.1} s");
+    println!("rpod_floor_with_headroom: ({n} - {own_burst}) / {refill} = {own_floor:.1} s");
+
+    let azurite = Azurite::start().await?;
+    azurite.create_container(APIM_CONTAINER).await?;
+    let emulator = Emulator::start(EmulatorConfig {
+        write_bucket: Some(ARM_WRITES),
+        read_bucket: Some(ARM_READS),
+        retry_after_secs: retry_after as u64,
+        operation_duration: Duration::from_secs(op_secs as u64),
+        ..EmulatorConfig::fast()
+    })
+    .await?;
+    emulator.add_account(StorageAccount::azurite(&azurite));
+
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir)?;
+    let key_path = dir.path().join("key");
+    std::fs::write(&key_path, azurite.key().as_bytes())?;
+    let mut text = format!(
+        r#"[daemon]
+state_dir = {state:?}
+listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+max_concurrent_operations = {permits}
+
+[azure]
+credential = "managed_identity"
+resource_manager_endpoint = "{arm}"
+min_retry_after = "1s"
+request_timeout = "30s"
+
+[storage.blob]
+kind = "azure_blob"
+account = "{account}"
+container = "{APIM_CONTAINER}"
+endpoint = "{endpoint}"
+access = "managed_identity"
+auth = "access_key"
+access_key_file = {key:?}
+
+"#,
+        state = state_dir.display().to_string(),
+        arm = emulator.base_url(),
+        account = azurite.account(),
+        endpoint = azurite.blob_endpoint(),
+        key = key_path.display().to_string(),
+    );
+    for i in 0..n {
+        let service = format!("svc-{i:05}");
+        emulator.add_service(
+            ServiceSpec::new(APIM_SUB, APIM_RG, &service)
+                .with_sku("Premium", 1)
+                .with_system_identity(true),
+        );
+        let _ = write!(
+            text,
+            "[[targets]]\nname = \"{}\"\nkind = \"apim\"\nsubscription_id = \"{APIM_SUB}\"\n\
+             resource_group = \"{APIM_RG}\"\nservice = \"{service}\"\nstorage = \"blob\"\n\
+             [targets.policy]\nrpo = \"1h\"\n\n",
+            name(i)
+        );
+    }
+    let config_path = dir.path().join("rpod.toml");
+    std::fs::write(&config_path, &text)?;
+    print_memory("memory_before_daemon");
+
+    let environment =
+        rpod::app::Environment::loopback(rpod::azure::transport::LoopbackOnly::transport(vec![(
+            "http://169.254.169.254/".into(),
+            format!("{}/", emulator.base_url()),
+        )]));
+    // Makespan starts when the daemon starts: loading the configuration is part of it.
+    let start = tokio::time::Instant::now();
+    let (config, targets) = rpod::app::load_in(&config_path, &environment)?;
+    let loaded = start.elapsed();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let shutdown = CancellationToken::new();
+    let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = tokio::spawn(rpod::app::run(rpod::app::RunOptions {
+        config_path: config_path.clone(),
+        config,
+        targets,
+        listener,
+        shutdown: shutdown.clone(),
+        reloads,
+        clock: rpod::scheduler::Clock::system(),
+        environment,
+    }));
+    println!("config_load: {}", ms(loaded));
+
+    // Every backup accepted: `n` POSTs answered 202.
+    let accepted_all = loop {
+        let requests = emulator.requests();
+        let accepted: Vec<_> = requests
+            .iter()
+            .filter(|r| is_backup_post(r) && r.status == Some(202))
+            .map(|r| r.at)
+            .collect();
+        if accepted.len() >= n {
+            let last = accepted.iter().max().copied().unwrap_or(start);
+            let first = accepted.iter().min().copied().unwrap_or(start);
+            println!(
+                "first_accepted_after: {:.2} s",
+                first.saturating_duration_since(start).as_secs_f64()
+            );
+            let makespan = last.saturating_duration_since(start).as_secs_f64();
+            println!(
+                "makespan_all_accepted: {makespan:.2} s (physical limit {physical:.1} s, rpod floor \
+                 {own_floor:.1} s, {:+.2} s over the rpod floor)",
+                makespan - own_floor
+            );
+            print_arm_requests("arm_until_all_accepted", &requests, n);
+            break true;
+        }
+        if daemon.is_finished() || start.elapsed() > timeout {
+            println!(
+                "timed_out: {} of {n} accepted after {:.1} s",
+                accepted.len(),
+                start.elapsed().as_secs_f64()
+            );
+            print_arm_requests("arm_at_timeout", &requests, n);
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    print_memory("memory_all_accepted");
+
+    // Then every operation polled to completion (a poll answered 200), for the whole cost of a backup.
+    if accepted_all {
+        loop {
+            let requests = emulator.requests();
+            let done = requests
+                .iter()
+                .filter(|r| is_poll(r) && r.status == Some(200))
+                .count();
+            if done >= n || start.elapsed() > timeout {
+                println!(
+                    "all_operations_polled_to_completion: {done} of {n} after {:.2} s",
+                    start.elapsed().as_secs_f64()
+                );
+                print_arm_requests("arm_until_all_completed", &requests, n);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    println!("emulator_throttled_count: {}", emulator.throttled_count());
+    print_memory("memory_at_end");
+    println!(
+        "peak_rss_process: {} (daemon, emulator and bench in one process; Azurite is a separate process)",
+        mib(proc_status_kb("self", "VmHWM"))
+    );
+
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(30), daemon).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => println!("daemon_error: {err:#}"),
+        Ok(Err(err)) => println!("daemon_panicked: {err}"),
+        Err(_) => println!("daemon_shutdown: did not stop within 30 s"),
+    }
+    if accepted_all {
+        Ok(())
+    } else {
+        Err("not every backup was accepted in time".into())
+    }
 }
