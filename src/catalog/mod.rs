@@ -203,10 +203,14 @@ impl Catalog {
     pub async fn finish_backup(&self, id: i64, finish: &Finish) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE backups SET status = ?, accepted_at = COALESCE(?, accepted_at), completed_at = ?,
-                    expires_at = ?, artifact = COALESCE(?, artifact), size_bytes = ?, sha256 = ?, sku = ?,
-                    etag = ?, error_code = ?, error_message = ?
-             WHERE id = ?",
+            // A backup that never got accepted leaves no artifact: its claimed name is released. One that was
+            // accepted keeps the name, so reconciliation never imports what its operation left behind.
+            "UPDATE backups SET status = ?1, accepted_at = COALESCE(?2, accepted_at), completed_at = ?3,
+                    expires_at = ?4,
+                    artifact = CASE WHEN ?5 IS NOT NULL THEN ?5
+                                    WHEN COALESCE(?2, accepted_at) IS NOT NULL THEN artifact END,
+                    size_bytes = ?6, sha256 = ?7, sku = ?8, etag = ?9, error_code = ?10, error_message = ?11
+             WHERE id = ?12",
         )
         .bind(finish.status.as_str())
         .bind(finish.accepted_at.map(to_ms))
