@@ -68,6 +68,20 @@ pub enum CredentialKind {
     AzureCli,
 }
 
+impl CredentialKind {
+    /// The `credential` value as written in the file.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ManagedIdentity => "managed_identity",
+            Self::WorkloadIdentity => "workload_identity",
+            Self::ClientSecret => "client_secret",
+            Self::ClientCertificate => "client_certificate",
+            Self::AzureCli => "azure_cli",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAzureBlobStorage {
@@ -212,12 +226,13 @@ impl Credential {
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::ManagedIdentity { .. } => "managed_identity",
-            Self::WorkloadIdentity { .. } => "workload_identity",
-            Self::ClientSecret { .. } => "client_secret",
-            Self::ClientCertificate { .. } => "client_certificate",
-            Self::AzureCli { .. } => "azure_cli",
+            Self::ManagedIdentity { .. } => CredentialKind::ManagedIdentity,
+            Self::WorkloadIdentity { .. } => CredentialKind::WorkloadIdentity,
+            Self::ClientSecret { .. } => CredentialKind::ClientSecret,
+            Self::ClientCertificate { .. } => CredentialKind::ClientCertificate,
+            Self::AzureCli { .. } => CredentialKind::AzureCli,
         }
+        .as_str()
     }
 }
 
@@ -363,7 +378,7 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
         if value.is_none() && !problems.iter().any(|p| p.path == key) {
             problems.push(Problem::at(
                 "azure",
-                format!("credential = {:?} needs {key}", kind_name(kind)),
+                format!("credential = {:?} needs {key}", kind.as_str()),
             ));
         }
         value.clone().unwrap_or_default()
@@ -527,16 +542,6 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
         max_retry_after,
         write_limits,
         read_limits,
-    }
-}
-
-fn kind_name(kind: CredentialKind) -> &'static str {
-    match kind {
-        CredentialKind::ManagedIdentity => "managed_identity",
-        CredentialKind::WorkloadIdentity => "workload_identity",
-        CredentialKind::ClientSecret => "client_secret",
-        CredentialKind::ClientCertificate => "client_certificate",
-        CredentialKind::AzureCli => "azure_cli",
     }
 }
 

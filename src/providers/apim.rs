@@ -352,13 +352,8 @@ impl Provider for ApimProvider {
         let response = response.map_err(|err| provider_error(&err, None))?;
         let accepted_at = request.clock.now();
         if response.status != 202 {
-            // Completed synchronously: the answer is the service resource.
+            // Completed synchronously: the answer is the service resource (the attempt marks its slot used).
             let resource = serde_json::from_slice(&response.body).unwrap_or_default();
-            if let Some(slot) = request.slot
-                && let Err(err) = request.catalog.set_last_slot(&request.target, slot).await
-            {
-                warn!(target = %request.target, error = %err, "Could not record the schedule slot as used.");
-            }
             let outcome = self.outcome(&request, accepted_at, &resource);
             return Ok(self.with_size(&request, outcome).await);
         }

@@ -384,7 +384,7 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> Result<(), crate::catalog::CatalogError> {
         let name: Arc<str> = Arc::from(operation.target.as_str());
-        let Some(state) = self.targets.get(&name).filter(|s| s.running.is_none()) else {
+        if self.targets.get(&name).is_none_or(|s| s.running.is_some()) {
             warn!(
                 target = %name, backup_id = operation.backup_id,
                 "An unfinished operation belongs to a target that is no longer configured (or already resumed); \
@@ -400,8 +400,7 @@ impl Scheduler {
                 .catalog
                 .finish_backup(operation.backup_id, &finish)
                 .await;
-        };
-        let _ = state;
+        }
         info!(target = %name, backup_id = operation.backup_id, "Resuming an unfinished operation.");
         let (trigger, attempt, slot) = (operation.trigger, operation.attempt, operation.slot);
         self.start_job(&name, trigger, attempt, slot, now, Some(operation));

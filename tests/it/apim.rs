@@ -17,7 +17,8 @@ use rpod::catalog::{BackupRecord, Status};
 use rpod::scheduler::Clock;
 
 use crate::support::{
-    DaemonProcess, TestApp, eventually, records_in, run_rpod, spawn_app_in, write_config,
+    DaemonProcess, TestApp, eventually, records_in, run_rpod, run_rpod_with_env, spawn_app_in,
+    write_config,
 };
 
 pub const SUB: &str = "00000000-0000-0000-0000-0000000000aa";
@@ -598,6 +599,10 @@ async fn a_failure_reported_on_a_poll_fails_the_backup_with_its_code() {
         record.accepted_at.is_some(),
         "it was accepted before it failed"
     );
+    assert!(
+        record.artifact.is_some(),
+        "an accepted backup keeps its name, so reconciliation never imports what it left behind"
+    );
     let metrics = app.metrics().await;
     assert_eq!(
         metrics.value(
@@ -925,4 +930,39 @@ async fn reconciliation_marks_vanished_blobs_missing_and_imports_blobs_added_by_
     })
     .await;
     app.stop().await;
+}
+
+#[test]
+fn check_config_online_reads_each_service_and_refuses_tiers_without_backup() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cloud = runtime.block_on(Cloud::fast(Duration::from_millis(200)));
+    cloud.service("svc-ok");
+    cloud
+        .emulator
+        .add_service(ServiceSpec::new(SUB, RG, "svc-v2").with_sku("StandardV2", 1));
+    let ok = target("ok", "svc-ok", "rpo = \"1h\"");
+    let (dir, path) = write_config(&cloud.config("managed_identity", &ok));
+    std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
+    let env = cloud.identity_env();
+    let output = run_rpod_with_env(&path, &["check-config", "--online"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("service svc-ok (Premium)"), "{stdout}");
+
+    let both = format!("{ok}{}", target("v2", "svc-v2", "rpo = \"1h\""));
+    let text = cloud.config("managed_identity", &both);
+    std::fs::write(&path, text.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+    let output = run_rpod_with_env(&path, &["check-config", "--online"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a tier without backup is a configuration error: {stdout}"
+    );
+    assert!(
+        stdout.contains("svc-v2 is on the StandardV2 tier"),
+        "{stdout}"
+    );
+    let _guard = runtime.enter();
+    drop(cloud);
 }

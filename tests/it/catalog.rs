@@ -127,3 +127,41 @@ async fn check_config_online_probes_every_storage() {
     let output = run_rpod(&config, &["check-config"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
 }
+
+#[tokio::test]
+async fn a_backup_name_already_taken_gets_the_backup_id_before_its_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(dir.path()).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = catalog
+            .insert_backup(&rpod::catalog::NewBackup {
+                target: "svc",
+                kind: "apim",
+                trigger: rpod::catalog::Trigger::Manual,
+                attempt: 1,
+                requested_at: chrono::Utc::now(),
+                storage: "blob",
+                first_change_at: None,
+            })
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let name = "svc/20260101T000000Z.apimbackup";
+    assert_eq!(
+        catalog.claim_artifact(ids[0], "svc", name).await.unwrap(),
+        name
+    );
+    assert_eq!(
+        catalog.claim_artifact(ids[1], "svc", name).await.unwrap(),
+        format!("svc/20260101T000000Z-{}.apimbackup", ids[1]),
+        "no backup overwrites another"
+    );
+    assert_eq!(
+        catalog.claim_artifact(ids[1], "other", name).await.unwrap(),
+        name,
+        "names are per target"
+    );
+    catalog.close().await;
+}
