@@ -7,6 +7,8 @@
 //!   throttling) and a loopback-only transport for tests.
 //! - [`config`]: TOML model, pure validation with key paths, durations, cron schedules, secrets, name templates.
 //! - [`catalog`]: the `SQLite` catalog: backups, per-target state, operations, audit.
+//! - [`changes`]: what change detectors report (DESIGN §2.5).
+//! - [`webhook`]: `POST`/`OPTIONS /hooks/eventgrid`: Event Grid deliveries as changes.
 //! - [`policy`]: pure RPO, watchdog, backoff and pruning decisions (no I/O, `now` passed in).
 //! - [`scheduler`]: timer queue for cron slots, watchdog and retries; coalescing; concurrency; deadlines.
 //! - [`maintenance`]: the periodic evaluation pass: compliance, expiry warnings, storage probes, pruning.
@@ -21,6 +23,7 @@
 pub mod app;
 pub mod azure;
 pub mod catalog;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod http;

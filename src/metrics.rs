@@ -31,6 +31,10 @@ pub struct Metrics {
     storage_up: IntGaugeVec,
     arm_requests_total: IntCounterVec,
     arm_throttled_total: prometheus::IntCounter,
+    change_events_total: IntCounterVec,
+    change_poll_errors_total: IntCounterVec,
+    webhook_requests_total: IntCounterVec,
+    webhook_events_ignored_total: IntCounterVec,
     last_evaluation: Gauge,
     dispatch_lateness: Histogram,
 }
@@ -133,6 +137,28 @@ impl Metrics {
                 &["operation", "status_class"],
             ),
             arm_throttled_total,
+            change_events_total: counter(
+                "rpod_change_events_total",
+                "Configuration changes seen, by detector (sync_state, event_grid); rpod's own backups are not \
+                 counted.",
+                &["target", "source"],
+            ),
+            change_poll_errors_total: counter(
+                "rpod_change_poll_errors_total",
+                "Sync state polls that failed (they never trigger a backup by themselves).",
+                &["target"],
+            ),
+            webhook_requests_total: counter(
+                "rpod_webhook_requests_total",
+                "Requests to the Event Grid webhook, by HTTP status answered.",
+                &["code"],
+            ),
+            webhook_events_ignored_total: counter(
+                "rpod_webhook_events_ignored_total",
+                "Event Grid events delivered but not counted as a change: unknown_service (no target with \
+                 detect = \"event_grid\" for it) or not_a_change (event types that change no configuration).",
+                &["reason"],
+            ),
             target_info: int_gauge(
                 "rpod_target_info",
                 "1 for every configured target.",
@@ -267,6 +293,53 @@ impl Metrics {
         let _ = self.backup_duration.remove_label_values(&[target]);
         let _ = self.pruned_total.remove_label_values(&[target]);
         let _ = self.expiry_warnings_total.remove_label_values(&[target]);
+        self.register_change_sources(target, &[], false);
+    }
+
+    /// Creates the change-detection series of a target for the detectors it uses (and removes the others).
+    pub fn register_change_sources(&self, target: &str, sources: &[&str], polls: bool) {
+        for source in [crate::config::SYNC_STATE, crate::config::EVENT_GRID] {
+            if sources.contains(&source) {
+                let _ = self.change_events_total.with_label_values(&[target, source]);
+            } else {
+                let _ = self
+                    .change_events_total
+                    .remove_label_values(&[target, source]);
+            }
+        }
+        if polls {
+            let _ = self.change_poll_errors_total.with_label_values(&[target]);
+        } else {
+            let _ = self.change_poll_errors_total.remove_label_values(&[target]);
+        }
+    }
+
+    /// A configuration change was seen.
+    pub fn change_event(&self, target: &str, source: &str) {
+        self.change_events_total
+            .with_label_values(&[target, source])
+            .inc();
+    }
+
+    /// A sync state poll failed.
+    pub fn change_poll_failed(&self, target: &str) {
+        self.change_poll_errors_total
+            .with_label_values(&[target])
+            .inc();
+    }
+
+    /// The webhook answered a request with `status`.
+    pub fn webhook_request(&self, status: u16) {
+        self.webhook_requests_total
+            .with_label_values(&[&status.to_string()])
+            .inc();
+    }
+
+    /// A delivered event was not counted as a change, for `reason` (`unknown_service`, `not_a_change`).
+    pub fn webhook_event_ignored(&self, reason: &str) {
+        self.webhook_events_ignored_total
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// Sets the restorability gauges of a target from a catalog summary.

@@ -4,6 +4,7 @@
 //! What does not live here: anything that performs I/O beyond reading the file itself (see `app::build`).
 
 mod azure;
+mod change;
 mod duration;
 mod error;
 mod schedule;
@@ -22,6 +23,7 @@ pub use azure::{
     APIM_EXPIRY, ApimAccess, ApimSpec, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth,
     Credential, CredentialKind, DEFAULT_APIM_API_VERSION, DEFAULT_APIM_BACKUP_NAME,
 };
+pub use change::{DEFAULT_WEBHOOK_BODY_BYTES, EVENT_GRID, OnChange, SYNC_STATE, WebhookConfig};
 pub use duration::HumanDuration;
 pub use error::{ConfigError, Problem};
 pub use schedule::{Schedule, parse_timezone};
@@ -42,6 +44,7 @@ struct RawFile {
     #[serde(default)]
     daemon: Section<RawDaemon>,
     azure: Option<Section<azure::RawAzure>>,
+    webhook: Option<Section<change::RawWebhook>>,
     #[serde(default)]
     storage: BTreeMap<String, toml::Table>,
     #[serde(default)]
@@ -55,6 +58,7 @@ struct RawFile {
 struct RawConfig {
     daemon: RawDaemon,
     azure: Option<azure::RawAzure>,
+    webhook: Option<change::RawWebhook>,
     storage: BTreeMap<String, RawStorage>,
     defaults: RawDefaults,
     targets: Vec<RawTarget>,
@@ -168,6 +172,7 @@ impl RawFile {
         Ok(RawConfig {
             daemon: self.daemon.0,
             azure: self.azure.map(|section| section.0),
+            webhook: self.webhook.map(|section| section.0),
             storage,
             defaults: self.defaults.0,
             targets,
@@ -233,6 +238,7 @@ struct RawPolicy {
     retry_backoff: Option<HumanDuration>,
     retry_max_backoff: Option<HumanDuration>,
     operation_timeout: Option<HumanDuration>,
+    on_change: Option<Section<change::RawOnChange>>,
 }
 
 impl RawPolicy {
@@ -251,6 +257,10 @@ impl RawPolicy {
             retry_backoff: self.retry_backoff.or(defaults.retry_backoff),
             retry_max_backoff: self.retry_max_backoff.or(defaults.retry_max_backoff),
             operation_timeout: self.operation_timeout.or(defaults.operation_timeout),
+            on_change: self
+                .on_change
+                .clone()
+                .or_else(|| defaults.on_change.clone()),
         }
     }
 }
@@ -327,6 +337,8 @@ pub struct Config {
     pub daemon: Daemon,
     /// Azure credentials and Resource Manager settings (defaults when `[azure]` is absent).
     pub azure: AzureConfig,
+    /// Event Grid deliveries, when `[webhook]` is configured.
+    pub webhook: Option<WebhookConfig>,
     /// Named storages, by name.
     pub storages: BTreeMap<String, StorageConfig>,
     /// Targets in file order.
@@ -462,6 +474,8 @@ pub struct Policy {
     pub retry_max_backoff: Duration,
     /// Overall deadline of one attempt.
     pub operation_timeout: Duration,
+    /// Change-driven backups, when some detector is on (`apim` targets only).
+    pub on_change: Option<OnChange>,
 }
 
 impl Policy {
@@ -565,6 +579,9 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         .as_ref()
         .map(|azure| azure::validate_azure(azure, &mut problems))
         .unwrap_or_default();
+    let webhook = raw.webhook.as_ref().and_then(|webhook| {
+        change::validate_webhook(webhook, daemon.as_ref().map(|d| d.listen), &mut problems)
+    });
 
     let mut storages = BTreeMap::new();
     for (name, storage) in &raw.storage {
@@ -694,7 +711,7 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             ));
         }
         let merged = own_policy.or(&raw.defaults.policy);
-        let policy = validate_policy(
+        let mut policy = validate_policy(
             &merged,
             own_policy,
             &path,
@@ -703,6 +720,17 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             defaults_ok,
             &mut problems,
         );
+        let on_change = validate_target_on_change(
+            &merged,
+            own_policy,
+            &path,
+            kind.as_ref(),
+            raw.webhook.is_some(),
+            &mut problems,
+        );
+        if let Some(policy) = &mut policy {
+            policy.on_change = on_change;
+        }
         if let (Some(TargetKind::Apim(_)), Some(expiry)) = (&kind, merged.expiry)
             && expiry.0 > APIM_EXPIRY
         {
@@ -754,6 +782,7 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         Some(daemon) if problems.is_empty() => Ok(Config {
             daemon,
             azure,
+            webhook,
             storages,
             targets,
         }),
@@ -825,6 +854,48 @@ fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemo
         evaluation_interval,
         reconcile_interval,
     })
+}
+
+/// `on_change` of one target: set on the target, or inherited from `[defaults.policy]` (where it applies to the
+/// targets that support it).
+fn validate_target_on_change(
+    merged: &RawPolicy,
+    own: &RawPolicy,
+    target_path: &str,
+    kind: Option<&TargetKind>,
+    webhook: bool,
+    problems: &mut Vec<Problem>,
+) -> Option<OnChange> {
+    let raw = merged.on_change.as_ref()?;
+    let key = if own.on_change.is_some() {
+        format!("{target_path}.policy.on_change")
+    } else {
+        "defaults.policy.on_change".to_owned()
+    };
+    let on_change = change::validate_on_change(raw, &key, problems)?;
+    match kind {
+        Some(TargetKind::Apim(_)) => {}
+        Some(other) => {
+            if own.on_change.is_some() {
+                problems.push(Problem::at(
+                    key,
+                    format!(
+                        "{} targets have no change detection (on_change applies to apim targets)",
+                        other.name()
+                    ),
+                ));
+            }
+            return None;
+        }
+        None => return None,
+    }
+    if on_change.event_grid && !webhook {
+        problems.push(Problem::at(
+            format!("{key}.detect"),
+            "detect = \"event_grid\" needs a [webhook] section (where Event Grid delivers its events)",
+        ));
+    }
+    on_change.detects().then_some(on_change)
 }
 
 fn validate_policy(
@@ -975,6 +1046,7 @@ fn validate_policy(
         retry_backoff,
         retry_max_backoff,
         operation_timeout,
+        on_change: None,
     })
 }
 
