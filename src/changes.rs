@@ -49,3 +49,27 @@ impl ChangeSink for mpsc::UnboundedSender<ChangeNotice> {
         let _ = self.send(notice);
     }
 }
+
+/// What the sync state detector compares between polls: API Management's `configurationChangeDate` (moved by
+/// configuration changes), and the service resource's etag and `systemData.lastModifiedAt` (moved by
+/// service-level changes, and by rpod's own backups). Values are kept as Azure wrote them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeSignals {
+    /// `properties.configurationChangeDate` of `tenant/configuration/syncState`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration_change_date: Option<String>,
+    /// The service resource's etag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The service resource's `systemData.lastModifiedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified_at: Option<String>,
+}
+
+/// Parses an Azure timestamp (RFC 3339, any precision).
+#[must_use]
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}

@@ -106,6 +106,16 @@ impl ArmError {
         }
     }
 
+    /// A 2xx answer whose body rpod cannot read.
+    #[must_use]
+    pub fn invalid_answer(response: &ArmResponse, message: impl Into<String>) -> Self {
+        Self {
+            status: Some(response.status),
+            request_id: response.request_id.clone(),
+            ..Self::local("InvalidResponse", message, true)
+        }
+    }
+
     fn describe(&self) -> String {
         let text = match self.status {
             Some(status) => format!("Azure answered {status} {}: {}", self.code, self.message),

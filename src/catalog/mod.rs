@@ -524,6 +524,41 @@ impl Catalog {
         Ok(())
     }
 
+    /// The target's change-detection state (DESIGN §2.5), as the scheduler last wrote it.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn change_state(&self, target: &str) -> Result<Option<String>, CatalogError> {
+        let state: Option<Option<String>> =
+            sqlx::query_scalar("SELECT change_watermark FROM target_state WHERE target = ?")
+                .bind(target)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(state.flatten())
+    }
+
+    /// Replaces the target's change-detection state.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn set_change_state(
+        &self,
+        target: &str,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        sqlx::query(
+            "INSERT INTO target_state (target, change_watermark, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (target) DO UPDATE SET change_watermark = ?2, updated_at = ?3",
+        )
+        .bind(target)
+        .bind(state)
+        .bind(to_ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Restorable backups, the newest recovery point and the last success of one target.
     ///
     /// # Errors

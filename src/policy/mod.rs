@@ -140,6 +140,7 @@ mod tests {
             retry_backoff: Duration::from_secs(10),
             retry_max_backoff: Duration::from_mins(1),
             operation_timeout: Duration::from_mins(1),
+            on_change: None,
         }
     }
 

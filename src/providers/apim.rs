@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::{BackupOutcome, BackupRequest, CheckProblem, Provider, ProviderError};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::catalog::OperationAccepted;
+use crate::changes::ChangeSignals;
 use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess};
 
 /// Tiers that have no backup (DESIGN §8).
@@ -147,6 +148,47 @@ impl ApimProvider {
             )
             .await?;
         Ok(serde_json::from_slice(&response.body).unwrap_or_default())
+    }
+
+    /// Reads `tenant/configuration/syncState` and the service resource: two GETs through the read bucket.
+    async fn signals(&self) -> Result<ChangeSignals, ArmError> {
+        let url = format!(
+            "{}/tenant/configuration/syncState?api-version={}",
+            self.service_url, self.spec.api_version
+        );
+        let subscription = &self.spec.subscription_id;
+        let sync = self
+            .arm
+            .send("sync_state", subscription, Method::GET, &url, None)
+            .await?;
+        let sync: Value = serde_json::from_slice(&sync.body).map_err(|err| {
+            ArmError::invalid_answer(&sync, format!("unreadable sync state: {err}"))
+        })?;
+        // api-versions before 2020 answer the properties flat.
+        let properties = sync.get("properties").unwrap_or(&sync);
+        let configuration_change_date = properties
+            .get("configurationChangeDate")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let url = format!("{}?api-version={}", self.service_url, self.spec.api_version);
+        let service = self
+            .arm
+            .send("get_service", subscription, Method::GET, &url, None)
+            .await?;
+        let resource: Value = serde_json::from_slice(&service.body).map_err(|err| {
+            ArmError::invalid_answer(&service, format!("unreadable service resource: {err}"))
+        })?;
+        Ok(ChangeSignals {
+            configuration_change_date,
+            etag: resource
+                .get("etag")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            last_modified_at: resource
+                .pointer("/systemData/lastModifiedAt")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
     }
 
     /// Waits until `at`, or returns why not.
@@ -329,6 +371,14 @@ impl Provider for ApimProvider {
             )));
         }
         Ok(Some(format!("service {} ({sku})", self.spec.service)))
+    }
+
+    async fn change_signals(&self) -> Option<Result<ChangeSignals, ProviderError>> {
+        Some(
+            self.signals()
+                .await
+                .map_err(|err| provider_error(&err, None)),
+        )
     }
 
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError> {

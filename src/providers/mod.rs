@@ -148,6 +148,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// Reads the signals change detection compares (DESIGN §2.5); `None` for kinds that have none.
+    async fn change_signals(&self) -> Option<Result<crate::changes::ChangeSignals, ProviderError>> {
+        None
+    }
+
     /// Runs one backup to its end.
     ///
     /// # Errors

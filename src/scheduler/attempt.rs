@@ -24,6 +24,8 @@ pub(super) struct Job {
     pub due: DateTime<Utc>,
     /// An operation accepted before a restart, to poll to its end instead of starting anew.
     pub resume: Option<PendingOperation>,
+    /// For `trigger = change`: when the first change it backs up happened.
+    pub first_change_at: Option<DateTime<Utc>>,
 }
 
 /// How an attempt ended, as far as scheduling cares.
@@ -61,6 +63,10 @@ pub struct AttemptReport {
     pub summary: Option<TargetSummary>,
     /// Watchdog lead from recent durations, when known.
     pub lead: Option<Duration>,
+    /// The protected resource's etag as the backup's final answer reported it.
+    pub etag: Option<String>,
+    /// For `trigger = change`: when the first change it backs up happened (kept by its retries).
+    pub first_change_at: Option<DateTime<Utc>>,
 }
 
 /// Runs one attempt; without a `permit`, waits for one (or for shutdown).
@@ -80,6 +86,8 @@ pub(super) async fn run(
         outcome: AttemptOutcome::Interrupted,
         summary: None,
         lead: None,
+        etag: None,
+        first_change_at: job.first_change_at,
     };
     let permit = if let Some(permit) = permit {
         Some(permit)
@@ -120,7 +128,7 @@ pub(super) async fn run(
                 attempt: job.attempt,
                 requested_at: now,
                 storage: job.spec.storage.name(),
-                first_change_at: None,
+                first_change_at: job.first_change_at,
             })
             .await;
         let rendered =
@@ -293,6 +301,10 @@ pub(super) async fn run(
         shared.metrics.set_summary(&name, summary, compliant);
     }
     report.summary = summary;
+    report.etag = result
+        .as_ref()
+        .ok()
+        .and_then(|outcome| outcome.etag.clone());
     report.lead = Some(policy::lead(policy, &durations));
     report.outcome = match (finish.status, &result) {
         (Status::Succeeded, _) => AttemptOutcome::Succeeded,

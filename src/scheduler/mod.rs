@@ -1,6 +1,6 @@
-//! The scheduler: cron slots, the RPO watchdog, catch-up after downtime, one operation per target with
-//! coalescing, a global concurrency limit, retries with backoff and jitter, and per-attempt deadlines
-//! (DESIGN §2.1–2.4, 2.6–2.7).
+//! The scheduler: cron slots, the RPO watchdog, catch-up after downtime, change-driven backups, one operation per
+//! target with coalescing, a global concurrency limit, retries with backoff and jitter, and per-attempt
+//! deadlines (DESIGN §2.1–2.7).
 //!
 //! One task owns all scheduling state and a single timer queue (a binary heap of due instants), so there are no
 //! locks and no fire is ever dropped: a due timer either starts an attempt or is coalesced into the one running.
@@ -10,6 +10,7 @@
 //! (`maintenance`), and how a backup is taken (`providers`).
 
 mod attempt;
+mod changes;
 mod clock;
 
 use std::cmp::Reverse;
@@ -27,6 +28,7 @@ pub use attempt::{AttemptOutcome, AttemptReport};
 pub use clock::{Clock, Hold};
 
 use crate::catalog::{Catalog, Finish, PendingOperation, Trigger};
+use crate::changes::{ChangeNotice, ChangeSignals, ChangeSink, ChangeSource};
 use crate::config::TargetConfig;
 use crate::metrics::Metrics;
 use crate::policy;
@@ -95,6 +97,12 @@ enum Message {
     Finished(AttemptReport),
     Reload(Vec<Arc<TargetSpec>>, oneshot::Sender<()>),
     Refresh(Vec<String>),
+    Change(ChangeNotice),
+    Observed {
+        target: Arc<str>,
+        epoch: u64,
+        signals: ChangeSignals,
+    },
 }
 
 /// A handle to the running scheduler.
@@ -138,11 +146,18 @@ impl SchedulerHandle {
     }
 }
 
+impl ChangeSink for SchedulerHandle {
+    fn changed(&self, notice: ChangeNotice) {
+        let _ = self.tx.send(Message::Change(notice));
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerKind {
     Slot(DateTime<Utc>),
     Watchdog,
     Retry,
+    Change,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +193,7 @@ struct RetryPlan {
     trigger: Trigger,
     attempt: u32,
     slot: Option<DateTime<Utc>>,
+    first_change_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -193,6 +209,14 @@ struct TargetState {
     cooldown_until: Option<DateTime<Utc>>,
     newest_recovery_point: Option<DateTime<Utc>>,
     lead: Duration,
+    /// When the newest backup attempt started (`min_interval` counts from it).
+    last_started: Option<DateTime<Utc>>,
+    /// Change detection, when the policy has `on_change`.
+    changes: Option<changes::ChangeTracker>,
+    /// When the armed change timer fires.
+    change_at: Option<DateTime<Utc>>,
+    /// Stops the target's sync state poller.
+    poller: Option<CancellationToken>,
 }
 
 struct Scheduler {
@@ -234,12 +258,20 @@ pub async fn start(
             catalog.interrupt_running(now).await?.into_iter().collect();
         (interrupted, catalog.pending_operations().await?)
     };
-    let resuming: HashSet<&str> = pending.iter().map(|op| op.target.as_str()).collect();
+    let resuming: HashMap<&str, DateTime<Utc>> = pending
+        .iter()
+        .map(|op| (op.target.as_str(), op.requested_at))
+        .collect();
     for spec in targets {
         // A target whose operation is resumed needs no catch-up: the resumed backup is its catch-up.
-        let resumed = resuming.contains(spec.config.name.as_str());
+        let resumed = resuming.get(spec.config.name.as_str()).copied();
         let retry = interrupted.contains(&spec.config.name);
-        scheduler.add_target(spec, now, !resumed, retry).await?;
+        let start = Startup {
+            catch_up: resumed.is_none(),
+            interrupted: retry,
+            resumed,
+        };
+        scheduler.add_target(spec, now, Some(start)).await?;
     }
     for operation in pending {
         scheduler.resume(operation, now).await?;
@@ -256,7 +288,21 @@ fn triggers_of(spec: &TargetSpec) -> Vec<Trigger> {
     if spec.config.policy.schedule.is_some() {
         triggers.insert(0, Trigger::Schedule);
     }
+    if spec.config.policy.on_change.is_some() {
+        triggers.push(Trigger::Change);
+    }
     triggers
+}
+
+/// How a target joins at startup.
+#[derive(Debug, Clone, Copy)]
+struct Startup {
+    /// A missed schedule slot leads to one catch-up run.
+    catch_up: bool,
+    /// Its attempt was interrupted when rpod stopped: retry it.
+    interrupted: bool,
+    /// Start of its backup accepted before the restart and resumed now.
+    resumed: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
@@ -274,7 +320,7 @@ impl Scheduler {
                 () = shutdown.cancelled() => break,
                 message = rx.recv() => match message {
                     Some(Message::Finished(report)) => {
-                        self.finished(&report);
+                        self.finished(&report).await;
                         self.dispatch();
                     }
                     Some(Message::Manual(target, reply)) => {
@@ -286,6 +332,10 @@ impl Scheduler {
                         let _ = reply.send(());
                     }
                     Some(Message::Refresh(targets)) => self.refresh(&targets).await,
+                    Some(Message::Change(notice)) => self.change(notice).await,
+                    Some(Message::Observed { target, epoch, signals }) => {
+                        self.observed(&target, epoch, signals).await;
+                    }
                     None => break,
                 },
                 () = sleep_until(&self.shared.clock, next) => {}
@@ -311,12 +361,11 @@ impl Scheduler {
         &mut self,
         spec: Arc<TargetSpec>,
         now: DateTime<Utc>,
-        startup: bool,
-        interrupted: bool,
+        startup: Option<Startup>,
     ) -> Result<(), crate::catalog::CatalogError> {
         let name: Arc<str> = Arc::from(spec.config.name.as_str());
         let catalog = &self.shared.catalog;
-        let (summary, durations, last_slot) = {
+        let (summary, durations, last_slot, stored_changes) = {
             let _hold = self.shared.clock.hold();
             let summary = catalog.summary(&name, now).await?;
             let durations = catalog.recent_durations(&name, 20).await?;
@@ -324,7 +373,12 @@ impl Scheduler {
             if spec.config.policy.schedule.is_some() && last_slot.is_none() {
                 catalog.set_last_slot(&name, now).await?;
             }
-            (summary, durations, last_slot)
+            let stored_changes = if spec.config.policy.on_change.is_some() {
+                catalog.change_state(&name).await?
+            } else {
+                None
+            };
+            (summary, durations, last_slot, stored_changes)
         };
         let policy = spec.config.policy.clone();
         self.shared.metrics.register_target(
@@ -332,6 +386,15 @@ impl Scheduler {
             spec.provider.kind(),
             policy.rpo.as_secs_f64(),
             &triggers_of(&spec),
+        );
+        let on_change = policy.on_change.clone();
+        self.shared.metrics.register_change_sources(
+            &name,
+            &on_change
+                .as_ref()
+                .map(crate::config::OnChange::sources)
+                .unwrap_or_default(),
+            on_change.as_ref().is_some_and(|c| c.sync_state),
         );
         let compliant = policy::is_compliant(summary.newest_recovery_point, policy.rpo, now);
         self.shared.metrics.set_summary(&name, &summary, compliant);
@@ -347,6 +410,16 @@ impl Scheduler {
             cooldown_until: None,
             newest_recovery_point: summary.newest_recovery_point,
             lead: policy::lead(&policy, &durations),
+            last_started: summary.last_attempt,
+            changes: on_change.map(|config| {
+                changes::ChangeTracker::restore(
+                    config,
+                    stored_changes.as_deref(),
+                    startup.and_then(|s| s.resumed),
+                )
+            }),
+            change_at: None,
+            poller: None,
         };
         let missed = match (&state.spec.config.policy.schedule, last_slot) {
             (Some(schedule), Some(last)) => {
@@ -363,7 +436,9 @@ impl Scheduler {
         if let Some(slot) = next_slot {
             self.push(&name, epoch, slot, TimerKind::Slot(slot));
         }
-        if startup && (missed || interrupted) {
+        let (catch_up, interrupted) =
+            startup.map_or((false, false), |s| (s.catch_up, s.interrupted));
+        if catch_up && (missed || interrupted) {
             if missed {
                 info!(target = %name, "A schedule slot was missed while rpod was down; running one catch-up backup.");
             } else {
@@ -373,7 +448,160 @@ impl Scheduler {
             self.start(&name, Trigger::CatchUp, 1, slot, now);
         }
         self.arm_watchdog(&name, now);
+        self.start_poller(&name);
+        self.arm_change(&name);
         Ok(())
+    }
+
+    /// Starts the sync state poller of a target whose policy asks for one. It reads right away (a change made
+    /// while rpod was down is seen at once), then every `poll_interval`. A failed poll is logged and counted;
+    /// it never triggers a backup.
+    fn start_poller(&mut self, name: &Arc<str>) {
+        let Some(state) = self.targets.get_mut(name) else {
+            return;
+        };
+        if let Some(old) = state.poller.take() {
+            old.cancel();
+        }
+        let Some(interval) = state
+            .changes
+            .as_ref()
+            .filter(|c| c.config.sync_state)
+            .map(|c| c.config.poll_interval)
+        else {
+            return;
+        };
+        let cancel = CancellationToken::new();
+        state.poller = Some(cancel.clone());
+        let provider = state.spec.provider.clone();
+        let (target, epoch) = (name.clone(), state.epoch);
+        let (tx, metrics, stopping) = (
+            self.tx.clone(),
+            self.shared.metrics.clone(),
+            self.shared.stopping.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let read = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = stopping.cancelled() => return,
+                    read = provider.change_signals() => read,
+                };
+                match read {
+                    Some(Ok(signals)) => {
+                        let observed = Message::Observed {
+                            target: target.clone(),
+                            epoch,
+                            signals,
+                        };
+                        if tx.send(observed).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(err)) => {
+                        metrics.change_poll_failed(&target);
+                        warn!(
+                            target = %target, code = %err.code,
+                            "Reading the sync state for change detection failed; polling again at the next \
+                             interval. {}", err.message
+                        );
+                    }
+                    None => return,
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = stopping.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
+    }
+
+    /// A sync state poll read `signals`.
+    async fn observed(&mut self, name: &Arc<str>, epoch: u64, signals: ChangeSignals) {
+        let now = self.shared.clock.now();
+        let Some(state) = self.targets.get_mut(name).filter(|s| s.epoch == epoch) else {
+            return;
+        };
+        let Some(tracker) = &mut state.changes else {
+            return;
+        };
+        if tracker.observe(signals, now) {
+            self.shared
+                .metrics
+                .change_event(name, ChangeSource::SyncState.as_str());
+            info!(target = %name, source = "sync_state", "Configuration change detected.");
+        }
+        self.persist_changes(name, now).await;
+        self.arm_change(name);
+    }
+
+    /// A detector reported a change.
+    async fn change(&mut self, notice: ChangeNotice) {
+        let now = self.shared.clock.now();
+        let name: Arc<str> = Arc::from(notice.target.as_str());
+        let Some(tracker) = self.targets.get_mut(&name).and_then(|s| s.changes.as_mut()) else {
+            return;
+        };
+        let wanted = match notice.source {
+            ChangeSource::SyncState => tracker.config.sync_state,
+            ChangeSource::EventGrid => tracker.config.event_grid,
+        };
+        if !wanted {
+            return;
+        }
+        tracker.record(now, notice.changed_at);
+        self.shared
+            .metrics
+            .change_event(&name, notice.source.as_str());
+        info!(target = %name, source = notice.source.as_str(), "Configuration change reported.");
+        self.persist_changes(&name, now).await;
+        self.arm_change(&name);
+    }
+
+    /// Writes the target's change state to the catalog if it changed.
+    async fn persist_changes(&mut self, name: &Arc<str>, now: DateTime<Utc>) {
+        let Some(stored) = self
+            .targets
+            .get_mut(name)
+            .and_then(|s| s.changes.as_mut())
+            .and_then(changes::ChangeTracker::take_dirty)
+        else {
+            return;
+        };
+        let _hold = self.shared.clock.hold();
+        if let Err(err) = self
+            .shared
+            .catalog
+            .set_change_state(name, &stored, now)
+            .await
+        {
+            warn!(target = %name, error = %err, "Could not record the change-detection state in the catalog.");
+        }
+    }
+
+    /// Arms the change timer for the pending changes, if any.
+    fn arm_change(&mut self, name: &Arc<str>) {
+        let Some(state) = self.targets.get_mut(name) else {
+            return;
+        };
+        let Some(mut due) = state
+            .changes
+            .as_ref()
+            .and_then(|c| c.due(state.last_started))
+        else {
+            state.change_at = None;
+            return;
+        };
+        if let Some(cooldown) = state.cooldown_until {
+            due = due.max(cooldown);
+        }
+        if state.change_at == Some(due) {
+            return;
+        }
+        state.change_at = Some(due);
+        let epoch = state.epoch;
+        self.push(name, epoch, due, TimerKind::Change);
     }
 
     /// Polls an operation accepted before the restart to its end. One whose target is gone, or already has a
@@ -403,7 +631,7 @@ impl Scheduler {
         }
         info!(target = %name, backup_id = operation.backup_id, "Resuming an unfinished operation.");
         let (trigger, attempt, slot) = (operation.trigger, operation.attempt, operation.slot);
-        self.start_job(&name, trigger, attempt, slot, now, Some(operation));
+        self.start_job(&name, trigger, attempt, slot, now, Some(operation), None);
         Ok(())
     }
 
@@ -509,7 +737,42 @@ impl Scheduler {
                     return;
                 }
                 state.retry = None;
-                self.start(&name, plan.trigger, plan.attempt, plan.slot, timer.at);
+                self.start_job(
+                    &name,
+                    plan.trigger,
+                    plan.attempt,
+                    plan.slot,
+                    timer.at,
+                    None,
+                    plan.first_change_at,
+                );
+            }
+            TimerKind::Change => {
+                if state.change_at != Some(timer.at) {
+                    return;
+                }
+                state.change_at = None;
+                if state.running.is_some() || state.retry.is_some() {
+                    // The running attempt (or its retry) ends by re-arming the change timer.
+                    return;
+                }
+                let Some(pending) = state
+                    .changes
+                    .as_ref()
+                    .and_then(changes::ChangeTracker::pending)
+                else {
+                    return;
+                };
+                info!(target = %name, first_change_at = %pending.first_change_at(), "Backing up after configuration changes.");
+                self.start_job(
+                    &name,
+                    Trigger::Change,
+                    1,
+                    None,
+                    timer.at,
+                    None,
+                    Some(pending.first_change_at()),
+                );
             }
         }
     }
@@ -536,9 +799,10 @@ impl Scheduler {
         slot: Option<DateTime<Utc>>,
         due: DateTime<Utc>,
     ) {
-        self.start_job(name, trigger, attempt, slot, due, None);
+        self.start_job(name, trigger, attempt, slot, due, None, None);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_job(
         &mut self,
         name: &Arc<str>,
@@ -547,13 +811,20 @@ impl Scheduler {
         slot: Option<DateTime<Utc>>,
         due: DateTime<Utc>,
         resume: Option<PendingOperation>,
+        first_change_at: Option<DateTime<Utc>>,
     ) {
+        let now = self.shared.clock.now();
         let Some(state) = self.targets.get_mut(name) else {
             return;
         };
         state.running = Some(Running {
             coalesced_slot: None,
         });
+        // The backup covers every change seen until now; later ones stay pending.
+        state.last_started = Some(resume.as_ref().map_or(now, |r| r.requested_at));
+        if let Some(tracker) = &mut state.changes {
+            tracker.started();
+        }
         let job = attempt::Job {
             spec: state.spec.clone(),
             trigger,
@@ -561,6 +832,7 @@ impl Scheduler {
             slot,
             due,
             resume,
+            first_change_at,
         };
         self.waiting.push_back(job);
         self.dispatch();
@@ -585,7 +857,7 @@ impl Scheduler {
         }
     }
 
-    fn finished(&mut self, report: &AttemptReport) {
+    async fn finished(&mut self, report: &AttemptReport) {
         let now = self.shared.clock.now();
         let name: Arc<str> = Arc::from(report.target.as_str());
         let Some(state) = self.targets.get_mut(&name) else {
@@ -602,6 +874,10 @@ impl Scheduler {
         }
         if let Some(lead) = report.lead {
             state.lead = lead;
+        }
+        if let Some(tracker) = &mut state.changes {
+            let succeeded = report.outcome == AttemptOutcome::Succeeded;
+            tracker.finished(succeeded, report.etag.clone());
         }
         let policy = &state.spec.config.policy;
         match &report.outcome {
@@ -636,6 +912,7 @@ impl Scheduler {
                         trigger: report.trigger,
                         attempt: report.attempt + 1,
                         slot,
+                        first_change_at: report.first_change_at,
                     });
                     info!(
                         target = %name, attempt = report.attempt, max_attempts = policy.max_attempts,
@@ -654,9 +931,14 @@ impl Scheduler {
                     );
                 }
             }
-            AttemptOutcome::Interrupted => return,
+            AttemptOutcome::Interrupted => {
+                self.persist_changes(&name, now).await;
+                return;
+            }
         }
+        self.persist_changes(&name, now).await;
         self.arm_watchdog(&name, now);
+        self.arm_change(&name);
     }
 
     async fn reload(&mut self, specs: Vec<Arc<TargetSpec>>) {
@@ -670,6 +952,9 @@ impl Scheduler {
             .collect();
         for name in removed {
             if let Some(state) = self.targets.remove(&name) {
+                if let Some(poller) = &state.poller {
+                    poller.cancel();
+                }
                 info!(target = %name, "Target removed from the configuration; no longer scheduled.");
                 if state.running.is_none() {
                     self.shared
@@ -687,19 +972,32 @@ impl Scheduler {
                         .metrics
                         .unregister_target(&name, old.spec.provider.kind());
                 }
+                if let Some(poller) = &old.poller {
+                    poller.cancel();
+                }
                 let running = old.running;
-                if let Err(err) = self.add_target(spec, now, false, false).await {
+                if let Err(err) = self.add_target(spec, now, None).await {
                     warn!(target = %name, error = %err, "Could not reload the target.");
                 }
                 if let Some(state) = self.targets.get_mut(name.as_str()) {
                     state.running = running;
+                    state.last_started = old.last_started.max(state.last_started);
+                    // What was seen and what is pending carries over; the new settings apply from now.
+                    if let (Some(tracker), Some(old)) = (&mut state.changes, old.changes) {
+                        let config = tracker.config.clone();
+                        *tracker = old;
+                        tracker.config = config;
+                    }
                     self.shared
                         .metrics
                         .set_in_progress(&name, running.is_some());
                 }
+                let key: Arc<str> = Arc::from(name.as_str());
+                self.start_poller(&key);
+                self.arm_change(&key);
             } else {
                 info!(target = %name, "New target added by the configuration reload.");
-                if let Err(err) = self.add_target(spec, now, false, false).await {
+                if let Err(err) = self.add_target(spec, now, None).await {
                     warn!(target = %name, error = %err, "Could not add the target.");
                 }
             }
@@ -724,6 +1022,7 @@ pub async fn run_once(shared: &Shared, spec: TargetSpec, trigger: Trigger) -> At
         slot: None,
         due: now,
         resume: None,
+        first_change_at: None,
     };
     attempt::run(shared, job, None).await
 }
