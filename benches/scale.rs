@@ -1530,6 +1530,7 @@ access_key_file = {key:?}
         config,
         targets,
         listener,
+        webhook_listener: None,
         shutdown: shutdown.clone(),
         reloads,
         clock: rpod::scheduler::Clock::system(),

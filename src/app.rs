@@ -21,6 +21,7 @@ use crate::providers::{ApimProvider, CommandProvider, Provider};
 use crate::reconcile;
 use crate::scheduler::{self, Clock, Shared, TargetSpec};
 use crate::storage;
+use crate::webhook::Webhook;
 
 /// What lives as long as the process, across configuration reloads: the metrics registry and, once a
 /// configuration first needs Azure, the one credential and the one ARM client (with its token buckets).
@@ -123,6 +124,15 @@ pub fn build_targets_in(
         })
         .collect();
     let mut problems = Vec::new();
+    if let Some(webhook) = &config.webhook
+        && let Err(message) = webhook.secret.load()
+    {
+        let key = match webhook.secret {
+            crate::config::SecretSource::File(_) => "webhook.secret_file",
+            crate::config::SecretSource::Env(_) => "webhook.secret_env",
+        };
+        problems.push(Problem::at(key, message));
+    }
     let mut specs = Vec::new();
     for (index, target) in config.targets.iter().enumerate() {
         let provider: Arc<dyn Provider> = match &target.kind {
@@ -207,6 +217,8 @@ pub struct RunOptions {
     pub targets: Vec<TargetSpec>,
     /// The bound main listener.
     pub listener: TcpListener,
+    /// The bound webhook listener, when `[webhook] listen` is set; bound from the configuration when `None`.
+    pub webhook_listener: Option<TcpListener>,
     /// Cancel to shut down.
     pub shutdown: CancellationToken,
     /// Each message asks for the configuration to be re-read (SIGHUP).
@@ -227,14 +239,28 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         config,
         targets,
         listener,
+        webhook_listener,
         shutdown,
         mut reloads,
         clock,
         environment,
     } = options;
-    // Only [daemon] is needed from here on (the targets live in their specs): `{ config }` moves the whole
-    // configuration into a temporary, so everything else is freed now rather than kept for the daemon's life.
-    let daemon = { config }.daemon;
+    // Only [daemon] and [webhook] are needed from here on (the targets live in their specs): `{ config }` moves
+    // the whole configuration into a temporary, so everything else is freed now rather than kept for the
+    // daemon's life.
+    let (daemon, webhook_config) = {
+        let config = { config };
+        (config.daemon, config.webhook)
+    };
+    let webhook_listener = match (&webhook_config, webhook_listener) {
+        (Some(webhook), None) => match webhook.listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("cannot listen on {address} (webhook.listen)")
+            })?),
+            None => None,
+        },
+        (_, listener) => listener,
+    };
     let catalog = Catalog::open(&daemon.state_dir)
         .await
         .with_context(|| format!("opening the catalog in {}", daemon.state_dir.display()))?;
@@ -253,6 +279,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         scheduler::start(shared.clone(), targets, stop_scheduling.clone())
             .await
             .context("starting the scheduler")?;
+    let configs = |specs: &[Arc<TargetSpec>]| -> Vec<crate::config::TargetConfig> {
+        specs.iter().map(|s| s.config.clone()).collect()
+    };
+    let webhook = match &webhook_config {
+        Some(webhook) => Some(
+            Webhook::new(
+                webhook,
+                &configs(&view.read().map(|v| v.to_vec()).unwrap_or_default()),
+                Arc::new(scheduler.clone()),
+                metrics.clone(),
+            )
+            .map_err(|message| anyhow::anyhow!("webhook: {message}"))?,
+        ),
+        None => None,
+    };
     let ready = Arc::new(AtomicBool::new(true));
     let api = ApiState {
         catalog: catalog.clone(),
@@ -263,12 +304,39 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         clock: clock.clone(),
     };
     let address = listener.local_addr().ok();
+    let mut router = http::router(api);
+    let mut hook_server = None;
+    if let Some(webhook) = &webhook {
+        match webhook_listener {
+            Some(hook_listener) => {
+                if let Ok(address) = hook_listener.local_addr() {
+                    info!(%address, "The Event Grid webhook listens on its own address.");
+                }
+                let hook_shutdown = shutdown.clone();
+                let hook_router = webhook.router();
+                hook_server = Some(tokio::spawn(async move {
+                    axum::serve(hook_listener, hook_router)
+                        .with_graceful_shutdown(hook_shutdown.cancelled_owned())
+                        .await
+                }));
+            }
+            None => router = router.merge(webhook.router()),
+        }
+    }
     let server_shutdown = shutdown.clone();
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, http::router(api))
+        axum::serve(listener, router)
             .with_graceful_shutdown(server_shutdown.cancelled_owned())
             .await
     });
+    let mut hook_server = hook_server;
+    let hook_stopped = async {
+        match &mut hook_server {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(hook_stopped);
     let mut evaluation = tokio::spawn(evaluation_loop(
         Evaluation {
             catalog: catalog.clone(),
@@ -298,6 +366,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                         }
                         latest = new_config.daemon;
                         let specs: Vec<Arc<TargetSpec>> = specs.into_iter().map(Arc::new).collect();
+                        match (&webhook, &new_config.webhook) {
+                            (Some(webhook), Some(settings)) => {
+                                if webhook_config.as_ref().map(|w| w.listen) != Some(settings.listen) {
+                                    warn!("webhook.listen changed; it takes effect after a restart.");
+                                }
+                                if let Err(message) = webhook.update(settings, &configs(&specs)) {
+                                    error!("The webhook keeps its previous settings: {message}");
+                                }
+                            }
+                            (None, None) => {}
+                            _ => warn!("[webhook] was added or removed; that takes effect after a restart."),
+                        }
                         let new_view = specs.clone();
                         scheduler.reload(specs).await;
                         if let Ok(mut guard) = view.write() {
@@ -312,6 +392,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             }
             result = &mut scheduler_task => break Some(format!("the scheduler stopped unexpectedly: {result:?}")),
             result = &mut server => break Some(format!("the HTTP server stopped unexpectedly: {result:?}")),
+            result = &mut hook_stopped => break Some(format!("the webhook server stopped unexpectedly: {result:?}")),
             result = &mut evaluation => break Some(format!("the evaluation loop stopped unexpectedly: {result:?}")),
         }
     };

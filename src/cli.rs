@@ -183,6 +183,7 @@ async fn run(
         config,
         targets,
         listener,
+        webhook_listener: None,
         shutdown,
         reloads,
         clock: Clock::system(),

@@ -300,7 +300,9 @@ impl Metrics {
     pub fn register_change_sources(&self, target: &str, sources: &[&str], polls: bool) {
         for source in [crate::config::SYNC_STATE, crate::config::EVENT_GRID] {
             if sources.contains(&source) {
-                let _ = self.change_events_total.with_label_values(&[target, source]);
+                let _ = self
+                    .change_events_total
+                    .with_label_values(&[target, source]);
             } else {
                 let _ = self
                     .change_events_total

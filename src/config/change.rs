@@ -195,9 +195,10 @@ pub(super) fn validate_webhook(
         }
         parsed
     });
-    let secret = SecretSource::from_pair(raw.secret_file.as_ref(), raw.secret_env.as_ref(), "secret")
-        .map_err(|message| problems.push(Problem::at("webhook", message)))
-        .ok();
+    let secret =
+        SecretSource::from_pair(raw.secret_file.as_ref(), raw.secret_env.as_ref(), "secret")
+            .map_err(|message| problems.push(Problem::at("webhook", message)))
+            .ok();
     let max_body_bytes = match raw.max_body_bytes {
         None => DEFAULT_WEBHOOK_BODY_BYTES,
         Some(bytes) if (1024..=64 * 1024 * 1024).contains(&bytes) => {

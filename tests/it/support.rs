@@ -46,6 +46,8 @@ pub fn rewrite_config(path: &Path, dir: &Path, body: &str) {
 pub struct TestApp {
     pub dir: TempDir,
     pub address: SocketAddr,
+    /// The webhook's own listener, when the configuration gives it one.
+    pub webhook_address: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub http: reqwest::Client,
@@ -76,6 +78,12 @@ pub async fn spawn_app_in(
         app::load_in(&config_path, &environment).unwrap_or_else(|err| panic!("{err}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    // A configured webhook listener gets a free loopback port instead of the one written in the file.
+    let webhook_listener = match config.webhook.as_ref().and_then(|w| w.listen) {
+        Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        None => None,
+    };
+    let webhook_address = webhook_listener.as_ref().map(|l| l.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     // Reloads are exercised through SIGHUP on a child process (lifecycle tests).
     let (_reload, reloads) = mpsc::unbounded_channel();
@@ -84,6 +92,7 @@ pub async fn spawn_app_in(
         config,
         targets,
         listener,
+        webhook_listener,
         shutdown: shutdown.clone(),
         reloads,
         clock,
@@ -92,6 +101,7 @@ pub async fn spawn_app_in(
     TestApp {
         dir,
         address,
+        webhook_address,
         shutdown,
         task,
         http: reqwest::Client::new(),
