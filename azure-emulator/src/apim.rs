@@ -40,7 +40,9 @@ pub(crate) fn sync_state(state: &State, path: &ServicePath) -> Reply {
     }
 }
 
-/// `POST .../service/{name}/backup` or `/restore`: validate, then accept with 202 and start the operation.
+/// `POST .../service/{name}/backup` or `/restore`: validate, then accept with 202 and start the operation. The
+/// accepted service goes to `Updating`, which moves its etag and `lastModifiedAt` as any ARM action does; a
+/// refused request moves nothing.
 pub(crate) fn start(
     state: &mut State,
     shared: &Arc<Shared>,
@@ -106,8 +108,12 @@ pub(crate) fn start(
         progress: Progress::Running,
     };
     state.operations.insert(id.clone(), operation);
-    state.services.get_mut(&key).expect("found above").busy_with =
-        Some(format!("{} {id}", kind.word()));
+    let now = state.now();
+    state
+        .services
+        .get_mut(&key)
+        .expect("found above")
+        .accept_operation(format!("{} {id}", kind.word()), now);
     tokio::spawn(operation::run(Arc::clone(shared), id.clone()));
 
     let slash = if state.config.double_slash_first_location {

@@ -2,8 +2,8 @@
 //! `cargo run --example azure-emulator -- [--port N] [--retry-after S] [--duration 30s]
 //! [--service SUB/RG/NAME[:SKU]]... [--azurite]`.
 //!
-//! It prints the base URL, an rpod configuration snippet and the managed identity environment, then serves until
-//! Ctrl-C.
+//! It prints the base URL, an rpod configuration snippet, the managed identity environment and how to make a
+//! change to a service by hand (the control endpoints), then serves until Ctrl-C.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::{Azurite, Emulator, EmulatorConfig, ServiceSpec, StorageAccount};
+use crate::{Azurite, Emulator, EmulatorConfig, ServiceSpec, StorageAccount, control};
 
 /// Container created in Azurite for backups.
 const CONTAINER: &str = "apim-backups";
@@ -146,11 +146,12 @@ fn instructions(
         "rg-apim",
         "apim-demo",
     );
-    for service in if services.is_empty() {
+    let shown = if services.is_empty() {
         std::slice::from_ref(&example)
     } else {
         services
-    } {
+    };
+    for service in shown {
         let _ = write!(
             text,
             "\n[[targets]]\nname = \"{}\"\nkind = \"apim\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\n\
@@ -178,6 +179,29 @@ fn instructions(
             "# (no --azurite: no storage account is registered, so backups are refused)\n",
         ),
     }
+    text.push_str(
+        "\n# make a change by hand (emulator control endpoints: not ARM, no token needed)\n\
+         # a configuration change now: configurationChangeDate, the etag and lastModifiedAt move\n",
+    );
+    for service in shown {
+        let _ = writeln!(
+            text,
+            "curl -X POST {base}{}/change",
+            control::service_path(service)
+        );
+    }
+    text.push_str(
+        "# set configurationChangeDate alone (the etag and lastModifiedAt stay, as for changes ARM's resource \
+         does not show)\n",
+    );
+    for service in shown {
+        let _ = writeln!(
+            text,
+            "curl -X PUT -H 'Content-Type: application/json' \
+             -d '{{\"configurationChangeDate\":\"2026-01-01T00:00:00Z\"}}' {base}{}/configurationChangeDate",
+            control::service_path(service)
+        );
+    }
     text.push_str("\nServing until Ctrl-C.");
     text
 }
@@ -196,6 +220,29 @@ mod tests {
         assert_eq!(parse_service("sub/rg/name:Premium").unwrap().sku, "Premium");
         assert!(parse_service("sub/rg").is_err());
         assert!(parse_service("sub/rg/name:").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_banner_shows_how_to_make_a_change() {
+        let emulator = Emulator::start(EmulatorConfig::fast()).await.unwrap();
+        let base = emulator.base_url();
+        let services = [ServiceSpec::new("sub", "rg", "apim-1")];
+        let text = instructions(&emulator, &services, None);
+        let service =
+            format!("{base}/emulator/subscriptions/sub/resourceGroups/rg/services/apim-1");
+        assert!(
+            text.contains(&format!("curl -X POST {service}/change\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "-d '{{\"configurationChangeDate\":\"2026-01-01T00:00:00Z\"}}' {service}/configurationChangeDate\n"
+            )),
+            "{text}"
+        );
+        let example = instructions(&emulator, &[], None);
+        assert!(example.contains("/services/apim-demo/change"), "{example}");
+        emulator.shutdown().await;
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -44,7 +45,8 @@ impl Emulator {
 
     /// `http://127.0.0.1:{port}`: the ARM endpoint (`resource_manager_endpoint`), the Entra ID authority
     /// (`{base}/{tenant}/oauth2/v2.0/token`) and the managed identity endpoints (`{base}/msi/token`,
-    /// `{base}/metadata/identity/oauth2/token`).
+    /// `{base}/metadata/identity/oauth2/token`). The emulator's own control endpoints live under
+    /// `{base}/emulator/` (see the crate documentation).
     #[must_use]
     pub fn base_url(&self) -> String {
         self.base_url.clone()
@@ -145,20 +147,47 @@ impl Emulator {
     }
 
     /// Simulates a configuration change on a service (say, an API edited in the portal): moves
-    /// `configurationChangeDate`, the etag and `lastModifiedAt`.
+    /// `configurationChangeDate`, the etag and `lastModifiedAt` to now. The control endpoint
+    /// `POST {base}/emulator/subscriptions/{sub}/resourceGroups/{rg}/services/{name}/change` does the same.
     ///
     /// # Panics
     /// When no such service is hosted: that is a mistake in the test.
     pub fn make_change(&self, subscription: &str, resource_group: &str, name: &str) {
-        let mut state = self.shared.lock();
-        let now = state.now();
-        state
-            .services
-            .get_mut(&service_key(subscription, resource_group, name))
-            .unwrap_or_else(|| {
-                panic!("make_change: no hosted service {subscription}/{resource_group}/{name}")
-            })
-            .change_configuration(now);
+        let found =
+            self.shared
+                .lock()
+                .make_change(&service_key(subscription, resource_group, name));
+        assert!(
+            found,
+            "make_change: no hosted service {subscription}/{resource_group}/{name}"
+        );
+    }
+
+    /// Sets a service's `configurationChangeDate` (as its `tenant/configuration/syncState` reports it) to `at`,
+    /// and nothing else: the etag and `systemData.lastModifiedAt` do not move. This simulates a configuration
+    /// change (an API, product or policy edit) that ARM's service resource does not show, so that a test can
+    /// tell the two signals apart; `at` may be in the past or the future. `isSynced` turns false when `at` is
+    /// after the last sync. The control endpoint
+    /// `PUT {base}/emulator/subscriptions/{sub}/resourceGroups/{rg}/services/{name}/configurationChangeDate` with
+    /// `{"configurationChangeDate":"2026-01-01T00:00:00Z"}` does the same.
+    ///
+    /// # Panics
+    /// When no such service is hosted: that is a mistake in the test.
+    pub fn set_configuration_change_date(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    ) {
+        let found = self
+            .shared
+            .lock()
+            .set_configuration_change_date(&service_key(subscription, resource_group, name), at);
+        assert!(
+            found,
+            "set_configuration_change_date: no hosted service {subscription}/{resource_group}/{name}"
+        );
     }
 
     /// Stops serving: closes every connection (hanging ones included) and stops running operations.

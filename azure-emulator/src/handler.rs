@@ -1,6 +1,6 @@
 //! The one request handler: route by path, apply an injected fault if one matches, then for ARM check the token,
-//! the throttling bucket and the api-version before the API Management handlers answer. Every request is
-//! logged with how it was answered.
+//! the throttling bucket and the api-version before the API Management handlers answer. The emulator's own
+//! control endpoints skip all of that. Every request is logged with how it was answered.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -131,6 +131,9 @@ fn answer(
             &request.headers,
         ),
         Endpoint::Apim { .. } | Endpoint::OtherArm { .. } => arm(state, shared, endpoint, request),
+        Endpoint::Control { service, action } => {
+            crate::control::answer(state, service, *action, method, &request.body)
+        }
         Endpoint::Unknown => Reply::empty(404),
     }
 }

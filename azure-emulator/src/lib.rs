@@ -19,6 +19,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Change signals
+//! A hosted service reports API Management's change signals as ARM does (design §8): the service resource's
+//! `etag` (also the `ETag` header) and `systemData.lastModifiedAt`, and the sync state's
+//! `configurationChangeDate`.
+//! - An accepted backup or restore moves the etag and `lastModifiedAt` (the service goes to `Updating`), and they
+//!   move again when it completes; the completed operation's 200 carries the resource as of completion.
+//! - A backup never moves `configurationChangeDate`; a completed restore does (the configuration is replaced).
+//! - [`Emulator::make_change`] simulates a configuration change: all three move.
+//! - [`Emulator::set_configuration_change_date`] sets `configurationChangeDate` alone, for a change that the ARM
+//!   resource does not show.
+//!
+//! The same two changes can be made over HTTP, which is handy against the runnable emulator. These control
+//! endpoints are not ARM: they need no token, are never throttled or faulted, and are logged like every request.
+//! - `POST {base}/emulator/subscriptions/{sub}/resourceGroups/{rg}/services/{name}/change` → 204.
+//! - `PUT {base}/emulator/subscriptions/{sub}/resourceGroups/{rg}/services/{name}/configurationChangeDate` with
+//!   `{"configurationChangeDate":"2026-01-01T00:00:00Z"}` → 204, or 400 for a bad body.
+//!
+//! Both answer 404 with a JSON error when no such service is hosted, and 405 to other methods.
+//!
 //! # Layout
 //! - [`emulator`]: the [`Emulator`] handle: start, configure, inject faults, read logs, shut down.
 //! - [`config`]: [`EmulatorConfig`], [`ServiceSpec`], [`StorageAccount`].
@@ -29,8 +48,8 @@
 //! - [`blob`]: a small Shared Key blob client (create container, put, list, stat, delete), independent of rpod.
 //! - [`cli`]: the command line of the runnable emulator (`cargo run --example azure-emulator`).
 //! - Internal: `server` (hyper accept loop, resets, hangs), `handler` (routing, faults, auth, throttling),
-//!   `routes` (path parsing), `token`, `apim`, `operation` (backup and restore tasks), `state`, `reply`,
-//!   `throttle`, `clock`.
+//!   `routes` (path parsing), `token`, `apim`, `operation` (backup and restore tasks), `control` (the control
+//!   endpoints), `state`, `reply`, `throttle`, `clock`.
 
 pub mod azurite;
 pub mod blob;
@@ -43,6 +62,7 @@ pub mod service;
 
 mod apim;
 mod clock;
+mod control;
 mod handler;
 mod operation;
 mod reply;

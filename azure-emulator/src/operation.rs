@@ -242,3 +242,148 @@ pub(crate) fn release(
         service.busy_with = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apim;
+    use crate::config::{EmulatorConfig, ServiceSpec};
+    use crate::routes::ServicePath;
+    use crate::service::{Service, ServiceState};
+    use crate::state::{State, service_key};
+
+    /// Shared state hosting `svc` with an account an operation may target; operations run an hour, so only
+    /// the test finishes them.
+    fn hosting_svc() -> Arc<Shared> {
+        let config = EmulatorConfig {
+            operation_duration: Duration::from_hours(1),
+            ..EmulatorConfig::fast()
+        };
+        let mut state = State::new(config, "http://127.0.0.1:1".to_owned());
+        let now = state.now();
+        state.services.insert(
+            service_key("s1", "rg", "svc"),
+            Service::new(ServiceSpec::new("s1", "rg", "svc"), now),
+        );
+        state.accounts.insert(
+            "acct".to_owned(),
+            StorageAccount::new("acct", "http://127.0.0.1:9/acct", "a2V5"),
+        );
+        Arc::new(Shared::new(state))
+    }
+
+    fn path() -> ServicePath {
+        ServicePath {
+            subscription: "s1".into(),
+            resource_group: "rg".into(),
+            name: "svc".into(),
+        }
+    }
+
+    fn snapshot(shared: &Shared) -> ServiceState {
+        shared.lock().services[&service_key("s1", "rg", "svc")].snapshot()
+    }
+
+    /// Starts an operation of `kind` and returns its id.
+    fn start(shared: &Arc<Shared>, kind: OperationKind) -> String {
+        let body =
+            br#"{"storageAccount":"acct","accessKey":"a2V5","containerName":"c","backupName":"b"}"#;
+        let reply = apim::start(
+            &mut shared.lock(),
+            shared,
+            &path(),
+            kind,
+            "2024-05-01",
+            body,
+        );
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let location = reply.header_value("Location").expect("a Location");
+        let id = location.split("operationresults/").nth(1).expect("an id");
+        id.split('?').next().expect("an id").to_owned()
+    }
+
+    fn advance(shared: &Shared) {
+        shared.lock().clock.advance(Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_backup_moves_the_resource_when_accepted_and_completes_with_its_etag_of_completion() {
+        let shared = hosting_svc();
+        let before = snapshot(&shared);
+        advance(&shared);
+        let id = start(&shared, OperationKind::Backup);
+        let running = snapshot(&shared);
+        assert_eq!(running.provisioning_state, "Updating");
+        assert_ne!(running.etag, before.etag, "accepting moves the etag");
+        assert!(running.last_modified_at > before.last_modified_at);
+        assert_eq!(
+            running.configuration_change_date,
+            before.configuration_change_date
+        );
+        assert_eq!(apim::poll(&mut shared.lock(), &path(), &id).status, 202);
+
+        advance(&shared);
+        finish(&shared, &id, Ok(()));
+        let done = snapshot(&shared);
+        assert_eq!(done.provisioning_state, "Succeeded");
+        assert_ne!(done.etag, running.etag, "completing moves the etag again");
+        assert!(done.last_modified_at > running.last_modified_at);
+        assert_eq!(
+            done.configuration_change_date, before.configuration_change_date,
+            "a backup changes no configuration"
+        );
+        let reply = apim::poll(&mut shared.lock(), &path(), &id);
+        assert_eq!(reply.status, 200);
+        let resource: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(resource["etag"], done.etag.as_str());
+        assert_eq!(
+            resource["systemData"]["lastModifiedAt"],
+            iso(done.last_modified_at)
+        );
+        assert_eq!(resource["properties"]["provisioningState"], "Succeeded");
+    }
+
+    #[tokio::test]
+    async fn a_restore_moves_the_resource_when_accepted_and_the_configuration_when_completed() {
+        let shared = hosting_svc();
+        let before = snapshot(&shared);
+        advance(&shared);
+        let id = start(&shared, OperationKind::Restore);
+        let running = snapshot(&shared);
+        assert_ne!(running.etag, before.etag);
+        assert!(running.last_modified_at > before.last_modified_at);
+        assert_eq!(
+            running.configuration_change_date,
+            before.configuration_change_date
+        );
+
+        advance(&shared);
+        finish(&shared, &id, Ok(()));
+        let done = snapshot(&shared);
+        assert_ne!(done.etag, running.etag);
+        assert_eq!(done.configuration_change_date, done.last_modified_at);
+        assert!(done.configuration_change_date > running.last_modified_at);
+        let reply = apim::poll(&mut shared.lock(), &path(), &id);
+        let resource: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(resource["etag"], done.etag.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_refused_operation_moves_nothing() {
+        let shared = hosting_svc();
+        let before = snapshot(&shared);
+        advance(&shared);
+        let unknown_account =
+            br#"{"storageAccount":"nope","accessKey":"a2V5","containerName":"c","backupName":"b"}"#;
+        let reply = apim::start(
+            &mut shared.lock(),
+            &shared,
+            &path(),
+            OperationKind::Backup,
+            "2024-05-01",
+            unknown_account,
+        );
+        assert_eq!(reply.status, 400);
+        assert_eq!(snapshot(&shared), before);
+    }
+}

@@ -20,6 +20,12 @@ pub(crate) enum Endpoint {
     },
     /// Another path under `/subscriptions/`.
     OtherArm { subscription: String },
+    /// Under `/emulator/subscriptions/{sub}/resourceGroups/{rg}/services/{name}`: the emulator's own control
+    /// endpoints, not ARM (no token, no throttling, no faults).
+    Control {
+        service: ServicePath,
+        action: Control,
+    },
     /// Anything else.
     Unknown,
 }
@@ -49,6 +55,15 @@ pub(crate) enum Action {
     Other,
 }
 
+/// What a control request does to a hosted service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// `change`: a configuration change now, like [`crate::Emulator::make_change`].
+    Change,
+    /// `configurationChangeDate`: set that date alone, like [`crate::Emulator::set_configuration_change_date`].
+    ConfigurationChangeDate,
+}
+
 impl Endpoint {
     /// The fault route a request on this endpoint belongs to; `None` for paths nothing can be injected on.
     pub(crate) fn route(&self) -> Option<Route> {
@@ -63,7 +78,7 @@ impl Endpoint {
                 Action::Other => Some(Route::AnyArm),
             },
             Self::OtherArm { .. } => Some(Route::AnyArm),
-            Self::Unknown => None,
+            Self::Control { .. } | Self::Unknown => None,
         }
     }
 
@@ -119,6 +134,30 @@ pub(crate) fn parse(path: &str) -> Endpoint {
                 _ => Action::Other,
             },
         },
+        [
+            "emulator",
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "services",
+            _,
+            action,
+        ] => {
+            let action = match *action {
+                "change" => Control::Change,
+                "configurationchangedate" => Control::ConfigurationChangeDate,
+                _ => return Endpoint::Unknown,
+            };
+            Endpoint::Control {
+                service: ServicePath {
+                    subscription: segments[2].clone(),
+                    resource_group: segments[4].clone(),
+                    name: segments[6].clone(),
+                },
+                action,
+            }
+        }
         ["subscriptions", ..] => Endpoint::OtherArm {
             subscription: segments.get(1).cloned().unwrap_or_default(),
         },
@@ -185,6 +224,49 @@ mod tests {
             parse("/subscriptions/S1/resourcegroups").subscription(),
             Some("S1")
         );
+    }
+
+    #[test]
+    fn control_paths_are_case_insensitive_and_take_no_faults() {
+        let control = |action| Endpoint::Control {
+            service: ServicePath {
+                subscription: "S1".into(),
+                resource_group: "RG".into(),
+                name: "Svc".into(),
+            },
+            action,
+        };
+        let base = "/emulator/subscriptions/S1/resourceGroups/RG/services/Svc";
+        assert_eq!(parse(&format!("{base}/change")), control(Control::Change));
+        assert_eq!(
+            parse(&format!("{base}/configurationChangeDate")),
+            control(Control::ConfigurationChangeDate)
+        );
+        assert_eq!(
+            parse("/EMULATOR/Subscriptions/S1/RESOURCEGROUPS/RG/Services/Svc/CHANGE"),
+            control(Control::Change)
+        );
+        assert_eq!(
+            parse(
+                "/emulator//subscriptions/S1/resourcegroups/RG/services/Svc/configurationchangedate"
+            ),
+            control(Control::ConfigurationChangeDate)
+        );
+        assert_eq!(
+            parse("/emulator/subscriptions/S%31/resourceGroups/RG/services/Svc/change"),
+            control(Control::Change)
+        );
+        let endpoint = parse(&format!("{base}/change"));
+        assert_eq!(endpoint.route(), None, "faults do not apply");
+        assert_eq!(endpoint.subscription(), None, "not ARM");
+        for unknown in [
+            format!("{base}/other"),
+            format!("{base}/change/more"),
+            base.to_owned(),
+            "/emulator/subscriptions/S1/resourceGroups/RG/services".to_owned(),
+        ] {
+            assert_eq!(parse(&unknown), Endpoint::Unknown, "{unknown}");
+        }
     }
 
     #[test]

@@ -17,9 +17,11 @@ pub struct ServiceState {
     pub etag: String,
     /// `Succeeded`, or `Updating` while a backup or restore runs.
     pub provisioning_state: String,
-    /// `systemData.lastModifiedAt`: moved by backups, restores and [`crate::Emulator::make_change`].
+    /// `systemData.lastModifiedAt`: moved, with the etag, when a backup or restore is accepted, again when it
+    /// completes, and by [`crate::Emulator::make_change`].
     pub last_modified_at: DateTime<Utc>,
-    /// `configurationChangeDate` of the sync state: moved by restores and `make_change`, not by backups.
+    /// `configurationChangeDate` of the sync state: moved by completed restores and `make_change`, set by
+    /// [`crate::Emulator::set_configuration_change_date`]; never moved by backups.
     pub configuration_change_date: DateTime<Utc>,
     /// Backups completed successfully.
     pub backups_taken: u32,
@@ -73,6 +75,19 @@ impl Service {
     pub(crate) fn change_configuration(&mut self, now: DateTime<Utc>) {
         self.touch(now);
         self.configuration_change_date = now;
+    }
+
+    /// Sets `configurationChangeDate` alone: a configuration change that the ARM resource does not show, so the
+    /// etag and `lastModifiedAt` stay.
+    pub(crate) fn set_configuration_change_date(&mut self, at: DateTime<Utc>) {
+        self.configuration_change_date = at;
+    }
+
+    /// An accepted backup or restore (`what` names it) at `now`: the service goes to `Updating`, which like any
+    /// ARM action on the resource moves its etag and `lastModifiedAt`. The configuration does not change.
+    pub(crate) fn accept_operation(&mut self, what: String, now: DateTime<Utc>) {
+        self.busy_with = Some(what);
+        self.touch(now);
     }
 
     /// A completed backup at `now`.
@@ -259,6 +274,80 @@ mod tests {
         service.backed_up(now);
         assert_eq!(service.etag(), "AAAAAAAAAAI=");
         assert_eq!(service.snapshot().configuration_change_date, now);
+    }
+
+    #[test]
+    fn a_backup_moves_the_resource_when_accepted_and_when_completed_but_not_the_configuration() {
+        let created = Utc::now();
+        let mut service = Service::new(ServiceSpec::new("s", "rg", "svc"), created);
+        let before = service.snapshot();
+
+        let accepted_at = created + chrono::Duration::seconds(5);
+        service.accept_operation("Backup op-1".to_owned(), accepted_at);
+        let running = service.snapshot();
+        assert_eq!(running.provisioning_state, "Updating");
+        assert_ne!(running.etag, before.etag, "accepting moves the etag");
+        assert_eq!(running.last_modified_at, accepted_at);
+        assert_eq!(running.configuration_change_date, created);
+        let resource = service.resource_json("westeurope");
+        assert_eq!(resource["etag"], running.etag.as_str());
+        assert_eq!(resource["properties"]["provisioningState"], "Updating");
+
+        let completed_at = accepted_at + chrono::Duration::seconds(540);
+        service.busy_with = None;
+        service.backed_up(completed_at);
+        let done = service.snapshot();
+        assert_ne!(done.etag, running.etag, "completing moves it again");
+        assert_eq!(done.last_modified_at, completed_at);
+        assert_eq!(
+            done.configuration_change_date, created,
+            "a backup changes no configuration"
+        );
+        assert_eq!(
+            service.resource_json("westeurope")["etag"],
+            done.etag.as_str()
+        );
+        assert_eq!(
+            service.sync_state_json()["properties"]["configurationChangeDate"],
+            iso(created)
+        );
+    }
+
+    #[test]
+    fn a_restore_moves_the_resource_when_accepted_and_the_configuration_when_completed() {
+        let created = Utc::now();
+        let mut service = Service::new(ServiceSpec::new("s", "rg", "svc"), created);
+        let accepted_at = created + chrono::Duration::seconds(5);
+        service.accept_operation("Restore op-1".to_owned(), accepted_at);
+        let running = service.snapshot();
+        assert_eq!(running.configuration_change_date, created);
+        assert_eq!(running.last_modified_at, accepted_at);
+
+        let completed_at = accepted_at + chrono::Duration::seconds(1800);
+        service.busy_with = None;
+        service.restored(completed_at);
+        let done = service.snapshot();
+        assert_ne!(done.etag, running.etag);
+        assert_eq!(done.last_modified_at, completed_at);
+        assert_eq!(done.configuration_change_date, completed_at);
+    }
+
+    #[test]
+    fn a_set_configuration_change_date_leaves_the_resource_alone() {
+        let created = Utc::now();
+        let mut service = Service::new(ServiceSpec::new("s", "rg", "svc"), created);
+        let before = service.snapshot();
+        let at = created + chrono::Duration::hours(1);
+        service.set_configuration_change_date(at);
+        let after = service.snapshot();
+        assert_eq!(after.configuration_change_date, at);
+        assert_eq!(
+            (after.etag.as_str(), after.last_modified_at),
+            (before.etag.as_str(), before.last_modified_at)
+        );
+        let sync = service.sync_state_json();
+        assert_eq!(sync["properties"]["configurationChangeDate"], iso(at));
+        assert_eq!(sync["properties"]["isSynced"], false);
     }
 
     #[test]

@@ -153,6 +153,29 @@ impl State {
         self.config.token_lifetime.as_secs()
     }
 
+    /// Simulates a configuration change on the service `key` now (moves `configurationChangeDate`, the etag
+    /// and `lastModifiedAt`); false when no such service is hosted.
+    pub(crate) fn make_change(&mut self, key: &ServiceKey) -> bool {
+        let now = self.now();
+        self.services
+            .get_mut(key)
+            .map(|service| service.change_configuration(now))
+            .is_some()
+    }
+
+    /// Sets the `configurationChangeDate` of the service `key` (nothing else moves); false when no such service
+    /// is hosted.
+    pub(crate) fn set_configuration_change_date(
+        &mut self,
+        key: &ServiceKey,
+        at: DateTime<Utc>,
+    ) -> bool {
+        self.services
+            .get_mut(key)
+            .map(|service| service.set_configuration_change_date(at))
+            .is_some()
+    }
+
     /// Sets how long operations started from now on take.
     pub(crate) fn set_operation_duration(&mut self, duration: Duration) {
         self.config.operation_duration = duration;

@@ -3,6 +3,7 @@
 
 mod azurite;
 mod backup;
+mod changes;
 mod faults;
 mod requests;
 mod restore;
