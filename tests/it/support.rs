@@ -74,6 +74,16 @@ pub async fn spawn_app_in(
     for (name, content) in files {
         std::fs::write(dir.path().join(name), content).unwrap();
     }
+    start_in(dir, config_path, environment, clock).await
+}
+
+/// Starts the daemon on the configuration at `config_path` inside `dir` (kept across restarts).
+pub async fn start_in(
+    dir: TempDir,
+    config_path: PathBuf,
+    environment: app::Environment,
+    clock: Clock,
+) -> TestApp {
     let (config, targets) =
         app::load_in(&config_path, &environment).unwrap_or_else(|err| panic!("{err}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -157,6 +167,13 @@ impl TestApp {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
         self.dir
+    }
+
+    /// Stops the daemon and starts it again on the same configuration and state directory.
+    pub async fn restart(self, environment: app::Environment) -> TestApp {
+        let dir = self.stop().await;
+        let config_path = dir.path().join("rpod.toml");
+        start_in(dir, config_path, environment, Clock::system()).await
     }
 }
 
