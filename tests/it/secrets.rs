@@ -1,6 +1,6 @@
 //! No secret reaches an output: a full APIM cycle with canary secrets (client secret, storage account key, SAS,
-//! the access tokens Azure issues), then every output is searched: debug logs, /metrics, the JSON API, the
-//! catalog files and the command line's JSON.
+//! the access tokens Azure issues, the webhook secret and a wrong one sent to the webhook), then every output is
+//! searched: debug logs, /metrics, the JSON API, the catalog files and the command line's JSON.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,6 +17,8 @@ use crate::support::{eventually, run_rpod, spawn_app_in};
 
 const CLIENT_SECRET: &str = "canary-client-secret-9f3e2d";
 const TOKEN_PREFIX: &str = "canary-token-51c8a0-";
+const WEBHOOK_SECRET: &str = "canary-webhook-secret-0d7e41";
+const WRONG_SECRET: &str = "canary-wrong-webhook-secret-b2a9f6";
 
 /// Every log line any test of this binary writes at debug level, as an operator with `RPOD_LOG=debug` would
 /// see them (installed once; other tests' lines land here too, which only widens the search).
@@ -76,8 +78,14 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             "access_key",
             &format!(
                 "{}{}\n[storage.sas]\nkind = \"azure_blob\"\naccount = \"{}\"\ncontainer = \"{CONTAINER}\"\n\
-                 endpoint = \"{}\"\naccess = \"managed_identity\"\nauth = \"sas\"\nsas_file = \"{{dir}}/sas\"\n",
-                target("canary", "svc-canary", "rpo = \"1h\""),
+                 endpoint = \"{}\"\naccess = \"managed_identity\"\nauth = \"sas\"\nsas_file = \"{{dir}}/sas\"\n\
+                 [webhook]\nsecret_file = \"{{dir}}/webhook-secret\"\n",
+                target(
+                    "canary",
+                    "svc-canary",
+                    "rpo = \"1h\"\non_change = { detect = [\"sync_state\", \"event_grid\"], poll_interval = \
+                     \"200ms\", quiet_period = \"200ms\", max_delay = \"1s\", min_interval = \"0s\" }"
+                ),
                 target("canary-sas", "svc-canary-sas", "rpo = \"1h\"")
                     .replace("storage = \"blob\"", "storage = \"sas\""),
                 cloud.azurite.account(),
@@ -100,6 +108,7 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             ("key", key.as_bytes()),
             ("sas", sas.as_bytes()),
             ("client-secret", CLIENT_SECRET.as_bytes()),
+            ("webhook-secret", WEBHOOK_SECRET.as_bytes()),
         ],
         environment,
         Clock::system(),
@@ -114,6 +123,51 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         })
         .await;
     }
+    // The webhook takes a delivery with its secret, refuses one with a wrong secret, and the change is backed up.
+    let event = serde_json::json!([{
+        "id": "1",
+        "topic": format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ApiManagement/service/svc-canary",
+            crate::apim::SUB,
+            crate::apim::RG
+        ),
+        "subject": "/apis/echo",
+        "data": {},
+        "eventType": "Microsoft.ApiManagement.APIUpdated",
+        "eventTime": "2026-11-21T10:00:00Z",
+        "dataVersion": "1",
+        "metadataVersion": "1"
+    }]);
+    let wrong = app
+        .http
+        .post(app.url("/hooks/eventgrid"))
+        .header("x-rpod-webhook-secret", WRONG_SECRET)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_clean(
+        "the 401 answer",
+        &wrong.text().await.unwrap(),
+        &[WRONG_SECRET, WEBHOOK_SECRET],
+    );
+    let right = app
+        .http
+        .post(app.url(&format!("/hooks/eventgrid?code={WEBHOOK_SECRET}")))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    eventually(Duration::from_secs(30), "a change backup", || async {
+        app.records("canary")
+            .await
+            .into_iter()
+            .find(|r| r.trigger == "change" && r.status == Status::Succeeded)
+    })
+    .await;
+
     // The secrets were really used: the emulator saw the client secret grant and issued canary tokens.
     assert!(cloud.emulator.issued_tokens() > 0);
     assert!(
@@ -131,6 +185,8 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         signature.as_str(),
         TOKEN_PREFIX,
         token.as_str(),
+        WEBHOOK_SECRET,
+        WRONG_SECRET,
     ];
     let metrics = app
         .http
