@@ -123,6 +123,10 @@ pub struct TargetView {
     pub next_scheduled: Option<DateTime<Utc>>,
     /// When the RPO watchdog starts a backup at the latest (lead from configuration only).
     pub watchdog_due: Option<DateTime<Utc>>,
+    /// The change detectors in use (`sync_state`, `event_grid`); empty without `on_change`.
+    pub change_detection: Vec<String>,
+    /// When rpod first saw a change no backup covers yet; a change backup follows.
+    pub change_pending_since: Option<DateTime<Utc>>,
 }
 
 /// Builds the view of one target; shared by the API and `rpod status`.
@@ -137,6 +141,13 @@ pub async fn target_view(
     let config = &spec.config;
     let policy = &config.policy;
     let summary = catalog.summary(&config.name, now).await?;
+    let change_pending_since = match &policy.on_change {
+        Some(_) => catalog
+            .change_state(&config.name)
+            .await?
+            .and_then(|stored| crate::scheduler::pending_change_since(&stored)),
+        None => None,
+    };
     Ok(TargetView {
         name: config.name.clone(),
         kind: spec.provider.kind().to_owned(),
@@ -160,6 +171,12 @@ pub async fn target_view(
             policy.configured_lead(),
             now,
         )),
+        change_detection: policy
+            .on_change
+            .as_ref()
+            .map(|c| c.sources().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        change_pending_since,
     })
 }
 

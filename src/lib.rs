@@ -34,3 +34,4 @@ pub mod providers;
 pub mod reconcile;
 pub mod scheduler;
 pub mod storage;
+pub mod webhook;

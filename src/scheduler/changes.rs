@@ -65,6 +65,15 @@ struct Stored {
     pending: Option<Pending>,
 }
 
+/// When rpod first saw a change no backup covers yet, from the state the catalog keeps.
+#[must_use]
+pub fn pending_change_since(stored: &str) -> Option<DateTime<Utc>> {
+    serde_json::from_str::<Stored>(stored)
+        .ok()?
+        .pending
+        .map(|p| p.first_seen)
+}
+
 /// How the first observation after rpod's own backup treats service-level moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Absorb {

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use attempt::{AttemptOutcome, AttemptReport};
+pub use changes::pending_change_since;
 pub use clock::{Clock, Hold};
 
 use crate::catalog::{Catalog, Finish, PendingOperation, Trigger};

@@ -95,10 +95,7 @@ fn backup_posts(cloud: &Cloud, service: &str) -> usize {
 }
 
 fn change_backups(records: &[BackupRecord]) -> Vec<&BackupRecord> {
-    records
-        .iter()
-        .filter(|r| r.trigger == "change")
-        .collect()
+    records.iter().filter(|r| r.trigger == "change").collect()
 }
 
 fn ms(delta: TimeDelta) -> i64 {
@@ -112,7 +109,9 @@ fn make_change(cloud: &Cloud, service: &str) -> DateTime<Utc> {
 }
 
 fn resource(service: &str) -> String {
-    format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/{service}")
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/{service}"
+    )
 }
 
 /// A real-shaped Event Grid event for an API edited in `service`.
@@ -189,7 +188,11 @@ async fn one_change_leads_to_one_backup_after_the_quiet_period_and_not_to_a_loop
     // period after it must not find a change in that.
     let posts = backup_posts(&cloud, "apim-a");
     polls_span(&cloud, "apim-a", Duration::from_secs(2)).await;
-    assert_eq!(backup_posts(&cloud, "apim-a"), posts, "no backup without a change");
+    assert_eq!(
+        backup_posts(&cloud, "apim-a"),
+        posts,
+        "no backup without a change"
+    );
     assert_eq!(app.records("a").await.len(), 2);
     let metrics = app.metrics().await;
     assert_eq!(
@@ -202,13 +205,24 @@ async fn one_change_leads_to_one_backup_after_the_quiet_period_and_not_to_a_loop
     assert_eq!(
         metrics.value(
             "rpod_backups_total",
-            &[("target", "a"), ("trigger", "change"), ("outcome", "succeeded")]
+            &[
+                ("target", "a"),
+                ("trigger", "change"),
+                ("outcome", "succeeded")
+            ]
         ),
         1.0
     );
     assert_eq!(
         metrics.value("rpod_change_poll_errors_total", &[("target", "a")]),
         0.0
+    );
+    let view = app.get_json("/api/v1/targets").await;
+    assert_eq!(view[0]["change_detection"], json!(["sync_state"]));
+    assert_eq!(
+        view[0]["change_pending_since"],
+        Value::Null,
+        "the change is backed up"
     );
     app.stop().await;
 }
@@ -217,7 +231,11 @@ async fn one_change_leads_to_one_backup_after_the_quiet_period_and_not_to_a_loop
 async fn five_changes_in_quick_succession_lead_to_one_backup() {
     let cloud = Cloud::fast(Duration::from_millis(200)).await;
     cloud.service("apim-b");
-    let app = spawn(&cloud, &target("b", "apim-b", &polled("1500ms", "20s", "0s"))).await;
+    let app = spawn(
+        &cloud,
+        &target("b", "apim-b", &polled("1500ms", "20s", "0s")),
+    )
+    .await;
     settled(&cloud, &app, "b", "apim-b").await;
 
     let first = make_change(&cloud, "apim-b");
@@ -250,7 +268,11 @@ async fn five_changes_in_quick_succession_lead_to_one_backup() {
 async fn continuous_changes_still_produce_a_backup_by_max_delay() {
     let cloud = Cloud::fast(Duration::from_millis(200)).await;
     cloud.service("apim-c");
-    let app = spawn(&cloud, &target("c", "apim-c", &polled("1s", "2500ms", "0s"))).await;
+    let app = spawn(
+        &cloud,
+        &target("c", "apim-c", &polled("1s", "2500ms", "0s")),
+    )
+    .await;
     settled(&cloud, &app, "c", "apim-c").await;
 
     // A change every 200 ms for 6 s: the quiet period never ends.
@@ -301,13 +323,17 @@ async fn a_change_during_a_backup_leads_to_exactly_one_follow_up() {
 
     make_change(&cloud, "apim-e");
     // The change backup is accepted and running: change the service twice while it runs.
-    eventually(Duration::from_secs(20), "the change backup running", || async {
-        let records = app.records("e").await;
-        (records.len() == 2
-            && records[1].status == Status::Running
-            && backup_posts(&cloud, "apim-e") == 2)
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the change backup running",
+        || async {
+            let records = app.records("e").await;
+            (records.len() == 2
+                && records[1].status == Status::Running
+                && backup_posts(&cloud, "apim-e") == 2)
+                .then_some(())
+        },
+    )
     .await;
     make_change(&cloud, "apim-e");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -456,7 +482,11 @@ async fn the_watermark_survives_restarts() {
     // Restarted: the change is already backed up.
     let app = app.restart(cloud.environment()).await;
     polls_span(&cloud, "apim-h", Duration::from_secs(2)).await;
-    assert_eq!(app.records("h").await.len(), 2, "no backup for a change already backed up");
+    assert_eq!(
+        app.records("h").await.len(),
+        2,
+        "no backup for a change already backed up"
+    );
 
     // Down while the service changes: seen once at the first poll after the start.
     let dir = app.stop().await;

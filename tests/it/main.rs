@@ -17,3 +17,4 @@ mod prune;
 mod scheduler;
 mod secrets;
 mod support;
+mod webhook;
