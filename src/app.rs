@@ -254,9 +254,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
     let webhook_listener = match (&webhook_config, webhook_listener) {
         (Some(webhook), None) => match webhook.listen {
-            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
-                format!("cannot listen on {address} (webhook.listen)")
-            })?),
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} (webhook.listen)"))?,
+            ),
             None => None,
         },
         (_, listener) => listener,

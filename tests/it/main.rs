@@ -7,6 +7,7 @@ mod apim;
 mod arm;
 mod azure_blob;
 mod catalog;
+mod changes;
 mod config;
 mod credentials;
 mod daemon;
