@@ -11,6 +11,7 @@ mod changes;
 mod config;
 mod credentials;
 mod daemon;
+mod deploy;
 mod helpers;
 mod lifecycle;
 mod policy;
