@@ -3,6 +3,7 @@
 // Metric values are compared exactly: they are counts and millisecond timestamps.
 #![allow(clippy::float_cmp)]
 
+mod alerting;
 mod apim;
 mod arm;
 mod azure_blob;
