@@ -17,6 +17,7 @@ use crate::config::{AzureConfig, Config, ConfigError, Problem, StorageConfig, Ta
 use crate::http::{self, ApiState, TargetsView};
 use crate::maintenance;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::providers::{ApimProvider, CommandProvider, Provider};
 use crate::reconcile;
 use crate::scheduler::{self, Clock, Shared, TargetSpec};
@@ -263,6 +264,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         },
         (_, listener) => listener,
     };
+    let notifier = Notifier::from_env();
+    notifier.check_heartbeat(daemon.evaluation_interval);
     let catalog = Catalog::open(&daemon.state_dir)
         .await
         .with_context(|| format!("opening the catalog in {}", daemon.state_dir.display()))?;
@@ -339,6 +342,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     };
     tokio::pin!(hook_stopped);
+    let serving = address.map_or_else(String::new, |a| format!(" on {a}"));
+    let count = view.read().map_or(0, |v| v.len());
+    notifier.ready(&format!("Serving{serving}; targets: {count}."));
     let mut evaluation = tokio::spawn(evaluation_loop(
         Evaluation {
             catalog: catalog.clone(),
@@ -348,6 +354,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             scheduler: scheduler.clone(),
             interval: daemon.evaluation_interval,
             reconcile_interval: daemon.reconcile_interval,
+            notifier: notifier.clone(),
         },
         shutdown.clone(),
     ));
@@ -361,6 +368,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             biased;
             () = shutdown.cancelled() => break None,
             Some(()) = reloads.recv() => {
+                notifier.reloading("Reloading the configuration.");
                 match load_in(&config_path, &environment) {
                     Ok((new_config, specs)) => {
                         if format!("{:?}", new_config.daemon) != format!("{latest:?}") {
@@ -386,10 +394,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                             *guard = Arc::new(new_view);
                         }
                         info!(path = %config_path.display(), "Configuration reloaded.");
+                        notifier.ready("Configuration reloaded.");
                     }
-                    Err(err) => error!(
-                        "Configuration reload rejected; the previous configuration keeps running. {err}"
-                    ),
+                    Err(err) => {
+                        error!("Configuration reload rejected; the previous configuration keeps running. {err}");
+                        notifier.ready("Configuration reload rejected; the previous configuration keeps running.");
+                    }
                 }
             }
             result = &mut scheduler_task => break Some(format!("the scheduler stopped unexpectedly: {result:?}")),
@@ -400,6 +410,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
     // A task that ends because shutdown began is not a failure.
     let failure = failure.filter(|_| !shutdown.is_cancelled());
+    // `drain` waits up to shutdown_timeout, then 15 s for the stopped backups: systemd must not kill rpod before.
+    notifier.stopping(
+        "Stopping; waiting for running backups.",
+        daemon.shutdown_timeout + Duration::from_secs(30),
+    );
     ready.store(false, Ordering::Release);
     stop_scheduling.cancel();
     drain(&shared, daemon.shutdown_timeout).await;
@@ -454,6 +469,8 @@ struct Evaluation {
     scheduler: scheduler::SchedulerHandle,
     interval: Duration,
     reconcile_interval: Duration,
+    /// Told after each successful pass: the watchdog's heartbeat.
+    notifier: Notifier,
 }
 
 async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
@@ -465,6 +482,7 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
         scheduler,
         interval,
         reconcile_interval,
+        notifier,
     } = evaluation;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -490,8 +508,11 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
             }
         }
         let now = clock.now();
-        if let Err(err) = maintenance::evaluate(&catalog, &metrics, &targets, now).await {
-            error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
+        match maintenance::evaluate(&catalog, &metrics, &targets, now).await {
+            Ok(()) => notifier.watchdog(),
+            Err(err) => {
+                error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
+            }
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`providers`]: how each kind of target is backed up (`command`, `apim` with long-running operations).
 //! - [`storage`]: where artifacts land (`directory`, `azure_blob`).
 //! - [`metrics`]: every Prometheus metric, defined once.
+//! - [`notify`]: telling systemd the daemon is ready, alive (the watchdog), reloading or stopping.
 //! - [`http`]: `/metrics`, health, and the JSON API.
 //! - [`app`]: builds everything from a configuration and runs until cancelled.
 //! - [`cli`]: the command line.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod providers;
 pub mod reconcile;

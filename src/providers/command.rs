@@ -181,6 +181,10 @@ impl Provider for CommandProvider {
         if self.spec.clear_env {
             command.env_clear();
         }
+        // systemd's notification socket and watchdog are rpod's, not the program's.
+        for name in crate::notify::SERVICE_MANAGER_VARIABLES {
+            command.env_remove(name);
+        }
         command.envs(&self.spec.env);
         for (name, source) in &self.spec.secret_env {
             let secret = source.load().map_err(|message| {

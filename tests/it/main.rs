@@ -20,4 +20,5 @@ mod prune;
 mod scheduler;
 mod secrets;
 mod support;
+mod systemd;
 mod webhook;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs systemd-analyze and systemd-sysusers (Debian package `systemd`) when either is missing. The systemd
+# tests verify deploy/systemd/rpod.service with `systemd-analyze verify` and `systemd-analyze security`, and
+# parse deploy/systemd/rpod.sysusers with `systemd-sysusers --dry-run` against an empty root. Nothing is started:
+# the tools only read unit files.
+set -euo pipefail
+
+if command -v systemd-analyze >/dev/null 2>&1 && command -v systemd-sysusers >/dev/null 2>&1; then
+    exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    sudo=(sudo)
+fi
+apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300)
+
+# Without package lists (a fresh machine) there is no candidate to install.
+if ! apt-cache show systemd >/dev/null 2>&1; then
+    "${apt[@]}" update >/dev/null
+fi
+
+if ! log=$("${apt[@]}" install -y --no-install-recommends systemd 2>&1); then
+    echo "$log" >&2
+    echo "installing systemd (systemd-analyze, systemd-sysusers) failed" >&2
+    exit 1
+fi
+
+for tool in systemd-analyze systemd-sysusers; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "$tool is still missing after installing the systemd package" >&2
+        exit 1
+    fi
+done
