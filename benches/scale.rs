@@ -10,6 +10,8 @@
 //! cargo bench --bench scale -- tcs      [jobs=10000] [channel=0] [slots=2] [idle_secs=0]
 //! cargo bench --bench scale -- micro    [targets=10000]
 //! cargo bench --bench scale -- apim     [targets=1000] [permits=1000] [op_secs=2] [retry_after=1] [timeout=300]
+//! cargo bench --bench scale -- changes  [targets=1000] [poll=60s] [changes=100] [permits=1000] [op_secs=2]
+//!                                       [retry_after=1] [timeout=300]
 //! ```
 //!
 //! Results are printed as plain `name: value` lines.
@@ -57,6 +59,19 @@ impl Options {
             .unwrap_or(default)
     }
 
+    /// A duration written as `60s`, `2m` or plain seconds.
+    fn duration(&self, key: &str, default: Duration) -> Duration {
+        self.0
+            .get(key)
+            .and_then(|v| {
+                v.parse::<u64>()
+                    .map(Duration::from_secs)
+                    .ok()
+                    .or_else(|| humantime::parse_duration(v).ok())
+            })
+            .unwrap_or(default)
+    }
+
     fn text(&self, key: &str, default: &str) -> String {
         self.0
             .get(key)
@@ -74,7 +89,7 @@ fn main() -> ExitCode {
     // Without a measurement (`cargo bench`, `cargo test --all-targets`) nothing runs: these take minutes.
     let Some(command) = args.first().filter(|a| !a.starts_with('-')).cloned() else {
         eprintln!(
-            "usage: cargo bench --bench scale -- <dispatch|idle|daemon|status|scrape|tcs|micro|apim> [key=value ...]"
+            "usage: cargo bench --bench scale -- <dispatch|idle|daemon|status|scrape|tcs|micro|apim|changes> [key=value ...]"
         );
         return ExitCode::SUCCESS;
     };
@@ -112,6 +127,7 @@ fn main() -> ExitCode {
             "tcs" => tcs(&options).await,
             "micro" => micro(&options).await,
             "apim" => apim(&options).await,
+            "changes" => changes(&options).await,
             other => Err(format!("unknown measurement {other:?}").into()),
         }
     });
@@ -297,8 +313,13 @@ struct Row {
 
 const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
-/// Inserts rows with multi-row `INSERT`s inside the caller's transaction.
-async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: Vec<Row>) -> Result<()> {
+/// Inserts rows of one kind of target and one storage with multi-row `INSERT`s inside the caller's transaction.
+async fn insert_rows(
+    tx: &mut sqlx::SqliteConnection,
+    rows: Vec<Row>,
+    kind: &str,
+    storage: &str,
+) -> Result<()> {
     for chunk in rows.chunks(1000) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at, \
@@ -306,7 +327,7 @@ async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: Vec<Row>) -> Result<
         );
         query.push_values(chunk, |mut b, r| {
             b.push_bind(r.target.clone())
-                .push_bind("command")
+                .push_bind(kind.to_owned())
                 .push_bind(r.trigger)
                 .push_bind(r.status)
                 .push_bind(1_i64)
@@ -314,7 +335,7 @@ async fn insert_rows(tx: &mut sqlx::SqliteConnection, rows: Vec<Row>) -> Result<
                 .push_bind(r.accepted_at)
                 .push_bind(r.completed_at)
                 .push_bind(r.expires_at)
-                .push_bind("local")
+                .push_bind(storage.to_owned())
                 .push_bind(r.artifact.clone())
                 .push_bind(r.size_bytes)
                 .push_bind(r.sha256)
@@ -370,7 +391,7 @@ async fn seed_restorable(catalog: &Catalog, targets: usize, anchor: DateTime<Utc
         })
         .collect();
     let mut tx = catalog.pool().begin().await?;
-    insert_rows(&mut tx, rows).await?;
+    insert_rows(&mut tx, rows, "command", "local").await?;
     insert_target_state(&mut tx, &names, to_ms(anchor)).await?;
     tx.commit().await?;
     Ok(())
@@ -442,7 +463,7 @@ async fn seed_history(
             };
             batch.push(row);
         }
-        insert_rows(&mut tx, batch).await?;
+        insert_rows(&mut tx, batch, "command", "local").await?;
     }
     insert_target_state(&mut tx, &names, newest).await?;
     tx.commit().await?;
@@ -1423,12 +1444,73 @@ fn print_arm_requests(label: &str, requests: &[azure_emulator::LoggedRequest], b
     );
 }
 
+/// `[daemon]`, `[azure]` and `[storage.blob]` of a daemon that backs up the emulator's services to Azurite with
+/// the emulator's managed identity.
+fn apim_daemon_toml(
+    state_dir: &Path,
+    permits: usize,
+    emulator: &azure_emulator::Emulator,
+    azurite: &azure_emulator::Azurite,
+    key_path: &Path,
+) -> String {
+    format!(
+        r#"[daemon]
+state_dir = {state:?}
+listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+max_concurrent_operations = {permits}
+
+[azure]
+credential = "managed_identity"
+resource_manager_endpoint = "{arm}"
+min_retry_after = "1s"
+request_timeout = "30s"
+
+[storage.blob]
+kind = "azure_blob"
+account = "{account}"
+container = "{APIM_CONTAINER}"
+endpoint = "{endpoint}"
+access = "managed_identity"
+auth = "access_key"
+access_key_file = {key:?}
+
+"#,
+        state = state_dir.display().to_string(),
+        arm = emulator.base_url(),
+        account = azurite.account(),
+        endpoint = azurite.blob_endpoint(),
+        key = key_path.display().to_string(),
+    )
+}
+
+/// Hosts service `svc-{i}` in the emulator and appends target `name(i)` protecting it (its policy comes from
+/// `[defaults.policy]`).
+fn add_apim_target(text: &mut String, emulator: &azure_emulator::Emulator, i: usize) {
+    let service = apim_service(i);
+    emulator.add_service(
+        azure_emulator::ServiceSpec::new(APIM_SUB, APIM_RG, &service)
+            .with_sku("Premium", 1)
+            .with_system_identity(true),
+    );
+    let _ = write!(
+        text,
+        "[[targets]]\nname = \"{}\"\nkind = \"apim\"\nsubscription_id = \"{APIM_SUB}\"\n\
+         resource_group = \"{APIM_RG}\"\nservice = \"{service}\"\nstorage = \"blob\"\n\n",
+        name(i)
+    );
+}
+
+fn apim_service(i: usize) -> String {
+    format!("svc-{i:05}")
+}
+
 /// `targets` API Management services in one subscription, none ever backed up, so the RPO watchdog makes every
 /// one due at start. The daemon runs in this process against the emulator, which enforces ARM's write and read
 /// buckets, with backups written to Azurite. Measures how long until every backup POST is accepted (202)
 /// against the bucket's physical limit, the 429s ARM answered, ARM requests per backup, and peak memory.
 async fn apim(options: &Options) -> Result<()> {
-    use azure_emulator::{Azurite, Emulator, EmulatorConfig, ServiceSpec, StorageAccount};
+    use azure_emulator::{Azurite, Emulator, EmulatorConfig, StorageAccount};
 
     let n = options.num("targets", 1000);
     let permits = options.num("permits", 1000);
@@ -1465,49 +1547,10 @@ async fn apim(options: &Options) -> Result<()> {
     std::fs::create_dir_all(&state_dir)?;
     let key_path = dir.path().join("key");
     std::fs::write(&key_path, azurite.key().as_bytes())?;
-    let mut text = format!(
-        r#"[daemon]
-state_dir = {state:?}
-listen = "127.0.0.1:0"
-shutdown_timeout = "5s"
-max_concurrent_operations = {permits}
-
-[azure]
-credential = "managed_identity"
-resource_manager_endpoint = "{arm}"
-min_retry_after = "1s"
-request_timeout = "30s"
-
-[storage.blob]
-kind = "azure_blob"
-account = "{account}"
-container = "{APIM_CONTAINER}"
-endpoint = "{endpoint}"
-access = "managed_identity"
-auth = "access_key"
-access_key_file = {key:?}
-
-"#,
-        state = state_dir.display().to_string(),
-        arm = emulator.base_url(),
-        account = azurite.account(),
-        endpoint = azurite.blob_endpoint(),
-        key = key_path.display().to_string(),
-    );
+    let mut text = apim_daemon_toml(&state_dir, permits, &emulator, &azurite, &key_path);
+    text.push_str("[defaults.policy]\nrpo = \"1h\"\n\n");
     for i in 0..n {
-        let service = format!("svc-{i:05}");
-        emulator.add_service(
-            ServiceSpec::new(APIM_SUB, APIM_RG, &service)
-                .with_sku("Premium", 1)
-                .with_system_identity(true),
-        );
-        let _ = write!(
-            text,
-            "[[targets]]\nname = \"{}\"\nkind = \"apim\"\nsubscription_id = \"{APIM_SUB}\"\n\
-             resource_group = \"{APIM_RG}\"\nservice = \"{service}\"\nstorage = \"blob\"\n\
-             [targets.policy]\nrpo = \"1h\"\n\n",
-            name(i)
-        );
+        add_apim_target(&mut text, &emulator, i);
     }
     let config_path = dir.path().join("rpod.toml");
     std::fs::write(&config_path, &text)?;
@@ -1612,5 +1655,721 @@ access_key_file = {key:?}
         Ok(())
     } else {
         Err("not every backup was accepted in time".into())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Change detection (`on_change = { detect = "sync_state" }`) of many services in one subscription.
+
+/// What an ARM request in the emulator's log was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArmCall {
+    /// `GET .../tenant/configuration/syncState` (the first read of a change poll).
+    SyncState,
+    /// `GET` of the service resource (the second read of a change poll).
+    GetService,
+    /// `POST .../backup`.
+    BackupPost,
+    /// `GET .../operationresults/{id}` (polling a backup).
+    OperationPoll,
+    /// Any other ARM request.
+    Other,
+}
+
+/// The service a request names (`.../service/{name}/...`).
+fn service_of(request: &azure_emulator::LoggedRequest) -> Option<&str> {
+    let (_, rest) = request.path().split_once("/service/")?;
+    rest.split('/').next().filter(|s| !s.is_empty())
+}
+
+/// One ARM request of the emulator's log, in seconds since `start`.
+struct Call {
+    at: f64,
+    kind: ArmCall,
+    service: String,
+    status: Option<u16>,
+}
+
+fn arm_calls(requests: &[azure_emulator::LoggedRequest], start: tokio::time::Instant) -> Vec<Call> {
+    requests
+        .iter()
+        .filter(|r| is_arm(r))
+        .map(|r| {
+            let path = r.path();
+            let service = service_of(r).unwrap_or_default();
+            let kind = if r.method == "GET" && path.ends_with("/tenant/configuration/syncState") {
+                ArmCall::SyncState
+            } else if is_backup_post(r) {
+                ArmCall::BackupPost
+            } else if is_poll(r) {
+                ArmCall::OperationPoll
+            } else if r.method == "GET" && !service.is_empty() && path.ends_with(service) {
+                ArmCall::GetService
+            } else {
+                ArmCall::Other
+            };
+            Call {
+                at: r.at.saturating_duration_since(start).as_secs_f64(),
+                kind,
+                service: service.to_owned(),
+                status: r.status,
+            }
+        })
+        .collect()
+}
+
+fn is_change_read(call: &Call) -> bool {
+    matches!(call.kind, ArmCall::SyncState | ArmCall::GetService)
+}
+
+/// Requests matching `keep` per `step` seconds in `[from, to)`, as `from+: count` entries.
+fn timeline(calls: &[Call], keep: fn(&Call) -> bool, from: f64, to: f64, step: f64) -> String {
+    let mut out = String::new();
+    let mut at = from;
+    while at < to {
+        let end = (at + step).min(to);
+        let count = calls
+            .iter()
+            .filter(|c| keep(c) && c.at >= at && c.at < end)
+            .count();
+        let _ = write!(
+            out,
+            "{}{at:.0}s+:{count}",
+            if out.is_empty() { "" } else { " " }
+        );
+        at = end;
+    }
+    out
+}
+
+/// min, p50, p90 and max of values in seconds.
+fn seconds_line(label: &str, values: &mut [f64]) {
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{label}: n={} min={:.2}s p50={:.2}s p90={:.2}s max={:.2}s",
+        values.len(),
+        values.first().copied().unwrap_or(f64::NAN),
+        percentile(values, 50.0),
+        percentile(values, 90.0),
+        values.last().copied().unwrap_or(f64::NAN),
+    );
+}
+
+/// CPU time (user + system) of this process, split by thread: the emulator's runtime (threads named
+/// `emulator`), the main thread (the bench's own loop), and the rest, which is the daemon (its Tokio workers and
+/// blocking threads, and the `SQLite` workers of sqlx). Threads that have exited count in the process total only, so
+/// they fall to the daemon; the emulator's workers never exit.
+#[derive(Debug, Clone, Copy)]
+struct CpuSplit {
+    wall: Instant,
+    process: Duration,
+    emulator: Duration,
+    main: Duration,
+}
+
+impl CpuSplit {
+    fn now() -> Self {
+        let main_tid = std::process::id().to_string();
+        let (mut emulator, mut main) = (Duration::ZERO, Duration::ZERO);
+        for entry in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let tid = entry.file_name().to_string_lossy().into_owned();
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let comm = stat
+                .split_once('(')
+                .and_then(|(_, rest)| rest.rsplit_once(')'))
+                .map_or("", |(comm, _)| comm);
+            let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = [11, 12]
+                .iter()
+                .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+                .sum();
+            let cpu = Duration::from_millis(ticks * 10);
+            if tid == main_tid {
+                main += cpu;
+            } else if comm.starts_with("emulator") {
+                emulator += cpu;
+            }
+        }
+        Self {
+            wall: Instant::now(),
+            process: cpu_self(),
+            emulator,
+            main,
+        }
+    }
+
+    fn daemon(&self) -> Duration {
+        self.process
+            .saturating_sub(self.emulator)
+            .saturating_sub(self.main)
+    }
+
+    /// Prints the CPU used since `earlier`.
+    fn print_since(&self, label: &str, earlier: &Self) {
+        let wall = self.wall.duration_since(earlier.wall).as_secs_f64();
+        let daemon = self.daemon().saturating_sub(earlier.daemon());
+        let emulator = self.emulator.saturating_sub(earlier.emulator);
+        let process = self.process.saturating_sub(earlier.process);
+        println!(
+            "{label}: daemon {} over {wall:.1} s = {:.2} % of one core (emulator {}, whole process {})",
+            ms(daemon),
+            daemon.as_secs_f64() / wall * 100.0,
+            ms(emulator),
+            ms(process),
+        );
+    }
+}
+
+/// The emulator's own runtime, so that its CPU time can be told apart from the daemon's. Shut down without
+/// blocking when dropped (dropping a runtime inside another one would panic).
+struct EmulatorRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for EmulatorRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The sum of a metric's series in a Prometheus text exposition, of those whose line contains `filter`.
+fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        })
+        .filter(|l| l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Gives every target one restorable backup accepted two minutes before `now` (so `rpo = "1h"` holds for the
+/// whole measurement and the RPO watchdog starts nothing) and returns the artifact names, which must exist in
+/// storage: reconciliation at startup marks a backup whose artifact is missing as `missing`.
+async fn seed_apim_backups(
+    catalog: &Catalog,
+    targets: usize,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let at = now - TimeDelta::minutes(2);
+    let stamp = at.format("%Y%m%dT%H%M%SZ");
+    let at = to_ms(at);
+    let artifacts: Vec<String> = (0..targets)
+        .map(|i| format!("{}/{stamp}-{}.apimbackup", name(i), i + 1))
+        .collect();
+    let rows = artifacts
+        .iter()
+        .enumerate()
+        .map(|(i, artifact)| Row {
+            target: name(i),
+            trigger: "schedule",
+            status: "succeeded",
+            requested_at: at,
+            accepted_at: Some(at + 1_000),
+            completed_at: Some(at + 60_000),
+            expires_at: Some(at + 30 * 86_400_000),
+            artifact: Some(artifact.clone()),
+            size_bytes: Some(4),
+            sha256: None,
+            error_code: None,
+            error_message: None,
+            pruned_at: None,
+        })
+        .collect();
+    let mut tx = catalog.pool().begin().await?;
+    insert_rows(&mut tx, rows, "apim", "blob").await?;
+    tx.commit().await?;
+    Ok(artifacts)
+}
+
+/// `targets` API Management services in one subscription, each with a recent restorable backup, polled for
+/// changes (`detect = "sync_state"`) every `poll`. The daemon runs in this process against the emulator (on a
+/// runtime of its own), which enforces ARM's read and write buckets; backups go to Azurite.
+///
+/// Phase A (steady polling): from the start until one `poll` after every service was first read. Reports the
+/// change-poll reads per second once the first round is over, each target's effective poll interval, 429s,
+/// backups started (none: nothing changed), the daemon's CPU and peak memory.
+///
+/// Phase B (reaction): `changes` services change at once. Reports, per changed service, the time from the change
+/// to the poll that saw it and to its backup POST (answered 202), and checks that exactly one backup was
+/// requested per changed service, none for the others, and that ARM answered no 429.
+async fn changes(options: &Options) -> Result<()> {
+    use azure_emulator::{Azurite, Emulator, EmulatorConfig, StorageAccount};
+    use futures::StreamExt as _;
+
+    let n = options.num("targets", 1000);
+    let poll = options.duration("poll", Duration::from_mins(1));
+    let m = options.num("changes", 100).min(n);
+    let permits = options.num("permits", 1000);
+    let op_secs = options.num("op_secs", 2);
+    let retry_after = options.num("retry_after", 1);
+    let timeout = Duration::from_secs(options.num("timeout", 300) as u64);
+    let quiet = Duration::from_secs(5);
+    let poll_s = poll.as_secs_f64();
+    let (read_burst, read_rate) = ARM_READS;
+    println!(
+        "setup: targets={n} poll_interval={} quiet_period=5s max_delay=30s min_interval=0s changes={m} \
+         permits={permits} operation={op_secs}s retry_after={retry_after}s write_bucket={}/{}/s \
+         read_bucket={read_burst}/{read_rate}/s",
+        humantime::format_duration(poll),
+        ARM_WRITES.0,
+        ARM_WRITES.1,
+    );
+    println!(
+        "poll_demand: 2 reads x {n} targets / {poll_s:.0} s = {:.1} reads/s against a refill of {read_rate}/s \
+         (rpod keeps {:.0} of the {read_burst} burst in reserve)",
+        2.0 * n as f64 / poll_s,
+        (read_burst * 0.1).max(2.0),
+    );
+
+    let azurite = Azurite::start().await?;
+    azurite.create_container(APIM_CONTAINER).await?;
+    let emulator_runtime = EmulatorRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("emulator")
+            .enable_all()
+            .build()?,
+    ));
+    let emulator = emulator_runtime
+        .0
+        .as_ref()
+        .ok_or("no emulator runtime")?
+        .spawn(Emulator::start(EmulatorConfig {
+            write_bucket: Some(ARM_WRITES),
+            read_bucket: Some(ARM_READS),
+            retry_after_secs: retry_after as u64,
+            operation_duration: Duration::from_secs(op_secs as u64),
+            ..EmulatorConfig::fast()
+        }))
+        .await??;
+    emulator.add_account(StorageAccount::azurite(&azurite));
+
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir)?;
+    let key_path = dir.path().join("key");
+    std::fs::write(&key_path, azurite.key().as_bytes())?;
+    let mut text = apim_daemon_toml(&state_dir, permits, &emulator, &azurite, &key_path);
+    let _ = write!(
+        text,
+        "[defaults.policy]\nrpo = \"1h\"\non_change = {{ detect = \"sync_state\", poll_interval = \"{}\", \
+         quiet_period = \"5s\", max_delay = \"30s\", min_interval = \"0s\" }}\n\n",
+        humantime::format_duration(poll)
+    );
+    for i in 0..n {
+        add_apim_target(&mut text, &emulator, i);
+    }
+    let config_path = dir.path().join("rpod.toml");
+    std::fs::write(&config_path, &text)?;
+
+    // Every target compliant with its RPO, and its artifact in storage.
+    let catalog = Catalog::open(&state_dir).await?;
+    let artifacts = seed_apim_backups(&catalog, n, Utc::now()).await?;
+    catalog.close().await;
+    let uploads: Vec<_> = futures::stream::iter(artifacts.iter())
+        .map(|artifact| azurite.put_blob(APIM_CONTAINER, artifact, b"seed".to_vec()))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    uploads
+        .into_iter()
+        .collect::<std::result::Result<Vec<()>, _>>()?;
+    println!("seeded: {n} restorable backups accepted 2 min ago, artifacts in Azurite");
+    print_memory("memory_before_daemon");
+
+    let environment =
+        rpod::app::Environment::loopback(rpod::azure::transport::LoopbackOnly::transport(vec![(
+            "http://169.254.169.254/".into(),
+            format!("{}/", emulator.base_url()),
+        )]));
+    let cpu_start = CpuSplit::now();
+    let start = tokio::time::Instant::now();
+    let (config, targets) = rpod::app::load_in(&config_path, &environment)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = tokio::spawn(rpod::app::run(rpod::app::RunOptions {
+        config_path: config_path.clone(),
+        config,
+        targets,
+        listener,
+        webhook_listener: None,
+        shutdown: shutdown.clone(),
+        reloads,
+        clock: rpod::scheduler::Clock::system(),
+        environment,
+    }));
+    println!("config_load: {}", ms(start.elapsed()));
+
+    // Phase A. The first round ends when every service has been read once.
+    let (round_end, cpu_round) = loop {
+        let requests = emulator.requests();
+        let mut first: HashMap<String, f64> = HashMap::new();
+        for call in arm_calls(&requests, start) {
+            if call.kind == ArmCall::GetService && call.status == Some(200) {
+                first.entry(call.service).or_insert(call.at);
+            }
+        }
+        if first.len() >= n {
+            break (first.values().copied().fold(0.0, f64::max), CpuSplit::now());
+        }
+        if daemon.is_finished() || start.elapsed() > timeout {
+            return Err(format!(
+                "the first round of polls did not finish: {} of {n} services read after {:.1} s",
+                first.len(),
+                start.elapsed().as_secs_f64()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let a_end = round_end + poll_s;
+    tokio::time::sleep_until(start + Duration::from_secs_f64(a_end)).await;
+    let cpu_a = CpuSplit::now();
+    let requests = emulator.requests();
+    let calls = arm_calls(&requests, start);
+    let mut failures: Vec<String> = Vec::new();
+
+    println!(
+        "phase_a: 0 s .. {a_end:.1} s (first round until {round_end:.1} s, then one poll interval)"
+    );
+    let first_round = calls
+        .iter()
+        .filter(|c| is_change_read(c) && c.at <= round_end)
+        .count();
+    println!(
+        "phase_a_first_round: {first_round} reads in {round_end:.1} s = {:.1} reads/s (burst, then the refill)",
+        first_round as f64 / round_end
+    );
+    let in_steady = |c: &&Call| c.at > round_end && c.at <= a_end;
+    let sync = calls
+        .iter()
+        .filter(in_steady)
+        .filter(|c| c.kind == ArmCall::SyncState)
+        .count();
+    let service = calls
+        .iter()
+        .filter(in_steady)
+        .filter(|c| c.kind == ArmCall::GetService)
+        .count();
+    let other = calls
+        .iter()
+        .filter(in_steady)
+        .filter(|c| !is_change_read(c))
+        .count();
+    println!(
+        "phase_a_steady: {round_end:.1} s .. {a_end:.1} s: sync_state={sync} get_service={service} other_arm={other} \
+         = {:.2} change-poll reads/s ({:.2} polls/s)",
+        (sync + service) as f64 / poll_s,
+        sync as f64 / poll_s,
+    );
+    println!(
+        "phase_a_reads_per_10s: {}",
+        timeline(&calls, is_change_read, 0.0, a_end, 10.0)
+    );
+    // Each target's effective poll interval: from one sync state read to the next.
+    let mut poll_times: HashMap<&str, Vec<f64>> = HashMap::new();
+    for call in calls.iter().filter(|c| c.kind == ArmCall::SyncState) {
+        poll_times
+            .entry(call.service.as_str())
+            .or_default()
+            .push(call.at);
+    }
+    let mut intervals: Vec<f64> = poll_times
+        .values()
+        .flat_map(|times| times.windows(2).map(|w| w[1] - w[0]))
+        .collect();
+    println!(
+        "phase_a_polls_per_target: {} targets polled twice or more, {} once",
+        poll_times.values().filter(|t| t.len() >= 2).count(),
+        poll_times.values().filter(|t| t.len() == 1).count()
+    );
+    seconds_line("phase_a_effective_poll_interval", &mut intervals);
+    let throttled_a = calls.iter().filter(|c| c.status == Some(429)).count();
+    let posts_a = calls
+        .iter()
+        .filter(|c| c.kind == ArmCall::BackupPost)
+        .count();
+    println!("phase_a_429: {throttled_a}");
+    println!("phase_a_backup_posts: {posts_a}");
+    if throttled_a > 0 {
+        failures.push(format!("phase A: {throttled_a} requests answered 429"));
+    }
+    if posts_a > 0 {
+        failures.push(format!(
+            "phase A: {posts_a} backups POSTed while nothing changed"
+        ));
+    }
+    cpu_a.print_since("phase_a_cpu_whole", &cpu_start);
+    cpu_a.print_since("phase_a_cpu_steady", &cpu_round);
+    print_memory("memory_after_phase_a");
+
+    // Phase B. `m` services spread over the list change at once.
+    let changed: Vec<String> = (0..m).map(|k| apim_service(k * n / m)).collect();
+    let mut changed_at: HashMap<&str, f64> = HashMap::new();
+    let b_start = start.elapsed().as_secs_f64();
+    let cpu_b_start = CpuSplit::now();
+    for service in &changed {
+        emulator.make_change(APIM_SUB, APIM_RG, service);
+        changed_at.insert(service.as_str(), start.elapsed().as_secs_f64());
+    }
+    println!(
+        "phase_b: {m} services changed at {b_start:.1} s (all within {} of each other)",
+        ms(Duration::from_secs_f64(
+            changed_at.values().copied().fold(0.0, f64::max) - b_start
+        ))
+    );
+    // Until every changed service's backup is accepted, its operation completed, and the poll after it (which
+    // must take the backup's own etag move for its own) plus a quiet period has passed without a follow-up.
+    let b_deadline = start + Duration::from_secs_f64(b_start) + timeout;
+    let (calls, settled) = loop {
+        let requests = emulator.requests();
+        let calls = arm_calls(&requests, start);
+        let mut settle_at = Some(0.0_f64);
+        for service in &changed {
+            let since = changed_at[service.as_str()];
+            let done = calls
+                .iter()
+                .filter(|c| {
+                    c.kind == ArmCall::OperationPoll
+                        && c.status == Some(200)
+                        && c.service == *service
+                        && c.at >= since
+                })
+                .map(|c| c.at)
+                .next();
+            let polled_after = done.and_then(|done| {
+                calls
+                    .iter()
+                    .find(|c| {
+                        c.kind == ArmCall::GetService && c.service == *service && c.at >= done + 1.0
+                    })
+                    .map(|c| c.at)
+            });
+            settle_at = match (settle_at, polled_after) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        let now = start.elapsed().as_secs_f64();
+        if let Some(at) = settle_at
+            && now >= at + quiet.as_secs_f64() + 3.0
+        {
+            break (calls, true);
+        }
+        if daemon.is_finished() || tokio::time::Instant::now() > b_deadline {
+            break (calls, false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let cpu_b = CpuSplit::now();
+    let b_end = start.elapsed().as_secs_f64();
+    if !settled {
+        failures.push(format!(
+            "phase B did not settle within {} s",
+            timeout.as_secs()
+        ));
+    }
+    let in_b = |c: &&Call| c.at >= b_start;
+    let mut detect = Vec::new();
+    let mut reaction = Vec::new();
+    let mut after_seen = Vec::new();
+    let mut missing = 0;
+    // Changed services whose detecting poll read the sync state before the change and the service after it: that
+    // poll saw only the etag move, and the next one sees `configurationChangeDate` move.
+    let mut straddled: Vec<&str> = Vec::new();
+    for service in &changed {
+        let since = changed_at[service.as_str()];
+        let seen = calls
+            .iter()
+            .find(|c| c.kind == ArmCall::GetService && c.service == *service && c.at >= since)
+            .map(|c| c.at);
+        let sync_read = seen.and_then(|seen| {
+            calls
+                .iter()
+                .rev()
+                .find(|c| c.kind == ArmCall::SyncState && c.service == *service && c.at <= seen)
+                .map(|c| c.at)
+        });
+        if sync_read.is_some_and(|at| at < since) {
+            straddled.push(service.as_str());
+        }
+        let post = calls
+            .iter()
+            .find(|c| {
+                c.kind == ArmCall::BackupPost
+                    && c.status == Some(202)
+                    && c.service == *service
+                    && c.at >= since
+            })
+            .map(|c| c.at);
+        match (seen, post) {
+            (Some(seen), Some(post)) => {
+                detect.push(seen - since);
+                reaction.push(post - since);
+                after_seen.push(post - seen);
+            }
+            _ => missing += 1,
+        }
+    }
+    println!(
+        "phase_b_expected_bound: poll_interval {poll_s:.0} s + quiet_period {:.0} s + pacing",
+        quiet.as_secs_f64()
+    );
+    seconds_line("phase_b_change_to_poll_that_saw_it", &mut detect);
+    seconds_line("phase_b_poll_to_backup_post", &mut after_seen);
+    seconds_line("phase_b_change_to_backup_post_202", &mut reaction);
+    let mut posts: HashMap<&str, usize> = HashMap::new();
+    for call in calls
+        .iter()
+        .filter(in_b)
+        .filter(|c| c.kind == ArmCall::BackupPost)
+    {
+        *posts.entry(call.service.as_str()).or_default() += 1;
+    }
+    let posts_changed: usize = changed
+        .iter()
+        .map(|s| posts.get(s.as_str()).copied().unwrap_or(0))
+        .sum();
+    let posts_total: usize = posts.values().sum();
+    let posts_unchanged = posts_total - posts_changed;
+    let twice = changed
+        .iter()
+        .filter(|s| posts.get(s.as_str()).copied().unwrap_or(0) > 1)
+        .count();
+    println!(
+        "phase_b_backup_posts: {posts_total} ({posts_changed} for the {m} changed services, {twice} of them more \
+         than once; {posts_unchanged} for unchanged services; {missing} changed services without a 202)"
+    );
+    let twice_straddled = straddled
+        .iter()
+        .filter(|s| posts.get(**s).copied().unwrap_or(0) > 1)
+        .count();
+    println!(
+        "phase_b_detecting_poll_straddled_the_change: {} of {m} (sync state read before the change, service \
+         after it); {twice_straddled} of the {twice} services backed up more than once are among them",
+        straddled.len()
+    );
+    if posts_changed != m || twice > 0 || posts_unchanged > 0 || missing > 0 {
+        failures.push(format!(
+            "phase B: expected exactly one backup POST per changed service ({m}), got {posts_changed} for them \
+             and {posts_unchanged} for the others"
+        ));
+    }
+    let throttled_b = calls
+        .iter()
+        .filter(in_b)
+        .filter(|c| c.status == Some(429))
+        .count();
+    println!("phase_b_429: {throttled_b}");
+    if throttled_b > 0 {
+        failures.push(format!("phase B: {throttled_b} requests answered 429"));
+    }
+    let b_secs = b_end - b_start;
+    let reads_b = calls
+        .iter()
+        .filter(in_b)
+        .filter(|c| is_change_read(c))
+        .count();
+    let op_polls_b = calls
+        .iter()
+        .filter(in_b)
+        .filter(|c| c.kind == ArmCall::OperationPoll)
+        .count();
+    println!(
+        "phase_b_reads: {b_start:.1} s .. {b_end:.1} s: change-poll reads={reads_b} ({:.2}/s) operation polls={op_polls_b}",
+        reads_b as f64 / b_secs
+    );
+    println!(
+        "phase_b_reads_per_10s: {}",
+        timeline(&calls, is_change_read, b_start, b_end, 10.0)
+    );
+    // Once the first round's queue has drained: from one sync state read to the next, over the whole run.
+    let mut poll_times: HashMap<&str, Vec<f64>> = HashMap::new();
+    for call in calls
+        .iter()
+        .filter(|c| c.kind == ArmCall::SyncState && c.at > round_end)
+    {
+        poll_times
+            .entry(call.service.as_str())
+            .or_default()
+            .push(call.at);
+    }
+    let mut intervals: Vec<f64> = poll_times
+        .values()
+        .flat_map(|times| times.windows(2).map(|w| w[1] - w[0]))
+        .collect();
+    seconds_line(
+        "effective_poll_interval_after_the_first_round",
+        &mut intervals,
+    );
+    cpu_b.print_since("phase_b_cpu", &cpu_b_start);
+    println!("emulator_throttled_count: {}", emulator.throttled_count());
+
+    let body = reqwest::get(format!("http://{http}/metrics"))
+        .await?
+        .text()
+        .await?;
+    println!(
+        "metrics: rpod_change_events_total={} rpod_change_poll_errors_total={} \
+         rpod_backups_total{{trigger=\"change\"}}={}",
+        metric_sum(&body, "rpod_change_events_total", ""),
+        metric_sum(&body, "rpod_change_poll_errors_total", ""),
+        metric_sum(&body, "rpod_backups_total", "trigger=\"change\""),
+    );
+    print_memory("memory_at_end");
+    println!(
+        "peak_rss_process: {} (daemon, emulator and bench in one process; Azurite is a separate process)",
+        mib(proc_status_kb("self", "VmHWM"))
+    );
+
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(30), daemon).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => println!("daemon_error: {err:#}"),
+        Ok(Err(err)) => println!("daemon_panicked: {err}"),
+        Err(_) => println!("daemon_shutdown: did not stop within 30 s"),
+    }
+    // What the catalog recorded besides the seeded backups.
+    let catalog = Catalog::open(&state_dir).await?;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT trigger, status, COUNT(*) FROM backups WHERE id > ? GROUP BY trigger, status ORDER BY 1, 2",
+    )
+    .bind(i64::try_from(n)?)
+    .fetch_all(catalog.pool())
+    .await?;
+    catalog.close().await;
+    let recorded: Vec<String> = rows
+        .iter()
+        .map(|(trigger, status, count)| format!("{trigger}/{status}={count}"))
+        .collect();
+    println!("catalog_backups_after_seed: {}", recorded.join(" "));
+    let other_triggers: i64 = rows
+        .iter()
+        .filter(|(trigger, _, _)| trigger != "change")
+        .map(|(_, _, count)| count)
+        .sum();
+    if other_triggers > 0 {
+        failures.push(format!(
+            "{other_triggers} backups with a trigger other than change"
+        ));
+    }
+    drop(emulator_runtime);
+    if failures.is_empty() {
+        println!("checks: ok");
+        Ok(())
+    } else {
+        for failure in &failures {
+            println!("check_failed: {failure}");
+        }
+        Err(failures.join("; ").into())
     }
 }
