@@ -150,13 +150,27 @@ impl ApimProvider {
         Ok(serde_json::from_slice(&response.body).unwrap_or_default())
     }
 
-    /// Reads `tenant/configuration/syncState` and the service resource: two GETs through the read bucket.
+    /// Reads the service resource, then `tenant/configuration/syncState`: two GETs through the read bucket.
+    ///
+    /// The order matters. A configuration change moves both `configurationChangeDate` and the etag. One that
+    /// lands between the two reads shows, in this order, as a moved date with the old etag: a change now, whose
+    /// etag move the next poll sees while (or right after) the backup it caused runs, where the backup's own
+    /// moves are absorbed. In the other order it would show as a moved etag alone, and the date moving at the next
+    /// poll would count as a second change, after its backup had started: a second backup of the same change.
     async fn signals(&self) -> Result<ChangeSignals, ArmError> {
+        let subscription = &self.spec.subscription_id;
+        let url = format!("{}?api-version={}", self.service_url, self.spec.api_version);
+        let service = self
+            .arm
+            .send("get_service", subscription, Method::GET, &url, None)
+            .await?;
+        let resource: Value = serde_json::from_slice(&service.body).map_err(|err| {
+            ArmError::invalid_answer(&service, format!("unreadable service resource: {err}"))
+        })?;
         let url = format!(
             "{}/tenant/configuration/syncState?api-version={}",
             self.service_url, self.spec.api_version
         );
-        let subscription = &self.spec.subscription_id;
         let sync = self
             .arm
             .send("sync_state", subscription, Method::GET, &url, None)
@@ -166,20 +180,11 @@ impl ApimProvider {
         })?;
         // api-versions before 2020 answer the properties flat.
         let properties = sync.get("properties").unwrap_or(&sync);
-        let configuration_change_date = properties
-            .get("configurationChangeDate")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let url = format!("{}?api-version={}", self.service_url, self.spec.api_version);
-        let service = self
-            .arm
-            .send("get_service", subscription, Method::GET, &url, None)
-            .await?;
-        let resource: Value = serde_json::from_slice(&service.body).map_err(|err| {
-            ArmError::invalid_answer(&service, format!("unreadable service resource: {err}"))
-        })?;
         Ok(ChangeSignals {
-            configuration_change_date,
+            configuration_change_date: properties
+                .get("configurationChangeDate")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             etag: resource
                 .get("etag")
                 .and_then(Value::as_str)
