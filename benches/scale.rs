@@ -2183,23 +2183,24 @@ async fn changes(options: &Options) -> Result<()> {
     let mut reaction = Vec::new();
     let mut after_seen = Vec::new();
     let mut missing = 0;
-    // Changed services whose detecting poll read the sync state before the change and the service after it: that
-    // poll saw only the etag move, and the next one sees `configurationChangeDate` move.
+    // Changed services whose detecting poll read the service before the change and the sync state after it (rpod
+    // reads the service first): that poll sees `configurationChangeDate` move with the old etag, and the etag move
+    // reaches the next poll, where it must not count as a second change.
     let mut straddled: Vec<&str> = Vec::new();
     for service in &changed {
         let since = changed_at[service.as_str()];
         let seen = calls
             .iter()
-            .find(|c| c.kind == ArmCall::GetService && c.service == *service && c.at >= since)
+            .find(|c| c.kind == ArmCall::SyncState && c.service == *service && c.at >= since)
             .map(|c| c.at);
-        let sync_read = seen.and_then(|seen| {
+        let service_read = seen.and_then(|seen| {
             calls
                 .iter()
                 .rev()
-                .find(|c| c.kind == ArmCall::SyncState && c.service == *service && c.at <= seen)
+                .find(|c| c.kind == ArmCall::GetService && c.service == *service && c.at <= seen)
                 .map(|c| c.at)
         });
-        if sync_read.is_some_and(|at| at < since) {
+        if service_read.is_some_and(|at| at < since) {
             straddled.push(service.as_str());
         }
         let post = calls
@@ -2254,7 +2255,7 @@ async fn changes(options: &Options) -> Result<()> {
         .filter(|s| posts.get(**s).copied().unwrap_or(0) > 1)
         .count();
     println!(
-        "phase_b_detecting_poll_straddled_the_change: {} of {m} (sync state read before the change, service \
+        "phase_b_detecting_poll_straddled_the_change: {} of {m} (service read before the change, sync state \
          after it); {twice_straddled} of the {twice} services backed up more than once are among them",
         straddled.len()
     );
