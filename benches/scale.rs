@@ -1505,6 +1505,65 @@ fn apim_service(i: usize) -> String {
     format!("svc-{i:05}")
 }
 
+/// `rpod run` in this process against the Azure emulator: every SDK request stays on loopback, and the managed
+/// identity endpoint (IMDS) is the emulator's.
+struct EmulatedDaemon {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+    /// The main listener.
+    address: std::net::SocketAddr,
+}
+
+impl EmulatedDaemon {
+    async fn start(config_path: &Path, emulator: &azure_emulator::Emulator) -> Result<Self> {
+        let environment = rpod::app::Environment::loopback(
+            rpod::azure::transport::LoopbackOnly::transport(vec![(
+                "http://169.254.169.254/".into(),
+                format!("{}/", emulator.base_url()),
+            )]),
+        );
+        let loading = tokio::time::Instant::now();
+        let (config, targets) = rpod::app::load_in(config_path, &environment)?;
+        let loaded = loading.elapsed();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(rpod::app::run(rpod::app::RunOptions {
+            config_path: config_path.to_path_buf(),
+            config,
+            targets,
+            listener,
+            webhook_listener: None,
+            shutdown: shutdown.clone(),
+            reloads,
+            clock: rpod::scheduler::Clock::system(),
+            environment,
+        }));
+        println!("config_load: {}", ms(loaded));
+        Ok(Self {
+            task,
+            shutdown,
+            address,
+        })
+    }
+
+    fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Shuts the daemon down and says how it ended.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => println!("daemon_error: {err:#}"),
+            Ok(Err(err)) => println!("daemon_panicked: {err}"),
+            Err(_) => println!("daemon_shutdown: did not stop within 30 s"),
+        }
+    }
+}
+
 /// `targets` API Management services in one subscription, none ever backed up, so the RPO watchdog makes every
 /// one due at start. The daemon runs in this process against the emulator, which enforces ARM's write and read
 /// buckets, with backups written to Azurite. Measures how long until every backup POST is accepted (202)
@@ -1556,30 +1615,9 @@ async fn apim(options: &Options) -> Result<()> {
     std::fs::write(&config_path, &text)?;
     print_memory("memory_before_daemon");
 
-    let environment =
-        rpod::app::Environment::loopback(rpod::azure::transport::LoopbackOnly::transport(vec![(
-            "http://169.254.169.254/".into(),
-            format!("{}/", emulator.base_url()),
-        )]));
     // Makespan starts when the daemon starts: loading the configuration is part of it.
     let start = tokio::time::Instant::now();
-    let (config, targets) = rpod::app::load_in(&config_path, &environment)?;
-    let loaded = start.elapsed();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let shutdown = CancellationToken::new();
-    let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel();
-    let daemon = tokio::spawn(rpod::app::run(rpod::app::RunOptions {
-        config_path: config_path.clone(),
-        config,
-        targets,
-        listener,
-        webhook_listener: None,
-        shutdown: shutdown.clone(),
-        reloads,
-        clock: rpod::scheduler::Clock::system(),
-        environment,
-    }));
-    println!("config_load: {}", ms(loaded));
+    let daemon = EmulatedDaemon::start(&config_path, &emulator).await?;
 
     // Every backup accepted: `n` POSTs answered 202.
     let accepted_all = loop {
@@ -1644,13 +1682,7 @@ async fn apim(options: &Options) -> Result<()> {
         mib(proc_status_kb("self", "VmHWM"))
     );
 
-    shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(30), daemon).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => println!("daemon_error: {err:#}"),
-        Ok(Err(err)) => println!("daemon_panicked: {err}"),
-        Err(_) => println!("daemon_shutdown: did not stop within 30 s"),
-    }
+    daemon.stop().await;
     if accepted_all {
         Ok(())
     } else {
@@ -1984,30 +2016,10 @@ async fn changes(options: &Options) -> Result<()> {
     println!("seeded: {n} restorable backups accepted 2 min ago, artifacts in Azurite");
     print_memory("memory_before_daemon");
 
-    let environment =
-        rpod::app::Environment::loopback(rpod::azure::transport::LoopbackOnly::transport(vec![(
-            "http://169.254.169.254/".into(),
-            format!("{}/", emulator.base_url()),
-        )]));
     let cpu_start = CpuSplit::now();
     let start = tokio::time::Instant::now();
-    let (config, targets) = rpod::app::load_in(&config_path, &environment)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let http = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel();
-    let daemon = tokio::spawn(rpod::app::run(rpod::app::RunOptions {
-        config_path: config_path.clone(),
-        config,
-        targets,
-        listener,
-        webhook_listener: None,
-        shutdown: shutdown.clone(),
-        reloads,
-        clock: rpod::scheduler::Clock::system(),
-        environment,
-    }));
-    println!("config_load: {}", ms(start.elapsed()));
+    let daemon = EmulatedDaemon::start(&config_path, &emulator).await?;
+    let http = daemon.address;
 
     // Phase A. The first round ends when every service has been read once.
     let (round_end, cpu_round) = loop {
@@ -2332,13 +2344,7 @@ async fn changes(options: &Options) -> Result<()> {
         mib(proc_status_kb("self", "VmHWM"))
     );
 
-    shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(30), daemon).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => println!("daemon_error: {err:#}"),
-        Ok(Err(err)) => println!("daemon_panicked: {err}"),
-        Err(_) => println!("daemon_shutdown: did not stop within 30 s"),
-    }
+    daemon.stop().await;
     // What the catalog recorded besides the seeded backups.
     let catalog = Catalog::open(&state_dir).await?;
     let rows: Vec<(String, String, i64)> = sqlx::query_as(

@@ -8,7 +8,6 @@
 //! of deploy/prometheus/rpod-alerts.yml, one `- alert:` item per rule with its keys indented under it.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::apim::{Cloud, target};
-use crate::helpers::repo_root;
+use crate::helpers::{printed, repo_root, run_tool};
 use crate::support::{TestApp, eventually, spawn_app};
 
 const RULES: &str = "deploy/prometheus/rpod-alerts.yml";
@@ -50,30 +49,7 @@ fn missing_tool(tool: &str, err: &std::io::Error) -> ! {
 
 /// Runs promtool from the repository root, with `stdin` as its standard input.
 fn promtool(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new("promtool")
-        .args(args)
-        .current_dir(repo_root())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| missing_tool("promtool", &err));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    run_tool("promtool", args, stdin, "prometheus.sh")
 }
 
 fn indent(line: &str) -> usize {
@@ -226,7 +202,7 @@ fn the_shipped_rules_pass_promtool_check_and_their_unit_tests() {
     assert!(
         check.status.success(),
         "promtool check rules: {}",
-        describe(&check)
+        printed(&check)
     );
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(
@@ -238,12 +214,12 @@ fn the_shipped_rules_pass_promtool_check_and_their_unit_tests() {
     assert!(
         tests.status.success(),
         "promtool test rules: {}",
-        describe(&tests)
+        printed(&tests)
     );
     assert!(
         String::from_utf8_lossy(&tests.stdout).contains("SUCCESS"),
         "{}",
-        describe(&tests)
+        printed(&tests)
     );
 }
 
@@ -375,7 +351,7 @@ async fn promtool_check_metrics_is_clean_on_a_live_scrape() {
     assert!(
         output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
         "promtool check metrics: {}\non\n{text}",
-        describe(&output)
+        printed(&output)
     );
 }
 

@@ -5,13 +5,12 @@
 //! image (deploy/container/Dockerfile). scripts/tools.d/kubernetes.sh installs the tools.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::{repo_root, rpod_bin};
+use crate::helpers::{printed, repo_root, rpod_bin, run_tool};
 
 /// The Kubernetes version whose schemas the resources are validated against; kubernetes-validate ships them.
 const KUBERNETES_VERSION: &str = "1.32.0";
@@ -29,25 +28,13 @@ const TOOLS: &str = "run scripts/tools.d/kubernetes.sh";
 /// Runs a program from the repository root with `input` on standard input, and returns its standard output.
 /// Panics with its standard error when it fails.
 fn run(program: &str, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(repo_root())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot run {program} ({err}): {TOOLS}"));
-    // A program that fails before reading its input closes the pipe; its exit status and stderr tell why.
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let output = run_tool(program, args, input, "kubernetes.sh");
     assert!(
         output.status.success(),
-        "{program} {args:?} failed ({}):\n{stderr}\n{stdout}\n(a tool missing? {TOOLS})",
-        output.status
+        "{program} {args:?} failed: {}\n(a tool missing? {TOOLS})",
+        printed(&output)
     );
-    stdout
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// The documents of a YAML stream as JSON values (through `PyYAML`, which kubernetes-validate brings along), empty

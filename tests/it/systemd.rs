@@ -6,7 +6,7 @@
 //! The tools come from Debian's `systemd` package (scripts/tools.d/systemd.sh installs it).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -14,6 +14,7 @@ use rpod::catalog::Status;
 use rpod::config::Config;
 use tokio::net::UnixDatagram;
 
+use crate::helpers::{printed, repo_root, run_tool};
 use crate::support::{DaemonProcess, eventually, records_in, unzstd, write_config};
 
 const UNIT: &str = "deploy/systemd/rpod.service";
@@ -22,26 +23,11 @@ const SYSUSERS: &str = "deploy/systemd/rpod.sysusers";
 const INSTALLED: &str = "/usr/bin/rpod";
 
 fn repository(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+    repo_root().join(relative)
 }
 
 fn tool(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| {
-            panic!("cannot run {program} ({err}); scripts/tools.d/systemd.sh installs it")
-        })
-}
-
-/// What a tool printed, for assertion messages.
-fn printed(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    run_tool(program, args, "", "systemd.sh")
 }
 
 /// The unit's `Key=value` settings, in order (comments and section headers left out).

@@ -19,8 +19,8 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-const SUB: &str = "00000000-0000-0000-0000-0000000000aa";
-const RG: &str = "rg-apim";
+use crate::apim::{RG, SUB};
+
 /// Needs URL-encoding in `?code=`, so decoding is exercised.
 const SECRET: &str = "hook secret+/=&ü";
 const APIM: &str = "Microsoft.ApiManagement";
@@ -34,19 +34,10 @@ fn service(name: &str) -> String {
 /// polled, not fed by Event Grid.
 fn config(max_body_bytes: Option<usize>) -> String {
     let target = |name: &str, service: &str, detect: &str| {
-        format!(
-            r#"
-[[targets]]
-name = "{name}"
-kind = "apim"
-subscription_id = "{SUB}"
-resource_group = "{RG}"
-service = "{service}"
-storage = "blob"
-[targets.policy]
-rpo = "6h"
-on_change = {{ detect = "{detect}" }}
-"#
+        crate::apim::target(
+            name,
+            service,
+            &format!("rpo = \"6h\"\non_change = {{ detect = \"{detect}\" }}"),
         )
     };
     let limit =
