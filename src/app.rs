@@ -179,10 +179,7 @@ pub fn build_targets_in(
     if problems.is_empty() {
         Ok(specs)
     } else {
-        Err(ConfigError {
-            file: file.to_path_buf(),
-            problems,
-        })
+        Err(Config::problems_in(file, problems))
     }
 }
 

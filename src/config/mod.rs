@@ -564,6 +564,27 @@ impl Config {
         })
     }
 
+    /// Problems found after validation (files the configuration names could not be used), each located at its
+    /// key in `file` when the file can still be read and parsed.
+    #[must_use]
+    pub fn problems_in(file: &Path, problems: Vec<Problem>) -> ConfigError {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let document = toml::de::DeTable::parse(&text).ok();
+        let problems = problems
+            .into_iter()
+            .map(|mut problem| {
+                if problem.position.is_none()
+                    && let Some(document) = &document
+                {
+                    problem.position = error::locate(document.get_ref(), &problem.path)
+                        .map(|span| error::line_column(&text, span.start));
+                }
+                problem
+            })
+            .collect();
+        ConfigError::new(file, problems)
+    }
+
     /// The target with this name.
     #[must_use]
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {

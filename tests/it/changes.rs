@@ -186,6 +186,32 @@ async fn one_change_leads_to_one_backup_after_the_quiet_period_and_not_to_a_loop
 
     // The backup moved the service's etag and lastModifiedAt (an ARM action); polling across twice the quiet
     // period after it must not find a change in that.
+    // Each poll reads the service before the sync state: a change between the two reads is then seen as one
+    // change, not as an etag move followed by a date move a poll later.
+    let reads: Vec<&str> = cloud
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .filter_map(|r| {
+            let path = r.path().to_ascii_lowercase();
+            if path.ends_with("/service/apim-a") {
+                Some("service")
+            } else if path.ends_with("/service/apim-a/tenant/configuration/syncstate") {
+                Some("sync_state")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(reads.len() >= 4, "{reads:?}");
+    for pair in reads.chunks(2) {
+        assert_eq!(pair[0], "service", "{reads:?}");
+        if let Some(second) = pair.get(1) {
+            assert_eq!(*second, "sync_state", "{reads:?}");
+        }
+    }
+
     let posts = backup_posts(&cloud, "apim-a");
     polls_span(&cloud, "apim-a", Duration::from_secs(2)).await;
     assert_eq!(
@@ -243,6 +269,17 @@ async fn five_changes_in_quick_succession_lead_to_one_backup() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         make_change(&cloud, "apim-b");
     }
+    // While the quiet period runs, the API says since when a change awaits its backup.
+    let pending = eventually(Duration::from_secs(5), "a pending change", || async {
+        let view = app.get_json("/api/v1/targets").await;
+        view[0]["change_pending_since"].as_str().map(str::to_owned)
+    })
+    .await;
+    let pending: DateTime<Utc> = pending.parse().unwrap();
+    assert!(
+        pending >= first,
+        "{pending} is after the first change {first}"
+    );
     let records = finished(&app, "b", 2).await;
     assert_eq!(records[1].trigger, "change");
     assert!(
