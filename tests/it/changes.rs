@@ -554,3 +554,75 @@ async fn the_watermark_survives_restarts() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rereads_the_webhook_secret_and_the_targets_it_serves() {
+    use nix::sys::signal::Signal;
+
+    use crate::support::{DaemonProcess, rewrite_config, write_config};
+
+    let cloud = Cloud::fast(Duration::from_millis(200)).await;
+    cloud.service("apim-r1");
+    cloud.service("apim-r2");
+    let event_grid = policy(
+        "detect = \"event_grid\", quiet_period = \"300ms\", max_delay = \"5s\", min_interval = \"0s\"",
+    );
+    let body = |targets: &str| {
+        cloud.config(
+            "managed_identity",
+            &format!("{}{targets}", webhook_section(false)),
+        )
+    };
+    let one = target("r1", "apim-r1", &event_grid);
+    let (dir, path) = write_config(&body(&one));
+    std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
+    std::fs::write(dir.path().join("webhook-secret"), "old-secret").unwrap();
+    let daemon = DaemonProcess::start_with_env(&path, &cloud.identity_env());
+    let http = reqwest::Client::new();
+    let deliver = |secret: &'static str, service: &'static str| {
+        let request = http
+            .post(daemon.url(&format!("/hooks/eventgrid?code={secret}")))
+            .json(&json!([api_updated(service)]));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, answer) = deliver("old-secret", "apim-r2").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["changes"], 0, "r2 is not configured yet: {answer}");
+
+    // A new secret and a second target, then SIGHUP.
+    std::fs::write(dir.path().join("webhook-secret"), "new-secret").unwrap();
+    rewrite_config(
+        &path,
+        dir.path(),
+        &body(&format!("{one}{}", target("r2", "apim-r2", &event_grid))),
+    );
+    daemon.signal(Signal::SIGHUP);
+    eventually(Duration::from_secs(10), "the new secret", || async {
+        (deliver("new-secret", "apim-r2").await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(deliver("old-secret", "apim-r2").await.0, 401);
+    let (_, answer) = deliver("new-secret", "apim-r2").await;
+    assert_eq!(
+        answer["changes"], 1,
+        "r2 is served after the reload: {answer}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "r2 backed up after its change",
+        || async {
+            crate::support::records_in(&dir.path().join("state"), "r2")
+                .await
+                .into_iter()
+                .find(|r| r.trigger == "change" && r.status == Status::Succeeded)
+        },
+    )
+    .await;
+}
