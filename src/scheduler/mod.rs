@@ -272,7 +272,9 @@ pub async fn start(
             interrupted: retry,
             resumed,
         };
+        let name: Arc<str> = Arc::from(spec.config.name.as_str());
         scheduler.add_target(spec, now, Some(start)).await?;
+        scheduler.start_changes(&name);
     }
     for operation in pending {
         scheduler.resume(operation, now).await?;
@@ -449,9 +451,13 @@ impl Scheduler {
             self.start(&name, Trigger::CatchUp, 1, slot, now);
         }
         self.arm_watchdog(&name, now);
-        self.start_poller(&name);
-        self.arm_change(&name);
         Ok(())
+    }
+
+    /// Starts change detection for a registered target: its poller, and the timer of changes already pending.
+    fn start_changes(&mut self, name: &Arc<str>) {
+        self.start_poller(name);
+        self.arm_change(name);
     }
 
     /// Starts the sync state poller of a target whose policy asks for one. It reads right away (a change made
@@ -993,14 +999,13 @@ impl Scheduler {
                         .metrics
                         .set_in_progress(&name, running.is_some());
                 }
-                let key: Arc<str> = Arc::from(name.as_str());
-                self.start_poller(&key);
-                self.arm_change(&key);
+                self.start_changes(&Arc::from(name.as_str()));
             } else {
                 info!(target = %name, "New target added by the configuration reload.");
                 if let Err(err) = self.add_target(spec, now, None).await {
                     warn!(target = %name, error = %err, "Could not add the target.");
                 }
+                self.start_changes(&Arc::from(name.as_str()));
             }
         }
     }
