@@ -186,7 +186,7 @@ impl Metrics {
             ),
             restorable_backups: int_gauge(
                 "rpod_target_restorable_backups",
-                "Number of restorable backups (succeeded, not expired, not pruned or missing).",
+                "Number of restorable backups (succeeded or discovered by reconciliation; not expired, pruned or missing).",
                 &["target"],
             ),
             restorable_until: gauge(
