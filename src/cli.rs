@@ -234,24 +234,21 @@ async fn check_config(
     }
     let mut refused = false;
     for spec in targets {
-        match spec.provider.check().await {
-            Ok(Some(found)) => println!(
-                "target {} ({}): {found}",
-                spec.config.name,
-                spec.provider.kind()
-            ),
-            Ok(None) => {}
-            Err(problem) => {
-                println!(
-                    "target {} ({}): FAILED: {problem}",
-                    spec.config.name,
-                    spec.provider.kind()
-                );
-                match problem {
-                    CheckProblem::Refused(_) => refused = true,
-                    CheckProblem::Unreachable(_) => failed = true,
+        let report = spec.provider.check(&spec.storage).await;
+        let (name, kind) = (&spec.config.name, spec.provider.kind());
+        if let Some(found) = &report.found {
+            println!("target {name} ({kind}): {found}");
+        }
+        for problem in &report.problems {
+            match problem {
+                CheckProblem::Refused(_) => refused = true,
+                CheckProblem::Unreachable(_) | CheckProblem::Busy(_) => failed = true,
+                CheckProblem::Unchecked(_) => {
+                    println!("target {name} ({kind}): WARNING: {problem}");
+                    continue;
                 }
             }
+            println!("target {name} ({kind}): FAILED: {problem}");
         }
     }
     if refused {

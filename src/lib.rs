@@ -15,6 +15,7 @@
 //! - [`reconcile`]: storage listings against the catalog: vanished artifacts, unknown ones imported.
 //! - [`providers`]: how each kind of target is backed up (`command`, `apim` with long-running operations).
 //! - [`storage`]: where artifacts land (`directory`, `azure_blob`).
+//! - [`state_dir`]: the state directory, created when missing, and its lock (one daemon per directory).
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`notify`]: telling systemd the daemon is ready, alive (the watchdog), reloading or stopping.
 //! - [`http`]: `/metrics`, health, and the JSON API.
@@ -35,5 +36,6 @@ pub mod policy;
 pub mod providers;
 pub mod reconcile;
 pub mod scheduler;
+pub mod state_dir;
 pub mod storage;
 pub mod webhook;

@@ -1,10 +1,11 @@
-//! Reconciliation (DESIGN §2.10): compare each target's storage prefix with the catalog. A restorable backup
-//! whose artifact vanished is marked `missing`; an artifact no record names that matches the target's naming
-//! scheme is imported as `discovered`, restorable until its creation time plus the target's expiry.
+//! Reconciliation (docs/architecture.md, "Reconciliation"): compare each target's storage prefix with the
+//! catalog. A restorable backup whose artifact vanished is marked `missing`; an artifact no record names that
+//! matches the target's naming scheme is imported as `discovered`, dated by its name (else the earlier of its
+//! storage times) and restorable only once its content checked out.
 //!
 //! What does not live here: deleting anything (`maintenance::prune`); reconciliation only corrects the record.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -14,6 +15,7 @@ use tracing::{info, warn};
 use crate::catalog::{Catalog, CatalogError, Discovered, Status};
 use crate::policy;
 use crate::scheduler::TargetSpec;
+use crate::storage::ArtifactInfo;
 
 /// What one pass changed.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -66,41 +68,58 @@ pub async fn reconcile(
                 continue;
             }
         };
-        let present: HashSet<&str> = listed.iter().map(|a| a.name.as_str()).collect();
-        for (id, artifact, status) in &known {
-            if matches!(status, Status::Succeeded | Status::Discovered)
-                && !present.contains(artifact.as_str())
-            {
-                let detail = format!(
-                    "artifact {artifact} is no longer in storage {}",
-                    spec.storage.name()
-                );
-                if catalog.mark_missing(name, *id, now, &detail).await? {
-                    warn!(target = %name, backup_id = id, %artifact, "Backup artifact vanished from storage; marked missing.");
-                    report.missing.push((name.to_owned(), *id));
+        let present: HashMap<&str, &ArtifactInfo> =
+            listed.iter().map(|a| (a.name.as_str(), a)).collect();
+        for artifact in &known {
+            let Some(info) = present.get(artifact.name.as_str()) else {
+                if matches!(artifact.status, Status::Succeeded | Status::Discovered) {
+                    let detail = format!(
+                        "artifact {} is no longer in storage {}",
+                        artifact.name,
+                        spec.storage.name()
+                    );
+                    if catalog
+                        .mark_missing(name, artifact.id, now, &detail)
+                        .await?
+                    {
+                        warn!(target = %name, backup_id = artifact.id, artifact = %artifact.name, "Backup artifact vanished from storage; marked missing.");
+                        report.missing.push((name.to_owned(), artifact.id));
+                    }
+                }
+                continue;
+            };
+            if artifact.imported_unchecked {
+                let found = examine(spec, info, now).await;
+                if catalog
+                    .reverify_discovered(artifact.id, &found, now)
+                    .await?
+                {
+                    info!(target = %name, backup_id = artifact.id, artifact = %artifact.name, restorable = found.unverified.is_none(), "Checked a backup imported by an earlier rpod.");
+                    report
+                        .discovered
+                        .push((name.to_owned(), artifact.name.clone()));
                 }
             }
         }
-        let names: HashSet<&str> = known.iter().map(|(_, a, _)| a.as_str()).collect();
+        let names: HashSet<&str> = known.iter().map(|a| a.name.as_str()).collect();
         for artifact in &listed {
             if names.contains(artifact.name.as_str())
                 || !spec.config.artifact_name.matches(&artifact.name, name)
             {
                 continue;
             }
-            let found = Discovered {
-                target: name,
-                kind: spec.provider.kind(),
-                storage: spec.storage.name(),
-                artifact: &artifact.name,
-                size: artifact.size,
-                created_at: artifact.created_at,
-                expires_at: artifact.created_at + policy::delta(spec.config.policy.expiry),
-            };
+            let found = examine(spec, artifact, now).await;
             // Imported only if no record names it by now: a backup started after the catalog was read records
             // its artifact name before the artifact exists.
             if let Some(id) = catalog.import_discovered(&found, now).await? {
-                info!(target = %name, backup_id = id, artifact = %artifact.name, "Imported a backup found in storage.");
+                match &found.unverified {
+                    None => {
+                        info!(target = %name, backup_id = id, artifact = %artifact.name, "Imported a backup found in storage.")
+                    }
+                    Some(why) => {
+                        warn!(target = %name, backup_id = id, artifact = %artifact.name, "Recorded an artifact found in storage that does not count as restorable: {why}.")
+                    }
+                }
                 report
                     .discovered
                     .push((name.to_owned(), artifact.name.clone()));
@@ -108,4 +127,43 @@ pub async fn reconcile(
         }
     }
     Ok(report)
+}
+
+/// Dates and checks an artifact found in storage (docs/operations.md, "What restorable means"): its recovery
+/// point is the time its name encodes, or else the earlier of its storage times, and never later than either
+/// (a name cannot make content newer than the storage saw it written); never the time of discovery. It counts
+/// as restorable only if it is not expired and the provider verified its content.
+async fn examine<'a>(
+    spec: &'a TargetSpec,
+    artifact: &'a ArtifactInfo,
+    now: DateTime<Utc>,
+) -> Discovered<'a> {
+    let name = spec.config.name.as_str();
+    let stored = artifact.stored_at();
+    let recovery_point = match (
+        spec.config.artifact_name.encoded_time(&artifact.name, name),
+        stored,
+    ) {
+        (Some(named), Some(stored)) => Some(named.min(stored)),
+        (named, stored) => named.or(stored),
+    };
+    let expires_at = recovery_point.map(|at| at + policy::delta(spec.config.policy.expiry));
+    let unverified = match expires_at {
+        None => Some("neither its name nor the storage says when it was made".to_owned()),
+        Some(expiry) if expiry <= now => Some(format!(
+            "it expired on {} (recovery point plus expiry), before rpod found it",
+            expiry.format("%Y-%m-%dT%H:%M:%SZ")
+        )),
+        Some(_) => spec.provider.verify(&spec.storage, artifact).await.err(),
+    };
+    Discovered {
+        target: name,
+        kind: spec.provider.kind(),
+        storage: spec.storage.name(),
+        artifact: &artifact.name,
+        size: artifact.size,
+        recovery_point,
+        expires_at,
+        unverified,
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::blob::{BlobEntry, BlobError, BlobStore};
+use crate::blob::{BlobEntry, BlobError, BlobStore, CorsRule};
 
 /// Azurite's built-in account name.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -199,6 +199,22 @@ impl Azurite {
     /// As [`BlobStore::blob_exists`].
     pub async fn blob_exists(&self, container: &str, name: &str) -> Result<bool, BlobError> {
         self.store.blob_exists(container, name).await
+    }
+
+    /// Replaces the account's Blob service CORS rules (none: removes them). See [`BlobStore::set_cors_rules`].
+    ///
+    /// # Errors
+    /// As [`BlobStore::set_cors_rules`].
+    pub async fn set_cors_rules(&self, rules: &[CorsRule]) -> Result<(), BlobError> {
+        self.store.set_cors_rules(rules).await
+    }
+
+    /// How many CORS rules the account's Blob service has. See [`BlobStore::cors_rule_count`].
+    ///
+    /// # Errors
+    /// As [`BlobStore::cors_rule_count`].
+    pub async fn cors_rule_count(&self) -> Result<usize, BlobError> {
+        self.store.cors_rule_count().await
     }
 }
 

@@ -2,8 +2,9 @@
 //! so that tests can check storage directly, and so that the emulator can write backup blobs.
 //!
 //! It covers exactly what the tests need: create a container, put, list (following `NextMarker`), stat and delete
-//! blobs. It speaks plain REST over `reqwest`; the listing XML is read with a few string searches because its shape
-//! is fixed and tiny. It is not a general storage client: no retries, no SAS, no tokens.
+//! blobs, and set or count the account's Blob service CORS rules. It speaks plain REST over `reqwest`; the XML it
+//! reads is read with a few string searches because its shape is fixed and tiny. It is not a general storage
+//! client: no retries, no SAS, no tokens.
 
 use std::fmt::{self, Write as _};
 
@@ -28,6 +29,74 @@ pub struct BlobEntry {
     pub created: DateTime<Utc>,
     /// When the blob was last written (`Last-Modified`).
     pub last_modified: DateTime<Utc>,
+}
+
+/// One CORS rule of a storage account's Blob service, as "Set Blob Service Properties" takes it. The fields are
+/// sent as written (comma-separated lists, XML-escaped on the way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsRule {
+    /// Origins allowed, comma-separated, or `*`.
+    pub allowed_origins: String,
+    /// HTTP methods allowed, comma-separated, e.g. `GET,HEAD,POST`.
+    pub allowed_methods: String,
+    /// Request headers allowed, comma-separated, or `*`.
+    pub allowed_headers: String,
+    /// Response headers exposed, comma-separated, or `*`.
+    pub exposed_headers: String,
+    /// How long a browser may cache the preflight answer.
+    pub max_age_in_seconds: u32,
+}
+
+impl CorsRule {
+    /// A rule for `allowed_origins` with the other fields as in [`CorsRule::default`].
+    #[must_use]
+    pub fn new(allowed_origins: impl Into<String>) -> Self {
+        Self {
+            allowed_origins: allowed_origins.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The `<CorsRule>` element of this rule.
+    fn xml(&self) -> String {
+        format!(
+            "<CorsRule><AllowedOrigins>{}</AllowedOrigins><AllowedMethods>{}</AllowedMethods>\
+             <AllowedHeaders>{}</AllowedHeaders><ExposedHeaders>{}</ExposedHeaders>\
+             <MaxAgeInSeconds>{}</MaxAgeInSeconds></CorsRule>",
+            escape(&self.allowed_origins),
+            escape(&self.allowed_methods),
+            escape(&self.allowed_headers),
+            escape(&self.exposed_headers),
+            self.max_age_in_seconds
+        )
+    }
+}
+
+impl Default for CorsRule {
+    /// Any origin, `GET,HEAD,POST`, any header allowed and exposed, 200 s of preflight caching.
+    fn default() -> Self {
+        Self {
+            allowed_origins: "*".to_owned(),
+            allowed_methods: "GET,HEAD,POST".to_owned(),
+            allowed_headers: "*".to_owned(),
+            exposed_headers: "*".to_owned(),
+            max_age_in_seconds: 200,
+        }
+    }
+}
+
+/// The `<StorageServiceProperties>` document that sets exactly these CORS rules (an empty `<Cors/>` for none) and
+/// leaves every other property as it is.
+fn cors_properties(rules: &[CorsRule]) -> String {
+    let cors = if rules.is_empty() {
+        "<Cors/>".to_owned()
+    } else {
+        let rules: String = rules.iter().map(CorsRule::xml).collect();
+        format!("<Cors>{rules}</Cors>")
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><StorageServiceProperties>{cors}</StorageServiceProperties>"
+    )
 }
 
 /// What went wrong talking to blob storage.
@@ -246,6 +315,49 @@ impl BlobStore {
         }
     }
 
+    /// Replaces the account's Blob service CORS rules with `rules` ("Set Blob Service Properties",
+    /// `PUT {endpoint}/?restype=service&comp=properties`); an empty slice removes them all. The account's other
+    /// service properties are left as they are.
+    ///
+    /// # Errors
+    /// Transport failures and any answer but 202 Accepted.
+    pub async fn set_cors_rules(&self, rules: &[CorsRule]) -> Result<(), BlobError> {
+        let url = self.service_properties_url();
+        let body = cors_properties(rules).into_bytes();
+        let response = self.send(Method::PUT, url, body).await?;
+        if response.status() == StatusCode::ACCEPTED {
+            Ok(())
+        } else {
+            Err(status_error(response).await)
+        }
+    }
+
+    /// How many CORS rules the account's Blob service has ("Get Blob Service Properties",
+    /// `GET {endpoint}/?restype=service&comp=properties`, counting its `<CorsRule>` elements).
+    ///
+    /// # Errors
+    /// Transport failures, any answer but 200, or a body that is not a `<StorageServiceProperties>` document
+    /// ([`BlobError::BadListing`]).
+    pub async fn cors_rule_count(&self) -> Result<usize, BlobError> {
+        let url = self.service_properties_url();
+        let response = self.send(Method::GET, url, Vec::new()).await?;
+        if response.status() != StatusCode::OK {
+            return Err(status_error(response).await);
+        }
+        let xml = response.text().await?;
+        if !xml.contains("<StorageServiceProperties") {
+            return Err(BlobError::BadListing(format!(
+                "not a <StorageServiceProperties> document: {xml}"
+            )));
+        }
+        Ok(xml.matches("<CorsRule>").count())
+    }
+
+    /// `{endpoint}/?restype=service&comp=properties`.
+    fn service_properties_url(&self) -> Url {
+        self.url("", None, &[("restype", "service"), ("comp", "properties")])
+    }
+
     /// The URL of a container or of a blob in it, with `query`.
     fn url(&self, container: &str, blob: Option<&str>, query: &[(&str, &str)]) -> Url {
         let mut url = self.endpoint.clone();
@@ -272,8 +384,13 @@ impl BlobStore {
         body: Vec<u8>,
     ) -> Result<reqwest::Response, BlobError> {
         let date = Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-        let is_blob_put =
-            method == Method::PUT && !url.query().is_some_and(|q| q.contains("restype=container"));
+        // Container and service requests carry `restype`; a PUT without one uploads a blob.
+        let restype = url
+            .query_pairs()
+            .find(|(name, _)| name == "restype")
+            .map(|(_, value)| value.into_owned());
+        let is_blob_put = method == Method::PUT && restype.is_none();
+        let is_service_put = method == Method::PUT && restype.as_deref() == Some("service");
         let mut x_ms = vec![
             ("x-ms-date", date.clone()),
             ("x-ms-version", STORAGE_VERSION.to_owned()),
@@ -283,6 +400,8 @@ impl BlobStore {
         }
         let content_type = if is_blob_put {
             "application/octet-stream"
+        } else if is_service_put {
+            "application/xml"
         } else {
             ""
         };
@@ -299,7 +418,7 @@ impl BlobStore {
             // Storage wants a Content-Length even for an empty body, which reqwest would leave out.
             request = request.header("Content-Length", body.len());
         }
-        if is_blob_put {
+        if !content_type.is_empty() {
             request = request.header("Content-Type", content_type);
         }
         Ok(request.body(body).send().await?)
@@ -405,6 +524,22 @@ fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     Some(&xml[start..start + end])
 }
 
+/// Escapes text for an XML element.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Resolves the five predefined XML entities and numeric character references.
 fn unescape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -468,6 +603,22 @@ mod tests {
         assert_eq!(entries[0].size, 4);
         assert_eq!(entries[0].created.to_rfc3339(), "2026-11-21T10:34:10+00:00");
         assert_eq!(element(xml, "NextMarker"), Some("m1"));
+    }
+
+    #[test]
+    fn cors_rules_are_written_as_storage_expects_them() {
+        assert_eq!(
+            cors_properties(&[CorsRule::new("https://a.example&b")]),
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><StorageServiceProperties><Cors><CorsRule>\
+             <AllowedOrigins>https://a.example&amp;b</AllowedOrigins><AllowedMethods>GET,HEAD,POST</AllowedMethods>\
+             <AllowedHeaders>*</AllowedHeaders><ExposedHeaders>*</ExposedHeaders>\
+             <MaxAgeInSeconds>200</MaxAgeInSeconds></CorsRule></Cors></StorageServiceProperties>"
+        );
+        assert!(
+            cors_properties(&[])
+                .contains("<StorageServiceProperties><Cors/></StorageServiceProperties>")
+        );
+        assert_eq!(unescape(&escape("<a & 'b'>\"")), "<a & 'b'>\"");
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! Injected faults: what a test asks the emulator to do wrong, on which route, how many times.
 //!
 //! Faults wait in one queue in the order they were injected. A request takes the first fault whose route
-//! matches it; each use counts down `times` and an exhausted fault leaves the queue. `FailOperation` is the
-//! exception: it is not an answer to a request but an outcome for an operation, taken by the next poll that finds
-//! a matching operation still running.
+//! matches it; each use counts down `times` and an exhausted fault leaves the queue. `FailOperation` and
+//! `SkipBlob` are the exceptions: they are not answers to requests but outcomes for operations. `FailOperation`
+//! is taken by the next poll that finds a matching operation still running; `SkipBlob` by the next backup that
+//! completes.
 
 use std::collections::VecDeque;
 
 /// Which requests a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
-    /// `POST .../service/{name}/backup`. For `FailOperation`: the next poll of a running backup.
+    /// `POST .../service/{name}/backup`. For `FailOperation`: the next poll of a running backup. For `SkipBlob`:
+    /// the next backup to complete.
     Backup,
     /// `POST .../service/{name}/restore`. For `FailOperation`: the next poll of a running restore.
     Restore,
@@ -53,6 +55,16 @@ pub enum FaultKind {
     Hang,
     /// Answer 200 with a body that is not JSON.
     BadJson,
+    /// Answer with exactly this status and body, as `Content-Type: application/json; charset=utf-8` (with the
+    /// usual ARM headers such as `x-ms-request-id` on ARM routes, and nothing else: a 202 carries no `Location`).
+    /// The request is otherwise ignored: on `Route::Backup` no operation starts, and on `Route::Poll` the polled
+    /// operation keeps its own state (only this one answer is replaced). Build it with [`FaultKind::answer`].
+    Answer {
+        /// HTTP status, e.g. 200, 202 or 204 (100 to 999; anything else answers 500).
+        status: u16,
+        /// The body, sent as is; may be empty.
+        body: String,
+    },
     /// End the operation that the next matching poll finds running, failed with 400 and this error; every
     /// later poll repeats the failure.
     FailOperation {
@@ -61,6 +73,11 @@ pub enum FaultKind {
         /// Error message.
         message: String,
     },
+    /// Let the next backup operation that completes succeed as usual (polls answer 200 with the service
+    /// resource, `provisioningState` `Succeeded`) without writing its blob into storage, as if API Management
+    /// had lost it. The route must be `Backup` (or `AnyArm`); on any other route it never applies. Not an
+    /// answer to a request: no request is marked `faulted` for it.
+    SkipBlob,
 }
 
 impl FaultKind {
@@ -96,6 +113,21 @@ impl FaultKind {
             code: code.to_owned(),
             message: message.to_owned(),
         }
+    }
+
+    /// `Answer` with this status and body.
+    #[must_use]
+    pub fn answer(status: u16, body: impl Into<String>) -> Self {
+        Self::Answer {
+            status,
+            body: body.into(),
+        }
+    }
+
+    /// Whether this is an outcome for an operation (`FailOperation`, `SkipBlob`) rather than an answer to a
+    /// request.
+    fn is_operation_outcome(&self) -> bool {
+        matches!(self, Self::FailOperation { .. } | Self::SkipBlob)
     }
 }
 
@@ -143,11 +175,10 @@ impl FaultQueue {
         }
     }
 
-    /// Takes one use of the first fault answering a request on `route` (anything but `FailOperation`).
+    /// Takes one use of the first fault answering a request on `route` (anything but `FailOperation` and
+    /// `SkipBlob`).
     pub(crate) fn take_answer(&mut self, route: Route) -> Option<FaultKind> {
-        self.take(|fault| {
-            fault.route.covers(route) && !matches!(fault.kind, FaultKind::FailOperation { .. })
-        })
+        self.take(|fault| fault.route.covers(route) && !fault.kind.is_operation_outcome())
     }
 
     /// Takes one use of the first `FailOperation` for a running operation of `kind` (`Backup` or `Restore`)
@@ -163,6 +194,15 @@ impl FaultQueue {
             Some(FaultKind::FailOperation { code, message }) => Some((code, message)),
             _ => None,
         }
+    }
+
+    /// Takes one use of the first `SkipBlob`, for a backup operation that is completing; true when there was one.
+    pub(crate) fn take_blob_skip(&mut self) -> bool {
+        self.take(|fault| {
+            fault.kind == FaultKind::SkipBlob
+                && (fault.route == Route::Backup || fault.route == Route::AnyArm)
+        })
+        .is_some()
     }
 
     fn take(&mut self, wanted: impl Fn(&Fault) -> bool) -> Option<FaultKind> {
@@ -213,5 +253,29 @@ mod tests {
             Some(("RestoreFailed".to_owned(), "no".to_owned()))
         );
         assert_eq!(queue.take_operation_failure(Route::Restore), None);
+    }
+
+    #[test]
+    fn answers_are_answers_and_blob_skips_are_not() {
+        let mut queue = FaultQueue::default();
+        queue.push(Fault::new(Route::Backup, FaultKind::SkipBlob).times(2));
+        queue.push(Fault::new(Route::Restore, FaultKind::SkipBlob));
+        queue.push(Fault::new(Route::Poll, FaultKind::answer(204, "")));
+        assert_eq!(
+            queue.take_answer(Route::Backup),
+            None,
+            "a skipped blob is not an answer to a request"
+        );
+        assert_eq!(queue.take_operation_failure(Route::Backup), None);
+        assert_eq!(
+            queue.take_answer(Route::Poll),
+            Some(FaultKind::Answer {
+                status: 204,
+                body: String::new()
+            })
+        );
+        assert!(queue.take_blob_skip());
+        assert!(queue.take_blob_skip());
+        assert!(!queue.take_blob_skip(), "a restore never skips a blob");
     }
 }

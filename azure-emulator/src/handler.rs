@@ -98,8 +98,13 @@ fn fault_outcome(kind: FaultKind, endpoint: &Endpoint) -> Outcome {
         FaultKind::Reset => Outcome::Reset,
         FaultKind::Hang => Outcome::Hang,
         FaultKind::BadJson => Outcome::Reply(bad_json()),
-        FaultKind::FailOperation { .. } => {
-            unreachable!("FaultQueue::take_answer never returns FailOperation")
+        FaultKind::Answer { status, body } => Outcome::Reply(
+            Reply::empty(status)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .with_body(body),
+        ),
+        FaultKind::FailOperation { .. } | FaultKind::SkipBlob => {
+            unreachable!("FaultQueue::take_answer never returns FailOperation or SkipBlob")
         }
     }
 }

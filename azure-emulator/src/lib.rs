@@ -45,7 +45,8 @@
 //! - [`log`]: [`LoggedRequest`] and [`TokenRequest`].
 //! - [`service`]: a hosted API Management service, its JSON, and the [`ServiceState`] snapshot.
 //! - [`azurite`]: start Azurite as a child process on a free loopback port; stopped and cleaned up on drop.
-//! - [`blob`]: a small Shared Key blob client (create container, put, list, stat, delete), independent of rpod.
+//! - [`blob`]: a small Shared Key blob client (create container, put, list, stat, delete; Blob service CORS
+//!   rules), independent of rpod.
 //! - [`cli`]: the command line of the runnable emulator (`cargo run --example azure-emulator`).
 //! - Internal: `server` (hyper accept loop, resets, hangs), `handler` (routing, faults, auth, throttling),
 //!   `routes` (path parsing), `token`, `apim`, `operation` (backup and restore tasks), `control` (the control
@@ -73,7 +74,7 @@ mod throttle;
 mod token;
 
 pub use azurite::Azurite;
-pub use blob::{BlobEntry, BlobError, BlobStore};
+pub use blob::{BlobEntry, BlobError, BlobStore, CorsRule};
 pub use config::{EmulatorConfig, ServiceSpec, StorageAccount};
 pub use emulator::Emulator;
 pub use fault::{Fault, FaultKind, Route};

@@ -17,7 +17,7 @@ pub struct LoggedRequest {
     /// Status answered; `None` when the connection was reset or the request left hanging by a fault.
     pub status: Option<u16>,
     /// Whether an injected fault answered it. (`FailOperation` ends an operation rather than answering a request,
-    /// so the poll that meets it is not marked.)
+    /// so the poll that meets it is not marked; `SkipBlob` marks no request either.)
     pub faulted: bool,
     /// When it arrived, on Tokio's clock (paused in some tests).
     pub at: Instant,

@@ -1,8 +1,8 @@
 //! Backup and restore operations: what each one is doing, and the task that finishes it.
 //!
 //! An accepted operation runs for the configured duration (on Tokio's clock). Then its task does the real work
-//! against storage: a backup writes a blob named exactly `backupName` into `containerName` of the account; a
-//! restore checks that the backup exists there, is not older than 30 days, and was taken from a service of the
+//! against storage: a backup writes a blob named exactly `backupName` into `containerName` of the account
+//! (unless a `SkipBlob` fault is queued: then it succeeds without writing anything); a restore checks that the backup exists there, is not older than 30 days, and was taken from a service of the
 //! same SKU. The outcome is kept, so every later poll gets the same answer.
 
 use std::sync::Arc;
@@ -96,21 +96,28 @@ pub(crate) async fn run(shared: Arc<Shared>, id: String) {
         () = tokio::time::sleep_until(ends_at) => {}
         () = shared.cancel.cancelled() => return,
     }
-    let Some((kind, target)) = running(&shared, &id) else {
+    let Some((kind, target, skip_blob)) = running(&shared, &id) else {
         return;
     };
     let outcome = match kind {
+        OperationKind::Backup if skip_blob => Ok(()),
         OperationKind::Backup => write_backup(&shared, &id, &target).await,
         OperationKind::Restore => check_restore(&shared, &id, &target).await,
     };
     finish(&shared, &id, outcome);
 }
 
-/// The kind and target of operation `id` if it is still running (a fault may have ended it).
-fn running(shared: &Shared, id: &str) -> Option<(OperationKind, BlobTarget)> {
-    let state = shared.lock();
+/// The kind and target of operation `id` if it is still running (a fault may have ended it), and whether it is
+/// a backup that is to skip writing its blob (which takes one use of a `SkipBlob` fault).
+fn running(shared: &Shared, id: &str) -> Option<(OperationKind, BlobTarget, bool)> {
+    let mut state = shared.lock();
     let op = state.operations.get(id)?;
-    (op.progress == Progress::Running).then(|| (op.kind, op.target.clone()))
+    if op.progress != Progress::Running {
+        return None;
+    }
+    let (kind, target) = (op.kind, op.target.clone());
+    let skip_blob = kind == OperationKind::Backup && state.faults.take_blob_skip();
+    Some((kind, target, skip_blob))
 }
 
 /// A failure's code and message.

@@ -14,11 +14,11 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use model::backup_columns;
 pub use model::{
-    BackupRecord, Discovered, Finish, NewBackup, OperationAccepted, PendingOperation,
-    Restorability, Status, TargetSummary, Trigger,
+    BackupRecord, Discovered, Finish, KnownArtifact, NewBackup, OperationAccepted,
+    PendingOperation, Restorability, Status, TargetSummary, Trigger,
 };
+use model::{backup_columns, restorable};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";
@@ -28,11 +28,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Why the catalog could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    /// The state directory does not exist.
-    #[error(
-        "state directory {0} does not exist: create it (owned by the user rpod runs as) or set daemon.state_dir"
-    )]
-    StateDirMissing(PathBuf),
     /// The state directory exists but is not writable.
     #[error("state directory {path} is not writable ({detail}): rpod keeps its catalog there")]
     StateDirReadOnly {
@@ -65,6 +60,30 @@ pub enum CatalogError {
         /// Newest schema version this build knows.
         known: i64,
     },
+    /// A read-only open found a catalog an older rpod wrote, which only the daemon upgrades.
+    #[error(
+        "catalog {path} has schema version {found}, this rpod expects {known}: start the daemon (rpod run) once \
+         to upgrade it"
+    )]
+    TooOld {
+        /// The database file.
+        path: PathBuf,
+        /// Newest schema version found in the file.
+        found: i64,
+        /// Newest schema version this build knows.
+        known: i64,
+    },
+    /// A record was not in the state the update expected (another writer changed it): nothing was written.
+    #[error("backup {id} is no longer {expected} in the catalog; nothing was recorded")]
+    Conflict {
+        /// The backup.
+        id: i64,
+        /// The status the update expected.
+        expected: &'static str,
+    },
+    /// The state directory cannot be used.
+    #[error(transparent)]
+    StateDir(#[from] crate::state_dir::StateDirError),
     /// Any other database failure.
     #[error("catalog error: {0}")]
     Database(#[from] sqlx::Error),
@@ -85,16 +104,14 @@ pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
 }
 
 impl Catalog {
-    /// Opens (creating if needed) the catalog in `state_dir` and applies pending migrations.
+    /// Opens (creating if needed) the catalog in `state_dir` and applies pending migrations. A missing
+    /// `state_dir` whose parent exists is created (see [`crate::state_dir::prepare`]). Only one process should
+    /// write: the daemon holds [`crate::state_dir::StateLock`] while it does.
     ///
     /// # Errors
     /// A [`CatalogError`] that says what is wrong and what to do.
     pub async fn open(state_dir: &Path) -> Result<Self, CatalogError> {
-        let meta = std::fs::metadata(state_dir)
-            .map_err(|_| CatalogError::StateDirMissing(state_dir.into()))?;
-        if !meta.is_dir() {
-            return Err(CatalogError::StateDirMissing(state_dir.into()));
-        }
+        crate::state_dir::prepare(state_dir)?;
         let probe = state_dir.join(".rpod-write-probe");
         std::fs::write(&probe, b"").map_err(|err| CatalogError::StateDirReadOnly {
             path: state_dir.into(),
@@ -118,6 +135,73 @@ impl Catalog {
         let catalog = Self { pool };
         catalog.migrate(&path).await?;
         Ok(catalog)
+    }
+
+    /// Opens the catalog in `state_dir` for reading only, as `rpod status` and `rpod backups` do while the daemon
+    /// writes it. Nothing is created or migrated: without a catalog file yet, an empty catalog in memory answers.
+    ///
+    /// # Errors
+    /// The file is not a catalog, was written by another version of rpod, or cannot be read.
+    pub async fn open_read_only(state_dir: &Path) -> Result<Self, CatalogError> {
+        let path = state_dir.join(CATALOG_FILE);
+        if !path.exists() {
+            // One connection that never closes: every in-memory connection is a database of its own.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(SqliteConnectOptions::from_str("sqlite::memory:")?)
+                .await?;
+            let catalog = Self { pool };
+            MIGRATOR
+                .run(&catalog.pool)
+                .await
+                .map_err(|err| CatalogError::Database(err.into()))?;
+            return Ok(catalog);
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(|err| classify(err, &path))?;
+        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .map_err(|err| classify(err, &path))?;
+        let found = found.unwrap_or(0);
+        if found > known {
+            return Err(CatalogError::TooNew { path, found, known });
+        }
+        if found < known {
+            return Err(CatalogError::TooOld { path, found, known });
+        }
+        Ok(Self { pool })
+    }
+
+    /// Writes one row, to prove the catalog accepts writes (readiness). Fails rather than waits when another
+    /// writer holds the database for longer than `within`.
+    ///
+    /// # Errors
+    /// The write failed or did not finish in time.
+    pub async fn probe_write(&self, now: DateTime<Utc>, within: Duration) -> Result<(), String> {
+        let write = sqlx::query(
+            "INSERT INTO liveness (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1",
+        )
+        .bind(to_ms(now))
+        .execute(&self.pool);
+        match tokio::time::timeout(within, write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "a write did not finish within {}",
+                humantime::format_duration(within)
+            )),
+        }
     }
 
     async fn migrate(&self, path: &Path) -> Result<(), CatalogError> {
@@ -202,7 +286,7 @@ impl Catalog {
     /// Database failures.
     pub async fn finish_backup(&self, id: i64, finish: &Finish) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let updated = sqlx::query(
             // A backup that never got accepted leaves no artifact: its claimed name is released. One that was
             // accepted keeps the name, so reconciliation never imports what its operation left behind.
             "UPDATE backups SET status = ?1, accepted_at = COALESCE(?2, accepted_at), completed_at = ?3,
@@ -210,7 +294,7 @@ impl Catalog {
                     artifact = CASE WHEN ?5 IS NOT NULL THEN ?5
                                     WHEN COALESCE(?2, accepted_at) IS NOT NULL THEN artifact END,
                     size_bytes = ?6, sha256 = ?7, sku = ?8, etag = ?9, error_code = ?10, error_message = ?11
-             WHERE id = ?12",
+             WHERE id = ?12 AND status = 'running'",
         )
         .bind(finish.status.as_str())
         .bind(finish.accepted_at.map(to_ms))
@@ -225,7 +309,15 @@ impl Catalog {
         .bind(finish.error_message.as_deref())
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            // Another writer closed this record (it can only be `running` while this attempt owns it).
+            return Err(CatalogError::Conflict {
+                id,
+                expected: "running",
+            });
+        }
         sqlx::query("DELETE FROM operations WHERE backup_id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -280,11 +372,19 @@ impl Catalog {
         accepted: &OperationAccepted<'_>,
     ) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE backups SET accepted_at = ? WHERE id = ?")
-            .bind(to_ms(accepted.accepted_at))
-            .bind(accepted.backup_id)
-            .execute(&mut *tx)
-            .await?;
+        let updated =
+            sqlx::query("UPDATE backups SET accepted_at = ? WHERE id = ? AND status = 'running'")
+                .bind(to_ms(accepted.accepted_at))
+                .bind(accepted.backup_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if updated != 1 {
+            return Err(CatalogError::Conflict {
+                id: accepted.backup_id,
+                expected: "running",
+            });
+        }
         sqlx::query(
             "INSERT INTO operations (backup_id, url, request, next_poll_at, deadline_at, slot_at)
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -323,23 +423,28 @@ impl Catalog {
         Ok(())
     }
 
-    /// Every artifact name the catalog knows for a target, with the backup's id and status.
+    /// Every artifact name the catalog knows for a target.
     ///
     /// # Errors
     /// The catalog could not be read.
-    pub async fn artifacts(
-        &self,
-        target: &str,
-    ) -> Result<Vec<(i64, String, Status)>, CatalogError> {
+    pub async fn artifacts(&self, target: &str) -> Result<Vec<KnownArtifact>, CatalogError> {
         let rows = sqlx::query(
-            "SELECT id, artifact, status FROM backups WHERE target = ? AND artifact IS NOT NULL",
+            "SELECT id, artifact, status,
+                    status = 'discovered' AND verified_at IS NULL AND error_code = 'Unverified'
+                    AND error_message LIKE 'imported before%'
+             FROM backups WHERE target = ? AND artifact IS NOT NULL",
         )
         .bind(target)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .iter()
-            .map(|row| (row.get(0), row.get(1), Status::parse(row.get::<&str, _>(2))))
+            .map(|row| KnownArtifact {
+                id: row.get(0),
+                name: row.get(1),
+                status: Status::parse(row.get::<&str, _>(2)),
+                imported_unchecked: row.get(3),
+            })
             .collect())
     }
 
@@ -378,8 +483,8 @@ impl Catalog {
         Ok(changed == 1)
     }
 
-    /// Imports an artifact found in storage that no record names, as a `discovered` backup whose recovery point
-    /// is the artifact's creation time. Does nothing (returns `None`) when a record names it by now.
+    /// Imports an artifact found in storage that no record names, as a `discovered` backup dated and checked as
+    /// `found` says (restorable only when verified). Does nothing (returns `None`) when a record names it by now.
     ///
     /// # Errors
     /// The catalog could not be written.
@@ -389,27 +494,35 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, CatalogError> {
         let mut tx = self.pool.begin().await?;
+        let (verified_at, error_code) = match &found.unverified {
+            None => (Some(to_ms(now)), None),
+            Some(_) => (None, Some(UNVERIFIED)),
+        };
         let inserted = sqlx::query(
             "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at,
-                                  expires_at, storage, artifact, size_bytes)
-             SELECT ?1, ?2, 'discovered', 'discovered', 1, ?3, ?3, ?4, ?5, ?6, ?7, ?8
-             WHERE NOT EXISTS (SELECT 1 FROM backups WHERE target = ?1 AND artifact = ?7)",
+                                  expires_at, storage, artifact, size_bytes, verified_at, error_code, error_message)
+             SELECT ?1, ?2, 'discovered', 'discovered', 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
+             WHERE NOT EXISTS (SELECT 1 FROM backups WHERE target = ?1 AND artifact = ?8)",
         )
         .bind(found.target)
         .bind(found.kind)
-        .bind(to_ms(found.created_at))
+        .bind(to_ms(found.recovery_point.unwrap_or(now)))
+        .bind(found.recovery_point.map(to_ms))
         .bind(to_ms(now))
-        .bind(to_ms(found.expires_at))
+        .bind(found.expires_at.map(to_ms))
         .bind(found.storage)
         .bind(found.artifact)
         .bind(i64::try_from(found.size).unwrap_or(i64::MAX))
+        .bind(verified_at)
+        .bind(error_code)
+        .bind(found.unverified.as_deref())
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
             return Ok(None);
         }
         let id = inserted.last_insert_rowid();
-        let detail = format!("found in storage {} as {}", found.storage, found.artifact);
+        let detail = discovered_detail(found);
         audit(
             &mut tx,
             now,
@@ -422,6 +535,52 @@ impl Catalog {
         .await?;
         tx.commit().await?;
         Ok(Some(id))
+    }
+
+    /// Records a new check of a discovered backup that an earlier rpod imported unchecked (error code
+    /// `Unverified`): its recovery point, expiry and verdict, with an audit row.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn reverify_discovered(
+        &self,
+        id: i64,
+        found: &Discovered<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let verified_at = found.unverified.is_none().then(|| to_ms(now));
+        let updated = sqlx::query(
+            "UPDATE backups SET accepted_at = ?1, expires_at = ?2, size_bytes = ?3, verified_at = ?4,
+                    error_code = ?5, error_message = ?6
+             WHERE id = ?7 AND status = 'discovered' AND verified_at IS NULL AND error_code = 'Unverified'
+               AND error_message LIKE 'imported before%'",
+        )
+        .bind(found.recovery_point.map(to_ms))
+        .bind(found.expires_at.map(to_ms))
+        .bind(i64::try_from(found.size).unwrap_or(i64::MAX))
+        .bind(verified_at)
+        .bind(found.unverified.as_ref().map(|_| UNVERIFIED))
+        .bind(found.unverified.as_deref())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 1 {
+            let detail = discovered_detail(found);
+            audit(
+                &mut tx,
+                now,
+                "reconcile",
+                "verified",
+                found.target,
+                Some(id),
+                &detail,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(updated == 1)
     }
 
     /// Every operation that was accepted and has not finished, oldest first.
@@ -577,18 +736,19 @@ impl Catalog {
             Option<i64>,
             Option<i64>,
         ) = sqlx::query_as(
+            concat!(
             "SELECT
                (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
-                 WHERE target = ?1 AND status IN ('succeeded', 'discovered') AND expires_at > ?2
+                 WHERE target = ?1 AND ", restorable!(), " AND expires_at > ?2
                  ORDER BY accepted_at DESC LIMIT 1),
                (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
-                 WHERE target = ?1 AND status IN ('succeeded', 'discovered') AND expires_at > ?2),
+                 WHERE target = ?1 AND ", restorable!(), " AND expires_at > ?2),
                (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
-                 WHERE target = ?1 AND status IN ('succeeded', 'discovered') AND expires_at > ?2),
+                 WHERE target = ?1 AND ", restorable!(), " AND expires_at > ?2),
                (SELECT accepted_at FROM backups INDEXED BY backups_by_target
                  WHERE target = ?1 AND status IN ('succeeded', 'pruned', 'missing') ORDER BY id DESC LIMIT 1),
                (SELECT requested_at FROM backups INDEXED BY backups_by_target
-                 WHERE target = ?1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)",
+                 WHERE target = ?1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)"),
         )
         .bind(target)
         .bind(to_ms(now))
@@ -611,11 +771,13 @@ impl Catalog {
         &self,
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, Restorability>, CatalogError> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(concat!(
             "SELECT target, COUNT(*), MAX(accepted_at), MAX(expires_at) FROM backups INDEXED BY backups_expiring
-             WHERE status IN ('succeeded', 'discovered') AND expires_at > ?
-             GROUP BY target",
-        )
+             WHERE ",
+            restorable!(),
+            " AND expires_at > ?
+             GROUP BY target"
+        ))
         .bind(to_ms(now))
         .fetch_all(&self.pool)
         .await?;
@@ -634,14 +796,17 @@ impl Catalog {
             .collect())
     }
 
-    /// Id of the target's newest successful backup whose artifact has not been deleted, expired or not.
+    /// Id of the target's newest successful backup of rpod's own whose artifact has not been deleted, expired or
+    /// not. Discovered artifacts never take this place: a file put into the storage does not displace rpod's own
+    /// newest success from pruning's protection.
     ///
     /// # Errors
     /// Database failures.
     pub async fn newest_success_id(&self, target: &str) -> Result<Option<i64>, CatalogError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM backups INDEXED BY backups_restorable_by_point
-             WHERE target = ? AND status IN ('succeeded', 'discovered') ORDER BY accepted_at DESC LIMIT 1",
+             WHERE target = ? AND status IN ('succeeded', 'discovered') AND status = 'succeeded'
+             ORDER BY accepted_at DESC LIMIT 1",
         )
         .bind(target)
         .fetch_optional(&self.pool)
@@ -685,7 +850,9 @@ impl Catalog {
             "SELECT ",
             backup_columns!(),
             " FROM backups INDEXED BY backups_restorable_by_point
-             WHERE target = ? AND status IN ('succeeded', 'discovered') AND expires_at > ?
+             WHERE target = ? AND ",
+            restorable!(),
+            " AND expires_at > ?
              ORDER BY accepted_at DESC"
         ))
         .bind(target)
@@ -695,7 +862,9 @@ impl Catalog {
         Ok(rows.iter().map(BackupRecord::from_row).collect())
     }
 
-    /// Backups whose expiry has passed but whose artifact has not been pruned yet, oldest first.
+    /// Backups whose expiry has passed but whose artifact has not been pruned yet, oldest first: rpod's own, and
+    /// discovered ones it verified while they were still valid. An artifact found already expired, or one that
+    /// failed verification, is not rpod's to delete: it stays where it is, recorded as not restorable.
     ///
     /// # Errors
     /// Database failures.
@@ -709,6 +878,7 @@ impl Catalog {
             backup_columns!(),
             " FROM backups INDEXED BY backups_expiring
              WHERE status IN ('succeeded', 'discovered') AND expires_at <= ?
+               AND (status = 'succeeded' OR (verified_at IS NOT NULL AND expires_at > completed_at))
              ORDER BY expires_at LIMIT ?"
         ))
         .bind(to_ms(now))
@@ -730,11 +900,20 @@ impl Catalog {
         reason: &str,
     ) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE backups SET status = 'pruned', pruned_at = ? WHERE id = ?")
-            .bind(to_ms(now))
-            .bind(record.id)
-            .execute(&mut *tx)
-            .await?;
+        let updated = sqlx::query(
+            "UPDATE backups SET status = 'pruned', pruned_at = ? WHERE id = ? AND status IN ('succeeded', 'discovered')",
+        )
+        .bind(to_ms(now))
+        .bind(record.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(CatalogError::Conflict {
+                id: record.id,
+                expected: "restorable",
+            });
+        }
         let detail = format!(
             "{reason}; artifact {}",
             record.artifact.as_deref().unwrap_or("-")
@@ -859,6 +1038,24 @@ async fn set_last_slot(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// The error code of a discovered backup that does not count as restorable.
+const UNVERIFIED: &str = "Unverified";
+
+fn discovered_detail(found: &Discovered<'_>) -> String {
+    let verdict = match &found.unverified {
+        None => "verified".to_owned(),
+        Some(why) => format!("not restorable: {why}"),
+    };
+    let point = found.recovery_point.map_or_else(
+        || "no recovery point".to_owned(),
+        |at| format!("recovery point {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+    );
+    format!(
+        "found in storage {} as {} ({} bytes, {point}); {verdict}",
+        found.storage, found.artifact, found.size
+    )
 }
 
 async fn audit(

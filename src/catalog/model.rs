@@ -142,7 +142,7 @@ pub struct OperationAccepted<'a> {
     pub slot: Option<DateTime<Utc>>,
 }
 
-/// An artifact found in storage that no record names (reconciliation).
+/// An artifact found in storage that no record names (reconciliation), as rpod dated and checked it.
 #[derive(Debug, Clone)]
 pub struct Discovered<'a> {
     /// Target whose naming scheme it matches.
@@ -155,10 +155,25 @@ pub struct Discovered<'a> {
     pub artifact: &'a str,
     /// Size in bytes.
     pub size: u64,
-    /// When the storage created it: the recovery point.
-    pub created_at: DateTime<Utc>,
-    /// Creation time plus the target's expiry.
-    pub expires_at: DateTime<Utc>,
+    /// The time its name encodes, else the earlier of its storage times; `None` when neither says.
+    pub recovery_point: Option<DateTime<Utc>>,
+    /// The recovery point plus the target's expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `None` when its content checked out; otherwise why it does not count as restorable.
+    pub unverified: Option<String>,
+}
+
+/// An artifact name the catalog knows for a target (reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownArtifact {
+    /// The backup's id.
+    pub id: i64,
+    /// Artifact name.
+    pub name: String,
+    /// The backup's status.
+    pub status: Status,
+    /// A discovered backup an earlier rpod imported without checking it: reconciliation checks it again.
+    pub imported_unchecked: bool,
 }
 
 /// An accepted operation that has not finished (found at start, to resume).
@@ -278,16 +293,28 @@ pub struct BackupRecord {
     pub first_change_at: Option<DateTime<Utc>>,
     /// When its artifact was deleted.
     pub pruned_at: Option<DateTime<Utc>>,
+    /// When rpod verified a discovered artifact's content; a `discovered` backup is restorable only once set.
+    pub verified_at: Option<DateTime<Utc>>,
 }
 
 /// The columns [`BackupRecord::from_row`] reads, in order; a macro so queries are `'static` strings.
 macro_rules! backup_columns {
     () => {
         "id, target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at, expires_at, \
-         storage, artifact, size_bytes, sha256, sku, error_code, error_message, first_change_at, pruned_at, etag"
+         storage, artifact, size_bytes, sha256, sku, error_code, error_message, first_change_at, pruned_at, etag, \
+         verified_at"
     };
 }
 pub(super) use backup_columns;
+
+/// The SQL condition of a restorable row apart from its expiry: rpod's own success, or a discovered artifact it
+/// verified. The first half lets the partial indexes on `status IN ('succeeded', 'discovered')` serve it.
+macro_rules! restorable {
+    () => {
+        "status IN ('succeeded', 'discovered') AND (status = 'succeeded' OR verified_at IS NOT NULL)"
+    };
+}
+pub(super) use restorable;
 
 impl BackupRecord {
     pub(super) fn from_row(row: &SqliteRow) -> Self {
@@ -313,14 +340,19 @@ impl BackupRecord {
             first_change_at: time(17),
             pruned_at: time(18),
             etag: row.get(19),
+            verified_at: time(20),
         }
     }
 
-    /// Status `succeeded` or `discovered` and not yet expired.
+    /// Status `succeeded`, or `discovered` and verified, and not yet expired.
     #[must_use]
     pub fn is_restorable(&self, now: DateTime<Utc>) -> bool {
-        matches!(self.status, Status::Succeeded | Status::Discovered)
-            && self.expires_at.is_some_and(|e| e > now)
+        let observed = match self.status {
+            Status::Succeeded => true,
+            Status::Discovered => self.verified_at.is_some(),
+            _ => false,
+        };
+        observed && self.expires_at.is_some_and(|e| e > now)
     }
 }
 

@@ -191,6 +191,9 @@ struct RawDaemon {
     shutdown_timeout: Option<HumanDuration>,
     evaluation_interval: Option<HumanDuration>,
     reconcile_interval: Option<HumanDuration>,
+    api_token_file: Option<PathBuf>,
+    api_token_env: Option<String>,
+    allow_unauthenticated_api: Option<bool>,
 }
 
 /// How log lines are written.
@@ -306,6 +309,8 @@ struct RawCommandTarget {
     secret_env: Vec<Section<RawSecretEnv>>,
     #[serde(default)]
     clear_env: bool,
+    #[serde(default)]
+    allow_empty: bool,
     working_dir: Option<PathBuf>,
     artifact_name: Option<String>,
     encrypt: Option<Section<RawEncrypt>>,
@@ -364,6 +369,21 @@ pub struct Daemon {
     pub evaluation_interval: Duration,
     /// How often storages are compared with the catalog (DESIGN §2.10).
     pub reconcile_interval: Duration,
+    /// The bearer token every mutating API request must carry (`api_token_file` / `api_token_env`).
+    pub api_token: Option<SecretSource>,
+    /// A listener beyond loopback without a token was asked for on purpose.
+    pub allow_unauthenticated_api: bool,
+}
+
+impl Daemon {
+    /// The key the API token was configured under, for problems with it.
+    #[must_use]
+    pub fn api_token_key(&self) -> &'static str {
+        match self.api_token {
+            Some(SecretSource::Env(_)) => "daemon.api_token_env",
+            _ => "daemon.api_token_file",
+        }
+    }
 }
 
 /// One `[storage.NAME]`.
@@ -443,6 +463,8 @@ pub struct CommandSpec {
     pub secret_env: Vec<(String, SecretSource)>,
     /// Start the program with an empty environment (plus `env` and `secret_env`).
     pub clear_env: bool,
+    /// A program that writes nothing still makes a successful backup (otherwise it fails with `EmptyBackup`).
+    pub allow_empty: bool,
     /// Working directory of the program.
     pub working_dir: Option<PathBuf>,
     /// age recipients file; when set, the compressed stream is encrypted to them.
@@ -862,6 +884,29 @@ fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemo
             ),
         ));
     }
+    let api_token = match (&raw.api_token_file, &raw.api_token_env) {
+        (None, None) => None,
+        (file, env) => SecretSource::from_pair(file.as_ref(), env.as_ref(), "api_token")
+            .map_err(|message| problems.push(Problem::at("daemon.api_token_file", message)))
+            .ok(),
+    };
+    let allow_unauthenticated_api = raw.allow_unauthenticated_api.unwrap_or(false);
+    if let Ok(address) = &listen
+        && !address.ip().is_loopback()
+        && api_token.is_none()
+        && raw.api_token_file.is_none()
+        && raw.api_token_env.is_none()
+        && !allow_unauthenticated_api
+    {
+        problems.push(Problem::at(
+            "daemon.listen",
+            format!(
+                "{address} is reachable from other machines, and without an API token anyone who reaches it \
+                 can start backups: set daemon.api_token_file (or api_token_env), or \
+                 allow_unauthenticated_api = true when something in front of rpod authenticates"
+            ),
+        ));
+    }
     if problems.len() != before {
         return None;
     }
@@ -874,6 +919,8 @@ fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemo
         shutdown_timeout,
         evaluation_interval,
         reconcile_interval,
+        api_token,
+        allow_unauthenticated_api,
     })
 }
 
@@ -1143,6 +1190,7 @@ fn validate_command(
         env: raw.env.clone(),
         secret_env,
         clear_env: raw.clear_env,
+        allow_empty: raw.allow_empty,
         working_dir: raw.working_dir.clone(),
         age_recipients_file: raw.encrypt.as_ref().map(|e| e.age_recipients_file.clone()),
     }))

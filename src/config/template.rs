@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::format::{Item, StrftimeItems};
+use chrono::format::{Item, Parsed, StrftimeItems, parse_and_remainder};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +139,46 @@ impl NameTemplate {
         matches_from(&self.parts, name, target)
     }
 
+    /// The instant a name rendered from this template for `target` encodes through its first `{utc:...}`, read
+    /// back with the same format: the time the backup was taken. `None` when the name does not match, the
+    /// template has no `{utc:...}`, or what stands there is not a full date. A format without a time of day
+    /// reads as the start of that day (UTC), never later than the backup.
+    #[must_use]
+    pub fn encoded_time(&self, name: &str, target: &str) -> Option<DateTime<Utc>> {
+        fn read(parts: &[Part], name: &str, target: &str) -> Option<Option<DateTime<Utc>>> {
+            let Some((first, rest)) = parts.split_first() else {
+                return name.is_empty().then_some(None);
+            };
+            match first {
+                Part::Literal(text) => read(rest, name.strip_prefix(text.as_str())?, target),
+                Part::Target => read(rest, name.strip_prefix(target)?, target),
+                Part::Id => {
+                    let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+                    (1..=digits).find_map(|n| read(rest, &name[n..], target))
+                }
+                Part::Utc(format) => {
+                    let mut parsed = Parsed::new();
+                    let tail = parse_and_remainder(&mut parsed, name, StrftimeItems::new(format))
+                        .ok()
+                        .filter(|tail| tail.len() < name.len())?;
+                    let at = parsed
+                        .to_naive_datetime_with_offset(0)
+                        .ok()
+                        .or_else(|| {
+                            parsed
+                                .to_naive_date()
+                                .ok()
+                                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                        })
+                        .map(|naive| naive.and_utc());
+                    // Whatever follows must still match; a time is only trusted from a name that matches whole.
+                    read(rest, tail, target).map(|later| at.or(later))
+                }
+            }
+        }
+        read(&self.parts, name, target).flatten()
+    }
+
     /// The literal text before the first placeholder after rendering `{target}`: the prefix under which all of
     /// a target's artifacts are listed.
     #[must_use]
@@ -180,6 +220,27 @@ mod tests {
         let at: DateTime<Utc> = "2026-11-21T10:20:30Z".parse().unwrap();
         assert_eq!(t.render("etc", 42, at), "etc/20261121T102030Z-42.tar.zst");
         assert_eq!(t.prefix("etc"), "etc/");
+    }
+
+    #[test]
+    fn the_time_a_name_encodes_is_read_back() {
+        let t = NameTemplate::parse("{target}/{utc:%Y%m%dT%H%M%SZ}-{id}.zst").unwrap();
+        let at: DateTime<Utc> = "2026-11-21T10:20:30Z".parse().unwrap();
+        assert_eq!(t.encoded_time(&t.render("etc", 42, at), "etc"), Some(at));
+        let old: DateTime<Utc> = "1999-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            t.encoded_time("etc/19990101T000000Z-424242.zst", "etc"),
+            Some(old)
+        );
+        assert_eq!(t.encoded_time("etc/19990101T000000Z-x.zst", "etc"), None);
+        assert_eq!(t.encoded_time("other/19990101T000000Z-1.zst", "etc"), None);
+        let day = NameTemplate::parse("{target}/{utc:%Y-%m-%d}-{id}.zst").unwrap();
+        assert_eq!(
+            day.encoded_time("etc/2026-11-21-7.zst", "etc"),
+            Some("2026-11-21T00:00:00Z".parse().unwrap())
+        );
+        let ids = NameTemplate::parse("{target}/{id}.zst").unwrap();
+        assert_eq!(ids.encoded_time("etc/7.zst", "etc"), None);
     }
 
     #[test]

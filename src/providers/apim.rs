@@ -6,6 +6,7 @@
 //! service resource or an error ends it. After a restart the recorded operation is polled again; it is never
 //! requested twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,19 +15,25 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use super::{BackupOutcome, BackupRequest, CheckProblem, Provider, ProviderError};
+use super::{BackupOutcome, BackupRequest, CheckProblem, CheckReport, Provider, ProviderError};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::catalog::OperationAccepted;
 use crate::changes::ChangeSignals;
 use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess};
+use crate::storage::Storage;
 
 /// Tiers that have no backup (DESIGN §8).
 fn tier_without_backup(sku: &str) -> bool {
     sku.eq_ignore_ascii_case("Consumption") || sku.to_ascii_uppercase().ends_with("V2")
 }
 
-/// How often an unreadable final answer is read again before the backup is taken as done without its details.
-const FINAL_READS: u32 = 3;
+/// How long rpod looks for the blob of a backup Azure reports done before it fails the attempt: the waits
+/// between the reads of the container (docs/azure.md, "How a backup runs").
+const ARTIFACT_WAITS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 /// Backs up one API Management service into a blob container.
 #[derive(Debug)]
@@ -37,9 +44,11 @@ pub struct ApimProvider {
     service_url: String,
 }
 
-/// The parts of the service resource rpod records.
+/// The parts of the service resource rpod checks and records.
 #[derive(Debug, Default, Deserialize)]
 struct ServiceResource {
+    id: Option<String>,
+    name: Option<String>,
     etag: Option<String>,
     sku: Option<Sku>,
     properties: Option<ServiceProperties>,
@@ -228,7 +237,6 @@ impl ApimProvider {
         accepted_at: DateTime<Utc>,
     ) -> Result<BackupOutcome, ProviderError> {
         let subscription = &self.spec.subscription_id;
-        let mut unreadable = 0;
         loop {
             self.wait_until(request, next_poll, accepted_at).await?;
             let response = tokio::select! {
@@ -263,28 +271,13 @@ impl ApimProvider {
                         warn!(target = %request.target, error = %err, "Could not record the poll in the catalog.");
                     }
                 }
-                Ok(response) => match serde_json::from_slice::<ServiceResource>(&response.body) {
-                    Ok(resource) => return Ok(self.outcome(request, accepted_at, &resource)),
-                    Err(_) if unreadable + 1 < FINAL_READS => {
-                        unreadable += 1;
-                        warn!(
-                            target = %request.target, status = response.status,
-                            request_id = response.request_id.as_deref().unwrap_or("-"),
-                            "The operation ended but its answer could not be read; reading it again."
-                        );
-                        next_poll =
-                            request.clock.now() + crate::policy::delta(self.arm.wait_for(None));
-                    }
-                    Err(err) => {
-                        warn!(
-                            target = %request.target, status = response.status,
-                            request_id = response.request_id.as_deref().unwrap_or("-"),
-                            "The operation ended successfully but its final answer is unreadable ({err}); \
-                             recording the backup without the service's tier and etag."
-                        );
-                        return Ok(self.outcome(request, accepted_at, &ServiceResource::default()));
-                    }
-                },
+                Ok(response) => {
+                    let resource = self.completed(&response).map_err(|mut error| {
+                        error.recovery_point = Some(accepted_at);
+                        error
+                    })?;
+                    return Ok(self.outcome(request, accepted_at, &resource));
+                }
                 // A status that could not be read says nothing about the operation itself: keep polling until
                 // the deadline. An error answer (4xx) is the operation's own failure.
                 Err(err) if err.retryable => {
@@ -311,16 +304,11 @@ impl ApimProvider {
         accepted_at: DateTime<Utc>,
         resource: &ServiceResource,
     ) -> BackupOutcome {
-        let state = resource
-            .properties
-            .as_ref()
-            .and_then(|p| p.provisioning_state.as_deref())
-            .unwrap_or("-");
         info!(
             target = %request.target, backup_id = request.backup_id, service = %self.spec.service,
             sku = resource.sku_name().unwrap_or("-"),
             capacity = resource.sku.as_ref().and_then(|s| s.capacity).unwrap_or(0),
-            provisioning_state = state, "API Management backup completed."
+            "Azure reports the API Management backup done; looking for its blob."
         );
         BackupOutcome {
             recovery_point: accepted_at,
@@ -332,24 +320,112 @@ impl ApimProvider {
         }
     }
 
-    /// Looks the finished backup up in the storage for its size; a storage rpod cannot read does not undo a
-    /// backup Azure reports done.
-    async fn with_size(
+    /// Reads the answer that ended an operation (a poll's, or the POST's own synchronous one): success only on
+    /// a 200 whose body is this service's resource with `provisioningState` `Succeeded`. Anything else fails the
+    /// attempt with what Azure said; an answer that cannot be read is never taken for a success.
+    fn completed(&self, response: &ArmResponse) -> Result<ServiceResource, ProviderError> {
+        let request_id = response.request_id.as_deref().unwrap_or("-");
+        if response.status != 200 {
+            return Err(ProviderError::transient(
+                "UnexpectedAnswer",
+                format!(
+                    "Azure ended the backup operation with HTTP {} instead of 200 and the service resource \
+                     (request id {request_id}); the backup is not taken for done",
+                    response.status
+                ),
+            ));
+        }
+        let resource: ServiceResource = serde_json::from_slice(&response.body).map_err(|err| {
+            ProviderError::transient(
+                "InvalidResponse",
+                format!(
+                    "the answer that ended the backup operation is not the service resource ({err}; request id \
+                     {request_id}); the backup is not taken for done"
+                ),
+            )
+        })?;
+        let path = self.spec.resource_path();
+        let id_matches = resource
+            .id
+            .as_deref()
+            .is_none_or(|id| id.eq_ignore_ascii_case(&path));
+        let name_matches = resource
+            .name
+            .as_deref()
+            .is_none_or(|name| name.eq_ignore_ascii_case(&self.spec.service));
+        if !(id_matches && name_matches) || (resource.id.is_none() && resource.name.is_none()) {
+            return Err(ProviderError::transient(
+                "InvalidResponse",
+                format!(
+                    "the answer that ended the backup operation describes {} instead of service {} (request id \
+                     {request_id}); the backup is not taken for done",
+                    resource
+                        .id
+                        .as_deref()
+                        .or(resource.name.as_deref())
+                        .unwrap_or("no resource"),
+                    self.spec.service
+                ),
+            ));
+        }
+        let state = resource
+            .properties
+            .as_ref()
+            .and_then(|p| p.provisioning_state.as_deref());
+        if !state.is_some_and(|state| state.eq_ignore_ascii_case("Succeeded")) {
+            return Err(ProviderError::permanent(
+                "BackupNotSucceeded",
+                format!(
+                    "the backup operation ended with service {} in provisioningState {} instead of Succeeded \
+                     (request id {request_id})",
+                    self.spec.service,
+                    state.map_or_else(|| "(none)".to_owned(), |s| format!("'{s}'"))
+                ),
+            ));
+        }
+        Ok(resource)
+    }
+
+    /// Looks for the finished backup's blob in the container, a few times over a few seconds: a backup counts
+    /// only once its blob is seen there with some content. Its size goes into the record.
+    async fn observed(
         &self,
         request: &BackupRequest,
         mut outcome: BackupOutcome,
-    ) -> BackupOutcome {
-        match request.storage.stat(&outcome.artifact).await {
-            Ok(Some(info)) => outcome.size_bytes = Some(info.size),
-            Ok(None) => warn!(
-                target = %request.target, artifact = %outcome.artifact,
-                "API Management reports the backup done, but its blob is not in the container (yet)."
-            ),
-            Err(err) => {
-                warn!(target = %request.target, error = %err, "Could not read the backup blob's size.");
+    ) -> Result<BackupOutcome, ProviderError> {
+        let mut waits = ARTIFACT_WAITS.iter();
+        let last = loop {
+            let seen = request.storage.stat(&outcome.artifact).await;
+            match (&seen, waits.next()) {
+                (Ok(Some(info)), _) if info.size > 0 => {
+                    outcome.size_bytes = Some(info.size);
+                    return Ok(outcome);
+                }
+                (_, Some(wait)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(*wait) => {}
+                        () = request.cancel.cancelled() => break seen,
+                        () = request.stopping.cancelled() => break seen,
+                    }
+                }
+                (_, None) => break seen,
             }
-        }
-        outcome
+        };
+        let found = match last {
+            Ok(Some(_)) => "it is empty".to_owned(),
+            Ok(None) => "it is not there".to_owned(),
+            Err(err) => format!("rpod could not look: {err}"),
+        };
+        let mut error = ProviderError::transient(
+            "ArtifactMissing",
+            format!(
+                "Azure reports the backup done, but its blob {} in storage {}: {found}; the backup does not count",
+                outcome.artifact,
+                request.storage.name()
+            ),
+        );
+        error.recovery_point = Some(outcome.recovery_point);
+        Err(error)
     }
 }
 
@@ -359,23 +435,52 @@ impl Provider for ApimProvider {
         "apim"
     }
 
-    async fn check(&self) -> Result<Option<String>, CheckProblem> {
-        let service = self.service().await.map_err(|err| {
-            CheckProblem::Unreachable(format!(
-                "cannot read API Management service {}: {err}",
-                self.spec.service
-            ))
-        })?;
-        let sku = service.sku_name().unwrap_or("unknown");
-        if tier_without_backup(sku) {
-            return Err(CheckProblem::Refused(format!(
-                "API Management service {} is on the {sku} tier, which has no backup and restore (Consumption \
-                 and the v2 tiers); remove the target or move the service to Developer, Basic, Standard or \
-                 Premium",
-                self.spec.service
-            )));
+    async fn check(&self, storage: &Arc<dyn Storage>) -> CheckReport {
+        let mut report = CheckReport::default();
+        let service = &self.spec.service;
+        match self.service().await {
+            Err(err) => report.problems.push(CheckProblem::Unreachable(format!(
+                "cannot read API Management service {service}: {err}"
+            ))),
+            Ok(resource) => {
+                let sku = resource.sku_name().unwrap_or("unknown");
+                report.found = Some(format!("service {service} ({sku})"));
+                if tier_without_backup(sku) {
+                    report.problems.push(CheckProblem::Refused(format!(
+                        "API Management service {service} is on the {sku} tier, which has no backup and restore \
+                         (Consumption and the v2 tiers): remove the target, or move the service to Developer, \
+                         Basic, Standard or Premium; on this tier export its configuration instead (APIOps or \
+                         the Resource Manager template export)"
+                    )));
+                }
+                let state = resource
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.provisioning_state.as_deref());
+                if state.is_some_and(|s| s.eq_ignore_ascii_case("Updating")) {
+                    report.problems.push(CheckProblem::Busy(format!(
+                        "API Management service {service} is Updating (another operation runs on it): a backup \
+                         started now is refused with 409 Conflict until it finishes; wait for it, or find what \
+                         changes the service in its activity log"
+                    )));
+                }
+            }
         }
-        Ok(Some(format!("service {} ({sku})", self.spec.service)))
+        match storage.blob_cors_rules().await {
+            Ok(Some(0) | None) => {}
+            Ok(Some(rules)) => report.problems.push(CheckProblem::Refused(format!(
+                "storage account {} has {rules} Blob service CORS rule(s): API Management's backup fails with \
+                 400 naming the allowed methods (GET,HEAD,POST,...) while any exists; remove the account's Blob \
+                 CORS rules (portal: Resource sharing (CORS), Blob service), or back up into another account",
+                self.storage.account
+            ))),
+            Err(err) => report.problems.push(CheckProblem::Unchecked(format!(
+                "could not read the Blob CORS rules of storage account {} ({err}); make sure it has none, or \
+                 API Management's backup fails with 400",
+                self.storage.account
+            ))),
+        }
+        report
     }
 
     async fn change_signals(&self) -> Option<Result<ChangeSignals, ProviderError>> {
@@ -396,7 +501,7 @@ impl Provider for ApimProvider {
                     pending.accepted_at,
                 )
                 .await?;
-            return Ok(self.with_size(&request, outcome).await);
+            return self.observed(&request, outcome).await;
         }
         let (body, recorded) = self.body(&request.artifact)?;
         let url = self.action_url("backup");
@@ -407,10 +512,14 @@ impl Provider for ApimProvider {
         let response = response.map_err(|err| provider_error(&err, None))?;
         let accepted_at = request.clock.now();
         if response.status != 202 {
-            // Completed synchronously: the answer is the service resource (the attempt marks its slot used).
-            let resource = serde_json::from_slice(&response.body).unwrap_or_default();
+            // Completed synchronously (the spec allows a 200): the same rule as for a poll's final answer (the
+            // attempt marks its slot used).
+            let resource = self.completed(&response).map_err(|mut error| {
+                error.recovery_point = Some(accepted_at);
+                error
+            })?;
             let outcome = self.outcome(&request, accepted_at, &resource);
-            return Ok(self.with_size(&request, outcome).await);
+            return self.observed(&request, outcome).await;
         }
         let Some(location) = response.location else {
             let mut error = ProviderError::permanent(
@@ -451,7 +560,7 @@ impl Provider for ApimProvider {
         let outcome = self
             .poll(&request, location, next_poll, accepted_at)
             .await?;
-        Ok(self.with_size(&request, outcome).await)
+        self.observed(&request, outcome).await
     }
 }
 

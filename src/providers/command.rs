@@ -19,7 +19,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::{BackupOutcome, BackupRequest, Provider, ProviderError};
 use crate::config::CommandSpec;
-use crate::storage::{ArtifactWriter, Storage};
+use crate::storage::{ArtifactInfo, ArtifactWriter, Storage};
 
 /// How much of the program's standard error is kept for the record.
 const STDERR_TAIL: usize = 4096;
@@ -102,12 +102,13 @@ impl Write for Hashing {
     }
 }
 
-/// Copies the stream through zstd (and age) into the artifact; returns it uncommitted.
+/// Copies the stream through zstd (and age) into the artifact; returns it uncommitted, with how many bytes the
+/// program wrote.
 fn pump(
     mut input: impl Read,
     sink: Box<dyn ArtifactWriter>,
     recipients: &[age::x25519::Recipient],
-) -> io::Result<Hashing> {
+) -> io::Result<(Hashing, u64)> {
     let hashing = Hashing {
         inner: sink,
         hasher: Sha256::new(),
@@ -115,16 +116,37 @@ fn pump(
     };
     if recipients.is_empty() {
         let mut zstd = zstd::Encoder::new(hashing, ZSTD_LEVEL)?;
-        io::copy(&mut input, &mut zstd)?;
-        zstd.finish()
+        let read = io::copy(&mut input, &mut zstd)?;
+        Ok((zstd.finish()?, read))
     } else {
         let encryptor =
             age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
                 .map_err(io::Error::other)?;
         let encrypted = encryptor.wrap_output(hashing)?;
         let mut zstd = zstd::Encoder::new(encrypted, ZSTD_LEVEL)?;
-        io::copy(&mut input, &mut zstd)?;
-        zstd.finish()?.finish()
+        let read = io::copy(&mut input, &mut zstd)?;
+        Ok((zstd.finish()?.finish()?, read))
+    }
+}
+
+/// Checks that `input` holds what [`pump`] writes: one or more complete zstd frames, or (when the target
+/// encrypts) an age file whose header parses. Streams through a fixed buffer: memory stays bounded by zstd's
+/// window limit (128 MiB at most, the library's default), whatever the artifact's size.
+fn verify_stream(input: impl Read, encrypted: bool) -> Result<(), String> {
+    if encrypted {
+        // Without the identity only the header can be checked; the recipients' key opens the rest.
+        return age::Decryptor::new(input)
+            .map(|_| ())
+            .map_err(|err| format!("it is not an age-encrypted file: {err}"));
+    }
+    let mut decoder = zstd::stream::read::Decoder::new(input)
+        .map_err(|err| format!("it cannot be read: {err}"))?;
+    match io::copy(&mut decoder, &mut io::sink()) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+            Err("its zstd stream is truncated".to_owned())
+        }
+        Err(err) => Err(format!("it is not a complete zstd stream: {err}")),
     }
 }
 
@@ -166,6 +188,25 @@ async fn read_tail(mut stderr: impl tokio::io::AsyncRead + Unpin) -> String {
 impl Provider for CommandProvider {
     fn kind(&self) -> &'static str {
         "command"
+    }
+
+    async fn verify(
+        &self,
+        storage: &Arc<dyn Storage>,
+        artifact: &ArtifactInfo,
+    ) -> Result<(), String> {
+        if artifact.size == 0 {
+            return Err("it is empty".to_owned());
+        }
+        let storage = storage.clone();
+        let name = artifact.name.clone();
+        let encrypted = !self.recipients.is_empty();
+        tokio::task::spawn_blocking(move || {
+            let input = storage.open(&name).map_err(|err| err.to_string())?;
+            verify_stream(input, encrypted)
+        })
+        .await
+        .unwrap_or_else(|join| Err(join.to_string()))
     }
 
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError> {
@@ -275,9 +316,23 @@ impl Provider for CommandProvider {
             };
             return Err(ProviderError::transient("ExitStatus", message));
         }
-        let hashing = written.map_err(|err| {
+        let (hashing, produced) = written.map_err(|err| {
             ProviderError::transient("StorageWriteFailed", format!("writing {artifact}: {err}"))
         })?;
+        if produced == 0 && !self.spec.allow_empty {
+            // Dropping the uncommitted artifact discards it.
+            let message = if tail.is_empty() {
+                format!("{program:?} exited successfully but wrote nothing to standard output")
+            } else {
+                format!(
+                    "{program:?} exited successfully but wrote nothing to standard output; stderr: {tail}"
+                )
+            };
+            return Err(ProviderError::transient(
+                "EmptyBackup",
+                format!("{message} (set allow_empty = true if an empty backup is expected)"),
+            ));
+        }
         let Hashing {
             inner,
             hasher,

@@ -15,7 +15,7 @@ pub use command::CommandProvider;
 
 use crate::catalog::{Catalog, PendingOperation};
 use crate::scheduler::Clock;
-use crate::storage::Storage;
+use crate::storage::{ArtifactInfo, Storage};
 
 /// What a provider is asked to do.
 #[derive(Debug, Clone)]
@@ -122,15 +122,30 @@ impl ProviderError {
     }
 }
 
-/// What `check-config --online` found wrong with a target.
+/// What a pre-flight check (`check-config --online`, and the checks logged at start) found wrong with a target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckProblem {
-    /// The target can never be backed up as configured (a configuration problem).
+    /// The target cannot be backed up as configured: something must change first (a configuration problem).
     #[error("{0}")]
     Refused(String),
     /// The check itself failed (network, permissions).
     #[error("{0}")]
     Unreachable(String),
+    /// The target cannot be backed up right now (the service is busy); it may pass later.
+    #[error("{0}")]
+    Busy(String),
+    /// Something that could not be checked; worth a look, not a failure.
+    #[error("{0}")]
+    Unchecked(String),
+}
+
+/// What the pre-flight checks of one target found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// A short description of what was found, e.g. the service and its tier.
+    pub found: Option<String>,
+    /// Every problem, each saying what to change.
+    pub problems: Vec<CheckProblem>,
 }
 
 /// Backs up one kind of target.
@@ -139,18 +154,35 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The `kind` label.
     fn kind(&self) -> &'static str;
 
-    /// Checks, online, that the target can be backed up at all (`check-config --online`); returns a short
-    /// description of what was found.
-    ///
-    /// # Errors
-    /// Why it cannot be backed up, or why that could not be found out.
-    async fn check(&self) -> Result<Option<String>, CheckProblem> {
-        Ok(None)
+    /// Checks, online, that the target can be backed up into `storage` at all (`check-config --online`, and
+    /// logged at start): what was found, and every problem with what to change.
+    async fn check(&self, storage: &Arc<dyn Storage>) -> CheckReport {
+        let _ = storage;
+        CheckReport::default()
     }
 
     /// Reads the signals change detection compares (DESIGN §2.5); `None` for kinds that have none.
     async fn change_signals(&self) -> Option<Result<crate::changes::ChangeSignals, ProviderError>> {
         None
+    }
+
+    /// Checks an artifact found in storage that no record names before it may count as restorable: `Ok` when it
+    /// checked out, otherwise why it does not. The default asks only that it is not empty; a kind whose
+    /// artifacts rpod writes itself knows their format and checks it.
+    ///
+    /// # Errors
+    /// Why the artifact does not count as a backup.
+    async fn verify(
+        &self,
+        storage: &Arc<dyn Storage>,
+        artifact: &ArtifactInfo,
+    ) -> Result<(), String> {
+        let _ = storage;
+        if artifact.size == 0 {
+            Err("it is empty".to_owned())
+        } else {
+            Ok(())
+        }
     }
 
     /// Runs one backup to its end.

@@ -21,13 +21,15 @@ use aws_lc_rs::hmac;
 use azure_core::base64;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::policies::{Policy, PolicyResult};
-use azure_core::http::{Context, Request, StatusCode, Transport, Url};
+use azure_core::http::{ClientOptions, Context, Request, StatusCode, Transport, Url};
 use azure_core::time::{OffsetDateTime, to_rfc7231};
 use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders,
     BlobContainerClientListBlobsOptions, DeleteSnapshotsOptionType, StorageErrorCode,
 };
-use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use azure_storage_blob::{
+    BlobContainerClient, BlobContainerClientOptions, BlobServiceClient, BlobServiceClientOptions,
+};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use tokio::sync::OnceCell;
@@ -129,10 +131,40 @@ impl AzureBlobStorage {
     }
 
     fn build_client(&self) -> Result<BlobContainerClient, Failure> {
-        let container_url = self.config.container_url();
-        let mut url = Url::parse(&container_url).map_err(|err| {
-            Failure::other(format!("invalid container URL {container_url}: {err}"))
-        })?;
+        let (url, credential, options) = self.connection(&self.config.container_url())?;
+        BlobContainerClient::new(
+            url,
+            credential,
+            Some(BlobContainerClientOptions {
+                client_options: options,
+                ..BlobContainerClientOptions::default()
+            }),
+        )
+        .map_err(|err| Failure::other(describe_error(&err)))
+    }
+
+    /// The account's Blob service, for its properties (CORS rules).
+    fn service_client(&self) -> Result<BlobServiceClient, Failure> {
+        let (url, credential, options) = self.connection(&format!("{}/", self.config.endpoint))?;
+        BlobServiceClient::new(
+            url,
+            credential,
+            Some(BlobServiceClientOptions {
+                client_options: options,
+                ..BlobServiceClientOptions::default()
+            }),
+        )
+        .map_err(|err| Failure::other(describe_error(&err)))
+    }
+
+    /// The URL (with a SAS token when that is the authentication), the token credential and the client options
+    /// (with Shared Key signing when that is the authentication) for a request to `base`.
+    fn connection(
+        &self,
+        base: &str,
+    ) -> Result<(Url, Option<Arc<dyn TokenCredential>>, ClientOptions), Failure> {
+        let mut url = Url::parse(base)
+            .map_err(|err| Failure::other(format!("invalid storage URL {base}: {err}")))?;
         let mut options = client_options(self.transport.clone(), None);
         let credential = match &self.config.auth {
             BlobAuth::Credential => Some(self.credential.clone()),
@@ -161,15 +193,26 @@ impl AzureBlobStorage {
                 None
             }
         };
-        BlobContainerClient::new(
-            url,
-            credential,
-            Some(BlobContainerClientOptions {
-                client_options: options,
-                ..BlobContainerClientOptions::default()
-            }),
-        )
-        .map_err(|err| Failure::other(describe_error(&err)))
+        Ok((url, credential, options))
+    }
+
+    /// How many CORS rules the account's Blob service has. API Management's backup fails on an account that
+    /// has any (docs/azure.md, "Pre-flight checks").
+    async fn cors_rule_count(&self) -> Result<usize, StorageError> {
+        let action = || {
+            format!(
+                "reading the Blob service properties of account {}",
+                self.config.account
+            )
+        };
+        let client = self.service_client().map_err(|f| self.error(action(), f))?;
+        let properties = client
+            .get_properties(None)
+            .await
+            .map_err(|err| self.error(action(), self.failure(err)))?
+            .into_model()
+            .map_err(|err| self.error(action(), Failure::other(describe_error(&err))))?;
+        Ok(properties.cors.map_or(0, |rules| rules.len()))
     }
 
     /// An SDK error as a failure: status, Azure's code and message, and what to do about the common ones.
@@ -284,20 +327,11 @@ impl Storage for AzureBlobStorage {
         {
             let Some(name) = item.name else { continue };
             let properties = item.properties.unwrap_or_default();
-            let created_at = properties
-                .creation_time
-                .or(properties.last_modified)
-                .and_then(to_chrono)
-                .ok_or_else(|| {
-                    self.error(
-                        action(),
-                        Failure::other(format!("blob {name:?} was listed without a creation time")),
-                    )
-                })?;
             out.push(ArtifactInfo {
                 name,
                 size: properties.content_length.unwrap_or(0),
-                created_at,
+                created_at: properties.creation_time.and_then(to_chrono),
+                modified_at: properties.last_modified.and_then(to_chrono),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -320,21 +354,22 @@ impl Storage for AzureBlobStorage {
         let header =
             |err: azure_core::Error| self.error(action(), Failure::other(describe_error(&err)));
         let size = response.content_length().map_err(header)?.unwrap_or(0);
-        let created = match response.creation_time().map_err(header)? {
-            Some(time) => Some(time),
-            None => response.last_modified().map_err(header)?,
-        };
-        let created_at = created.and_then(to_chrono).ok_or_else(|| {
-            self.error(
-                action(),
-                Failure::other("the answer carries no creation time"),
-            )
-        })?;
         Ok(Some(ArtifactInfo {
             name: name.to_owned(),
             size,
-            created_at,
+            created_at: response
+                .creation_time()
+                .map_err(header)?
+                .and_then(to_chrono),
+            modified_at: response
+                .last_modified()
+                .map_err(header)?
+                .and_then(to_chrono),
         }))
+    }
+
+    async fn blob_cors_rules(&self) -> Result<Option<usize>, StorageError> {
+        self.cors_rule_count().await.map(Some)
     }
 
     async fn delete(&self, name: &str) -> Result<(), StorageError> {

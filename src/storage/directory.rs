@@ -2,7 +2,7 @@
 //! destination directory, fsync, rename, fsync of the directory.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -85,10 +85,15 @@ impl Drop for DirectoryWriter {
     }
 }
 
-fn created_at(meta: &fs::Metadata) -> DateTime<Utc> {
-    meta.created()
-        .or_else(|_| meta.modified())
-        .map_or_else(|_| Utc::now(), DateTime::<Utc>::from)
+/// The file's times as the file system keeps them; a file system without a birth time gives its modification
+/// time only. Never the time of looking.
+fn info(name: String, meta: &fs::Metadata) -> ArtifactInfo {
+    ArtifactInfo {
+        name,
+        size: meta.len(),
+        created_at: meta.created().ok().map(DateTime::<Utc>::from),
+        modified_at: meta.modified().ok().map(DateTime::<Utc>::from),
+    }
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ArtifactInfo>) -> io::Result<()> {
@@ -118,11 +123,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ArtifactInfo>) -> i
         } else if file_type.is_file() && name.starts_with(prefix) && !name.ends_with(PARTIAL_SUFFIX)
         {
             let meta = entry.metadata()?;
-            out.push(ArtifactInfo {
-                name,
-                size: meta.len(),
-                created_at: created_at(&meta),
-            });
+            out.push(info(name, &meta));
         }
     }
     Ok(())
@@ -191,15 +192,18 @@ impl Storage for DirectoryStorage {
             return Ok(None);
         }
         match tokio::fs::metadata(&path).await {
-            Ok(meta) if meta.is_file() => Ok(Some(ArtifactInfo {
-                name: name.to_owned(),
-                size: meta.len(),
-                created_at: created_at(&meta),
-            })),
+            Ok(meta) if meta.is_file() => Ok(Some(info(name.to_owned(), &meta))),
             Ok(_) => Ok(None),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(failed(err)),
         }
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+        let path = self.path_of(name);
+        let file =
+            File::open(&path).map_err(|e| self.error(format!("reading {}", path.display()), e))?;
+        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
     }
 
     async fn delete(&self, name: &str) -> Result<(), StorageError> {

@@ -5,7 +5,7 @@
 mod azure_blob;
 mod directory;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -23,8 +23,23 @@ pub struct ArtifactInfo {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// When the storage created it.
-    pub created_at: DateTime<Utc>,
+    /// When the storage created it, where it keeps that.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When its content was last written, where the storage keeps that.
+    pub modified_at: Option<DateTime<Utc>>,
+}
+
+impl ArtifactInfo {
+    /// The earlier of its creation and modification times: the latest its content can date from. A copy keeps
+    /// an old modification time (`cp -p`, `rsync -t`) while getting a new creation time, and a file written in
+    /// place keeps its creation time; the earlier of the two is never later than the content.
+    #[must_use]
+    pub fn stored_at(&self) -> Option<DateTime<Utc>> {
+        match (self.created_at, self.modified_at) {
+            (Some(created), Some(modified)) => Some(created.min(modified)),
+            (created, modified) => created.or(modified),
+        }
+    }
 }
 
 /// Why a storage operation failed.
@@ -77,11 +92,35 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The storage could not say (unreachable, not authorized, the container or root itself is missing).
     async fn stat(&self, name: &str) -> Result<Option<ArtifactInfo>, StorageError>;
 
+    /// Opens an artifact to read it from the start, as [`Self::create`] wrote it. Blocking: call from a blocking
+    /// context. Storages rpod does not write into answer `Unsupported`.
+    ///
+    /// # Errors
+    /// The artifact cannot be opened.
+    fn open(&self, name: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+        Err(StorageError {
+            storage: self.name().to_owned(),
+            action: format!("reading {name:?}"),
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kind of storage is not read by rpod",
+            ),
+        })
+    }
+
     /// Deletes an artifact; an artifact that is already gone is not an error.
     ///
     /// # Errors
     /// The deletion failed.
     async fn delete(&self, name: &str) -> Result<(), StorageError>;
+
+    /// How many CORS rules the storage's Blob service has; `None` for kinds without one.
+    ///
+    /// # Errors
+    /// The rules could not be read.
+    async fn blob_cors_rules(&self) -> Result<Option<usize>, StorageError> {
+        Ok(None)
+    }
 
     /// Checks that the storage is reachable and writable.
     ///

@@ -1,6 +1,6 @@
-//! The Azurite harness against a real Azurite: start, create a container, put, list, delete.
+//! The Azurite harness against a real Azurite: start, create a container, put, list, delete, CORS rules.
 
-use azure_emulator::{Azurite, BlobStore};
+use azure_emulator::{Azurite, BlobStore, CorsRule};
 
 #[tokio::test]
 async fn blobs_can_be_put_listed_and_deleted() {
@@ -83,4 +83,35 @@ async fn starts_under_paused_tokio_time() {
         .await
         .expect("Azurite starts although Tokio time is paused");
     azurite.create_container("paused").await.unwrap();
+}
+
+#[tokio::test]
+async fn cors_rules_can_be_set_counted_and_cleared() {
+    let azurite = Azurite::start().await.expect("Azurite starts");
+    assert_eq!(azurite.cors_rule_count().await.unwrap(), 0);
+    let rules = [
+        CorsRule::new("https://portal.example"),
+        CorsRule {
+            allowed_origins: "https://a.example,https://b.example".to_owned(),
+            allowed_methods: "GET,PUT".to_owned(),
+            allowed_headers: "x-ms-meta-*".to_owned(),
+            exposed_headers: "x-ms-request-id".to_owned(),
+            max_age_in_seconds: 60,
+        },
+    ];
+    azurite.set_cors_rules(&rules).await.unwrap();
+    assert_eq!(azurite.cors_rule_count().await.unwrap(), 2);
+    assert_eq!(
+        azurite.store().cors_rule_count().await.unwrap(),
+        2,
+        "the store reads the same account"
+    );
+    azurite.set_cors_rules(&[]).await.unwrap();
+    assert_eq!(azurite.cors_rule_count().await.unwrap(), 0);
+    azurite
+        .store()
+        .set_cors_rules(&[CorsRule::default()])
+        .await
+        .unwrap();
+    assert_eq!(azurite.cors_rule_count().await.unwrap(), 1);
 }

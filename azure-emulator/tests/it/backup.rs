@@ -1,9 +1,11 @@
-//! Backups: the Location-only long-running operation with Azure's quirks, a real blob in Azurite, body
-//! validation per api-version, refusals, and one operation at a time.
+//! Backups: the Location-only long-running operation with Azure's quirks, a real blob in Azurite (or none, with
+//! a `SkipBlob` fault), body validation per api-version, refusals, and one operation at a time.
 
 use std::time::Duration;
 
-use azure_emulator::{Azurite, EmulatorConfig, ServiceSpec, StorageAccount};
+use azure_emulator::{
+    Azurite, EmulatorConfig, Fault, FaultKind, Route, ServiceSpec, StorageAccount,
+};
 use serde_json::json;
 
 use crate::support::{API, Arm, RG, SUB, header, json, key_body};
@@ -313,4 +315,54 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .unwrap()
+}
+
+#[tokio::test]
+async fn skip_blob_lets_backups_succeed_without_their_blobs_then_runs_out() {
+    let azurite = Azurite::start().await.expect("Azurite starts");
+    azurite.create_container("apim-backups").await.unwrap();
+    let arm = Arm::with_service("apim-1").await;
+    arm.emulator.add_account(StorageAccount::azurite(&azurite));
+    arm.emulator
+        .inject(Fault::new(Route::Backup, FaultKind::SkipBlob).times(2));
+
+    let mut bodies = Vec::new();
+    for name in ["one.apimbackup", "two.apimbackup", "three.apimbackup"] {
+        let body = key_body(azurite.account(), azurite.key(), "apim-backups", name);
+        let accepted = arm.start_operation("apim-1", "backup", API, &body).await;
+        assert_eq!(accepted.status(), 202, "the POST itself is not faulted");
+        let (done, _) = arm.poll_to_end(&accepted).await;
+        assert_eq!(done.status(), 200, "{name}");
+        let resource = json(done).await;
+        assert_eq!(resource["properties"]["provisioningState"], "Succeeded");
+        bodies.push(body);
+    }
+    assert!(
+        arm.emulator.requests().iter().all(|r| !r.faulted),
+        "no request was answered by the fault"
+    );
+    let after = arm.emulator.service(SUB, RG, "apim-1").unwrap();
+    assert_eq!(
+        (after.backups_taken, after.provisioning_state.as_str()),
+        (3, "Succeeded")
+    );
+    let blobs = azurite.list_blobs("apim-backups", "").await.unwrap();
+    assert_eq!(
+        blobs.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+        ["three.apimbackup"],
+        "the first two backups wrote nothing; the fault ran out for the third"
+    );
+    assert!(
+        !azurite
+            .blob_exists("apim-backups", "one.apimbackup")
+            .await
+            .unwrap()
+    );
+
+    let accepted = arm
+        .start_operation("apim-1", "restore", API, &bodies[0])
+        .await;
+    let (restored, _) = arm.poll_to_end(&accepted).await;
+    assert_eq!(restored.status(), 400, "a skipped blob cannot be restored");
+    assert_eq!(json(restored).await["error"]["code"], "RestoreFailed");
 }

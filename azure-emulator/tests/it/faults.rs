@@ -1,4 +1,5 @@
-//! Injected faults: status answers, resets, hangs, bad JSON and failed operations, each used up in order.
+//! Injected faults: status answers, resets, hangs, bad JSON, chosen answers and failed operations, each used up
+//! in order.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use azure_emulator::{Fault, FaultKind, Route, StorageAccount};
 
-use crate::support::{API, Arm, header, json, key_body, post_form};
+use crate::support::{API, Arm, RG, SUB, header, json, key_body, post_form};
 
 #[tokio::test]
 async fn status_faults_answer_in_the_arm_shape_then_run_out() {
@@ -242,4 +243,126 @@ async fn fail_operation_ends_the_next_polled_operation_for_good() {
         )
         .await;
     assert_eq!(next.status(), 202, "the failed operation freed the service");
+}
+
+#[tokio::test]
+async fn an_answer_fault_replaces_one_poll_and_the_operation_carries_on() {
+    let arm = Arm::with_service("apim-1").await;
+    arm.emulator.set_operation_duration(Duration::from_hours(1));
+    arm.emulator.add_account(StorageAccount::new(
+        "acct",
+        "http://127.0.0.1:9/acct",
+        "a2V5",
+    ));
+    arm.emulator.inject(Fault::new(
+        Route::Poll,
+        FaultKind::answer(200, r#"{"properties":{"provisioningState":"Succeeded"}}"#),
+    ));
+    arm.emulator
+        .inject(Fault::new(Route::Poll, FaultKind::answer(202, "")));
+    let accepted = arm
+        .start_operation("apim-1", "backup", API, &key_body("acct", "a2V5", "c", "b"))
+        .await;
+    let location = header(&accepted, "location").unwrap();
+
+    let answered = arm.get(&location).await;
+    assert_eq!(answered.status(), 200);
+    assert_eq!(
+        header(&answered, "content-type").as_deref(),
+        Some("application/json; charset=utf-8")
+    );
+    assert!(header(&answered, "x-ms-request-id").is_some());
+    assert_eq!(
+        answered.text().await.unwrap(),
+        r#"{"properties":{"provisioningState":"Succeeded"}}"#
+    );
+
+    let accepted_again = arm.get(&location).await;
+    assert_eq!(accepted_again.status(), 202);
+    assert!(header(&accepted_again, "x-ms-request-id").is_some());
+    assert!(
+        header(&accepted_again, "location").is_none(),
+        "an answered 202 carries no Location"
+    );
+    assert_eq!(accepted_again.text().await.unwrap(), "");
+
+    let real = arm.get(&location).await;
+    assert_eq!(real.status(), 202, "the operation is still running");
+    assert!(header(&real, "location").is_some());
+    assert_eq!(
+        arm.emulator
+            .service(SUB, RG, "apim-1")
+            .unwrap()
+            .provisioning_state,
+        "Updating"
+    );
+    let faulted: Vec<_> = arm.emulator.requests().iter().map(|r| r.faulted).collect();
+    assert_eq!(faulted, [false, true, true, false]);
+}
+
+#[tokio::test]
+async fn an_answer_fault_can_answer_a_backup_at_once_or_a_service_get_or_with_nothing() {
+    let arm = Arm::with_service("apim-1").await;
+    arm.emulator.add_account(StorageAccount::new(
+        "acct",
+        "http://127.0.0.1:9/acct",
+        "a2V5",
+    ));
+    let resource = r#"{"name":"apim-1","properties":{"provisioningState":"Updating"}}"#;
+    arm.emulator.inject(Fault::new(
+        Route::Backup,
+        FaultKind::answer(200, r#"{"name":"apim-1"}"#),
+    ));
+    arm.emulator
+        .inject(Fault::new(Route::GetService, FaultKind::answer(200, resource)).times(2));
+    arm.emulator
+        .inject(Fault::new(Route::SyncState, FaultKind::answer(204, "")));
+
+    let synchronous = arm
+        .start_operation("apim-1", "backup", API, &key_body("acct", "a2V5", "c", "b"))
+        .await;
+    assert_eq!(synchronous.status(), 200);
+    assert!(header(&synchronous, "location").is_none());
+    assert_eq!(
+        json(synchronous).await,
+        serde_json::json!({"name": "apim-1"})
+    );
+    assert_eq!(
+        arm.emulator
+            .service(SUB, RG, "apim-1")
+            .unwrap()
+            .backups_taken,
+        0,
+        "no operation started"
+    );
+    assert_eq!(
+        arm.emulator
+            .service(SUB, RG, "apim-1")
+            .unwrap()
+            .provisioning_state,
+        "Succeeded"
+    );
+
+    let url = format!("{}?api-version={API}", arm.service_url("apim-1"));
+    for _ in 0..2 {
+        let updating = arm.get(&url).await;
+        assert_eq!(updating.status(), 200);
+        assert!(header(&updating, "x-ms-request-id").is_some());
+        assert_eq!(
+            json(updating).await["properties"]["provisioningState"],
+            "Updating"
+        );
+    }
+    let real = json(arm.get(&url).await).await;
+    assert_eq!(real["properties"]["provisioningState"], "Succeeded");
+
+    let empty = arm
+        .get(&format!(
+            "{}/tenant/configuration/syncState?api-version={API}",
+            arm.service_url("apim-1")
+        ))
+        .await;
+    assert_eq!(empty.status(), 204);
+    assert!(header(&empty, "x-ms-request-id").is_some());
+    assert_eq!(empty.text().await.unwrap(), "");
 }
