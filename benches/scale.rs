@@ -1081,6 +1081,7 @@ async fn scrape(options: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let catalog = Catalog::open(dir.path()).await?;
     let shared = Shared::new(catalog.clone(), metrics.clone(), Clock::system(), 8);
+    let heartbeat = shared.heartbeat.clone();
     let shutdown = CancellationToken::new();
     let (handle, task) = scheduler::start(shared, Vec::new(), shutdown.clone()).await?;
     let state = rpod::http::ApiState {
@@ -1090,6 +1091,9 @@ async fn scrape(options: &Options) -> Result<()> {
         targets: Arc::new(std::sync::RwLock::new(Arc::new(Vec::new()))),
         ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         clock: Clock::system(),
+        heartbeat,
+        api_token: None,
+        pruning: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -1539,6 +1543,8 @@ impl EmulatedDaemon {
             reloads,
             clock: rpod::scheduler::Clock::system(),
             environment,
+            lock: None,
+            notifier: None,
         }));
         println!("config_load: {}", ms(loaded));
         Ok(Self {

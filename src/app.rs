@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::providers::{ApimProvider, CommandProvider, Provider};
 use crate::reconcile;
-use crate::scheduler::{self, Clock, Shared, TargetSpec};
+use crate::scheduler::{self, Clock, Heartbeat, Shared, TargetSpec};
+use crate::state_dir::StateLock;
 use crate::storage;
 use crate::webhook::Webhook;
 
@@ -125,6 +126,11 @@ pub fn build_targets_in(
         })
         .collect();
     let mut problems = Vec::new();
+    if let Some(token) = &config.daemon.api_token
+        && let Err(message) = token.load()
+    {
+        problems.push(Problem::at(config.daemon.api_token_key(), message));
+    }
     if let Some(webhook) = &config.webhook
         && let Err(message) = webhook.secret.load()
     {
@@ -225,6 +231,11 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Metrics and Azure clients; the one `targets` were built in.
     pub environment: Environment,
+    /// The state directory's lock, when the caller took it already (before binding its listener); taken here
+    /// otherwise.
+    pub lock: Option<StateLock>,
+    /// Where `READY=1`, `WATCHDOG=1` and the rest go; from the environment (`NOTIFY_SOCKET`) when `None`.
+    pub notifier: Option<Notifier>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains running backups within the configured deadline.
@@ -242,6 +253,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         mut reloads,
         clock,
         environment,
+        lock,
+        notifier,
     } = options;
     // Only [daemon] and [webhook] are needed from here on (the targets live in their specs): `{ config }` moves
     // the whole configuration into a temporary, so everything else is freed now rather than kept for the
@@ -261,18 +274,30 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         },
         (_, listener) => listener,
     };
-    let notifier = Notifier::from_env();
+    let notifier = notifier.unwrap_or_else(Notifier::from_env);
     notifier.check_heartbeat(daemon.evaluation_interval);
+    // One daemon per state directory: the lock comes before the catalog, and is held until rpod exits.
+    let lock = match lock {
+        Some(lock) => lock,
+        None => StateLock::acquire(&daemon.state_dir)?,
+    };
+    let api_token = match &daemon.api_token {
+        Some(source) => Some(source.load().map_err(|message| {
+            anyhow::anyhow!("{}: {message}", daemon.api_token_key())
+        })?),
+        None => None,
+    };
     let catalog = Catalog::open(&daemon.state_dir)
         .await
         .with_context(|| format!("opening the catalog in {}", daemon.state_dir.display()))?;
     let metrics = environment.metrics.clone();
-    let shared = Shared::new(
+    let mut shared = Shared::new(
         catalog.clone(),
         metrics.clone(),
         clock.clone(),
         daemon.max_concurrent_operations,
     );
+    shared.heartbeat = Heartbeat::new(daemon.evaluation_interval, notifier.clone());
     // One copy of each target, shared by the scheduler, the evaluation loop and the API.
     let targets: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
     let view: TargetsView = Arc::new(RwLock::new(Arc::new(targets.clone())));
@@ -297,6 +322,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     let ready = Arc::new(AtomicBool::new(true));
+    let pruning = Arc::new(tokio::sync::Mutex::new(()));
     let api = ApiState {
         catalog: catalog.clone(),
         metrics: metrics.clone(),
@@ -304,7 +330,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         targets: view.clone(),
         ready: ready.clone(),
         clock: clock.clone(),
+        heartbeat: shared.heartbeat.clone(),
+        api_token: api_token.map(Arc::new),
+        pruning: pruning.clone(),
     };
+    if !daemon.listen.ip().is_loopback() && api.api_token.is_none() {
+        warn!(listen = %daemon.listen, "The API listens beyond loopback without a token (allow_unauthenticated_api): anyone who reaches it can start backups.");
+    }
     let address = listener.local_addr().ok();
     let mut router = http::router(api);
     let mut hook_server = None;
@@ -351,8 +383,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             scheduler: scheduler.clone(),
             interval: daemon.evaluation_interval,
             reconcile_interval: daemon.reconcile_interval,
-            notifier: notifier.clone(),
+            pruning,
         },
+        shutdown.clone(),
+    ));
+    tokio::spawn(preflight(
+        view.read().map(|v| v.to_vec()).unwrap_or_default(),
         shutdown.clone(),
     ));
     if let Some(address) = address {
@@ -416,6 +452,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     stop_scheduling.cancel();
     drain(&shared, daemon.shutdown_timeout).await;
     catalog.close().await;
+    drop(lock);
     if let Some(message) = failure {
         Err(anyhow::anyhow!(message))
     } else {
@@ -457,6 +494,20 @@ async fn drain(shared: &Shared, deadline: Duration) {
     }
 }
 
+/// Runs every target's pre-flight checks once at start and logs what they find (`check-config --online` prints
+/// the same), so a target that cannot be backed up is named before its first backup fails.
+async fn preflight(targets: Vec<Arc<TargetSpec>>, shutdown: CancellationToken) {
+    for spec in targets {
+        let report = tokio::select! {
+            () = shutdown.cancelled() => return,
+            report = spec.provider.check(&spec.storage) => report,
+        };
+        for problem in report.problems {
+            warn!(target = %spec.config.name, "Pre-flight check: {problem}");
+        }
+    }
+}
+
 /// What the evaluation loop works with.
 struct Evaluation {
     catalog: Catalog,
@@ -466,8 +517,8 @@ struct Evaluation {
     scheduler: scheduler::SchedulerHandle,
     interval: Duration,
     reconcile_interval: Duration,
-    /// Told after each successful pass: the watchdog's heartbeat.
-    notifier: Notifier,
+    /// Held while pruning, which `POST /api/v1/prune` also does.
+    pruning: Arc<tokio::sync::Mutex<()>>,
 }
 
 async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
@@ -479,7 +530,7 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
         scheduler,
         interval,
         reconcile_interval,
-        notifier,
+        pruning,
     } = evaluation;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -505,11 +556,9 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
             }
         }
         let now = clock.now();
-        match maintenance::evaluate(&catalog, &metrics, &targets, now).await {
-            Ok(()) => notifier.watchdog(),
-            Err(err) => {
-                error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
-            }
+        let _pruning = pruning.lock().await;
+        if let Err(err) = maintenance::evaluate(&catalog, &metrics, &targets, now).await {
+            error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
         }
     }
 }

@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{self, RunOptions};
 use crate::catalog::{BackupRecord, Catalog, Trigger};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
-use crate::http::{self, TriggerResponse};
+use crate::http::{self, PruneRequest, TriggerResponse};
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::providers::CheckProblem;
 use crate::scheduler::{self, AttemptOutcome, Clock, Shared, TargetSpec};
+use crate::state_dir::{StateDirError, StateLock};
 
 /// rpod keeps a recovery point objective true for every system it protects.
 #[derive(Debug, Parser)]
@@ -160,6 +161,8 @@ async fn run(
     environment: app::Environment,
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
+    // The lock first: a second daemon on the same state directory must say so, not that the port is taken.
+    let lock = StateLock::acquire(&config.daemon.state_dir)?;
     let listener = tokio::net::TcpListener::bind(config.daemon.listen)
         .await
         .with_context(|| format!("cannot listen on {} (daemon.listen)", config.daemon.listen))?;
@@ -188,6 +191,8 @@ async fn run(
         reloads,
         clock: Clock::system(),
         environment,
+        lock: Some(lock),
+        notifier: None,
     })
     .await?;
     Ok(ExitCode::SUCCESS)
@@ -280,7 +285,7 @@ fn time(at: Option<DateTime<Utc>>) -> String {
 }
 
 async fn status(config: &Config, targets: &[TargetSpec], json: bool) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::open(&config.daemon.state_dir).await?;
+    let catalog = Catalog::open_read_only(&config.daemon.state_dir).await?;
     let now = Utc::now();
     let mut views = Vec::with_capacity(targets.len());
     for spec in targets {
@@ -322,7 +327,7 @@ async fn backups(
     limit: u32,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::open(&config.daemon.state_dir).await?;
+    let catalog = Catalog::open_read_only(&config.daemon.state_dir).await?;
     let records = catalog.backups(target, limit).await?;
     catalog.close().await;
     if json {
@@ -368,55 +373,105 @@ fn error_text(record: &BackupRecord) -> String {
     }
 }
 
-async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
+/// Where the running daemon's API answers, as seen from this machine.
+fn daemon_address(config: &Config) -> std::net::SocketAddr {
     let mut address = config.daemon.listen;
     if address.ip().is_unspecified() {
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let url = format!(
-        "http://{address}/api/v1/targets/{}/backup",
-        spec.config.name
-    );
+    address
+}
+
+/// What the running daemon said to a request, or that none answers.
+enum Daemon {
+    Answered(reqwest::Response),
+    Absent,
+}
+
+/// Sends a mutating request to the running daemon, with the API token of the configuration.
+async fn ask_daemon(
+    config: &Config,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Daemon> {
+    let address = daemon_address(config);
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(300))
         .build()?;
-    match client.post(&url).send().await {
-        Ok(response) if response.status().is_success() => {
-            let answer: TriggerResponse = response.json().await?;
-            println!(
-                "target {}: backup {} by the running daemon",
-                answer.target, answer.status
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        Ok(response) => anyhow::bail!("the daemon at {address} answered {}", response.status()),
-        Err(err) if err.is_connect() => {
-            eprintln!(
-                "no daemon answers at {address}; backing up {} here",
-                spec.config.name
-            );
-        }
-        Err(err) => return Err(err).context(format!("asking the daemon at {address}")),
+    let mut request = client.post(format!("http://{address}{path}"));
+    if let Some(token) = &config.daemon.api_token {
+        let token = token
+            .load()
+            .map_err(|message| anyhow::anyhow!("{}: {message}", config.daemon.api_token_key()))?;
+        request = request.bearer_auth(token.expose());
     }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    match request.send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::UNAUTHORIZED => anyhow::bail!(
+            "the daemon at {address} refused the request (401): it needs its API token; give this command the \
+             same daemon.api_token_file or api_token_env"
+        ),
+        Ok(response) if !response.status().is_success() => {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            anyhow::bail!("the daemon at {address} answered {status}: {}", text.trim())
+        }
+        Ok(response) => Ok(Daemon::Answered(response)),
+        Err(err) if err.is_connect() => Ok(Daemon::Absent),
+        Err(err) => Err(err).context(format!("asking the daemon at {address}")),
+    }
+}
+
+/// Takes the state directory's lock for a command that writes the catalog while no daemon answers. A daemon
+/// that holds the lock but does not answer is named rather than raced.
+fn lock_without_daemon(config: &Config) -> anyhow::Result<StateLock> {
+    StateLock::acquire(&config.daemon.state_dir).map_err(|err| match err {
+        StateDirError::Locked { holder, .. } => anyhow::anyhow!(
+            "no daemon answers at {}, but rpod (PID {}) holds state directory {}; wait for it to answer, or \
+             check daemon.listen",
+            daemon_address(config),
+            holder.map_or_else(|| "unknown".to_owned(), |pid| pid.to_string()),
+            config.daemon.state_dir.display()
+        ),
+        other => other.into(),
+    })
+}
+
+async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
+    let name = spec.config.name.clone();
+    let path = format!("/api/v1/targets/{name}/backup");
+    if let Daemon::Answered(response) = ask_daemon(config, &path, None).await? {
+        let answer: TriggerResponse = response.json().await?;
+        println!(
+            "target {}: backup {} by the running daemon",
+            answer.target, answer.status
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "no daemon answers at {}; backing up {name} here",
+        daemon_address(config)
+    );
+    let _lock = lock_without_daemon(config)?;
     let catalog = Catalog::open(&config.daemon.state_dir).await?;
     let shared = Shared::new(catalog.clone(), Metrics::new(), Clock::system(), 1);
-    let name = spec.config.name.clone();
     let report = scheduler::run_once(&shared, spec, Trigger::Manual).await;
-    let last = catalog.backups(Some(&name), 1).await?;
     catalog.close().await;
-    let record = last.first();
+    // The report says what was recorded: a success only once its record is committed.
     if report.outcome == AttemptOutcome::Succeeded {
         println!(
             "target {name}: backup {} succeeded: {}",
-            record.map_or(0, |r| r.id),
-            record.and_then(|r| r.artifact.as_deref()).unwrap_or("-")
+            report.backup_id.unwrap_or(0),
+            report.artifact.as_deref().unwrap_or("-")
         );
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
             "target {name}: backup failed: {}",
-            record.map_or_else(|| "unknown error".to_owned(), error_text)
+            report.error.as_deref().unwrap_or("unknown error")
         );
         Ok(ExitCode::FAILURE)
     }
@@ -428,11 +483,20 @@ async fn prune(
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::open(&config.daemon.state_dir).await?;
-    let targets: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
-    let report =
-        maintenance::prune(&catalog, None, &targets, Utc::now(), dry_run, "rpod prune").await?;
-    catalog.close().await;
+    let body = serde_json::to_value(PruneRequest { dry_run })?;
+    let report = if let Daemon::Answered(response) =
+        ask_daemon(config, "/api/v1/prune", Some(body)).await?
+    {
+        response.json::<maintenance::PruneReport>().await?
+    } else {
+        let _lock = lock_without_daemon(config)?;
+        let catalog = Catalog::open(&config.daemon.state_dir).await?;
+        let targets: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
+        let report =
+            maintenance::prune(&catalog, None, &targets, Utc::now(), dry_run, "rpod prune").await?;
+        catalog.close().await;
+        report
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -1,4 +1,6 @@
-//! The HTTP surface (DESIGN §5): `/metrics`, `/healthz`, `/readyz`, and the JSON API under `/api/v1`.
+//! The HTTP surface (docs/operations.md, "HTTP API"): `/metrics`, `/healthz`, `/readyz`, and the JSON API under
+//! `/api/v1`. Reading is open to scrapers; every request that changes something (a backup, a prune) needs the
+//! `[daemon]` API token as `Authorization: Bearer`, when one is configured.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -11,10 +13,16 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use axum::http::HeaderMap;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
 use crate::catalog::{BackupRecord, Catalog};
+use crate::config::Secret;
+use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::policy;
-use crate::scheduler::{Clock, ManualOutcome, SchedulerHandle, TargetSpec};
+use crate::scheduler::{Clock, Heartbeat, ManualOutcome, SchedulerHandle, TargetSpec};
 
 /// The set of targets currently configured; replaced on reload.
 pub type TargetsView = Arc<RwLock<Arc<Vec<Arc<TargetSpec>>>>>;
@@ -30,10 +38,16 @@ pub struct ApiState {
     pub scheduler: SchedulerHandle,
     /// Current targets.
     pub targets: TargetsView,
-    /// Set once the scheduler runs.
+    /// Set once the scheduler runs, cleared when shutdown begins.
     pub ready: Arc<AtomicBool>,
     /// Wall time.
     pub clock: Clock,
+    /// The scheduler's heartbeat, for readiness.
+    pub heartbeat: Heartbeat,
+    /// What mutating requests must carry; `None` leaves them open (loopback, or allowed on purpose).
+    pub api_token: Option<Arc<Secret>>,
+    /// Held while pruning: the evaluation loop prunes too.
+    pub pruning: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ApiState {
@@ -51,7 +65,44 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/targets/{name}/backups", get(backups))
         .route("/api/v1/targets/{name}/backup", post(backup_now))
+        .route("/api/v1/prune", post(prune_now))
         .with_state(state)
+}
+
+/// Lets a mutating request through when it carries the API token (or none is configured); otherwise the 401.
+/// The comparison takes the same time wherever the tokens differ, and the token is never logged.
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &state.api_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    // Digests first, so the comparison's time does not depend on the lengths either.
+    let matches = given.is_some_and(|given| {
+        let given = Sha256::digest(given.as_bytes());
+        let expected = Sha256::digest(token.expose().as_bytes());
+        bool::from(given.as_slice().ct_eq(expected.as_slice()))
+    });
+    if matches {
+        return Ok(());
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "this request changes something and needs the API token: send Authorization: Bearer <token> \
+         (daemon.api_token_file or api_token_env)",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"rpod\""),
+    );
+    Err(response)
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
@@ -65,12 +116,22 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
+/// How long a readiness probe waits for the catalog to take a write.
+const CATALOG_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn readyz(State(state): State<ApiState>) -> Response {
+    let unready = |reason: String| {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
+    };
     if !state.ready.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "scheduler not running\n").into_response();
+        return unready("rpod is starting or stopping".to_owned());
     }
-    if !state.catalog.ping().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "catalog unavailable\n").into_response();
+    let now = state.clock.now();
+    if let Some(reason) = state.heartbeat.stale(now) {
+        return unready(reason);
+    }
+    if let Err(err) = state.catalog.probe_write(now, CATALOG_PROBE).await {
+        return unready(format!("the catalog cannot be written: {err}"));
     }
     "ready\n".into_response()
 }
@@ -221,7 +282,14 @@ pub struct TriggerResponse {
     pub status: String,
 }
 
-async fn backup_now(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+async fn backup_now(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
+    }
     let status = match state.scheduler.backup_now(&name).await {
         ManualOutcome::Started => "started",
         ManualOutcome::Coalesced => "coalesced",
@@ -237,4 +305,39 @@ async fn backup_now(State(state): State<ApiState>, Path(name): Path<String>) -> 
         }),
     )
         .into_response()
+}
+
+/// Body of `POST /api/v1/prune`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PruneRequest {
+    /// Only say what would be pruned.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+async fn prune_now(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Option<Json<PruneRequest>>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
+    }
+    let request = body.map(|Json(request)| request).unwrap_or_default();
+    let targets = state.targets();
+    let _pruning = state.pruning.lock().await;
+    let metrics = (!request.dry_run).then_some(&state.metrics);
+    match maintenance::prune(
+        &state.catalog,
+        metrics,
+        &targets,
+        state.clock.now(),
+        request.dry_run,
+        "rpod prune",
+    )
+    .await
+    {
+        Ok(report) => Json(report).into_response(),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+    }
 }

@@ -1,11 +1,12 @@
-//! The periodic evaluation pass: RPO compliance, restorability gauges, warn-before-expiry, storage probes,
-//! pruning of expired backups (DESIGN §2.8, 2.9) and the scheduler heartbeat. Also serves `rpod prune`.
+//! The periodic evaluation pass: RPO compliance, restorability gauges, warn-before-expiry, storage probes and
+//! pruning of expired backups (docs/architecture.md, "Evaluation loop"). Also serves `rpod prune`. The heartbeat
+//! is the scheduler's own (`scheduler::Heartbeat`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::catalog::{BackupRecord, Catalog, CatalogError};
@@ -18,7 +19,7 @@ use crate::storage::Storage;
 const PRUNE_BATCH: u32 = 10_000;
 
 /// One backup that was (or, in a dry run, would be) pruned.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pruned {
     /// Target name.
     pub target: String,
@@ -35,7 +36,7 @@ pub struct Pruned {
 }
 
 /// What a prune pass did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PruneReport {
     /// Pruned (or, in a dry run, to be pruned) backups.
     pub pruned: Vec<Pruned>,
@@ -127,7 +128,12 @@ pub async fn prune(
             } else {
                 reason.push_str("; the artifact was already absent from storage");
             }
-            catalog.mark_pruned(record, now, actor, &reason).await?;
+            match catalog.mark_pruned(record, now, actor, &reason).await {
+                Ok(()) => {}
+                // Marked missing (or pruned) since it was chosen: nothing left to record.
+                Err(CatalogError::Conflict { .. }) => continue,
+                Err(err) => return Err(err),
+            }
             info!(
                 target = %name, backup_id = record.id, artifact = record.artifact.as_deref().unwrap_or("-"),
                 reason = %reason, "Backup pruned."
@@ -192,7 +198,6 @@ pub async fn evaluate(
     if !report.pruned.is_empty() {
         info!(count = report.pruned.len(), "Pruning pass finished.");
     }
-    metrics.evaluated(now);
     Ok(())
 }
 

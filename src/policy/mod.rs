@@ -167,6 +167,7 @@ mod tests {
             error_message: None,
             first_change_at: None,
             pruned_at: None,
+            verified_at: None,
         }
     }
 

@@ -67,6 +67,12 @@ pub struct AttemptReport {
     pub etag: Option<String>,
     /// For `trigger = change`: when the first change it backs up happened (kept by its retries).
     pub first_change_at: Option<DateTime<Utc>>,
+    /// The backup's catalog id, once it was recorded.
+    pub backup_id: Option<i64>,
+    /// Its artifact, when it got one.
+    pub artifact: Option<String>,
+    /// Why it failed (`CODE: message`), as recorded, or as it could not be.
+    pub error: Option<String>,
 }
 
 /// Runs one attempt; without a `permit`, waits for one (or for shutdown).
@@ -88,6 +94,9 @@ pub(super) async fn run(
         lead: None,
         etag: None,
         first_change_at: job.first_change_at,
+        backup_id: None,
+        artifact: None,
+        error: None,
     };
     let permit = if let Some(permit) = permit {
         Some(permit)
@@ -150,6 +159,9 @@ pub(super) async fn run(
             ),
             Err(err) => {
                 error!(target = %name, error = %err, "Cannot record the backup in the catalog; not starting it.");
+                report.error = Some(format!(
+                    "CatalogUnavailable: the backup could not be recorded in the catalog, so it was not started: {err}"
+                ));
                 report.outcome = AttemptOutcome::Failed {
                     retryable: true,
                     retry_after: None,
@@ -256,8 +268,17 @@ pub(super) async fn run(
             }
         }
     };
+    // Nothing says "succeeded" before the record is committed: a backup whose outcome could not be recorded
+    // failed, everywhere (docs/operations.md, "What restorable means").
+    let mut finish = finish;
+    let mut unrecorded = None;
     if let Err(err) = shared.catalog.finish_backup(id, &finish).await {
-        error!(target = %name, backup_id = id, error = %err, "Cannot record the backup's outcome in the catalog.");
+        error!(target = %name, backup_id = id, error = %err, "Cannot record the backup's outcome in the catalog; it does not count.");
+        let message = format!("the outcome could not be recorded in the catalog: {err}");
+        finish.status = Status::Failed;
+        finish.error_code = Some("CatalogUnavailable".to_owned());
+        finish.error_message = Some(message.clone());
+        unrecorded = Some(message);
     }
     if finish.status == Status::Succeeded
         && let Some(slot) = job.slot
@@ -277,14 +298,14 @@ pub(super) async fn run(
             .backup_finished(&name, job.trigger, label, seconds);
     }
     match (&result, finish.status) {
-        (Ok(outcome), _) => info!(
+        (Ok(outcome), Status::Succeeded) => info!(
             target = %name, backup_id = id, size_bytes = outcome.size_bytes.unwrap_or(0),
             seconds = format!("{seconds:.1}"), "Backup succeeded."
         ),
         (Err(_), Status::Interrupted) => {
             warn!(target = %name, backup_id = id, "Backup interrupted by shutdown.");
         }
-        (Err(_), _) => warn!(
+        _ => warn!(
             target = %name, backup_id = id, attempt = job.attempt,
             code = finish.error_code.as_deref().unwrap_or(""),
             "Backup failed: {}", finish.error_message.as_deref().unwrap_or("")
@@ -301,15 +322,23 @@ pub(super) async fn run(
         shared.metrics.set_summary(&name, summary, compliant);
     }
     report.summary = summary;
+    report.backup_id = Some(id);
+    report.artifact = finish.artifact.clone();
+    report.error = match (&finish.error_code, &finish.error_message) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (Some(code), None) => Some(code.clone()),
+        (None, message) => message.clone(),
+    };
     report.etag = result
         .as_ref()
         .ok()
+        .filter(|_| unrecorded.is_none())
         .and_then(|outcome| outcome.etag.clone());
     report.lead = Some(policy::lead(policy, &durations));
     report.outcome = match (finish.status, &result) {
         (Status::Succeeded, _) => AttemptOutcome::Succeeded,
         (Status::Interrupted, _) => AttemptOutcome::Interrupted,
-        // A timeout may pass on the next attempt.
+        // A timeout may pass on the next attempt, and so may a catalog that could not be written.
         (Status::TimedOut, _) | (_, Ok(_)) => AttemptOutcome::Failed {
             retryable: true,
             retry_after: None,

@@ -47,6 +47,70 @@ pub struct TargetSpec {
     pub storage: Arc<dyn Storage>,
 }
 
+/// The scheduler's heartbeat: stamped each time its loop has serviced its due timers, and at least every
+/// `interval` (docs/operations.md, "Liveness and readiness"). It drives `rpod_last_evaluation_timestamp_seconds`
+/// and systemd's `WATCHDOG=1`, and `/readyz` reads it, so a hung scheduler turns all three stale. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// The longest the loop sleeps between beats.
+    pub interval: Duration,
+    notifier: crate::notify::Notifier,
+    /// Wall time of the last beat in Unix milliseconds; 0 before the first.
+    last: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Heartbeat {
+    /// A heartbeat expected every `interval`, told to `notifier` as well as the metric.
+    #[must_use]
+    pub fn new(interval: Duration, notifier: crate::notify::Notifier) -> Self {
+        Self {
+            interval,
+            notifier,
+            last: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        }
+    }
+
+    fn beat(&self, metrics: &Metrics, now: DateTime<Utc>) {
+        self.last
+            .store(now.timestamp_millis(), std::sync::atomic::Ordering::Release);
+        metrics.evaluated(now);
+        self.notifier.watchdog();
+    }
+
+    /// When the scheduler last beat, if it has.
+    #[must_use]
+    pub fn last(&self) -> Option<DateTime<Utc>> {
+        match self.last.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        }
+    }
+
+    /// Why the scheduler does not look alive at `now`: it has not beaten within twice its interval (plus a
+    /// second for a busy machine). `None` when it is alive.
+    #[must_use]
+    pub fn stale(&self, now: DateTime<Utc>) -> Option<String> {
+        let allowed = policy::delta(self.interval * 2 + Duration::from_secs(1));
+        match self.last() {
+            None => Some("the scheduler has not started yet".to_owned()),
+            Some(at) if now - at > allowed => Some(format!(
+                "the scheduler has not serviced its timers for {} (expected every {})",
+                humantime::format_duration(Duration::from_secs(
+                    u64::try_from((now - at).num_seconds()).unwrap_or(0)
+                )),
+                humantime::format_duration(self.interval)
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(15), crate::notify::Notifier::default())
+    }
+}
+
 /// What the scheduler needs from the rest of rpod.
 #[derive(Debug, Clone)]
 pub struct Shared {
@@ -64,6 +128,8 @@ pub struct Shared {
     pub stopping: CancellationToken,
     /// Tracks running attempts so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Stamped by the scheduler's loop: proof that it runs.
+    pub heartbeat: Heartbeat,
 }
 
 impl Shared {
@@ -78,6 +144,7 @@ impl Shared {
             abort: CancellationToken::new(),
             stopping: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            heartbeat: Heartbeat::default(),
         }
     }
 }
@@ -95,6 +162,7 @@ pub enum ManualOutcome {
 
 enum Message {
     Manual(String, oneshot::Sender<ManualOutcome>),
+    Freeze(oneshot::Receiver<()>),
     Finished(AttemptReport),
     Reload(Vec<Arc<TargetSpec>>, oneshot::Sender<()>),
     Refresh(Vec<String>),
@@ -132,6 +200,15 @@ impl SchedulerHandle {
         rx.await.unwrap_or(ManualOutcome::UnknownTarget)
     }
 
+    /// Holds the scheduler's loop until the returned guard is dropped: a stand-in for a loop that hangs, with
+    /// which tests show that the liveness signals go stale. Nothing in rpod calls it.
+    #[must_use]
+    pub fn freeze(&self) -> Freeze {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Message::Freeze(rx));
+        Freeze(tx)
+    }
+
     /// Re-reads these targets' restorability from the catalog (reconciliation changed it), so the RPO watchdog
     /// acts on what is really restorable.
     pub fn refresh(&self, targets: Vec<String>) {
@@ -146,6 +223,10 @@ impl SchedulerHandle {
         }
     }
 }
+
+/// Keeps the scheduler's loop held (see [`SchedulerHandle::freeze`]) until dropped.
+#[derive(Debug)]
+pub struct Freeze(#[allow(dead_code)] oneshot::Sender<()>);
 
 impl ChangeSink for SchedulerHandle {
     fn changed(&self, notice: ChangeNotice) {
@@ -310,6 +391,8 @@ struct Startup {
 
 impl Scheduler {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Message>, shutdown: CancellationToken) {
+        let beat_every = policy::delta(self.shared.heartbeat.interval);
+        let mut beat_at = None;
         loop {
             let now = self.shared.clock.now();
             while self.timers.peek().is_some_and(|Reverse(t)| t.at <= now) {
@@ -317,11 +400,20 @@ impl Scheduler {
                     self.fire(&timer, now);
                 }
             }
+            // Due timers are serviced: that is the beat. At most one per second goes out, however busy the loop.
+            if beat_at.is_none_or(|at| now - at >= chrono::TimeDelta::seconds(1)) {
+                self.shared.heartbeat.beat(&self.shared.metrics, now);
+                beat_at = Some(now);
+            }
             let next = self.timers.peek().map(|Reverse(t)| t.at);
+            let wake = Some(next.map_or(now + beat_every, |at| at.min(now + beat_every)));
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 message = rx.recv() => match message {
+                    Some(Message::Freeze(release)) => {
+                        let _ = release.await;
+                    }
                     Some(Message::Finished(report)) => {
                         self.finished(&report).await;
                         self.dispatch();
@@ -341,7 +433,7 @@ impl Scheduler {
                     }
                     None => break,
                 },
-                () = sleep_until(&self.shared.clock, next) => {}
+                () = sleep_until(&self.shared.clock, wake) => {}
             }
         }
         info!("Scheduler stopped; no new backups will start.");

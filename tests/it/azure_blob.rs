@@ -105,11 +105,17 @@ async fn exercise(azurite: &Azurite, storage: &AzureBlobStorage) {
     for (artifact, blob) in listed.iter().zip(&truth) {
         assert_eq!(artifact.name, blob.name);
         assert_eq!(
-            artifact.created_at, blob.created,
+            artifact.created_at,
+            Some(blob.created),
             "the blob's creation time"
         );
+        assert!(
+            artifact.modified_at.is_some(),
+            "and its last modification"
+        );
+        assert_eq!(artifact.stored_at(), artifact.created_at.min(artifact.modified_at));
     }
-    assert!((Utc::now() - listed[0].created_at).num_seconds().abs() < 60);
+    assert!((Utc::now() - listed[0].created_at.unwrap()).num_seconds().abs() < 60);
     assert_eq!(storage.list("").await.unwrap().len(), 4);
     assert!(storage.list("nothing/").await.unwrap().is_empty());
 

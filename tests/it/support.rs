@@ -107,6 +107,8 @@ pub async fn start_in(
         reloads,
         clock,
         environment,
+        lock: None,
+        notifier: None,
     }));
     TestApp {
         dir,
