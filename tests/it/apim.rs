@@ -848,11 +848,19 @@ async fn reconciliation_marks_vanished_blobs_missing_and_imports_blobs_added_by_
     let backup = succeeded(&app, "rec", 1).await.remove(0);
     let artifact = backup.artifact.clone().unwrap();
 
-    // Added by hand under the target's prefix, named like rpod names them.
+    // Added by hand under the target's prefix, named like rpod names them: its name says 2026-01-01, so that is
+    // its recovery point (not the moment it was put there), and it expired 30 days later.
     let manual = "rec/20260101T000000Z-9999.apimbackup";
     cloud
         .azurite
         .put_blob(CONTAINER, manual, b"restorable bytes")
+        .await
+        .unwrap();
+    // Named like a fresh backup, but empty.
+    let empty = format!("rec/{}-9998.apimbackup", Utc::now().format("%Y%m%dT%H%M%SZ"));
+    cloud
+        .azurite
+        .put_blob(CONTAINER, &empty, b"")
         .await
         .unwrap();
     // Not rpod's naming scheme: left alone.
@@ -861,45 +869,57 @@ async fn reconciliation_marks_vanished_blobs_missing_and_imports_blobs_added_by_
         .put_blob(CONTAINER, "rec/notes.txt", b"x")
         .await
         .unwrap();
-    let imported = eventually(Duration::from_secs(15), "the blob imported", || async {
-        app.records("rec")
-            .await
-            .into_iter()
-            .find(|r| r.artifact.as_deref() == Some(manual))
+    let found = |name: String| {
+        let app = &app;
+        async move {
+            app.records("rec")
+                .await
+                .into_iter()
+                .find(|r| r.artifact.as_deref() == Some(name.as_str()))
+        }
+    };
+    let imported = eventually(Duration::from_secs(15), "the blob imported", || {
+        found(manual.to_owned())
     })
     .await;
     assert_eq!(imported.status, Status::Discovered);
     assert_eq!(imported.trigger, "discovered");
     assert_eq!(
+        imported.accepted_at.unwrap(),
+        "2026-01-01T00:00:00Z".parse::<chrono::DateTime<Utc>>().unwrap(),
+        "recovery point = the time its name encodes"
+    );
+    assert_eq!(
         imported.expires_at.unwrap().timestamp_millis()
             - imported.accepted_at.unwrap().timestamp_millis(),
         THIRTY_DAYS_MS
     );
+    assert!(!imported.is_restorable(Utc::now()), "{imported:?}");
     assert!(
-        (Utc::now() - imported.accepted_at.unwrap())
-            .num_seconds()
-            .abs()
-            < 60,
-        "recovery point = the blob's creation time"
+        imported
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("expired")),
+        "{imported:?}"
     );
+    let empty = eventually(Duration::from_secs(15), "the empty blob recorded", || {
+        found(empty.clone())
+    })
+    .await;
+    assert!(!empty.is_restorable(Utc::now()), "{empty:?}");
+    assert_eq!(empty.error_message.as_deref(), Some("it is empty"));
     assert!(
         app.records("rec")
             .await
             .iter()
             .all(|r| r.artifact.as_deref() != Some("rec/notes.txt"))
     );
-    eventually(
-        Duration::from_secs(10),
-        "two restorable backups",
-        || async {
-            (app.metrics()
-                .await
-                .value("rpod_target_restorable_backups", &[("target", "rec")])
-                == 2.0)
-                .then_some(())
-        },
-    )
-    .await;
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.value("rpod_target_restorable_backups", &[("target", "rec")]),
+        1.0,
+        "only rpod's own backup is restorable"
+    );
 
     // Deleted behind rpod's back.
     cloud
@@ -925,7 +945,7 @@ async fn reconciliation_marks_vanished_blobs_missing_and_imports_blobs_added_by_
         (app.metrics()
             .await
             .value("rpod_target_restorable_backups", &[("target", "rec")])
-            == 1.0)
+            == 0.0)
             .then_some(())
     })
     .await;

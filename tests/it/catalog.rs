@@ -12,7 +12,7 @@ path = "{dir}/backups"
 [[targets]]
 name = "t"
 kind = "command"
-command = ["true"]
+command = ["echo", "hello"]
 storage = "local"
 "#;
 
@@ -24,18 +24,40 @@ fn rpod(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[tokio::test]
-async fn a_missing_state_directory_is_a_clear_runtime_error() {
+async fn a_missing_state_directory_is_created_owner_only_when_its_parent_exists() {
+    use std::os::unix::fs::PermissionsExt as _;
     let (dir, config) = write_config(CONFIG);
-    std::fs::remove_dir(dir.path().join("state")).unwrap();
-    let (code, stderr) = rpod(&config, &["status"]);
+    let state = dir.path().join("state");
+    std::fs::remove_dir(&state).unwrap();
+    // Reading creates nothing: an empty catalog answers.
+    let output = run_rpod(&config, &["status"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("never") && stdout.contains("NO"), "{stdout}");
+    assert!(!state.exists(), "status is read-only");
+    // Writing creates the directory, readable by its owner only.
+    let output = run_rpod(&config, &["backup", "t"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(state.join("rpod.db").exists());
+}
+
+#[tokio::test]
+async fn a_state_directory_whose_parent_is_missing_is_a_clear_runtime_error() {
+    let (dir, config) = write_config(CONFIG);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("{}/state", dir.path().display()),
+        &format!("{}/nowhere/state", dir.path().display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, stderr) = rpod(&config, &["run"]);
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("state directory") && stderr.contains("does not exist"),
         "{stderr}"
     );
-    let (code, stderr) = rpod(&config, &["run"]);
-    assert_eq!(code, Some(1));
-    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!dir.path().join("nowhere").exists());
 }
 
 #[tokio::test]
