@@ -282,9 +282,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         None => StateLock::acquire(&daemon.state_dir)?,
     };
     let api_token = match &daemon.api_token {
-        Some(source) => Some(source.load().map_err(|message| {
-            anyhow::anyhow!("{}: {message}", daemon.api_token_key())
-        })?),
+        Some(source) => Some(
+            source
+                .load()
+                .map_err(|message| anyhow::anyhow!("{}: {message}", daemon.api_token_key()))?,
+        ),
         None => None,
     };
     let catalog = Catalog::open(&daemon.state_dir)

@@ -121,7 +121,11 @@ const CATALOG_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     let unready = |reason: String| {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response()
     };
     if !state.ready.load(Ordering::Acquire) {
         return unready("rpod is starting or stopping".to_owned());

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use azure_emulator::{
-    Azurite, Emulator, EmulatorConfig, Fault, FaultKind, LoggedRequest, Route, ServiceSpec,
-    StorageAccount,
+    Azurite, CorsRule, Emulator, EmulatorConfig, Fault, FaultKind, LoggedRequest, Route,
+    ServiceSpec, StorageAccount,
 };
 use chrono::Utc;
 use rpod::app::Environment;
@@ -857,7 +857,10 @@ async fn reconciliation_marks_vanished_blobs_missing_and_imports_blobs_added_by_
         .await
         .unwrap();
     // Named like a fresh backup, but empty.
-    let empty = format!("rec/{}-9998.apimbackup", Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let empty = format!(
+        "rec/{}-9998.apimbackup",
+        Utc::now().format("%Y%m%dT%H%M%SZ")
+    );
     cloud
         .azurite
         .put_blob(CONTAINER, &empty, b"")
@@ -886,7 +889,9 @@ async fn reconciliation_marks_vanished_blobs_missing_and_imports_blobs_added_by_
     assert_eq!(imported.trigger, "discovered");
     assert_eq!(
         imported.accepted_at.unwrap(),
-        "2026-01-01T00:00:00Z".parse::<chrono::DateTime<Utc>>().unwrap(),
+        "2026-01-01T00:00:00Z"
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap(),
         "recovery point = the time its name encodes"
     );
     assert_eq!(
@@ -983,6 +988,178 @@ fn check_config_online_reads_each_service_and_refuses_tiers_without_backup() {
         stdout.contains("svc-v2 is on the StandardV2 tier"),
         "{stdout}"
     );
+    let _guard = runtime.enter();
+    drop(cloud);
+}
+
+/// Every way an operation can end without a backup that rpod has seen: none is taken for a success, and each
+/// record names the reason. Before, any 2xx but 202 was success, any JSON object was the service, an unreadable
+/// body was accepted on the third read and a blob that never appeared still counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_this_services_succeeded_resource_and_its_blob_make_a_backup() {
+    let cloud = Cloud::fast(Duration::from_millis(300)).await;
+    let other = ServiceSpec::new(SUB, RG, "someone-else").resource_id();
+    let cases: Vec<(&str, Route, FaultKind, &str, &str)> = vec![
+        (
+            "failed",
+            Route::Poll,
+            FaultKind::answer(200, ""),
+            "BackupNotSucceeded",
+            "provisioningState 'Failed'",
+        ),
+        (
+            "other",
+            Route::Poll,
+            FaultKind::answer(
+                200,
+                format!(
+                    r#"{{"id":"{other}","name":"someone-else","properties":{{"provisioningState":"Succeeded"}}}}"#
+                ),
+            ),
+            "InvalidResponse",
+            "describes",
+        ),
+        (
+            "unreadable",
+            Route::Poll,
+            FaultKind::answer(200, "{\"id\": truncated"),
+            "InvalidResponse",
+            "not the service resource",
+        ),
+        (
+            "nocontent",
+            Route::Poll,
+            FaultKind::answer(204, ""),
+            "UnexpectedAnswer",
+            "HTTP 204",
+        ),
+        (
+            "syncfailed",
+            Route::Backup,
+            FaultKind::answer(200, ""),
+            "BackupNotSucceeded",
+            "provisioningState 'Failed'",
+        ),
+        (
+            "noblob",
+            Route::Backup,
+            FaultKind::SkipBlob,
+            "ArtifactMissing",
+            "it is not there",
+        ),
+    ];
+    for (name, route, fault, code, reason) in cases {
+        let service = format!("svc-{name}");
+        let spec = cloud.service(&service);
+        // The "Failed" answers carry this service's own resource, so only the state is wrong.
+        let fault = match fault {
+            FaultKind::Answer { status, body } if body.is_empty() && status == 200 => {
+                FaultKind::answer(
+                    200,
+                    format!(
+                        r#"{{"id":"{}","name":"{service}","sku":{{"name":"Premium","capacity":1}},"properties":{{"provisioningState":"Failed"}}}}"#,
+                        spec.resource_id()
+                    ),
+                )
+            }
+            other => other,
+        };
+        cloud.emulator.inject(Fault::new(route, fault));
+        let config = cloud.config(
+            "managed_identity",
+            &target(name, &service, "rpo = \"1h\"\nmax_attempts = 1"),
+        );
+        let app = cloud.spawn(&config).await;
+        let record = eventually(Duration::from_secs(30), "a failed backup", || async {
+            app.records(name)
+                .await
+                .into_iter()
+                .find(|r| r.status == Status::Failed)
+        })
+        .await;
+        assert_eq!(
+            record.error_code.as_deref(),
+            Some(code),
+            "{name}: {record:?}"
+        );
+        assert!(
+            record
+                .error_message
+                .as_deref()
+                .is_some_and(|m| m.contains(reason)),
+            "{name}: {record:?}"
+        );
+        assert!(
+            app.records(name)
+                .await
+                .iter()
+                .all(|r| r.status != Status::Succeeded),
+            "{name}: nothing succeeded"
+        );
+        let metrics = app.metrics().await;
+        assert_eq!(
+            metrics.value("rpod_target_rpo_compliant", &[("target", name)]),
+            0.0,
+            "{name}"
+        );
+        assert_eq!(
+            metrics.value(
+                "rpod_backups_total",
+                &[
+                    ("target", name),
+                    ("trigger", "rpo"),
+                    ("outcome", "succeeded")
+                ]
+            ),
+            0.0,
+            "{name}"
+        );
+        app.stop().await;
+    }
+}
+
+#[test]
+fn check_config_online_refuses_a_busy_service_and_an_account_with_blob_cors_rules() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cloud = runtime.block_on(Cloud::fast(Duration::from_millis(200)));
+    let spec = cloud.service("svc-busy");
+    let ok = target("busy", "svc-busy", "rpo = \"1h\"");
+    let (dir, path) = write_config(&cloud.config("managed_identity", &ok));
+    std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
+    let env = cloud.identity_env();
+    cloud.emulator.inject(Fault::new(
+        Route::GetService,
+        FaultKind::answer(
+            200,
+            format!(
+                r#"{{"id":"{}","name":"svc-busy","sku":{{"name":"Premium","capacity":1}},"properties":{{"provisioningState":"Updating"}}}}"#,
+                spec.resource_id()
+            ),
+        ),
+    ));
+    let output = run_rpod_with_env(&path, &["check-config", "--online"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "busy is not a configuration error: {stdout}"
+    );
+    assert!(stdout.contains("svc-busy is Updating"), "{stdout}");
+
+    runtime
+        .block_on(cloud.azurite.set_cors_rules(&[CorsRule::default()]))
+        .unwrap();
+    let output = run_rpod_with_env(&path, &["check-config", "--online"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("has 1 Blob service CORS rule(s)")
+            && stdout.contains("remove the account's Blob"),
+        "{stdout}"
+    );
+    runtime.block_on(cloud.azurite.set_cors_rules(&[])).unwrap();
+    let output = run_rpod_with_env(&path, &["check-config", "--online"], &env);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
     let _guard = runtime.enter();
     drop(cloud);
 }

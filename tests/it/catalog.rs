@@ -33,7 +33,10 @@ async fn a_missing_state_directory_is_created_owner_only_when_its_parent_exists(
     let output = run_rpod(&config, &["status"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("never") && stdout.contains("NO"), "{stdout}");
+    assert!(
+        stdout.contains("never") && stdout.contains("NO"),
+        "{stdout}"
+    );
     assert!(!state.exists(), "status is read-only");
     // Writing creates the directory, readable by its owner only.
     let output = run_rpod(&config, &["backup", "t"]);
