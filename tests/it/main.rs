@@ -14,6 +14,7 @@ mod credentials;
 mod daemon;
 mod deploy;
 mod helpers;
+mod honest;
 mod lifecycle;
 mod policy;
 mod prune;

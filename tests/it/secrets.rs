@@ -1,6 +1,6 @@
 //! No secret reaches an output: a full APIM cycle with canary secrets (client secret, storage account key, SAS,
-//! the access tokens Azure issues, the webhook secret and a wrong one sent to the webhook), then every output is
-//! searched: debug logs, /metrics, the JSON API, the catalog files and the command line's JSON.
+//! the access tokens Azure issues, the webhook secret and a wrong one sent to the webhook, the API token and a
+//! wrong one sent to the API), then every output is searched: debug logs, /metrics, the JSON API, the catalog files and the command line's JSON.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,6 +19,8 @@ const CLIENT_SECRET: &str = "canary-client-secret-9f3e2d";
 const TOKEN_PREFIX: &str = "canary-token-51c8a0-";
 const WEBHOOK_SECRET: &str = "canary-webhook-secret-0d7e41";
 const WRONG_SECRET: &str = "canary-wrong-webhook-secret-b2a9f6";
+const API_TOKEN: &str = "canary-api-token-7a1c33";
+const WRONG_API_TOKEN: &str = "canary-wrong-api-token-e48d02";
 
 /// Every log line any test of this binary writes at debug level, as an operator with `RPOD_LOG=debug` would
 /// see them (installed once; other tests' lines land here too, which only widens the search).
@@ -93,6 +95,10 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             ),
         )
         .replace(
+            "log_format = \"json\"",
+            "log_format = \"json\"\napi_token_file = \"{dir}/api-token\"",
+        )
+        .replace(
             "credential = \"managed_identity\"",
             "credential = \"client_secret\"\ntenant_id = \"tenant-1\"\nclient_id = \"app-1\"\n\
              client_secret_file = \"{dir}/client-secret\"\nauthority_host = \"https://login.test\"",
@@ -109,6 +115,7 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             ("sas", sas.as_bytes()),
             ("client-secret", CLIENT_SECRET.as_bytes()),
             ("webhook-secret", WEBHOOK_SECRET.as_bytes()),
+            ("api-token", API_TOKEN.as_bytes()),
         ],
         environment,
         Clock::system(),
@@ -168,6 +175,29 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
     })
     .await;
 
+    // The API takes a request with its token and refuses one with a wrong token.
+    let wrong = app
+        .http
+        .post(app.url("/api/v1/targets/canary-sas/backup"))
+        .bearer_auth(WRONG_API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_clean(
+        "the API's 401 answer",
+        &wrong.text().await.unwrap(),
+        &[WRONG_API_TOKEN, API_TOKEN],
+    );
+    let right = app
+        .http
+        .post(app.url("/api/v1/targets/canary-sas/backup"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 202);
+
     // The secrets were really used: the emulator saw the client secret grant and issued canary tokens.
     assert!(cloud.emulator.issued_tokens() > 0);
     assert!(
@@ -187,6 +217,8 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         token.as_str(),
         WEBHOOK_SECRET,
         WRONG_SECRET,
+        API_TOKEN,
+        WRONG_API_TOKEN,
     ];
     let metrics = app
         .http
@@ -211,6 +243,7 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         &["backups", "--json"][..],
         &["status", "--json"][..],
         &["check-config"][..],
+        &["prune", "--dry-run", "--json"][..],
     ] {
         let output = run_rpod(&config_path, args);
         assert_clean(
