@@ -376,6 +376,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let serving = address.map_or_else(String::new, |a| format!(" on {a}"));
     let count = view.read().map_or(0, |v| v.len());
     notifier.ready(&format!("Serving{serving}; targets: {count}."));
+    shared.heartbeat.serving();
     let mut evaluation = tokio::spawn(evaluation_loop(
         Evaluation {
             catalog: catalog.clone(),

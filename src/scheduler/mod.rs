@@ -16,6 +16,7 @@ mod clock;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -57,6 +58,8 @@ pub struct Heartbeat {
     notifier: crate::notify::Notifier,
     /// Wall time of the last beat in Unix milliseconds; 0 before the first.
     last: Arc<std::sync::atomic::AtomicI64>,
+    /// The service manager hears beats only once rpod said `READY=1`.
+    serving: Arc<AtomicBool>,
 }
 
 impl Heartbeat {
@@ -67,20 +70,27 @@ impl Heartbeat {
             interval,
             notifier,
             last: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            serving: Arc::new(AtomicBool::new(false)),
         }
     }
 
+    /// rpod told the service manager it is ready: from now on each beat also sends `WATCHDOG=1`.
+    pub fn serving(&self) {
+        self.serving.store(true, Ordering::Release);
+    }
+
     fn beat(&self, metrics: &Metrics, now: DateTime<Utc>) {
-        self.last
-            .store(now.timestamp_millis(), std::sync::atomic::Ordering::Release);
+        self.last.store(now.timestamp_millis(), Ordering::Release);
         metrics.evaluated(now);
-        self.notifier.watchdog();
+        if self.serving.load(Ordering::Acquire) {
+            self.notifier.watchdog();
+        }
     }
 
     /// When the scheduler last beat, if it has.
     #[must_use]
     pub fn last(&self) -> Option<DateTime<Utc>> {
-        match self.last.load(std::sync::atomic::Ordering::Acquire) {
+        match self.last.load(Ordering::Acquire) {
             0 => None,
             ms => DateTime::from_timestamp_millis(ms),
         }

@@ -190,3 +190,49 @@ async fn a_backup_name_already_taken_gets_the_backup_id_before_its_extension() {
     );
     catalog.close().await;
 }
+
+#[tokio::test]
+async fn a_record_closed_by_another_writer_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(dir.path()).await.unwrap();
+    let id = catalog
+        .insert_backup(&rpod::catalog::NewBackup {
+            target: "t",
+            kind: "command",
+            trigger: rpod::catalog::Trigger::Schedule,
+            attempt: 1,
+            requested_at: chrono::Utc::now(),
+            storage: "local",
+            first_change_at: None,
+        })
+        .await
+        .unwrap();
+    // What a second daemon starting on the same catalog did: it found the backup running and closed it.
+    catalog.interrupt_running(chrono::Utc::now()).await.unwrap();
+    let now = chrono::Utc::now();
+    let finish = rpod::catalog::Finish {
+        status: rpod::catalog::Status::Succeeded,
+        accepted_at: Some(now),
+        completed_at: now,
+        expires_at: Some(now + chrono::TimeDelta::days(30)),
+        artifact: Some("t/1.zst".to_owned()),
+        size_bytes: Some(9),
+        sha256: None,
+        sku: None,
+        etag: None,
+        error_code: None,
+        error_message: None,
+    };
+    let err = catalog.finish_backup(id, &finish).await.unwrap_err();
+    assert!(
+        matches!(err, CatalogError::Conflict { id: found, .. } if found == id),
+        "{err:?}"
+    );
+    let record = catalog.backup(id).await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        rpod::catalog::Status::Interrupted,
+        "no running -> interrupted -> succeeded flip"
+    );
+    catalog.close().await;
+}

@@ -283,11 +283,21 @@ fn volume_at<'a>(pod: &'a Value, container: &Value, path: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("the volume mounted at {path} is not defined"))
 }
 
-/// Runs `rpod check-config` on the rendered configuration. The webhook secret's mount does not exist here, so a
-/// stand-in file takes its place.
+/// Runs `rpod check-config` on the rendered configuration. The webhook secret's and the API token's mounts do not
+/// exist here, so stand-in files take their places.
 fn check_config(what: &str, rendered: &Rendered) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = rendered.config.clone();
+    if let Some(daemon) = config.get_mut("daemon").and_then(|d| d.as_table_mut())
+        && daemon.contains_key("api_token_file")
+    {
+        let token = dir.path().join("api-token");
+        std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
+        daemon.insert(
+            "api_token_file".into(),
+            toml::Value::String(token.to_str().unwrap().into()),
+        );
+    }
     if let Some(webhook) = config.get_mut("webhook").and_then(|w| w.as_table_mut()) {
         let secret = dir.path().join("webhook-secret");
         std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
@@ -404,6 +414,27 @@ fn check_invariants(what: &str, resources: &[Value]) {
             "{what}: {probe} on [daemon] listen's port"
         );
     }
+
+    // A listener every pod in the cluster can reach: the API's mutating requests need a token, mounted from a
+    // Secret that the kustomization does not create (so `apply -k` never overwrites it).
+    let token = rendered
+        .config_str("daemon", "api_token_file")
+        .unwrap_or_else(|| panic!("{what}: [daemon] listen {listen} without api_token_file"));
+    let token_dir = std::path::Path::new(token)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let secret = volume_at(pod, container, token_dir);
+    let secret_name = secret["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: the API token is not mounted from a Secret"));
+    assert!(
+        !resources
+            .iter()
+            .any(|r| r["kind"] == "Secret" && r["metadata"]["name"] == secret_name),
+        "{what}: the kustomization must not carry the Secret {secret_name}"
+    );
 
     // The catalog on the persistent volume at state_dir; nothing else writable but an emptyDir /tmp.
     let state_dir = rendered

@@ -325,6 +325,7 @@ impl Liveness {
         let metrics = Metrics::new();
         let mut shared = Shared::new(catalog.clone(), metrics.clone(), Clock::system(), 1);
         shared.heartbeat = Heartbeat::new(Duration::from_millis(200), notifier);
+        shared.heartbeat.serving();
         let heartbeat = shared.heartbeat.clone();
         let shutdown = CancellationToken::new();
         let (scheduler, _task) = scheduler::start(shared, Vec::new(), shutdown.clone())
