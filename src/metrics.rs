@@ -104,7 +104,7 @@ impl Metrics {
             .expect("unique metric");
         let last_evaluation = Gauge::new(
             "rpod_last_evaluation_timestamp_seconds",
-            "When rpod last evaluated every target's policy: the scheduler heartbeat.",
+            "When the scheduler last serviced its due timers: the scheduler heartbeat.",
         )
         .expect("valid metric");
         registry
@@ -186,7 +186,7 @@ impl Metrics {
             ),
             restorable_backups: int_gauge(
                 "rpod_target_restorable_backups",
-                "Number of restorable backups (succeeded or discovered by reconciliation; not expired, pruned or missing).",
+                "Number of restorable backups (succeeded, or discovered and verified; not expired, pruned or missing).",
                 &["target"],
             ),
             restorable_until: gauge(
@@ -438,7 +438,7 @@ impl Metrics {
         self.arm_throttled_total.inc();
     }
 
-    /// Records the scheduler heartbeat.
+    /// Records the scheduler heartbeat (`scheduler::Heartbeat`).
     pub fn evaluated(&self, at: DateTime<Utc>) {
         self.last_evaluation.set(ts(Some(at)));
     }

@@ -8,7 +8,7 @@
 //! | When | Message |
 //! |---|---|
 //! | the HTTP listener serves and the scheduler runs | `READY=1`, `STATUS=…` |
-//! | after each successful evaluation pass (the scheduler heartbeat), when the watchdog is on | `WATCHDOG=1` |
+//! | with each scheduler heartbeat (`scheduler::Heartbeat`) after `READY=1`, when the watchdog is on | `WATCHDOG=1` |
 //! | a SIGHUP reload begins | `RELOADING=1`, `MONOTONIC_USEC=…`, `STATUS=…` |
 //! | the reload is done, accepted or rejected | `READY=1`, `STATUS=…` |
 //! | shutdown begins | `STOPPING=1`, `STATUS=…`, then `EXTEND_TIMEOUT_USEC=…` |
@@ -140,7 +140,7 @@ impl Notifier {
     }
 
     /// Warns when heartbeats `interval` apart are too rare for the watchdog: more than half its timeout apart, one
-    /// slow or failed evaluation pass would get rpod restarted.
+    /// late heartbeat would get rpod restarted.
     pub fn check_heartbeat(&self, interval: Duration) {
         if let Some(watchdog) = self.watchdog_timeout()
             && heartbeat_too_rare(interval, watchdog)
@@ -149,8 +149,8 @@ impl Notifier {
                 evaluation_interval = %humantime::format_duration(interval),
                 watchdog = %humantime::format_duration(watchdog),
                 "daemon.evaluation_interval is too long for the service's watchdog (WatchdogSec=): rpod tells the \
-                 watchdog it is alive after each evaluation pass. Keep evaluation_interval well below half of \
-                 WatchdogSec, or one slow pass gets rpod restarted."
+                 watchdog it is alive with each scheduler heartbeat, at least every evaluation_interval. Keep \
+                 evaluation_interval well below half of WatchdogSec, or one late heartbeat gets rpod restarted."
             );
         }
     }

@@ -268,7 +268,7 @@ async fn the_daemon_notifies_ready_watchdog_reloading_and_stopping() {
         systemd.seen
     );
 
-    // The heartbeat: one per evaluation pass (200 ms here).
+    // The heartbeat: the scheduler's, at least every evaluation_interval (200 ms here).
     for _ in 0..2 {
         systemd.until("WATCHDOG=1", |m| m == "WATCHDOG=1").await;
     }
