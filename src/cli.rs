@@ -397,7 +397,7 @@ async fn ask_daemon(
     let address = daemon_address(config);
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(300))
+        .timeout(Duration::from_mins(5))
         .build()?;
     let mut request = client.post(format!("http://{address}{path}"));
     if let Some(token) = &config.daemon.api_token {

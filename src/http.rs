@@ -69,12 +69,10 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Lets a mutating request through when it carries the API token (or none is configured); otherwise the 401.
+/// The 401 for a mutating request without the API token; `None` when it carries it (or none is configured).
 /// The comparison takes the same time wherever the tokens differ, and the token is never logged.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.api_token else {
-        return Ok(());
-    };
+fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+    let token = state.api_token.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -91,7 +89,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
         bool::from(given.as_slice().ct_eq(expected.as_slice()))
     });
     if matches {
-        return Ok(());
+        return None;
     }
     let mut response = error(
         StatusCode::UNAUTHORIZED,
@@ -102,7 +100,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer realm=\"rpod\""),
     );
-    Err(response)
+    Some(response)
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
@@ -291,7 +289,7 @@ async fn backup_now(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
+    if let Some(refused) = refusal(&state, &headers) {
         return refused;
     }
     let status = match state.scheduler.backup_now(&name).await {
@@ -324,7 +322,7 @@ async fn prune_now(
     headers: HeaderMap,
     body: Option<Json<PruneRequest>>,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
+    if let Some(refused) = refusal(&state, &headers) {
         return refused;
     }
     let request = body.map(|Json(request)| request).unwrap_or_default();

@@ -112,13 +112,13 @@ pub async fn reconcile(
             // Imported only if no record names it by now: a backup started after the catalog was read records
             // its artifact name before the artifact exists.
             if let Some(id) = catalog.import_discovered(&found, now).await? {
-                match &found.unverified {
-                    None => {
-                        info!(target = %name, backup_id = id, artifact = %artifact.name, "Imported a backup found in storage.")
-                    }
-                    Some(why) => {
-                        warn!(target = %name, backup_id = id, artifact = %artifact.name, "Recorded an artifact found in storage that does not count as restorable: {why}.")
-                    }
+                if let Some(why) = &found.unverified {
+                    warn!(
+                        target = %name, backup_id = id, artifact = %artifact.name,
+                        "Recorded an artifact found in storage that does not count as restorable: {why}."
+                    );
+                } else {
+                    info!(target = %name, backup_id = id, artifact = %artifact.name, "Imported a backup found in storage.");
                 }
                 report
                     .discovered

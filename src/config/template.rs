@@ -145,9 +145,11 @@ impl NameTemplate {
     /// reads as the start of that day (UTC), never later than the backup.
     #[must_use]
     pub fn encoded_time(&self, name: &str, target: &str) -> Option<DateTime<Utc>> {
-        fn read(parts: &[Part], name: &str, target: &str) -> Option<Option<DateTime<Utc>>> {
+        /// The name matched whole, with the time of its first `{utc:...}` if that is a full date.
+        struct Matched(Option<DateTime<Utc>>);
+        fn read(parts: &[Part], name: &str, target: &str) -> Option<Matched> {
             let Some((first, rest)) = parts.split_first() else {
-                return name.is_empty().then_some(None);
+                return name.is_empty().then_some(Matched(None));
             };
             match first {
                 Part::Literal(text) => read(rest, name.strip_prefix(text.as_str())?, target),
@@ -172,11 +174,11 @@ impl NameTemplate {
                         })
                         .map(|naive| naive.and_utc());
                     // Whatever follows must still match; a time is only trusted from a name that matches whole.
-                    read(rest, tail, target).map(|later| at.or(later))
+                    read(rest, tail, target).map(|later| Matched(at.or(later.0)))
                 }
             }
         }
-        read(&self.parts, name, target).flatten()
+        read(&self.parts, name, target).and_then(|matched| matched.0)
     }
 
     /// The literal text before the first placeholder after rendering `{target}`: the prefix under which all of

@@ -159,10 +159,7 @@ impl AzureBlobStorage {
 
     /// The URL (with a SAS token when that is the authentication), the token credential and the client options
     /// (with Shared Key signing when that is the authentication) for a request to `base`.
-    fn connection(
-        &self,
-        base: &str,
-    ) -> Result<(Url, Option<Arc<dyn TokenCredential>>, ClientOptions), Failure> {
+    fn connection(&self, base: &str) -> Result<Connection, Failure> {
         let mut url = Url::parse(base)
             .map_err(|err| Failure::other(format!("invalid storage URL {base}: {err}")))?;
         let mut options = client_options(self.transport.clone(), None);
@@ -285,6 +282,9 @@ fn is_code(err: &azure_core::Error, code: &StorageErrorCode) -> bool {
         azure_core::error::ErrorKind::HttpResponse { error_code: Some(c), .. } if c == code.as_ref()
     )
 }
+
+/// What an SDK client is built from: its URL, its token credential (Entra) and its options (Shared Key signing).
+type Connection = (Url, Option<Arc<dyn TokenCredential>>, ClientOptions);
 
 const NOT_FOR_COMMANDS: &str = "azure_blob storages receive backups written by Azure services (API Management), not command output";
 

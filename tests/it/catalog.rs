@@ -16,6 +16,22 @@ command = ["echo", "hello"]
 storage = "local"
 "#;
 
+/// Records a new `running` manual backup and returns its id.
+async fn running(catalog: &Catalog, target: &str, kind: &str, storage: &str) -> i64 {
+    catalog
+        .insert_backup(&rpod::catalog::NewBackup {
+            target,
+            kind,
+            trigger: rpod::catalog::Trigger::Manual,
+            attempt: 1,
+            requested_at: chrono::Utc::now(),
+            storage,
+            first_change_at: None,
+        })
+        .await
+        .unwrap()
+}
+
 fn rpod(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     let output = run_rpod(config, args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -108,18 +124,7 @@ async fn reopening_keeps_the_records_and_is_idempotent() {
     let (dir, _config) = write_config(CONFIG);
     let state = dir.path().join("state");
     let catalog = Catalog::open(&state).await.unwrap();
-    let id = catalog
-        .insert_backup(&rpod::catalog::NewBackup {
-            target: "t",
-            kind: "command",
-            trigger: rpod::catalog::Trigger::Manual,
-            attempt: 1,
-            requested_at: chrono::Utc::now(),
-            storage: "local",
-            first_change_at: None,
-        })
-        .await
-        .unwrap();
+    let id = running(&catalog, "t", "command", "local").await;
     catalog.close().await;
     let catalog = Catalog::open(&state).await.unwrap();
     assert!(catalog.backup(id).await.unwrap().is_some());
@@ -159,18 +164,7 @@ async fn a_backup_name_already_taken_gets_the_backup_id_before_its_extension() {
     let catalog = Catalog::open(dir.path()).await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let id = catalog
-            .insert_backup(&rpod::catalog::NewBackup {
-                target: "svc",
-                kind: "apim",
-                trigger: rpod::catalog::Trigger::Manual,
-                attempt: 1,
-                requested_at: chrono::Utc::now(),
-                storage: "blob",
-                first_change_at: None,
-            })
-            .await
-            .unwrap();
+        let id = running(&catalog, "svc", "apim", "blob").await;
         ids.push(id);
     }
     let name = "svc/20260101T000000Z.apimbackup";
@@ -195,18 +189,7 @@ async fn a_backup_name_already_taken_gets_the_backup_id_before_its_extension() {
 async fn a_record_closed_by_another_writer_is_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Catalog::open(dir.path()).await.unwrap();
-    let id = catalog
-        .insert_backup(&rpod::catalog::NewBackup {
-            target: "t",
-            kind: "command",
-            trigger: rpod::catalog::Trigger::Schedule,
-            attempt: 1,
-            requested_at: chrono::Utc::now(),
-            storage: "local",
-            first_change_at: None,
-        })
-        .await
-        .unwrap();
+    let id = running(&catalog, "t", "command", "local").await;
     // What a second daemon starting on the same catalog did: it found the backup running and closed it.
     catalog.interrupt_running(chrono::Utc::now()).await.unwrap();
     let now = chrono::Utc::now();
