@@ -636,7 +636,7 @@ impl Catalog {
             sqlx::query(
                 "UPDATE backups SET status = 'interrupted', completed_at = ?, error_code = 'Interrupted',
                         error_message = 'rpod stopped while this backup was running; it will be retried'
-                 WHERE id = ?",
+                 WHERE id = ? AND status = 'running'",
             )
             .bind(to_ms(now))
             .bind(id)
