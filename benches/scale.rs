@@ -24,11 +24,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Timelike, Utc};
-use rpod::catalog::{Catalog, Trigger};
+use rpod::catalog::Catalog;
+use rpod::clock::Clock;
 use rpod::config::{Config, Schedule};
 use rpod::metrics::Metrics;
 use rpod::providers::{BackupOutcome, BackupRequest, Provider, ProviderError};
-use rpod::scheduler::{self, Clock, Shared, TargetSpec};
+use rpod::record::Trigger;
+use rpod::scheduler::{self, Shared};
+use rpod::target::TargetSpec;
 use sqlx::{QueryBuilder, Sqlite};
 use tokio_util::sync::CancellationToken;
 
@@ -1049,7 +1052,7 @@ async fn scrape(options: &Options) -> Result<()> {
     for i in 0..targets {
         let n = name(i);
         metrics.register_target(&n, "command", 86_400.0, &triggers);
-        let summary = rpod::catalog::TargetSummary {
+        let summary = rpod::record::TargetSummary {
             newest_recovery_point: Some(now - TimeDelta::hours(3)),
             restorable_backups: 30,
             restorable_until: Some(now + TimeDelta::days(29)),
@@ -1541,7 +1544,7 @@ impl EmulatedDaemon {
             webhook_listener: None,
             shutdown: shutdown.clone(),
             reloads,
-            clock: rpod::scheduler::Clock::system(),
+            clock: rpod::clock::Clock::system(),
             environment,
             lock: None,
             notifier: None,

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::azure::{ArmClient, ArmOptions, ArmTokens, AzureClients, credential};
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::config::{AzureConfig, Config, ConfigError, Problem, StorageConfig, TargetKind};
 use crate::http::{self, ApiState, TargetsView};
 use crate::maintenance;
@@ -20,9 +21,10 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::providers::{ApimProvider, CommandProvider, Provider};
 use crate::reconcile;
-use crate::scheduler::{self, Clock, Heartbeat, Shared, TargetSpec};
+use crate::scheduler::{self, Heartbeat, Shared};
 use crate::state_dir::StateLock;
 use crate::storage;
+use crate::target::TargetSpec;
 use crate::webhook::Webhook;
 
 /// What lives as long as the process, across configuration reloads: the metrics registry and, once a

@@ -1,4 +1,4 @@
-//! Change detection (DESIGN §2.5): what a detector reports, and where it reports it.
+//! Change detection (docs/design.md, "Change-driven backups"): what a detector reports, and where it reports it.
 //!
 //! Two detectors feed the scheduler: the sync state poller (`scheduler` runs one per target that asks for it)
 //! and the Event Grid webhook (`webhook`). Debouncing, follow-ups and telling rpod's own backups apart from real

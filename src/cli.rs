@@ -1,4 +1,4 @@
-//! The command line (DESIGN §4): `run`, `check-config`, `status`, `backups`, `backup`, `prune`.
+//! The command line (docs/design.md, "Command line"): `run`, `check-config`, `status`, `backups`, `backup`, `prune`.
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 
 use std::fmt::Write as _;
@@ -14,14 +14,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, RunOptions};
-use crate::catalog::{BackupRecord, Catalog, Trigger};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
 use crate::http::{self, PruneRequest, TriggerResponse};
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::providers::CheckProblem;
-use crate::scheduler::{self, AttemptOutcome, Clock, Shared, TargetSpec};
+use crate::record::{BackupRecord, Trigger};
+use crate::scheduler::{self, AttemptOutcome, Shared};
 use crate::state_dir::{StateDirError, StateLock};
+use crate::target::TargetSpec;
 
 /// rpod keeps a recovery point objective true for every system it protects.
 #[derive(Debug, Parser)]

@@ -6,23 +6,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use axum::http::HeaderMap;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::catalog::{BackupRecord, Catalog};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::config::Secret;
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::policy;
-use crate::scheduler::{Clock, Heartbeat, ManualOutcome, SchedulerHandle, TargetSpec};
+use crate::record::BackupRecord;
+use crate::scheduler::{Heartbeat, ManualOutcome, SchedulerHandle};
+use crate::target::TargetSpec;
 
 /// The set of targets currently configured; replaced on reload.
 pub type TargetsView = Arc<RwLock<Arc<Vec<Arc<TargetSpec>>>>>;

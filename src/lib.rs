@@ -3,11 +3,17 @@
 //! what has expired, and exports Prometheus metrics.
 //!
 //! # Layout
+//! The shared vocabulary, which every layer may use and which imports nothing above it:
+//! - [`clock`]: wall time, injectable so tests run on paused time.
+//! - [`record`]: a backup record, its status and trigger, and what a target's records add up to.
+//! - [`target`]: a configured target with its provider and storage.
+//!
+//! The layers:
 //! - [`azure`]: credentials, the Azure Resource Manager client (retries, `Retry-After`, client-side
 //!   throttling) and a loopback-only transport for tests.
 //! - [`config`]: TOML model, pure validation with key paths, durations, cron schedules, secrets, name templates.
 //! - [`catalog`]: the `SQLite` catalog: backups, per-target state, operations, audit.
-//! - [`changes`]: what change detectors report (DESIGN §2.5).
+//! - [`changes`]: what change detectors report (docs/design.md, "Change-driven backups").
 //! - [`webhook`]: `POST`/`OPTIONS /hooks/eventgrid`: Event Grid deliveries as changes.
 //! - [`policy`]: pure RPO, watchdog, backoff and pruning decisions (no I/O, `now` passed in).
 //! - [`scheduler`]: timer queue for cron slots, watchdog and retries; coalescing; concurrency; deadlines.
@@ -27,6 +33,7 @@ pub mod azure;
 pub mod catalog;
 pub mod changes;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod maintenance;
@@ -35,7 +42,9 @@ pub mod notify;
 pub mod policy;
 pub mod providers;
 pub mod reconcile;
+pub mod record;
 pub mod scheduler;
 pub mod state_dir;
 pub mod storage;
+pub mod target;
 pub mod webhook;

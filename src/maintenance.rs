@@ -9,11 +9,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::catalog::{BackupRecord, Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError};
 use crate::metrics::Metrics;
 use crate::policy::{self, PruneDecision};
-use crate::scheduler::TargetSpec;
+use crate::record::BackupRecord;
 use crate::storage::Storage;
+use crate::target::TargetSpec;
 
 /// Expired backups handled per pass; the rest wait for the next pass.
 const PRUNE_BATCH: u32 = 10_000;

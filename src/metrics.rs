@@ -1,4 +1,4 @@
-//! Every metric rpod exports, defined once with its help text (DESIGN §6). Labels stay low-cardinality:
+//! Every metric rpod exports, defined once with its help text (docs/design.md, "Metrics"). Labels stay low-cardinality:
 //! `target`, `kind`, `trigger`, `outcome`, `storage` — never ids or URLs.
 
 use chrono::{DateTime, Utc};
@@ -7,7 +7,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::catalog::{TargetSummary, Trigger};
+use crate::record::{TargetSummary, Trigger};
 
 /// Outcomes of `rpod_backups_total`.
 pub const OUTCOMES: [&str; 3] = ["succeeded", "failed", "timed_out"];

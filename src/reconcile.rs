@@ -12,10 +12,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, CatalogError, Discovered, Status};
+use crate::catalog::{Catalog, CatalogError, Discovered};
 use crate::policy;
-use crate::scheduler::TargetSpec;
+use crate::record::Status;
 use crate::storage::ArtifactInfo;
+use crate::target::TargetSpec;
 
 /// What one pass changed.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

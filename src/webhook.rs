@@ -1,4 +1,4 @@
-//! The Event Grid webhook (DESIGN §5, §8): `POST /hooks/eventgrid` takes deliveries of API Management events and
+//! The Event Grid webhook (docs/design.md, "HTTP surface"; docs/change-detection.md): `POST /hooks/eventgrid` takes deliveries of API Management events and
 //! reports each configuration change to the targets that protect the service; `OPTIONS /hooks/eventgrid` answers
 //! the `CloudEvents` abuse-protection handshake.
 //!

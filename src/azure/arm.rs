@@ -1,5 +1,5 @@
 //! The Azure Resource Manager client: one reqwest client for the process (rustls), bearer auth,
-//! `User-Agent: rpod/<version>`, timeouts, client-side throttling per subscription, and retries per DESIGN §2.6
+//! `User-Agent: rpod/<version>`, timeouts, client-side throttling per subscription, and retries as docs/design.md, "Retries" says
 //! honouring `Retry-After`. Error answers become [`ArmError`]s carrying Azure's code, message and request id.
 
 use std::sync::Arc;

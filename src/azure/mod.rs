@@ -1,5 +1,5 @@
 //! Azure: the Resource Manager client and its client-side throttling. Credentials, the long-running-operation
-//! poller and the API Management provider build on these (DESIGN §8).
+//! poller and the API Management provider build on these (docs/design.md, "Azure wire contracts").
 
 pub mod arm;
 pub mod credential;

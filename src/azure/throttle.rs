@@ -1,5 +1,5 @@
 //! Client-side token buckets, one per subscription and kind (read / write), shaped like ARM's own throttling
-//! (DESIGN §8: writes 200 burst refilling 10/s, reads 250 refilling 25/s), so that many targets in one
+//! (docs/design.md, "Resource Manager in general": writes 200 burst refilling 10/s, reads 250 refilling 25/s), so that many targets in one
 //! subscription wait here instead of earning 429s.
 
 use std::collections::HashMap;

@@ -15,10 +15,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use model::{
-    BackupRecord, Discovered, Finish, KnownArtifact, NewBackup, OperationAccepted,
-    PendingOperation, Restorability, Status, TargetSummary, Trigger,
+    Discovered, Finish, KnownArtifact, NewBackup, OperationAccepted, PendingOperation,
 };
-use model::{backup_columns, restorable};
+
+use crate::record::{BackupRecord, Restorability, Status, TargetSummary, Trigger};
+use model::{backup_columns, record_from_row, restorable};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";
@@ -683,7 +684,7 @@ impl Catalog {
         Ok(())
     }
 
-    /// The target's change-detection state (DESIGN §2.5), as the scheduler last wrote it.
+    /// The target's change-detection state (docs/design.md, "Change-driven backups"), as the scheduler last wrote it.
     ///
     /// # Errors
     /// Database failures.
@@ -859,7 +860,7 @@ impl Catalog {
         .bind(to_ms(now))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(BackupRecord::from_row).collect())
+        Ok(rows.iter().map(record_from_row).collect())
     }
 
     /// Backups whose expiry has passed but whose artifact has not been pruned yet, oldest first: rpod's own, and
@@ -885,7 +886,7 @@ impl Catalog {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(BackupRecord::from_row).collect())
+        Ok(rows.iter().map(record_from_row).collect())
     }
 
     /// Marks a backup's artifact as deleted, with an audit row saying who and why.
@@ -976,7 +977,7 @@ impl Catalog {
                     .await?
             }
         };
-        Ok(rows.iter().map(BackupRecord::from_row).collect())
+        Ok(rows.iter().map(record_from_row).collect())
     }
 
     /// One backup by id.
@@ -992,7 +993,7 @@ impl Catalog {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(BackupRecord::from_row))
+        Ok(row.as_ref().map(record_from_row))
     }
 
     /// Audit rows of one target, newest first: `(at, actor, action, backup_id, detail)`.
@@ -1098,14 +1099,4 @@ fn classify(err: sqlx::Error, path: &Path) -> CatalogError {
         }
     }
     CatalogError::Database(err)
-}
-
-impl FromStr for Trigger {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Trigger::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown trigger {s:?}"))
-    }
 }

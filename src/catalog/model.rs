@@ -1,106 +1,12 @@
-//! Rows of the catalog as Rust types.
+//! What the catalog takes and gives beyond the shared record vocabulary (`crate::record`), and the decoding of
+//! its rows.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::from_ms;
-
-/// Why a backup started (DESIGN §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// A cron slot.
-    Schedule,
-    /// The RPO watchdog.
-    Rpo,
-    /// A configuration change of the protected system.
-    Change,
-    /// A slot missed while rpod was down, or an attempt a crash interrupted.
-    CatchUp,
-    /// An operator asked for it.
-    Manual,
-    /// Imported by reconciliation.
-    Discovered,
-}
-
-impl Trigger {
-    /// Every trigger, in metric label order.
-    pub const ALL: [Trigger; 6] = [
-        Trigger::Schedule,
-        Trigger::Rpo,
-        Trigger::Change,
-        Trigger::CatchUp,
-        Trigger::Manual,
-        Trigger::Discovered,
-    ];
-
-    /// The label and catalog value.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Rpo => "rpo",
-            Trigger::Change => "change",
-            Trigger::CatchUp => "catch_up",
-            Trigger::Manual => "manual",
-            Trigger::Discovered => "discovered",
-        }
-    }
-}
-
-/// Where a backup record stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// In progress.
-    Running,
-    /// Completed; restorable until `expires_at`.
-    Succeeded,
-    /// Ended with an error.
-    Failed,
-    /// Exceeded `operation_timeout`.
-    TimedOut,
-    /// rpod stopped while it ran.
-    Interrupted,
-    /// Its artifact was deleted.
-    Pruned,
-    /// Its artifact vanished from storage.
-    Missing,
-    /// Imported from storage by reconciliation.
-    Discovered,
-}
-
-impl Status {
-    /// The catalog value.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::TimedOut => "timed_out",
-            Status::Interrupted => "interrupted",
-            Status::Pruned => "pruned",
-            Status::Missing => "missing",
-            Status::Discovered => "discovered",
-        }
-    }
-
-    pub(super) fn parse(s: &str) -> Self {
-        match s {
-            "running" => Status::Running,
-            "succeeded" => Status::Succeeded,
-            "timed_out" => Status::TimedOut,
-            "interrupted" => Status::Interrupted,
-            "pruned" => Status::Pruned,
-            "missing" => Status::Missing,
-            "discovered" => Status::Discovered,
-            _ => Status::Failed,
-        }
-    }
-}
+use crate::record::{BackupRecord, Status, Trigger};
 
 /// A new attempt.
 #[derive(Debug, Clone)]
@@ -250,54 +156,7 @@ impl Finish {
     }
 }
 
-/// One backup attempt as the catalog holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupRecord {
-    /// Catalog id.
-    pub id: i64,
-    /// Target name.
-    pub target: String,
-    /// Provider kind.
-    pub kind: String,
-    /// Why it ran.
-    pub trigger: String,
-    /// Where it stands.
-    pub status: Status,
-    /// Attempt number within its trigger.
-    pub attempt: u32,
-    /// When rpod started it.
-    pub requested_at: DateTime<Utc>,
-    /// Recovery point time.
-    pub accepted_at: Option<DateTime<Utc>>,
-    /// When it ended.
-    pub completed_at: Option<DateTime<Utc>>,
-    /// When it stops being restorable.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Storage name.
-    pub storage: Option<String>,
-    /// Artifact name in the storage.
-    pub artifact: Option<String>,
-    /// Artifact size.
-    pub size_bytes: Option<i64>,
-    /// Artifact SHA-256 (hex).
-    pub sha256: Option<String>,
-    /// Service tier.
-    pub sku: Option<String>,
-    /// The protected resource's etag when the backup completed.
-    pub etag: Option<String>,
-    /// Error code.
-    pub error_code: Option<String>,
-    /// Error message.
-    pub error_message: Option<String>,
-    /// First change this backup covers.
-    pub first_change_at: Option<DateTime<Utc>>,
-    /// When its artifact was deleted.
-    pub pruned_at: Option<DateTime<Utc>>,
-    /// When rpod verified a discovered artifact's content; a `discovered` backup is restorable only once set.
-    pub verified_at: Option<DateTime<Utc>>,
-}
-
-/// The columns [`BackupRecord::from_row`] reads, in order; a macro so queries are `'static` strings.
+/// The columns [`record_from_row`] reads, in order; a macro so queries are `'static` strings.
 macro_rules! backup_columns {
     () => {
         "id, target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at, expires_at, \
@@ -316,68 +175,30 @@ macro_rules! restorable {
 }
 pub(super) use restorable;
 
-impl BackupRecord {
-    pub(super) fn from_row(row: &SqliteRow) -> Self {
-        let time = |i: usize| row.get::<Option<i64>, _>(i).map(from_ms);
-        Self {
-            id: row.get(0),
-            target: row.get(1),
-            kind: row.get(2),
-            trigger: row.get(3),
-            status: Status::parse(row.get::<&str, _>(4)),
-            attempt: row.get(5),
-            requested_at: from_ms(row.get(6)),
-            accepted_at: time(7),
-            completed_at: time(8),
-            expires_at: time(9),
-            storage: row.get(10),
-            artifact: row.get(11),
-            size_bytes: row.get(12),
-            sha256: row.get(13),
-            sku: row.get(14),
-            error_code: row.get(15),
-            error_message: row.get(16),
-            first_change_at: time(17),
-            pruned_at: time(18),
-            etag: row.get(19),
-            verified_at: time(20),
-        }
+/// Decodes a row of [`backup_columns!`] as a [`BackupRecord`].
+pub(super) fn record_from_row(row: &SqliteRow) -> BackupRecord {
+    let time = |i: usize| row.get::<Option<i64>, _>(i).map(from_ms);
+    BackupRecord {
+        id: row.get(0),
+        target: row.get(1),
+        kind: row.get(2),
+        trigger: row.get(3),
+        status: Status::parse(row.get::<&str, _>(4)),
+        attempt: row.get(5),
+        requested_at: from_ms(row.get(6)),
+        accepted_at: time(7),
+        completed_at: time(8),
+        expires_at: time(9),
+        storage: row.get(10),
+        artifact: row.get(11),
+        size_bytes: row.get(12),
+        sha256: row.get(13),
+        sku: row.get(14),
+        error_code: row.get(15),
+        error_message: row.get(16),
+        first_change_at: time(17),
+        pruned_at: time(18),
+        etag: row.get(19),
+        verified_at: time(20),
     }
-
-    /// Status `succeeded`, or `discovered` and verified, and not yet expired.
-    #[must_use]
-    pub fn is_restorable(&self, now: DateTime<Utc>) -> bool {
-        let observed = match self.status {
-            Status::Succeeded => true,
-            Status::Discovered => self.verified_at.is_some(),
-            _ => false,
-        };
-        observed && self.expires_at.is_some_and(|e| e > now)
-    }
-}
-
-/// What the catalog says about one target's restorability right now.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TargetSummary {
-    /// Recovery point of the newest restorable backup.
-    pub newest_recovery_point: Option<DateTime<Utc>>,
-    /// How many backups are restorable.
-    pub restorable_backups: u64,
-    /// Latest expiry among restorable backups.
-    pub restorable_until: Option<DateTime<Utc>>,
-    /// Recovery point of the newest successful backup, expired or not.
-    pub last_success: Option<DateTime<Utc>>,
-    /// Start of the newest attempt.
-    pub last_attempt: Option<DateTime<Utc>>,
-}
-
-/// Restorable backups of one target at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Restorability {
-    /// How many.
-    pub count: u64,
-    /// Recovery point of the newest.
-    pub newest_recovery_point: Option<DateTime<Utc>>,
-    /// Latest expiry.
-    pub until: Option<DateTime<Utc>>,
 }

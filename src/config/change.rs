@@ -1,4 +1,4 @@
-//! Change-driven backups (DESIGN §2.5): `on_change` in a policy, and `[webhook]` for Event Grid deliveries.
+//! Change-driven backups (docs/design.md, "Change-driven backups"): `on_change` in a policy, and `[webhook]` for Event Grid deliveries.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub(super) struct RawWebhook {
     max_body_bytes: Option<u64>,
 }
 
-/// When a target's configuration changes, back it up (DESIGN §2.5).
+/// When a target's configuration changes, back it up (docs/design.md, "Change-driven backups").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnChange {
     /// Poll the service's sync state and resource every `poll_interval`.

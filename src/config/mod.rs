@@ -367,7 +367,7 @@ pub struct Daemon {
     pub shutdown_timeout: Duration,
     /// How often compliance, expiry and pruning are evaluated.
     pub evaluation_interval: Duration,
-    /// How often storages are compared with the catalog (DESIGN §2.10).
+    /// How often storages are compared with the catalog (docs/design.md, "Reconciliation").
     pub reconcile_interval: Duration,
     /// The bearer token every mutating API request must carry (`api_token_file` / `api_token_env`).
     pub api_token: Option<SecretSource>,
@@ -471,7 +471,7 @@ pub struct CommandSpec {
     pub age_recipients_file: Option<PathBuf>,
 }
 
-/// Resolved per-target policy (DESIGN §2).
+/// Resolved per-target policy (docs/design.md, "Policy semantics").
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Newest restorable backup must never be older than this.

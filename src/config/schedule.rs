@@ -1,4 +1,4 @@
-//! Cron schedules in an IANA time zone, with the DST rules of DESIGN §2.2.
+//! Cron schedules in an IANA time zone, with the DST rules of docs/design.md, "Schedules".
 //!
 //! The cron expression is matched against *wall-clock* time in the schedule's zone. Each matching wall time is
 //! then mapped to one instant:

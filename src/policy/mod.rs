@@ -1,4 +1,4 @@
-//! Pure policy decisions of DESIGN §2: compliance, watchdog timing, retry backoff, what to prune.
+//! Pure policy decisions (docs/design.md, "Policy semantics"): compliance, watchdog timing, retry backoff, what to prune.
 //!
 //! Nothing here performs I/O or reads a clock: callers pass `now`.
 
@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::catalog::BackupRecord;
 use crate::config::Policy;
+use crate::record::BackupRecord;
 
 /// Converts a std duration to a chrono delta, saturating.
 #[must_use]
@@ -125,7 +125,7 @@ pub fn select_prunes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Status;
+    use crate::record::Status;
 
     fn policy() -> Policy {
         Policy {

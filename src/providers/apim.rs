@@ -1,4 +1,4 @@
-//! `apim` targets: API Management backups through Azure Resource Manager (DESIGN §8).
+//! `apim` targets: API Management backups through Azure Resource Manager (docs/design.md, "Azure wire contracts").
 //!
 //! `POST .../service/{name}/backup` answers 202 with a `Location` to poll. The moment of that answer is the
 //! recovery point; the operation is recorded in the catalog before the first poll, then polled exactly at the
@@ -22,7 +22,7 @@ use crate::changes::ChangeSignals;
 use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess};
 use crate::storage::Storage;
 
-/// Tiers that have no backup (DESIGN §8).
+/// Tiers that have no backup (docs/design.md, "Azure wire contracts").
 fn tier_without_backup(sku: &str) -> bool {
     sku.eq_ignore_ascii_case("Consumption") || sku.to_ascii_uppercase().ends_with("V2")
 }

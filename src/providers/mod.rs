@@ -14,7 +14,7 @@ pub use apim::ApimProvider;
 pub use command::CommandProvider;
 
 use crate::catalog::{Catalog, PendingOperation};
-use crate::scheduler::Clock;
+use crate::clock::Clock;
 use crate::storage::{ArtifactInfo, Storage};
 
 /// What a provider is asked to do.
@@ -161,7 +161,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         CheckReport::default()
     }
 
-    /// Reads the signals change detection compares (DESIGN §2.5); `None` for kinds that have none.
+    /// Reads the signals change detection compares (docs/design.md, "Change-driven backups"); `None` for kinds that have none.
     async fn change_signals(&self) -> Option<Result<crate::changes::ChangeSignals, ProviderError>> {
         None
     }

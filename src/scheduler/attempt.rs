@@ -8,10 +8,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, warn};
 
-use super::{Shared, TargetSpec};
-use crate::catalog::{Finish, NewBackup, PendingOperation, Status, TargetSummary, Trigger};
+use super::Shared;
+use crate::catalog::{Finish, NewBackup, PendingOperation};
 use crate::policy;
 use crate::providers::{BackupRequest, ProviderError};
+use crate::record::{Status, TargetSummary, Trigger};
+use crate::target::TargetSpec;
 
 /// How long a cancelled provider gets to clean up (kill its process group, discard its artifact).
 const CANCEL_GRACE: Duration = Duration::from_secs(10);

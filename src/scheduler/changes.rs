@@ -1,4 +1,4 @@
-//! Change-driven backups of one target (DESIGN §2.5): which observations are changes, which changes a backup
+//! Change-driven backups of one target (docs/design.md, "Change-driven backups"): which observations are changes, which changes a backup
 //! covers, and when the next change backup is due. Pure: no I/O, no clock; the scheduler passes `now`.
 //!
 //! - A change is a move of the signals since the last observation (the first observation ever sets the

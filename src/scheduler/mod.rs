@@ -1,6 +1,6 @@
 //! The scheduler: cron slots, the RPO watchdog, catch-up after downtime, change-driven backups, one operation per
 //! target with coalescing, a global concurrency limit, retries with backoff and jitter, and per-attempt
-//! deadlines (DESIGN §2.1–2.7).
+//! deadlines (docs/design.md, "Policy semantics").
 //!
 //! One task owns all scheduling state and a single timer queue (a binary heap of due instants), so there are no
 //! locks and no fire is ever dropped: a due timer either starts an attempt or is coalesced into the one running.
@@ -11,7 +11,6 @@
 
 mod attempt;
 mod changes;
-mod clock;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -27,26 +26,14 @@ use tracing::{info, warn};
 
 pub use attempt::{AttemptOutcome, AttemptReport};
 pub use changes::pending_change_since;
-pub use clock::{Clock, Hold};
 
-use crate::catalog::{Catalog, Finish, PendingOperation, Trigger};
+use crate::catalog::{Catalog, Finish, PendingOperation};
 use crate::changes::{ChangeNotice, ChangeSignals, ChangeSink, ChangeSource};
-use crate::config::TargetConfig;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::policy;
-use crate::providers::Provider;
-use crate::storage::Storage;
-
-/// A target ready to run: its configuration with the provider and storage built from it.
-#[derive(Debug, Clone)]
-pub struct TargetSpec {
-    /// The validated configuration.
-    pub config: TargetConfig,
-    /// Takes the backups.
-    pub provider: Arc<dyn Provider>,
-    /// Receives the artifacts.
-    pub storage: Arc<dyn Storage>,
-}
+use crate::record::Trigger;
+use crate::target::TargetSpec;
 
 /// The scheduler's heartbeat: stamped each time its loop has serviced its due timers, and at least every
 /// `interval` (docs/operations.md, "Liveness and readiness"). It drives `rpod_last_evaluation_timestamp_seconds`

@@ -25,7 +25,7 @@ const DASHBOARD: &str = "deploy/grafana/rpod-dashboard.json";
 const OPERATIONS: &str = "docs/operations.md";
 const RUNBOOK_BASE: &str = "https://github.com/rpod-project/rpod/blob/main/docs/operations.md";
 
-/// The alerts DESIGN §6 ships.
+/// The alerts rpod ships (docs/operations.md, "Alerts and runbooks").
 const ALERTS: [&str; 9] = [
     "RpodRpoBreached",
     "RpodBackupsFailing",
@@ -227,7 +227,7 @@ fn the_shipped_rules_pass_promtool_check_and_their_unit_tests() {
 fn every_alert_has_severity_annotations_a_runbook_and_unit_tests_both_ways() {
     let rules = rules();
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ALERTS, "the alerts of DESIGN §6, in this order");
+    assert_eq!(names, ALERTS, "the shipped alerts, in this order");
 
     let operations = read(OPERATIONS);
     let (_, runbooks) = operations

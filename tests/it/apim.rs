@@ -13,8 +13,8 @@ use azure_emulator::{
 use chrono::Utc;
 use rpod::app::Environment;
 use rpod::azure::transport::LoopbackOnly;
-use rpod::catalog::{BackupRecord, Status};
-use rpod::scheduler::Clock;
+use rpod::clock::Clock;
+use rpod::record::{BackupRecord, Status};
 
 use crate::support::{
     DaemonProcess, TestApp, eventually, records_in, run_rpod, run_rpod_with_env, spawn_app_in,

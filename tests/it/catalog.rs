@@ -22,7 +22,7 @@ async fn running(catalog: &Catalog, target: &str, kind: &str, storage: &str) -> 
         .insert_backup(&rpod::catalog::NewBackup {
             target,
             kind,
-            trigger: rpod::catalog::Trigger::Manual,
+            trigger: rpod::record::Trigger::Manual,
             attempt: 1,
             requested_at: chrono::Utc::now(),
             storage,
@@ -194,7 +194,7 @@ async fn a_record_closed_by_another_writer_is_not_overwritten() {
     catalog.interrupt_running(chrono::Utc::now()).await.unwrap();
     let now = chrono::Utc::now();
     let finish = rpod::catalog::Finish {
-        status: rpod::catalog::Status::Succeeded,
+        status: rpod::record::Status::Succeeded,
         accepted_at: Some(now),
         completed_at: now,
         expires_at: Some(now + chrono::TimeDelta::days(30)),
@@ -214,7 +214,7 @@ async fn a_record_closed_by_another_writer_is_not_overwritten() {
     let record = catalog.backup(id).await.unwrap().unwrap();
     assert_eq!(
         record.status,
-        rpod::catalog::Status::Interrupted,
+        rpod::record::Status::Interrupted,
         "no running -> interrupted -> succeeded flip"
     );
     catalog.close().await;

@@ -1,4 +1,4 @@
-//! Change-driven backups of API Management (DESIGN §2.5), end to end: the daemon polls the emulator's sync state
+//! Change-driven backups of API Management (docs/design.md, "Change-driven backups"), end to end: the daemon polls the emulator's sync state
 //! and service resource, or takes Event Grid deliveries on its webhook, and backs up after changes with the
 //! debounce rules exact. Blobs land in a real Azurite.
 //!
@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rpod::catalog::{BackupRecord, Status};
+use rpod::record::{BackupRecord, Status};
 use serde_json::{Value, json};
 
 use crate::apim::{Cloud, RG, SUB, target};
@@ -49,7 +49,7 @@ async fn spawn(cloud: &Cloud, body: &str) -> TestApp {
             ("webhook-secret", SECRET.as_bytes()),
         ],
         cloud.environment(),
-        rpod::scheduler::Clock::system(),
+        rpod::clock::Clock::system(),
     )
     .await
 }
@@ -536,7 +536,7 @@ async fn the_watermark_survives_restarts() {
         dir,
         config_path,
         cloud.environment(),
-        rpod::scheduler::Clock::system(),
+        rpod::clock::Clock::system(),
     )
     .await;
     let records = finished(&app, "h", 3).await;

@@ -1,9 +1,8 @@
 //! End to end, in-process: `command` targets into a `directory` storage, the catalog, the API and /metrics agree.
 
-use std::time::Duration;
-
-use rpod::catalog::{BackupRecord, Status};
+use rpod::record::{BackupRecord, Status};
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 use crate::support::{Metrics, TestApp, eventually, spawn_app, spawn_app_with, unzstd};
 

@@ -8,11 +8,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rpod::catalog::{Catalog, Status};
+use rpod::catalog::Catalog;
+use rpod::clock::Clock;
 use rpod::http::{self, ApiState};
 use rpod::metrics::Metrics;
 use rpod::notify::Notifier;
-use rpod::scheduler::{self, Clock, Heartbeat, Shared};
+use rpod::record::Status;
+use rpod::scheduler::{self, Heartbeat, Shared};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{

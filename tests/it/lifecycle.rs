@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use nix::sys::signal::Signal;
-use rpod::catalog::{BackupRecord, Status};
+use rpod::record::{BackupRecord, Status};
 
 use crate::support::{DaemonProcess, process_alive, rewrite_config, run_rpod, write_config};
 

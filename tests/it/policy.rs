@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rpod::catalog::{BackupRecord, Status};
+use rpod::record::{BackupRecord, Status};
 
 use crate::support::{eventually, spawn_app};
 

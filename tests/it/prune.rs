@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rpod::catalog::{Catalog, Status};
+use rpod::catalog::Catalog;
 use rpod::maintenance;
-use rpod::scheduler::TargetSpec;
+use rpod::record::Status;
+use rpod::target::TargetSpec;
 
 use crate::support::{insert_succeeded, run_rpod, write_config};
 

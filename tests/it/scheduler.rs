@@ -8,10 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use rpod::catalog::{BackupRecord, Catalog, Status};
+use rpod::catalog::Catalog;
+use rpod::clock::Clock;
 use rpod::metrics::Metrics;
 use rpod::providers::{BackupOutcome, BackupRequest, Provider, ProviderError};
-use rpod::scheduler::{self, Clock, Shared, TargetSpec};
+use rpod::record::{BackupRecord, Status};
+use rpod::scheduler::{self, Shared};
+use rpod::target::TargetSpec;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use azure_emulator::EmulatorConfig;
 use rpod::app::Environment;
 use rpod::azure::transport::LoopbackOnly;
-use rpod::catalog::Status;
-use rpod::scheduler::Clock;
+use rpod::clock::Clock;
+use rpod::record::Status;
 
 use crate::apim::{CONTAINER, Cloud, target};
 use crate::support::{eventually, run_rpod, spawn_app_in};

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rpod::app::{self, RunOptions};
-use rpod::catalog::{BackupRecord, Catalog, Finish, NewBackup, Status, Trigger};
-use rpod::scheduler::Clock;
+use rpod::catalog::{Catalog, Finish, NewBackup};
+use rpod::clock::Clock;
+use rpod::record::{BackupRecord, Status, Trigger};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

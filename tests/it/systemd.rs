@@ -10,8 +10,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use rpod::catalog::Status;
 use rpod::config::Config;
+use rpod::record::Status;
 use tokio::net::UnixDatagram;
 
 use crate::helpers::{printed, repo_root, run_tool};
