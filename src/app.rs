@@ -15,6 +15,7 @@ use crate::azure::{ArmClient, ArmOptions, ArmTokens, AzureClients, credential};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::{AzureConfig, Config, ConfigError, Problem, StorageConfig, TargetKind};
+use crate::http::webhook::Webhook;
 use crate::http::{self, ApiState, TargetsView};
 use crate::maintenance;
 use crate::metrics::Metrics;
@@ -25,7 +26,6 @@ use crate::scheduler::{self, Heartbeat, Shared};
 use crate::state_dir::StateLock;
 use crate::storage;
 use crate::target::TargetSpec;
-use crate::webhook::Webhook;
 
 /// What lives as long as the process, across configuration reloads: the metrics registry and, once a
 /// configuration first needs Azure, the one credential and the one ARM client (with its token buckets).

@@ -14,7 +14,6 @@
 //! - [`config`]: TOML model, pure validation with key paths, durations, cron schedules, secrets, name templates.
 //! - [`catalog`]: the `SQLite` catalog: backups, per-target state, operations, audit.
 //! - [`changes`]: what change detectors report (docs/design.md, "Change-driven backups").
-//! - [`webhook`]: `POST`/`OPTIONS /hooks/eventgrid`: Event Grid deliveries as changes.
 //! - [`policy`]: pure RPO, watchdog, backoff and pruning decisions (no I/O, `now` passed in).
 //! - [`scheduler`]: timer queue for cron slots, watchdog and retries; coalescing; concurrency; deadlines.
 //! - [`maintenance`]: the periodic evaluation pass: compliance, expiry warnings, storage probes, pruning.
@@ -24,7 +23,7 @@
 //! - [`state_dir`]: the state directory, created when missing, and its lock (one daemon per directory).
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`notify`]: telling systemd the daemon is ready, alive (the watchdog), reloading or stopping.
-//! - [`http`]: `/metrics`, health, and the JSON API.
+//! - [`http`]: `/metrics`, health, the JSON API and the Event Grid webhook.
 //! - [`app`]: builds everything from a configuration and runs until cancelled.
 //! - [`cli`]: the command line.
 
@@ -47,4 +46,3 @@ pub mod scheduler;
 pub mod state_dir;
 pub mod storage;
 pub mod target;
-pub mod webhook;

@@ -1,158 +1,20 @@
-//! The HTTP surface (docs/operations.md, "HTTP API"): `/metrics`, `/healthz`, `/readyz`, and the JSON API under
-//! `/api/v1`. Reading is open to scrapers; every request that changes something (a backup, a prune) needs the
-//! `[daemon]` API token as `Authorization: Bearer`, when one is configured.
+//! The JSON API under `/api/v1` (docs/operations.md, "HTTP endpoints"): targets and their backups to read, and
+//! the requests that change something (a backup now, a prune), which need the API token.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 
+use super::{ApiState, error, refusal};
 use crate::catalog::Catalog;
-use crate::clock::Clock;
-use crate::config::Secret;
 use crate::maintenance;
-use crate::metrics::Metrics;
 use crate::policy;
 use crate::record::BackupRecord;
-use crate::scheduler::{Heartbeat, ManualOutcome, SchedulerHandle};
+use crate::scheduler::ManualOutcome;
 use crate::target::TargetSpec;
-
-/// The set of targets currently configured; replaced on reload.
-pub type TargetsView = Arc<RwLock<Arc<Vec<Arc<TargetSpec>>>>>;
-
-/// What the handlers need.
-#[derive(Debug, Clone)]
-pub struct ApiState {
-    /// The catalog.
-    pub catalog: Catalog,
-    /// The metrics.
-    pub metrics: Metrics,
-    /// Manual triggers go here.
-    pub scheduler: SchedulerHandle,
-    /// Current targets.
-    pub targets: TargetsView,
-    /// Set once the scheduler runs, cleared when shutdown begins.
-    pub ready: Arc<AtomicBool>,
-    /// Wall time.
-    pub clock: Clock,
-    /// The scheduler's heartbeat, for readiness.
-    pub heartbeat: Heartbeat,
-    /// What mutating requests must carry; `None` leaves them open (loopback, or allowed on purpose).
-    pub api_token: Option<Arc<Secret>>,
-    /// Held while pruning: the evaluation loop prunes too.
-    pub pruning: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl ApiState {
-    fn targets(&self) -> Arc<Vec<Arc<TargetSpec>>> {
-        self.targets.read().map(|t| t.clone()).unwrap_or_default()
-    }
-}
-
-/// The router for the main listener.
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/targets", get(targets))
-        .route("/api/v1/targets/{name}/backups", get(backups))
-        .route("/api/v1/targets/{name}/backup", post(backup_now))
-        .route("/api/v1/prune", post(prune_now))
-        .with_state(state)
-}
-
-/// The 401 for a mutating request without the API token; `None` when it carries it (or none is configured).
-/// The comparison takes the same time wherever the tokens differ, and the token is never logged.
-fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
-    let token = state.api_token.as_ref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    // Digests first, so the comparison's time does not depend on the lengths either.
-    let matches = given.is_some_and(|given| {
-        let given = Sha256::digest(given.as_bytes());
-        let expected = Sha256::digest(token.expose().as_bytes());
-        bool::from(given.as_slice().ct_eq(expected.as_slice()))
-    });
-    if matches {
-        return None;
-    }
-    let mut response = error(
-        StatusCode::UNAUTHORIZED,
-        "this request changes something and needs the API token: send Authorization: Bearer <token> \
-         (daemon.api_token_file or api_token_env)",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"rpod\""),
-    );
-    Some(response)
-}
-
-async fn metrics(State(state): State<ApiState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// How long a readiness probe waits for the catalog to take a write.
-const CATALOG_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
-
-async fn readyz(State(state): State<ApiState>) -> Response {
-    let unready = |reason: String| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        )
-            .into_response()
-    };
-    if !state.ready.load(Ordering::Acquire) {
-        return unready("rpod is starting or stopping".to_owned());
-    }
-    let now = state.clock.now();
-    if let Some(reason) = state.heartbeat.stale(now) {
-        return unready(reason);
-    }
-    if let Err(err) = state.catalog.probe_write(now, CATALOG_PROBE).await {
-        return unready(format!("the catalog cannot be written: {err}"));
-    }
-    "ready\n".into_response()
-}
-
-#[derive(Debug, Serialize)]
-struct ApiError {
-    error: String,
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(ApiError {
-            error: message.into(),
-        }),
-    )
-        .into_response()
-}
 
 /// One target as `/api/v1/targets` shows it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -244,7 +106,7 @@ pub async fn target_view(
     })
 }
 
-async fn targets(State(state): State<ApiState>) -> Response {
+pub(super) async fn targets(State(state): State<ApiState>) -> Response {
     let now = state.clock.now();
     let mut views = Vec::new();
     for spec in state.targets().iter() {
@@ -257,11 +119,11 @@ async fn targets(State(state): State<ApiState>) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-struct BackupsQuery {
+pub(super) struct BackupsQuery {
     limit: Option<u32>,
 }
 
-async fn backups(
+pub(super) async fn backups(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     Query(query): Query<BackupsQuery>,
@@ -285,7 +147,7 @@ pub struct TriggerResponse {
     pub status: String,
 }
 
-async fn backup_now(
+pub(super) async fn backup_now(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
@@ -318,7 +180,7 @@ pub struct PruneRequest {
     pub dry_run: bool,
 }
 
-async fn prune_now(
+pub(super) async fn prune_now(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Option<Json<PruneRequest>>,
