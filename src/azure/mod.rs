@@ -1,8 +1,9 @@
-//! Azure: the Resource Manager client and its client-side throttling. Credentials, the long-running-operation
-//! poller and the API Management provider build on these (docs/design.md, "Azure wire contracts").
+//! Azure: the Resource Manager client and its client-side throttling, credentials, and the follower of
+//! long-running operations ([`lro`]). It knows no target kind: the providers build on it (docs/design.md, "Azure wire contracts").
 
 pub mod arm;
 pub mod credential;
+pub mod lro;
 pub mod throttle;
 pub mod transport;
 

@@ -364,7 +364,7 @@ impl Catalog {
     }
 
     /// Records that a provider's long-running operation was accepted, before its first poll: the recovery point,
-    /// the operation URL and when to poll it, and (in the same transaction) the schedule slot it serves as used.
+    /// what its provider needs to poll it again, and (in the same transaction) the schedule slot it serves as used.
     ///
     /// # Errors
     /// The catalog could not be written; the caller must not poll an operation it could not record.
@@ -387,13 +387,12 @@ impl Catalog {
             });
         }
         sqlx::query(
-            "INSERT INTO operations (backup_id, url, request, next_poll_at, deadline_at, slot_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO operations (backup_id, kind, handle, request, deadline_at, slot_at)
+             VALUES (?, 'backup', ?, ?, ?, ?)",
         )
         .bind(accepted.backup_id)
-        .bind(accepted.url)
+        .bind(accepted.handle)
         .bind(accepted.request)
-        .bind(to_ms(accepted.next_poll_at))
         .bind(to_ms(accepted.deadline_at))
         .bind(accepted.slot.map(to_ms))
         .execute(&mut *tx)
@@ -405,19 +404,13 @@ impl Catalog {
         Ok(())
     }
 
-    /// Moves an operation on: the newest URL to poll and when.
+    /// Moves an operation on: what its provider needs to poll it next (where, and when).
     ///
     /// # Errors
     /// The catalog could not be written.
-    pub async fn operation_polled(
-        &self,
-        backup_id: i64,
-        url: &str,
-        next_poll_at: DateTime<Utc>,
-    ) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE operations SET url = ?, next_poll_at = ?, polls = polls + 1 WHERE backup_id = ?")
-            .bind(url)
-            .bind(to_ms(next_poll_at))
+    pub async fn operation_polled(&self, backup_id: i64, handle: &str) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE operations SET handle = ? WHERE backup_id = ?")
+            .bind(handle)
             .bind(backup_id)
             .execute(&self.pool)
             .await?;
@@ -591,7 +584,7 @@ impl Catalog {
     pub async fn pending_operations(&self) -> Result<Vec<PendingOperation>, CatalogError> {
         let rows = sqlx::query(
             "SELECT o.backup_id, b.target, b.trigger, b.attempt, b.requested_at, b.accepted_at, b.artifact,
-                    o.url, o.next_poll_at, o.deadline_at, o.slot_at
+                    o.handle, o.deadline_at, o.slot_at
              FROM operations o JOIN backups b ON b.id = o.backup_id
              WHERE b.status = 'running'
              ORDER BY o.backup_id",
@@ -608,10 +601,9 @@ impl Catalog {
                 requested_at: from_ms(row.get(4)),
                 accepted_at: from_ms(row.get::<Option<i64>, _>(5).unwrap_or_else(|| row.get(4))),
                 artifact: row.get::<Option<String>, _>(6).unwrap_or_default(),
-                url: row.get(7),
-                next_poll_at: from_ms(row.get(8)),
-                deadline_at: from_ms(row.get(9)),
-                slot: row.get::<Option<i64>, _>(10).map(from_ms),
+                handle: row.get(7),
+                deadline_at: from_ms(row.get(8)),
+                slot: row.get::<Option<i64>, _>(9).map(from_ms),
             })
             .collect())
     }

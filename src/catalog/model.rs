@@ -36,12 +36,10 @@ pub struct OperationAccepted<'a> {
     pub target: &'a str,
     /// When the service accepted it: the recovery point.
     pub accepted_at: DateTime<Utc>,
-    /// The URL to poll, verbatim.
-    pub url: &'a str,
+    /// What the provider needs to resume polling it (opaque to the catalog; JSON).
+    pub handle: &'a str,
     /// What was asked, for operators (never secrets).
     pub request: Option<&'a str>,
-    /// When to poll next.
-    pub next_poll_at: DateTime<Utc>,
     /// When to give up.
     pub deadline_at: DateTime<Utc>,
     /// The schedule slot it serves, marked used in the same transaction.
@@ -99,10 +97,8 @@ pub struct PendingOperation {
     pub accepted_at: DateTime<Utc>,
     /// The backup's artifact name.
     pub artifact: String,
-    /// The newest URL to poll.
-    pub url: String,
-    /// When to poll next.
-    pub next_poll_at: DateTime<Utc>,
+    /// What its provider saved to resume polling it (opaque to the catalog; JSON).
+    pub handle: String,
     /// When to give up.
     pub deadline_at: DateTime<Utc>,
     /// The schedule slot it serves.

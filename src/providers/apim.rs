@@ -13,11 +13,14 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::{debug, info, warn};
+use tracing::info;
 
-use super::{BackupOutcome, BackupRequest, CheckProblem, CheckReport, Provider, ProviderError};
+use super::{
+    BackupOutcome, BackupRequest, CheckProblem, CheckReport, OperationJournal, Provider,
+    ProviderError,
+};
+use crate::azure::lro::{FollowError, Follower, Handle, Pattern, Progress};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
-use crate::catalog::OperationAccepted;
 use crate::changes::ChangeSignals;
 use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess};
 use crate::storage::Storage;
@@ -86,6 +89,38 @@ fn provider_error(err: &ArmError, recovery_point: Option<DateTime<Utc>>) -> Prov
     error.recovery_point = recovery_point;
     error.retry_after = err.retry_after;
     error
+}
+
+/// How following an operation ended without its final answer, as a provider error.
+fn followed(err: FollowError, accepted_at: DateTime<Utc>) -> ProviderError {
+    let mut error = match err {
+        FollowError::Failed(err) => {
+            let mut error = provider_error(&err, Some(accepted_at));
+            error.retryable = false;
+            error
+        }
+        FollowError::TimedOut => {
+            ProviderError::timed_out("the operation did not end by its deadline")
+        }
+        FollowError::Cancelled => {
+            ProviderError::cancelled("stopped while the operation was being polled")
+        }
+        FollowError::Detached => {
+            return ProviderError::detached("rpod stopped while the operation was being polled");
+        }
+    };
+    error.recovery_point = Some(accepted_at);
+    error
+}
+
+/// The request's journal as the operation follower's progress.
+struct Journaled<'a>(&'a dyn OperationJournal);
+
+#[async_trait::async_trait]
+impl Progress for Journaled<'_> {
+    async fn polled(&self, handle: &Handle) -> Result<(), String> {
+        self.0.polled(&handle.to_json()).await
+    }
 }
 
 impl ApimProvider {
@@ -205,97 +240,31 @@ impl ApimProvider {
         })
     }
 
-    /// Waits until `at`, or returns why not.
-    async fn wait_until(
-        &self,
-        request: &BackupRequest,
-        at: DateTime<Utc>,
-        accepted_at: DateTime<Utc>,
-    ) -> Result<(), ProviderError> {
-        let wait = (at - request.clock.now())
-            .to_std()
-            .unwrap_or(Duration::ZERO);
-        tokio::select! {
-            () = tokio::time::sleep(wait) => Ok(()),
-            () = request.stopping.cancelled() => Err(ProviderError::detached(
-                "rpod stopped while the operation was being polled",
-            )),
-            () = request.cancel.cancelled() => {
-                let mut error = ProviderError::cancelled("stopped while the operation was being polled");
-                error.recovery_point = Some(accepted_at);
-                Err(error)
-            }
-        }
-    }
-
-    /// Polls an accepted operation to its end.
+    /// Follows an accepted operation to its end, saving each step through the request's journal, and reads the
+    /// answer that ended it.
     async fn poll(
         &self,
         request: &BackupRequest,
-        mut url: String,
-        mut next_poll: DateTime<Utc>,
+        handle: Handle,
         accepted_at: DateTime<Utc>,
     ) -> Result<BackupOutcome, ProviderError> {
-        let subscription = &self.spec.subscription_id;
-        loop {
-            self.wait_until(request, next_poll, accepted_at).await?;
-            let response = tokio::select! {
-                response = self.arm.send("poll", subscription, Method::GET, &url, None) => response,
-                () = request.stopping.cancelled() => return Err(ProviderError::detached(
-                    "rpod stopped while the operation was being polled",
-                )),
-                () = request.cancel.cancelled() => {
-                    let mut error = ProviderError::cancelled("stopped while the operation was being polled");
-                    error.recovery_point = Some(accepted_at);
-                    return Err(error);
-                }
-            };
-            match response {
-                Ok(ArmResponse {
-                    status: 202,
-                    location,
-                    retry_after,
-                    ..
-                }) => {
-                    if let Some(location) = location {
-                        url = location;
-                    }
-                    next_poll =
-                        request.clock.now() + crate::policy::delta(self.arm.wait_for(retry_after));
-                    debug!(target = %request.target, backup_id = request.backup_id, "Operation still running.");
-                    if let Err(err) = request
-                        .catalog
-                        .operation_polled(request.backup_id, &url, next_poll)
-                        .await
-                    {
-                        warn!(target = %request.target, error = %err, "Could not record the poll in the catalog.");
-                    }
-                }
-                Ok(response) => {
-                    let resource = self.completed(&response).map_err(|mut error| {
-                        error.recovery_point = Some(accepted_at);
-                        error
-                    })?;
-                    return Ok(self.outcome(request, accepted_at, &resource));
-                }
-                // A status that could not be read says nothing about the operation itself: keep polling until
-                // the deadline. An error answer (4xx) is the operation's own failure.
-                Err(err) if err.retryable => {
-                    warn!(
-                        target = %request.target, code = %err.code,
-                        request_id = err.request_id.as_deref().unwrap_or("-"),
-                        "Polling the operation failed; polling again. {}", err.message
-                    );
-                    next_poll = request.clock.now()
-                        + crate::policy::delta(self.arm.wait_for(err.retry_after));
-                }
-                Err(err) => {
-                    let mut error = provider_error(&err, Some(accepted_at));
-                    error.retryable = false;
-                    return Err(error);
-                }
-            }
-        }
+        let follower = Follower {
+            arm: &self.arm,
+            subscription: &self.spec.subscription_id,
+            clock: &request.clock,
+            deadline: request.deadline_at,
+            cancel: &request.cancel,
+            stopping: &request.stopping,
+        };
+        let response = follower
+            .follow(handle, &Journaled(request.journal.as_ref()))
+            .await
+            .map_err(|err| followed(err, accepted_at))?;
+        let resource = self.completed(&response).map_err(|mut error| {
+            error.recovery_point = Some(accepted_at);
+            error
+        })?;
+        Ok(self.outcome(request, accepted_at, &resource))
     }
 
     fn outcome(
@@ -492,15 +461,10 @@ impl Provider for ApimProvider {
     }
 
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError> {
-        if let Some(pending) = &request.resume {
-            let outcome = self
-                .poll(
-                    &request,
-                    pending.url.clone(),
-                    pending.next_poll_at,
-                    pending.accepted_at,
-                )
-                .await?;
+        if let Some(resume) = &request.resume {
+            let handle = Handle::from_json(&resume.handle)
+                .map_err(|message| ProviderError::permanent("InvalidOperation", message))?;
+            let outcome = self.poll(&request, handle, resume.accepted_at).await?;
             return self.observed(&request, outcome).await;
         }
         let (body, recorded) = self.body(&request.artifact)?;
@@ -533,18 +497,13 @@ impl Provider for ApimProvider {
             return Err(error);
         };
         let next_poll = accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
+        let handle = Handle::new(Pattern::Location, location, next_poll);
         let recorded = recorded.to_string();
-        let accepted = OperationAccepted {
-            backup_id: request.backup_id,
-            target: &request.target,
-            accepted_at,
-            url: &location,
-            request: Some(&recorded),
-            next_poll_at: next_poll,
-            deadline_at: request.deadline_at,
-            slot: request.slot,
-        };
-        if let Err(err) = request.catalog.operation_accepted(&accepted).await {
+        if let Err(err) = request
+            .journal
+            .accepted(accepted_at, &handle.to_json(), Some(&recorded))
+            .await
+        {
             // Polling an operation the catalog does not know would make a restart lose it.
             let mut error = ProviderError::transient(
                 "CatalogUnavailable",
@@ -557,9 +516,7 @@ impl Provider for ApimProvider {
             target = %request.target, backup_id = request.backup_id, backup_name = %request.artifact,
             request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the backup."
         );
-        let outcome = self
-            .poll(&request, location, next_poll, accepted_at)
-            .await?;
+        let outcome = self.poll(&request, handle, accepted_at).await?;
         self.observed(&request, outcome).await
     }
 }

@@ -1,6 +1,7 @@
 //! Providers: how one kind of target is backed up. A small trait plus one file per kind.
 //!
-//! What does not live here: when to back up, retries and deadlines (`scheduler`), or bookkeeping (`catalog`).
+//! What does not live here: when to back up, retries and deadlines (`scheduler`), or bookkeeping: a provider
+//! reports through its request's [`OperationJournal`], which the attempt keeps in the catalog.
 
 mod apim;
 mod command;
@@ -13,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 pub use apim::ApimProvider;
 pub use command::CommandProvider;
 
-use crate::catalog::{Catalog, PendingOperation};
 use crate::clock::Clock;
 use crate::storage::{ArtifactInfo, Storage};
 
@@ -33,16 +33,47 @@ pub struct BackupRequest {
     /// Cancelled when rpod begins to stop. A provider whose operation goes on without rpod (an accepted ARM
     /// operation) returns [`ProviderError::detached`] at once; it is resumed at the next start.
     pub stopping: CancellationToken,
-    /// Where long-running operations are recorded before their first poll.
-    pub catalog: Catalog,
+    /// Where a long-running operation is recorded: once accepted (before its first poll), then at every step.
+    pub journal: Arc<dyn OperationJournal>,
     /// Wall time.
     pub clock: Clock,
-    /// The schedule slot this backup serves; a provider with an acceptance step marks it used on acceptance.
-    pub slot: Option<DateTime<Utc>>,
     /// The attempt's overall deadline.
     pub deadline_at: DateTime<Utc>,
     /// An operation accepted before rpod restarted: poll it instead of starting a new one.
-    pub resume: Option<PendingOperation>,
+    pub resume: Option<Resume>,
+}
+
+/// An operation accepted before rpod restarted, to poll to its end instead of requesting it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// When the service accepted it: the recovery point.
+    pub accepted_at: DateTime<Utc>,
+    /// What the provider saved to poll it (its own format).
+    pub handle: String,
+}
+
+/// Where a provider reports a long-running operation. The attempt implements it on the catalog, so that a
+/// backup's record, its saved operation and its schedule slot are written in one place.
+#[async_trait::async_trait]
+pub trait OperationJournal: Send + Sync + std::fmt::Debug {
+    /// The service accepted the operation at `accepted_at` (the recovery point). `handle` is what the provider
+    /// needs to poll it again after a restart, `request` what was asked (never secrets). Called before the first
+    /// poll: an operation that could not be recorded must not be polled (a restart would lose it).
+    ///
+    /// # Errors
+    /// It could not be recorded.
+    async fn accepted(
+        &self,
+        accepted_at: DateTime<Utc>,
+        handle: &str,
+        request: Option<&str>,
+    ) -> Result<(), String>;
+
+    /// The operation moved on; `handle` says where and when to poll next.
+    ///
+    /// # Errors
+    /// It could not be recorded (the previous step still resumes).
+    async fn polled(&self, handle: &str) -> Result<(), String>;
 }
 
 /// A completed backup.
@@ -62,6 +93,18 @@ pub struct BackupOutcome {
     pub etag: Option<String>,
 }
 
+/// Why an attempt stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Its deadline passed, or rpod gave up waiting for it at shutdown.
+    Cancelled,
+    /// rpod is stopping and the operation goes on without it: leave the record running; it is resumed at the
+    /// next start.
+    Detached,
+    /// The provider saw the attempt's deadline pass.
+    TimedOut,
+}
+
 /// How an attempt failed; retry decisions follow [`ProviderError::retryable`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -72,12 +115,10 @@ pub struct ProviderError {
     pub message: String,
     /// Transient failures are retried with backoff; permanent ones fail the attempt at once.
     pub retryable: bool,
-    /// The attempt stopped because it was cancelled.
-    pub cancelled: bool,
+    /// Why the attempt stopped before its end, when it was stopped rather than failed.
+    pub stopped: Option<Stopped>,
     /// The recovery point, when the provider got that far.
     pub recovery_point: Option<DateTime<Utc>>,
-    /// The operation goes on without rpod and is resumed at the next start: leave the record running.
-    pub detached: bool,
     /// The service asked to wait this long before trying again.
     pub retry_after: Option<std::time::Duration>,
 }
@@ -89,9 +130,8 @@ impl ProviderError {
             code: code.to_owned(),
             message: message.into(),
             retryable: true,
-            cancelled: false,
+            stopped: None,
             recovery_point: None,
-            detached: false,
             retry_after: None,
         }
     }
@@ -107,16 +147,23 @@ impl ProviderError {
     /// The attempt was cancelled (deadline or shutdown).
     pub fn cancelled(message: impl Into<String>) -> Self {
         Self {
-            cancelled: true,
+            stopped: Some(Stopped::Cancelled),
             ..Self::transient("Cancelled", message)
+        }
+    }
+
+    /// The attempt's deadline passed before the operation ended.
+    pub fn timed_out(message: impl Into<String>) -> Self {
+        Self {
+            stopped: Some(Stopped::TimedOut),
+            ..Self::transient("TimedOut", message)
         }
     }
 
     /// rpod is stopping and the operation goes on without it; it is resumed at the next start.
     pub fn detached(message: impl Into<String>) -> Self {
         Self {
-            cancelled: true,
-            detached: true,
+            stopped: Some(Stopped::Detached),
             ..Self::transient("Detached", message)
         }
     }

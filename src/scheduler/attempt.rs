@@ -9,9 +9,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, warn};
 
 use super::Shared;
-use crate::catalog::{Finish, NewBackup, PendingOperation};
+use crate::catalog::{Finish, NewBackup, OperationAccepted, PendingOperation};
 use crate::policy;
-use crate::providers::{BackupRequest, ProviderError};
+use crate::providers::{BackupRequest, OperationJournal, ProviderError, Resume, Stopped};
 use crate::record::{Status, TargetSummary, Trigger};
 use crate::target::TargetSpec;
 
@@ -28,6 +28,48 @@ pub(super) struct Job {
     pub resume: Option<PendingOperation>,
     /// For `trigger = change`: when the first change it backs up happened.
     pub first_change_at: Option<DateTime<Utc>>,
+}
+
+/// The attempt's record in the catalog, as its provider's operation journal: acceptance writes the recovery
+/// point, the saved operation and the schedule slot in one transaction; each poll moves the saved operation on.
+#[derive(Debug)]
+struct CatalogJournal {
+    catalog: crate::catalog::Catalog,
+    backup_id: i64,
+    target: String,
+    slot: Option<DateTime<Utc>>,
+    deadline_at: DateTime<Utc>,
+}
+
+#[async_trait::async_trait]
+impl OperationJournal for CatalogJournal {
+    async fn accepted(
+        &self,
+        accepted_at: DateTime<Utc>,
+        handle: &str,
+        request: Option<&str>,
+    ) -> Result<(), String> {
+        let accepted = OperationAccepted {
+            backup_id: self.backup_id,
+            target: &self.target,
+            accepted_at,
+            handle,
+            request,
+            deadline_at: self.deadline_at,
+            slot: self.slot,
+        };
+        self.catalog
+            .operation_accepted(&accepted)
+            .await
+            .map_err(|err| err.to_string())
+    }
+
+    async fn polled(&self, handle: &str) -> Result<(), String> {
+        self.catalog
+            .operation_polled(self.backup_id, handle)
+            .await
+            .map_err(|err| err.to_string())
+    }
 }
 
 /// How an attempt ended, as far as scheduling cares.
@@ -180,6 +222,13 @@ pub(super) async fn run(
     }
 
     let cancel = shared.abort.child_token();
+    let journal = CatalogJournal {
+        catalog: shared.catalog.clone(),
+        backup_id: id,
+        target: name.clone(),
+        slot: job.slot,
+        deadline_at,
+    };
     let request = BackupRequest {
         target: name.clone(),
         backup_id: id,
@@ -187,11 +236,13 @@ pub(super) async fn run(
         storage: job.spec.storage.clone(),
         cancel: cancel.clone(),
         stopping: shared.stopping.clone(),
-        catalog: shared.catalog.clone(),
+        journal: Arc::new(journal),
         clock: shared.clock.clone(),
-        slot: job.slot,
         deadline_at,
-        resume: job.resume.clone(),
+        resume: job.resume.as_ref().map(|pending| Resume {
+            accepted_at: pending.accepted_at,
+            handle: pending.handle.clone(),
+        }),
     };
     let deadline = (deadline_at - now).to_std().unwrap_or(Duration::ZERO);
     let backup = job.spec.provider.backup(request);
@@ -208,8 +259,12 @@ pub(super) async fn run(
         }
     };
 
+    // The provider may see its deadline pass a moment before this task's timer does.
+    timed_out |= result
+        .as_ref()
+        .is_err_and(|err| err.stopped == Some(Stopped::TimedOut));
     if let Err(err) = &result
-        && err.detached
+        && err.stopped == Some(Stopped::Detached)
         && !timed_out
     {
         info!(target = %name, backup_id = id, "rpod is stopping; the operation goes on and is resumed at the next start.");
@@ -246,7 +301,7 @@ pub(super) async fn run(
                         humantime::format_duration(policy.operation_timeout)
                     ),
                 )
-            } else if err.cancelled {
+            } else if err.stopped.is_some() {
                 (
                     Status::Interrupted,
                     "Interrupted".to_owned(),

@@ -219,3 +219,62 @@ async fn a_record_closed_by_another_writer_is_not_overwritten() {
     );
     catalog.close().await;
 }
+
+#[tokio::test]
+async fn operations_saved_by_an_earlier_rpod_are_carried_over_as_handles() {
+    use rpod::azure::lro::{Handle, Pattern};
+    // A catalog as the previous version left it, with one API Management backup being polled.
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0004" {
+            std::fs::copy(&path, earlier.join(&name)).unwrap();
+        }
+    }
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(state.join("rpod.db"))
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let url =
+        "https://management.example/subscriptions/s//operationresults/abc?api-version=2024-05-01";
+    sqlx::query(
+        "INSERT INTO backups (id, target, kind, trigger, status, attempt, requested_at, accepted_at, artifact)
+         VALUES (7, 'apim-a', 'apim', 'schedule', 'running', 1, 1000, 2000, 'apim-a/x.apimbackup')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO operations (backup_id, url, request, next_poll_at, deadline_at, slot_at, polls)
+         VALUES (7, ?, '{}', 1764672000123, 1764700000000, 1500, 3)",
+    )
+    .bind(url)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let catalog = Catalog::open(&state).await.unwrap();
+    let pending = catalog.pending_operations().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let handle = Handle::from_json(&pending[0].handle).unwrap();
+    assert_eq!(handle.pattern, Pattern::Location);
+    assert_eq!(handle.url, url, "polled exactly as Azure gave it");
+    assert_eq!(handle.next_poll_at.timestamp_millis(), 1_764_672_000_123);
+    assert_eq!(handle.polls, 3);
+    assert_eq!(pending[0].deadline_at.timestamp_millis(), 1_764_700_000_000);
+    assert_eq!(pending[0].slot.map(|s| s.timestamp_millis()), Some(1500));
+    catalog.close().await;
+}
