@@ -502,6 +502,7 @@ impl Provider for NoOp {
             sha256: None,
             sku: None,
             etag: None,
+            expires_at: None,
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::http::{self, ApiState, TargetsView};
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::providers::{ApimProvider, CommandProvider, Provider};
+use crate::providers;
 use crate::reconcile;
 use crate::scheduler::{self, Heartbeat, Shared};
 use crate::state_dir::StateLock;
@@ -144,35 +144,13 @@ pub fn build_targets_in(
     }
     let mut specs = Vec::new();
     for (index, target) in config.targets.iter().enumerate() {
-        let provider: Arc<dyn Provider> = match &target.kind {
-            TargetKind::Command(spec) => match CommandProvider::new(spec.clone()) {
-                Ok(provider) => Arc::new(provider),
-                Err(message) => {
-                    problems.push(Problem::at(
-                        format!("targets[{index}].encrypt.age_recipients_file"),
-                        message,
-                    ));
-                    continue;
-                }
-            },
-            TargetKind::Apim(spec) => {
-                let (Some(azure), Some(StorageConfig::AzureBlob(blob))) =
-                    (azure, config.storages.get(&target.storage))
-                else {
-                    continue;
-                };
-                match &azure.arm {
-                    Ok(arm) => Arc::new(ApimProvider::new(
-                        spec.clone(),
-                        blob.clone(),
-                        arm.clone(),
-                        &config.azure.resource_manager_endpoint,
-                    )),
-                    Err(message) => {
-                        problems.push(Problem::at("azure", message.clone()));
-                        continue;
-                    }
-                }
+        let arm = azure.map(|azure| &azure.arm);
+        let provider = match providers::build(index, target, config, arm) {
+            Ok(Some(provider)) => provider,
+            Ok(None) => continue,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
             }
         };
         let Some(storage) = storages.get(&target.storage) else {

@@ -1,7 +1,9 @@
 //! Reconciliation (docs/architecture.md, "Reconciliation"): compare each target's storage prefix with the
 //! catalog. A restorable backup whose artifact vanished is marked `missing`; an artifact no record names that
 //! matches the target's naming scheme is imported as `discovered`, dated by its name (else the earlier of its
-//! storage times) and restorable only once its content checked out.
+//! storage times) and restorable only once its content checked out. Kinds whose system makes recovery points of
+//! its own (a vault's policy, a platform's scheduler) list them through their provider; those are imported as the
+//! system describes them, and one that disappears from its list is marked `missing`.
 //!
 //! What does not live here: deleting anything (`maintenance::prune`); reconciliation only corrects the record.
 
@@ -69,9 +71,23 @@ pub async fn reconcile(
                 continue;
             }
         };
+        // Recovery points the protected system made itself (a vault's policy, a platform's scheduler).
+        let external = match spec.provider.recovery_points().await {
+            None => Vec::new(),
+            Some(Ok(points)) => points,
+            Some(Err(err)) => {
+                warn!(target = %name, code = %err.code, "Reconciliation skipped: the recovery points could not be listed. {}", err.message);
+                report.unlisted.push(name.to_owned());
+                continue;
+            }
+        };
         let present: HashMap<&str, &ArtifactInfo> =
             listed.iter().map(|a| (a.name.as_str(), a)).collect();
+        let made_outside: HashSet<&str> = external.iter().map(|p| p.name.as_str()).collect();
         for artifact in &known {
+            if made_outside.contains(artifact.name.as_str()) {
+                continue;
+            }
             let Some(info) = present.get(artifact.name.as_str()) else {
                 if matches!(artifact.status, Status::Succeeded | Status::Discovered) {
                     let detail = format!(
@@ -103,6 +119,31 @@ pub async fn reconcile(
             }
         }
         let names: HashSet<&str> = known.iter().map(|a| a.name.as_str()).collect();
+        for point in &external {
+            if names.contains(point.name.as_str()) {
+                continue;
+            }
+            let found =
+                Discovered {
+                    target: name,
+                    kind: spec.provider.kind(),
+                    storage: spec.storage.name(),
+                    artifact: &point.name,
+                    size: point.size.unwrap_or(0),
+                    recovery_point: Some(point.recovery_point),
+                    expires_at: Some(point.expires_at.unwrap_or(
+                        point.recovery_point + policy::delta(spec.config.policy.expiry),
+                    )),
+                    // The system that made it vouches for it.
+                    unverified: None,
+                };
+            if let Some(id) = catalog.import_discovered(&found, now).await? {
+                info!(target = %name, backup_id = id, recovery_point = %point.name, "Imported a recovery point made outside rpod.");
+                report
+                    .discovered
+                    .push((name.to_owned(), point.name.clone()));
+            }
+        }
         for artifact in &listed {
             if names.contains(artifact.name.as_str())
                 || !spec.config.artifact_name.matches(&artifact.name, name)

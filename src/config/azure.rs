@@ -6,20 +6,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{HumanDuration, Problem, RawPolicy, SecretSource, Section};
+use super::{HumanDuration, Problem, SecretSource, Section};
 
 /// Resource Manager of the public cloud.
 pub const PUBLIC_RESOURCE_MANAGER: &str = "https://management.azure.com";
 /// Entra ID of the public cloud.
 pub const PUBLIC_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
-/// The newest stable API Management api-version.
-pub const DEFAULT_APIM_API_VERSION: &str = "2024-05-01";
-/// Default backup name of `apim` targets.
-pub const DEFAULT_APIM_BACKUP_NAME: &str = "{target}/{utc:%Y%m%dT%H%M%SZ}-{id}.apimbackup";
-/// API Management deletes nothing, but refuses to restore a backup older than this.
-pub const APIM_EXPIRY: Duration = Duration::from_hours(720);
-/// Default overall deadline of an API Management backup: real ones have polled for hours.
-pub const DEFAULT_APIM_TIMEOUT: Duration = Duration::from_hours(6);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Raw model.
@@ -115,20 +107,6 @@ enum BlobAuthKind {
     Credential,
     Sas,
     AccessKey,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawApimTarget {
-    pub name: String,
-    pub storage: String,
-    subscription_id: String,
-    resource_group: String,
-    service: String,
-    api_version: Option<String>,
-    pub backup_name: Option<String>,
-    #[serde(default)]
-    pub policy: Section<RawPolicy>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -295,41 +273,6 @@ pub enum BlobAuth {
     Sas(SecretSource),
     /// The account key, signing each request per the Shared Key scheme.
     AccessKey(SecretSource),
-}
-
-/// An `apim` target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApimSpec {
-    /// Subscription id.
-    pub subscription_id: String,
-    /// Resource group.
-    pub resource_group: String,
-    /// Service name.
-    pub service: String,
-    /// api-version of the backup requests.
-    pub api_version: String,
-}
-
-impl ApimSpec {
-    /// The service's ARM path, without the endpoint.
-    #[must_use]
-    pub fn resource_path(&self) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ApiManagement/service/{}",
-            self.subscription_id, self.resource_group, self.service
-        )
-    }
-
-    /// Whether the api-version predates `accessType` (2021-04-01-preview): then the request has exactly the four
-    /// fields of the old contract and only an access key can be used.
-    #[must_use]
-    pub fn legacy_body(&self) -> bool {
-        legacy_api_version(&self.api_version)
-    }
-}
-
-fn legacy_api_version(version: &str) -> bool {
-    version.get(..10).is_some_and(|date| date < "2021-04-01")
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -678,86 +621,5 @@ pub(super) fn validate_azure_blob(
         endpoint,
         access,
         auth,
-    }
-}
-
-fn valid_api_version(version: &str) -> bool {
-    let (date, rest) = version.split_at(version.len().min(10));
-    let digits = date.char_indices().all(|(i, c)| {
-        if i == 4 || i == 7 {
-            c == '-'
-        } else {
-            c.is_ascii_digit()
-        }
-    });
-    date.len() == 10 && digits && (rest.is_empty() || rest == "-preview")
-}
-
-/// Validates what only an `apim` target has. `access` is the target's storage's access mode, when that storage
-/// is a valid `azure_blob` one.
-pub(super) fn validate_apim(
-    raw: &RawApimTarget,
-    path: &str,
-    access: Option<&BlobAccess>,
-    problems: &mut Vec<Problem>,
-) -> ApimSpec {
-    let segment = |value: &str, key: &str, problems: &mut Vec<Problem>| {
-        if value.trim().is_empty() || value.contains(['/', '?', '#', ' ']) {
-            problems.push(Problem::at(
-                format!("{path}.{key}"),
-                format!("invalid {key} {value:?}"),
-            ));
-        }
-    };
-    segment(&raw.subscription_id, "subscription_id", problems);
-    segment(&raw.resource_group, "resource_group", problems);
-    segment(&raw.service, "service", problems);
-    let api_version = raw
-        .api_version
-        .clone()
-        .unwrap_or_else(|| DEFAULT_APIM_API_VERSION.to_owned());
-    if !valid_api_version(&api_version) {
-        problems.push(Problem::at(
-            format!("{path}.api_version"),
-            format!(
-                "invalid api-version {api_version:?}: write e.g. \"{DEFAULT_APIM_API_VERSION}\" or \
-                 \"2021-04-01-preview\""
-            ),
-        ));
-    } else if legacy_api_version(&api_version)
-        && let Some(access) = access
-        && !matches!(access, BlobAccess::AccessKey(_))
-    {
-        problems.push(Problem::at(
-            format!("{path}.api_version"),
-            format!(
-                "api-version {api_version} predates managed-identity access (2021-04-01-preview): storage {:?} \
-                 has access = {:?}; use api_version = \"{DEFAULT_APIM_API_VERSION}\" or access = \"access_key\"",
-                raw.storage,
-                access.kind()
-            ),
-        ));
-    }
-    ApimSpec {
-        subscription_id: raw.subscription_id.clone(),
-        resource_group: raw.resource_group.clone(),
-        service: raw.service.clone(),
-        api_version,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_versions_before_2021_04_01_use_the_legacy_body() {
-        assert!(legacy_api_version("2020-12-01"));
-        assert!(legacy_api_version("2021-01-01-preview"));
-        assert!(!legacy_api_version("2021-04-01-preview"));
-        assert!(!legacy_api_version("2024-05-01"));
-        assert!(valid_api_version("2021-04-01-preview"));
-        assert!(!valid_api_version("2021-4-1"));
-        assert!(!valid_api_version("latest"));
     }
 }

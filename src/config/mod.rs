@@ -3,8 +3,10 @@
 //!
 //! What does not live here: anything that performs I/O beyond reading the file itself (see `app::build`).
 
+mod apim;
 mod azure;
 mod change;
+mod command;
 mod duration;
 mod error;
 mod schedule;
@@ -19,11 +21,14 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+pub use apim::{
+    APIM_EXPIRY, ApimSpec, DEFAULT_APIM_API_VERSION, DEFAULT_APIM_BACKUP_NAME, DEFAULT_APIM_TIMEOUT,
+};
 pub use azure::{
-    APIM_EXPIRY, ApimAccess, ApimSpec, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth,
-    Credential, CredentialKind, DEFAULT_APIM_API_VERSION, DEFAULT_APIM_BACKUP_NAME,
+    ApimAccess, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth, Credential, CredentialKind,
 };
 pub use change::{DEFAULT_WEBHOOK_BODY_BYTES, EVENT_GRID, OnChange, SYNC_STATE, WebhookConfig};
+pub use command::{CommandSpec, DEFAULT_COMMAND_ARTIFACT, DEFAULT_COMMAND_TIMEOUT};
 pub use duration::HumanDuration;
 pub use error::{ConfigError, Problem};
 pub use schedule::{Schedule, parse_timezone};
@@ -270,8 +275,8 @@ impl RawPolicy {
 
 #[derive(Debug)]
 enum RawTarget {
-    Command(RawCommandTarget),
-    Apim(azure::RawApimTarget),
+    Command(command::RawCommandTarget),
+    Apim(apim::RawApimTarget),
 }
 
 impl RawTarget {
@@ -295,41 +300,6 @@ impl RawTarget {
             Self::Apim(t) => &t.policy,
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCommandTarget {
-    name: String,
-    storage: String,
-    command: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    secret_env: Vec<Section<RawSecretEnv>>,
-    #[serde(default)]
-    clear_env: bool,
-    #[serde(default)]
-    allow_empty: bool,
-    working_dir: Option<PathBuf>,
-    artifact_name: Option<String>,
-    encrypt: Option<Section<RawEncrypt>>,
-    #[serde(default)]
-    policy: Section<RawPolicy>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecretEnv {
-    name: String,
-    value_file: Option<PathBuf>,
-    value_env: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEncrypt {
-    age_recipients_file: PathBuf,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -443,6 +413,16 @@ impl TargetKind {
         }
     }
 
+    /// The Resource Manager resource whose Event Grid events are this target's changes, for the kinds that have
+    /// one (API Management: the service); the webhook routes deliveries by it.
+    #[must_use]
+    pub fn event_grid_resource(&self) -> Option<String> {
+        match self {
+            Self::Command(_) => None,
+            Self::Apim(spec) => Some(spec.resource_path()),
+        }
+    }
+
     /// The storage kind this target kind writes to.
     fn storage_kind(&self) -> &'static str {
         match self {
@@ -452,23 +432,19 @@ impl TargetKind {
     }
 }
 
-/// A `command` target.
-#[derive(Debug, Clone)]
-pub struct CommandSpec {
-    /// argv; run without a shell.
-    pub argv: Vec<String>,
-    /// Extra environment variables.
-    pub env: BTreeMap<String, String>,
-    /// Environment variables whose values are secrets.
-    pub secret_env: Vec<(String, SecretSource)>,
-    /// Start the program with an empty environment (plus `env` and `secret_env`).
-    pub clear_env: bool,
-    /// A program that writes nothing still makes a successful backup (otherwise it fails with `EmptyBackup`).
-    pub allow_empty: bool,
-    /// Working directory of the program.
-    pub working_dir: Option<PathBuf>,
-    /// age recipients file; when set, the compressed stream is encrypted to them.
-    pub age_recipients_file: Option<PathBuf>,
+/// What a target kind's own validation gives the target around it (each kind's configuration file has a
+/// `validate` that returns it).
+struct KindParts {
+    /// The kind's validated part, unless it had problems.
+    kind: Option<TargetKind>,
+    /// The artifact name template, as configured or the kind's default.
+    template: String,
+    /// The key the template is configured under.
+    template_key: &'static str,
+    /// The kind's default `operation_timeout`.
+    timeout: Duration,
+    /// The longest `expiry` the kind allows, and why.
+    max_expiry: Option<(Duration, &'static str)>,
 }
 
 /// Resolved per-target policy (docs/design.md, "Policy semantics").
@@ -514,12 +490,8 @@ const DEFAULT_WARN: Duration = Duration::from_hours(168);
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_mins(10);
-const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_hours(1);
 const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 const DEFAULT_STATE_DIR: &str = "/var/lib/rpod";
-/// Default artifact name of `command` targets; `.age` is appended when encrypting.
-pub const DEFAULT_COMMAND_ARTIFACT: &str = "{target}/{utc:%Y%m%dT%H%M%SZ}-{id}.zst";
-
 impl Config {
     /// Reads, parses and validates a configuration file.
     ///
@@ -706,39 +678,15 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         }
         let storage = storages.get(storage_name);
         let own_policy = target.policy();
-        let (kind, template, template_key, timeout) = match target {
-            RawTarget::Command(command) => {
-                let default_name = if command.encrypt.is_some() {
-                    format!("{DEFAULT_COMMAND_ARTIFACT}.age")
-                } else {
-                    DEFAULT_COMMAND_ARTIFACT.to_owned()
-                };
-                (
-                    validate_command(command, &path, &mut problems),
-                    command.artifact_name.clone().unwrap_or(default_name),
-                    "artifact_name",
-                    DEFAULT_COMMAND_TIMEOUT,
-                )
-            }
-            RawTarget::Apim(apim) => {
-                let access = match storage {
-                    Some(StorageConfig::AzureBlob(blob)) => Some(&blob.access),
-                    _ => None,
-                };
-                (
-                    Some(TargetKind::Apim(azure::validate_apim(
-                        apim,
-                        &path,
-                        access,
-                        &mut problems,
-                    ))),
-                    apim.backup_name
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_APIM_BACKUP_NAME.to_owned()),
-                    "backup_name",
-                    azure::DEFAULT_APIM_TIMEOUT,
-                )
-            }
+        let KindParts {
+            kind,
+            template,
+            template_key,
+            timeout,
+            max_expiry,
+        } = match target {
+            RawTarget::Command(raw) => command::validate(raw, &path, &mut problems),
+            RawTarget::Apim(raw) => apim::validate(raw, &path, storage, &mut problems),
         };
         if let (Some(kind), Some(storage)) = (&kind, storage)
             && kind.storage_kind() != storage.kind()
@@ -774,8 +722,8 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         if let Some(policy) = &mut policy {
             policy.on_change = on_change;
         }
-        if let (Some(TargetKind::Apim(_)), Some(expiry)) = (&kind, merged.expiry)
-            && expiry.0 > APIM_EXPIRY
+        if let (Some((limit, why)), Some(expiry)) = (max_expiry, merged.expiry)
+            && expiry.0 > limit
         {
             problems.push(Problem::at(
                 if own_policy.expiry.is_some() {
@@ -784,8 +732,8 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                     "defaults.policy.expiry".to_owned()
                 },
                 format!(
-                    "API Management backups cannot be restored after 30 days; expiry {expiry} is longer (set it \
-                     to 30d or less, or per target)"
+                    "{why}; expiry {expiry} is longer (set it to {} or less, or per target)",
+                    HumanDuration(limit)
                 ),
             ));
         }
@@ -1118,84 +1066,6 @@ fn validate_policy(
     })
 }
 
-fn validate_command(
-    raw: &RawCommandTarget,
-    path: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<TargetKind> {
-    let before = problems.len();
-    match raw.command.first() {
-        None => problems.push(Problem::at(
-            format!("{path}.command"),
-            "empty command: give the program and its arguments, e.g. [\"tar\", \"-cf\", \"-\", \"/etc\"]",
-        )),
-        Some(program) if program.trim().is_empty() => {
-            problems.push(Problem::at(format!("{path}.command[0]"), "the program name is empty"));
-        }
-        Some(_) => {}
-    }
-    if raw.command.iter().any(|arg| arg.contains('\0')) {
-        problems.push(Problem::at(
-            format!("{path}.command"),
-            "arguments must not contain NUL bytes",
-        ));
-    }
-    for key in raw.env.keys() {
-        if !valid_env_name(key) {
-            problems.push(Problem::at(
-                format!("{path}.env.{key}"),
-                "invalid environment variable name",
-            ));
-        }
-    }
-    let mut secret_env = Vec::new();
-    for (index, secret) in raw.secret_env.iter().enumerate() {
-        let secret_path = format!("{path}.secret_env[{index}]");
-        if !valid_env_name(&secret.name) {
-            problems.push(Problem::at(
-                format!("{secret_path}.name"),
-                "invalid environment variable name",
-            ));
-        }
-        match SecretSource::from_pair(
-            secret.value_file.as_ref(),
-            secret.value_env.as_ref(),
-            "value",
-        ) {
-            Ok(source) => secret_env.push((secret.name.clone(), source)),
-            Err(message) => problems.push(Problem::at(&secret_path, message)),
-        }
-    }
-    if let Some(dir) = &raw.working_dir
-        && dir.as_os_str().is_empty()
-    {
-        problems.push(Problem::at(
-            format!("{path}.working_dir"),
-            "must not be empty",
-        ));
-    }
-    if let Some(encrypt) = &raw.encrypt
-        && encrypt.age_recipients_file.as_os_str().is_empty()
-    {
-        problems.push(Problem::at(
-            format!("{path}.encrypt.age_recipients_file"),
-            "must not be empty",
-        ));
-    }
-    if problems.len() != before {
-        return None;
-    }
-    Some(TargetKind::Command(CommandSpec {
-        argv: raw.command.clone(),
-        env: raw.env.clone(),
-        secret_env,
-        clear_env: raw.clear_env,
-        allow_empty: raw.allow_empty,
-        working_dir: raw.working_dir.clone(),
-        age_recipients_file: raw.encrypt.as_ref().map(|e| e.age_recipients_file.clone()),
-    }))
-}
-
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -1203,12 +1073,6 @@ fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.')
-}
-
-fn valid_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

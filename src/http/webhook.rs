@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::changes::{ChangeNotice, ChangeSink, ChangeSource, parse_time};
-use crate::config::{Secret, TargetConfig, TargetKind, WebhookConfig};
+use crate::config::{Secret, TargetConfig, WebhookConfig};
 use crate::metrics::Metrics;
 
 /// Where Event Grid delivers.
@@ -90,7 +90,7 @@ impl Routing {
         let secret = config.secret.load()?;
         let mut services: HashMap<String, Vec<String>> = HashMap::new();
         for target in targets {
-            let TargetKind::Apim(spec) = &target.kind else {
+            let Some(path) = target.kind.event_grid_resource() else {
                 continue;
             };
             if !target
@@ -101,7 +101,6 @@ impl Routing {
             {
                 continue;
             }
-            let path = spec.resource_path();
             let key = service_key(&path).unwrap_or_else(|| path.to_lowercase());
             services.entry(key).or_default().push(target.name.clone());
         }

@@ -286,6 +286,7 @@ impl ApimProvider {
             sha256: None,
             sku: resource.sku_name().map(str::to_owned),
             etag: resource.etag.clone(),
+            expires_at: None,
         }
     }
 

@@ -354,6 +354,7 @@ impl Provider for CommandProvider {
             sha256: Some(format!("{:x}", hasher.finalize())),
             sku: None,
             etag: None,
+            expires_at: None,
         })
     }
 }

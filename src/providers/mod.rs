@@ -14,8 +14,50 @@ use tokio_util::sync::CancellationToken;
 pub use apim::ApimProvider;
 pub use command::CommandProvider;
 
+use crate::azure::ArmClient;
 use crate::clock::Clock;
+use crate::config::{Config, Problem, StorageConfig, TargetConfig, TargetKind};
 use crate::storage::{ArtifactInfo, Storage};
+
+/// Builds the provider of `config.targets[index]`, the way `storage::build` builds a storage. `arm` serves the
+/// kinds that reach Azure Resource Manager: `None` when no Azure client was set up (the target is then skipped:
+/// its storage is missing too), or why it could not be.
+///
+/// # Errors
+/// A file the target names could not be used (age recipients), or the ARM client could not be built: a
+/// configuration problem with its key.
+pub fn build(
+    index: usize,
+    target: &TargetConfig,
+    config: &Config,
+    arm: Option<&Result<ArmClient, String>>,
+) -> Result<Option<Arc<dyn Provider>>, Problem> {
+    match &target.kind {
+        TargetKind::Command(spec) => match CommandProvider::new(spec.clone()) {
+            Ok(provider) => Ok(Some(Arc::new(provider))),
+            Err(message) => Err(Problem::at(
+                format!("targets[{index}].encrypt.age_recipients_file"),
+                message,
+            )),
+        },
+        TargetKind::Apim(spec) => {
+            let (Some(arm), Some(StorageConfig::AzureBlob(blob))) =
+                (arm, config.storages.get(&target.storage))
+            else {
+                return Ok(None);
+            };
+            match arm {
+                Ok(arm) => Ok(Some(Arc::new(ApimProvider::new(
+                    spec.clone(),
+                    blob.clone(),
+                    arm.clone(),
+                    &config.azure.resource_manager_endpoint,
+                )))),
+                Err(message) => Err(Problem::at("azure", message.clone())),
+            }
+        }
+    }
+}
 
 /// What a provider is asked to do.
 #[derive(Debug, Clone)]
@@ -91,6 +133,23 @@ pub struct BackupOutcome {
     pub sku: Option<String>,
     /// The protected resource's etag at completion, where it has one.
     pub etag: Option<String>,
+    /// When the backup stops being restorable, where the service decides that (a vault, a platform); `None`:
+    /// the recovery point plus the policy's `expiry`.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A recovery point that the protected system made without rpod (a vault's own policy, a platform's own
+/// scheduler), as its provider lists it for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalPoint {
+    /// Its name or id, unique within the target (recorded as the backup's artifact).
+    pub name: String,
+    /// The instant whose state it captures.
+    pub recovery_point: DateTime<Utc>,
+    /// When it stops being restorable, as the system says; `None`: the recovery point plus the policy's expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Its size, when known.
+    pub size: Option<u64>,
 }
 
 /// Why an attempt stopped before its end.
@@ -230,6 +289,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         } else {
             Ok(())
         }
+    }
+
+    /// The recovery points made outside rpod, for kinds whose system makes its own (a vault's policy, a
+    /// platform's scheduler); `None` for kinds whose backups are all rpod's own (the default). The system vouches
+    /// for them: reconciliation imports them as restorable, with the expiry the system gives.
+    async fn recovery_points(&self) -> Option<Result<Vec<ExternalPoint>, ProviderError>> {
+        None
     }
 
     /// Runs one backup to its end.

@@ -282,7 +282,11 @@ pub(super) async fn run(
             status: Status::Succeeded,
             accepted_at: Some(outcome.recovery_point),
             completed_at: completed,
-            expires_at: Some(outcome.recovery_point + policy::delta(policy.expiry)),
+            expires_at: Some(
+                outcome
+                    .expires_at
+                    .unwrap_or(outcome.recovery_point + policy::delta(policy.expiry)),
+            ),
             artifact: Some(outcome.artifact.clone()),
             size_bytes: outcome.size_bytes.and_then(|s| i64::try_from(s).ok()),
             sha256: outcome.sha256.clone(),

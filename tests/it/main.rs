@@ -18,6 +18,7 @@ mod honest;
 mod lifecycle;
 mod policy;
 mod prune;
+mod reconcile;
 mod scheduler;
 mod secrets;
 mod support;

@@ -53,6 +53,7 @@ impl Provider for Fake {
             sha256: None,
             sku: None,
             etag: None,
+            expires_at: None,
         };
         match self.behaviour {
             Behaviour::Succeed => Ok(ok(now)),

@@ -1,0 +1,178 @@
+//! `kind = "apim"` targets: an Azure API Management service, backed up through Resource Manager into an
+//! `azure_blob` storage. The raw model, its validation and its defaults, together (docs/configuration.md,
+//! "`[[targets]]` (`kind = \"apim\"`)").
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{BlobAccess, KindParts, Problem, RawPolicy, Section, StorageConfig, TargetKind};
+
+/// The newest stable API Management api-version.
+pub const DEFAULT_APIM_API_VERSION: &str = "2024-05-01";
+
+/// Default backup name of `apim` targets.
+pub const DEFAULT_APIM_BACKUP_NAME: &str = "{target}/{utc:%Y%m%dT%H%M%SZ}-{id}.apimbackup";
+
+/// API Management deletes nothing, but refuses to restore a backup older than this.
+pub const APIM_EXPIRY: Duration = Duration::from_hours(720);
+
+/// Default overall deadline of an API Management backup: real ones have polled for hours.
+pub const DEFAULT_APIM_TIMEOUT: Duration = Duration::from_hours(6);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApimTarget {
+    pub name: String,
+    pub storage: String,
+    subscription_id: String,
+    resource_group: String,
+    service: String,
+    api_version: Option<String>,
+    pub backup_name: Option<String>,
+    #[serde(default)]
+    pub policy: Section<RawPolicy>,
+}
+
+/// An `apim` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApimSpec {
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// Service name.
+    pub service: String,
+    /// api-version of the backup requests.
+    pub api_version: String,
+}
+
+impl ApimSpec {
+    /// The service's ARM path, without the endpoint.
+    #[must_use]
+    pub fn resource_path(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ApiManagement/service/{}",
+            self.subscription_id, self.resource_group, self.service
+        )
+    }
+
+    /// Whether the api-version predates `accessType` (2021-04-01-preview): then the request has exactly the four
+    /// fields of the old contract and only an access key can be used.
+    #[must_use]
+    pub fn legacy_body(&self) -> bool {
+        legacy_api_version(&self.api_version)
+    }
+}
+
+fn legacy_api_version(version: &str) -> bool {
+    version.get(..10).is_some_and(|date| date < "2021-04-01")
+}
+
+fn valid_api_version(version: &str) -> bool {
+    let (date, rest) = version.split_at(version.len().min(10));
+    let digits = date.char_indices().all(|(i, c)| {
+        if i == 4 || i == 7 {
+            c == '-'
+        } else {
+            c.is_ascii_digit()
+        }
+    });
+    date.len() == 10 && digits && (rest.is_empty() || rest == "-preview")
+}
+
+/// Validates what only an `apim` target has. `access` is the target's storage's access mode, when that storage
+/// is a valid `azure_blob` one.
+fn validate_spec(
+    raw: &RawApimTarget,
+    path: &str,
+    access: Option<&BlobAccess>,
+    problems: &mut Vec<Problem>,
+) -> ApimSpec {
+    let segment = |value: &str, key: &str, problems: &mut Vec<Problem>| {
+        if value.trim().is_empty() || value.contains(['/', '?', '#', ' ']) {
+            problems.push(Problem::at(
+                format!("{path}.{key}"),
+                format!("invalid {key} {value:?}"),
+            ));
+        }
+    };
+    segment(&raw.subscription_id, "subscription_id", problems);
+    segment(&raw.resource_group, "resource_group", problems);
+    segment(&raw.service, "service", problems);
+    let api_version = raw
+        .api_version
+        .clone()
+        .unwrap_or_else(|| DEFAULT_APIM_API_VERSION.to_owned());
+    if !valid_api_version(&api_version) {
+        problems.push(Problem::at(
+            format!("{path}.api_version"),
+            format!(
+                "invalid api-version {api_version:?}: write e.g. \"{DEFAULT_APIM_API_VERSION}\" or \
+                 \"2021-04-01-preview\""
+            ),
+        ));
+    } else if legacy_api_version(&api_version)
+        && let Some(access) = access
+        && !matches!(access, BlobAccess::AccessKey(_))
+    {
+        problems.push(Problem::at(
+            format!("{path}.api_version"),
+            format!(
+                "api-version {api_version} predates managed-identity access (2021-04-01-preview): storage {:?} \
+                 has access = {:?}; use api_version = \"{DEFAULT_APIM_API_VERSION}\" or access = \"access_key\"",
+                raw.storage,
+                access.kind()
+            ),
+        ));
+    }
+    ApimSpec {
+        subscription_id: raw.subscription_id.clone(),
+        resource_group: raw.resource_group.clone(),
+        service: raw.service.clone(),
+        api_version,
+    }
+}
+
+/// Validates what only an `apim` target has, with what it gives the target around it. `storage` is the target's
+/// storage, when it is defined.
+pub(super) fn validate(
+    raw: &RawApimTarget,
+    path: &str,
+    storage: Option<&StorageConfig>,
+    problems: &mut Vec<Problem>,
+) -> KindParts {
+    let access = match storage {
+        Some(StorageConfig::AzureBlob(blob)) => Some(&blob.access),
+        _ => None,
+    };
+    KindParts {
+        kind: Some(TargetKind::Apim(validate_spec(raw, path, access, problems))),
+        template: raw
+            .backup_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_APIM_BACKUP_NAME.to_owned()),
+        template_key: "backup_name",
+        timeout: DEFAULT_APIM_TIMEOUT,
+        max_expiry: Some((
+            APIM_EXPIRY,
+            "API Management backups cannot be restored after 30 days",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_before_2021_04_01_use_the_legacy_body() {
+        assert!(legacy_api_version("2020-12-01"));
+        assert!(legacy_api_version("2021-01-01-preview"));
+        assert!(!legacy_api_version("2021-04-01-preview"));
+        assert!(!legacy_api_version("2024-05-01"));
+        assert!(valid_api_version("2021-04-01-preview"));
+        assert!(!valid_api_version("2021-4-1"));
+        assert!(!valid_api_version("latest"));
+    }
+}
