@@ -4,6 +4,7 @@
 
 mod azure_blob;
 mod directory;
+mod managed;
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 pub use azure_blob::AzureBlobStorage;
 pub use directory::DirectoryStorage;
+pub use managed::ManagedStorage;
 
 use crate::azure::AzureClients;
 use crate::config::StorageConfig;

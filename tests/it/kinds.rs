@@ -1,6 +1,6 @@
-//! Reconciliation of recovery points that the protected system makes itself (a vault's own policy, a platform's
-//! own scheduler): the provider lists them, reconciliation imports them as the system describes them, and one that
-//! leaves the list is marked missing.
+//! What the provider interface lets a target kind decide: recovery points that the protected system makes itself
+//! (a vault's own policy, a platform's own scheduler), kept where rpod lists no storage, and the expiry the system
+//! gives a backup.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +10,7 @@ use rpod::config::Config;
 use rpod::providers::{BackupOutcome, BackupRequest, ExternalPoint, Provider, ProviderError};
 use rpod::reconcile::reconcile;
 use rpod::record::Status;
+use rpod::storage::ManagedStorage;
 use rpod::target::TargetSpec;
 
 /// A provider whose system keeps recovery points of its own.
@@ -26,18 +27,24 @@ impl Provider for Vault {
         Some(Ok(self.0.lock().unwrap().clone()))
     }
 
-    async fn backup(&self, _request: BackupRequest) -> Result<BackupOutcome, ProviderError> {
-        Err(ProviderError::permanent(
-            "NotHere",
-            "this test never backs up",
-        ))
+    /// An on-demand backup whose expiry the vault decides: a week.
+    async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError> {
+        let at = request.clock.now();
+        Ok(BackupOutcome {
+            recovery_point: at,
+            artifact: request.artifact,
+            size_bytes: None,
+            sha256: None,
+            sku: None,
+            etag: None,
+            expires_at: Some(at + TimeDelta::days(7)),
+        })
     }
 }
 
 #[tokio::test]
 async fn recovery_points_made_outside_rpod_count_as_the_system_describes_them() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("backups")).unwrap();
     let toml = format!(
         "[daemon]\nstate_dir = \"{0}/state\"\n[storage.local]\nkind = \"directory\"\npath = \"{0}/backups\"\n\
          [[targets]]\nname = \"vm\"\nkind = \"command\"\ncommand = [\"true\"]\nstorage = \"local\"\n\
@@ -60,6 +67,8 @@ async fn recovery_points_made_outside_rpod_count_as_the_system_describes_them() 
     ])));
     let mut spec: TargetSpec = specs.remove(0);
     spec.provider = vault.clone();
+    // Its recovery points live in the vault: no storage rpod could list.
+    spec.storage = Arc::new(ManagedStorage::new("vault-1"));
     let targets = vec![Arc::new(spec)];
     let catalog = Catalog::open(&dir.path().join("state")).await.unwrap();
 
@@ -93,7 +102,7 @@ async fn recovery_points_made_outside_rpod_count_as_the_system_describes_them() 
         Some((now - TimeDelta::hours(2)).timestamp_millis())
     );
 
-    // Nothing of them is in the storage, and that does not make them missing; leaving the system's list does.
+    // No storage lists them, and that does not make them missing; leaving the system's list does.
     let report = reconcile(&catalog, &targets, now).await.unwrap();
     assert!(
         report.missing.is_empty() && report.discovered.is_empty(),
@@ -104,5 +113,40 @@ async fn recovery_points_made_outside_rpod_count_as_the_system_describes_them() 
     assert_eq!(report.missing, vec![("vm".to_owned(), second.id)]);
     let gone = catalog.backup(second.id).await.unwrap().unwrap();
     assert_eq!(gone.status, Status::Missing);
+    catalog.close().await;
+}
+
+#[tokio::test]
+async fn a_provider_may_set_the_expiry_of_its_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[daemon]\nstate_dir = \"{0}/state\"\n[storage.local]\nkind = \"directory\"\npath = \"{0}/backups\"\n\
+         [[targets]]\nname = \"vm\"\nkind = \"command\"\ncommand = [\"true\"]\nstorage = \"local\"\n",
+        dir.path().display()
+    );
+    let config = Config::parse(&toml, std::path::Path::new("rpod.toml")).unwrap();
+    let mut spec = rpod::app::build_targets(&config, std::path::Path::new("rpod.toml"))
+        .unwrap()
+        .remove(0);
+    spec.provider = Arc::new(Vault(Mutex::new(Vec::new())));
+    let catalog = Catalog::open(&dir.path().join("state")).await.unwrap();
+    let shared = rpod::scheduler::Shared::new(
+        catalog.clone(),
+        rpod::metrics::Metrics::new(),
+        rpod::clock::Clock::system(),
+        1,
+    );
+    let report = rpod::scheduler::run_once(&shared, spec, rpod::record::Trigger::Manual).await;
+    let record = catalog
+        .backup(report.backup_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, Status::Succeeded, "{record:?}");
+    assert_eq!(
+        record.expires_at.unwrap() - record.accepted_at.unwrap(),
+        TimeDelta::days(7),
+        "the vault's week, not the policy's 30 days"
+    );
     catalog.close().await;
 }
