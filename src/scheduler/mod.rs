@@ -11,11 +11,11 @@
 
 mod attempt;
 mod changes;
+mod heartbeat;
+mod timers;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 pub use attempt::{AttemptOutcome, AttemptReport};
 pub use changes::pending_change_since;
+pub use heartbeat::Heartbeat;
 
 use crate::catalog::{Catalog, Finish, PendingOperation};
 use crate::changes::{ChangeNotice, ChangeSignals, ChangeSink, ChangeSource};
@@ -34,79 +35,7 @@ use crate::metrics::Metrics;
 use crate::policy;
 use crate::record::Trigger;
 use crate::target::TargetSpec;
-
-/// The scheduler's heartbeat: stamped each time its loop has serviced its due timers, and at least every
-/// `interval` (docs/operations.md, "Liveness and readiness"). It drives `rpod_last_evaluation_timestamp_seconds`
-/// and systemd's `WATCHDOG=1`, and `/readyz` reads it, so a hung scheduler turns all three stale. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Heartbeat {
-    /// The longest the loop sleeps between beats.
-    pub interval: Duration,
-    notifier: crate::notify::Notifier,
-    /// Wall time of the last beat in Unix milliseconds; 0 before the first.
-    last: Arc<std::sync::atomic::AtomicI64>,
-    /// The service manager hears beats only once rpod said `READY=1`.
-    serving: Arc<AtomicBool>,
-}
-
-impl Heartbeat {
-    /// A heartbeat expected every `interval`, told to `notifier` as well as the metric.
-    #[must_use]
-    pub fn new(interval: Duration, notifier: crate::notify::Notifier) -> Self {
-        Self {
-            interval,
-            notifier,
-            last: Arc::new(std::sync::atomic::AtomicI64::new(0)),
-            serving: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// rpod told the service manager it is ready: from now on each beat also sends `WATCHDOG=1`.
-    pub fn serving(&self) {
-        self.serving.store(true, Ordering::Release);
-    }
-
-    fn beat(&self, metrics: &Metrics, now: DateTime<Utc>) {
-        self.last.store(now.timestamp_millis(), Ordering::Release);
-        metrics.evaluated(now);
-        if self.serving.load(Ordering::Acquire) {
-            self.notifier.watchdog();
-        }
-    }
-
-    /// When the scheduler last beat, if it has.
-    #[must_use]
-    pub fn last(&self) -> Option<DateTime<Utc>> {
-        match self.last.load(Ordering::Acquire) {
-            0 => None,
-            ms => DateTime::from_timestamp_millis(ms),
-        }
-    }
-
-    /// Why the scheduler does not look alive at `now`: it has not beaten within twice its interval (plus a
-    /// second for a busy machine). `None` when it is alive.
-    #[must_use]
-    pub fn stale(&self, now: DateTime<Utc>) -> Option<String> {
-        let allowed = policy::delta(self.interval * 2 + Duration::from_secs(1));
-        match self.last() {
-            None => Some("the scheduler has not started yet".to_owned()),
-            Some(at) if now - at > allowed => Some(format!(
-                "the scheduler has not serviced its timers for {} (expected every {})",
-                humantime::format_duration(Duration::from_secs(
-                    u64::try_from((now - at).num_seconds()).unwrap_or(0)
-                )),
-                humantime::format_duration(self.interval)
-            )),
-            Some(_) => None,
-        }
-    }
-}
-
-impl Default for Heartbeat {
-    fn default() -> Self {
-        Self::new(Duration::from_secs(15), crate::notify::Notifier::default())
-    }
-}
+use timers::{Timer, TimerKind, Timers};
 
 /// What the scheduler needs from the rest of rpod.
 #[derive(Debug, Clone)]
@@ -231,35 +160,6 @@ impl ChangeSink for SchedulerHandle {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimerKind {
-    Slot(DateTime<Utc>),
-    Watchdog,
-    Retry,
-    Change,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Timer {
-    at: DateTime<Utc>,
-    seq: u64,
-    target: Arc<str>,
-    epoch: u64,
-    kind: TimerKind,
-}
-
-impl Ord for Timer {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Running {
     /// Schedule slots coalesced into this attempt; marked used if it succeeds.
@@ -301,10 +201,9 @@ struct TargetState {
 struct Scheduler {
     shared: Shared,
     targets: HashMap<Arc<str>, TargetState>,
-    timers: BinaryHeap<Reverse<Timer>>,
+    timers: Timers,
     /// Jobs started but waiting for a permit (see [`Scheduler::dispatch`]).
     waiting: VecDeque<attempt::Job>,
-    seq: u64,
     epoch: u64,
     tx: mpsc::UnboundedSender<Message>,
 }
@@ -323,9 +222,8 @@ pub async fn start(
     let mut scheduler = Scheduler {
         shared,
         targets: HashMap::new(),
-        timers: BinaryHeap::new(),
+        timers: Timers::default(),
         waiting: VecDeque::new(),
-        seq: 0,
         epoch: 0,
         tx: tx.clone(),
     };
@@ -392,17 +290,15 @@ impl Scheduler {
         let mut beat_at = None;
         loop {
             let now = self.shared.clock.now();
-            while self.timers.peek().is_some_and(|Reverse(t)| t.at <= now) {
-                if let Some(Reverse(timer)) = self.timers.pop() {
-                    self.fire(&timer, now);
-                }
+            while let Some(timer) = self.timers.pop_due(now) {
+                self.fire(&timer, now);
             }
             // Due timers are serviced: that is the beat. At most one per second goes out, however busy the loop.
             if beat_at.is_none_or(|at| now - at >= chrono::TimeDelta::seconds(1)) {
                 self.shared.heartbeat.beat(&self.shared.metrics, now);
                 beat_at = Some(now);
             }
-            let next = self.timers.peek().map(|Reverse(t)| t.at);
+            let next = self.timers.next();
             let wake = Some(next.map_or(now + beat_every, |at| at.min(now + beat_every)));
             tokio::select! {
                 biased;
@@ -437,14 +333,7 @@ impl Scheduler {
     }
 
     fn push(&mut self, target: &Arc<str>, epoch: u64, at: DateTime<Utc>, kind: TimerKind) {
-        self.seq += 1;
-        self.timers.push(Reverse(Timer {
-            at,
-            seq: self.seq,
-            target: target.clone(),
-            epoch,
-            kind,
-        }));
+        self.timers.set(target, epoch, at, kind);
     }
 
     /// Registers a target. At start (`startup`), a missed schedule slot or an interrupted attempt leads to one
