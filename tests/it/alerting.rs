@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::apim::{Cloud, target};
+use crate::cloud::{Cloud, target};
 use crate::helpers::{printed, repo_root, run_tool};
 use crate::support::{TestApp, eventually, spawn_app};
 

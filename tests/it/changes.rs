@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rpod::record::{BackupRecord, Status};
 use serde_json::{Value, json};
 
-use crate::apim::{Cloud, RG, SUB, target};
+use crate::cloud::{Cloud, RG, SUB, target};
 use crate::support::{TestApp, eventually};
 
 const SECRET: &str = "webhook-secret-7f3a9c";

@@ -9,6 +9,7 @@ mod arm;
 mod azure_blob;
 mod catalog;
 mod changes;
+mod cloud;
 mod config;
 mod credentials;
 mod daemon;

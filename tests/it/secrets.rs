@@ -12,7 +12,7 @@ use rpod::azure::transport::LoopbackOnly;
 use rpod::clock::Clock;
 use rpod::record::Status;
 
-use crate::apim::{CONTAINER, Cloud, target};
+use crate::cloud::{CONTAINER, Cloud, target};
 use crate::support::{eventually, run_rpod, spawn_app_in};
 
 const CLIENT_SECRET: &str = "canary-client-secret-9f3e2d";
@@ -135,8 +135,8 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         "id": "1",
         "topic": format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ApiManagement/service/svc-canary",
-            crate::apim::SUB,
-            crate::apim::RG
+            crate::cloud::SUB,
+            crate::cloud::RG
         ),
         "subject": "/apis/echo",
         "data": {},

@@ -19,7 +19,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::apim::{RG, SUB};
+use crate::cloud::{RG, SUB};
 
 /// Needs URL-encoding in `?code=`, so decoding is exercised.
 const SECRET: &str = "hook secret+/=&ü";
@@ -34,7 +34,7 @@ fn service(name: &str) -> String {
 /// polled, not fed by Event Grid.
 fn config(max_body_bytes: Option<usize>) -> String {
     let target = |name: &str, service: &str, detect: &str| {
-        crate::apim::target(
+        crate::cloud::target(
             name,
             service,
             &format!("rpo = \"6h\"\non_change = {{ detect = \"{detect}\" }}"),
