@@ -2,19 +2,11 @@
 
 use rpod::catalog::{Catalog, CatalogError};
 
-use crate::support::{run_rpod, write_config};
+use crate::support::{command_config, command_target, run_rpod, write_config};
 
-const CONFIG: &str = r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "t"
-kind = "command"
-command = ["echo", "hello"]
-storage = "local"
-"#;
+fn config() -> String {
+    command_config("", &[command_target("t", &["echo", "hello"])])
+}
 
 /// Records a new `running` manual backup and returns its id.
 async fn running(catalog: &Catalog, target: &str, kind: &str, storage: &str) -> i64 {
@@ -42,7 +34,7 @@ fn rpod(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
 #[tokio::test]
 async fn a_missing_state_directory_is_created_owner_only_when_its_parent_exists() {
     use std::os::unix::fs::PermissionsExt as _;
-    let (dir, config) = write_config(CONFIG);
+    let (dir, config) = write_config(&config());
     let state = dir.path().join("state");
     std::fs::remove_dir(&state).unwrap();
     // Reading creates nothing: an empty catalog answers.
@@ -64,7 +56,7 @@ async fn a_missing_state_directory_is_created_owner_only_when_its_parent_exists(
 
 #[tokio::test]
 async fn a_state_directory_whose_parent_is_missing_is_a_clear_runtime_error() {
-    let (dir, config) = write_config(CONFIG);
+    let (dir, config) = write_config(&config());
     let text = std::fs::read_to_string(&config).unwrap().replace(
         &format!("{}/state", dir.path().display()),
         &format!("{}/nowhere/state", dir.path().display()),
@@ -81,7 +73,7 @@ async fn a_state_directory_whose_parent_is_missing_is_a_clear_runtime_error() {
 
 #[tokio::test]
 async fn a_corrupt_catalog_is_reported_not_overwritten() {
-    let (dir, config) = write_config(CONFIG);
+    let (dir, config) = write_config(&config());
     let db = dir.path().join("state/rpod.db");
     let garbage = b"this is not a database, but it might be someone's data".repeat(100);
     std::fs::write(&db, &garbage).unwrap();
@@ -99,7 +91,7 @@ async fn a_corrupt_catalog_is_reported_not_overwritten() {
 
 #[tokio::test]
 async fn a_catalog_from_a_newer_rpod_is_refused() {
-    let (dir, config) = write_config(CONFIG);
+    let (dir, config) = write_config(&config());
     let catalog = Catalog::open(&dir.path().join("state")).await.unwrap();
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
@@ -121,7 +113,7 @@ async fn a_catalog_from_a_newer_rpod_is_refused() {
 
 #[tokio::test]
 async fn reopening_keeps_the_records_and_is_idempotent() {
-    let (dir, _config) = write_config(CONFIG);
+    let (dir, _config) = write_config(&config());
     let state = dir.path().join("state");
     let catalog = Catalog::open(&state).await.unwrap();
     let id = running(&catalog, "t", "command", "local").await;
@@ -137,7 +129,7 @@ async fn reopening_keeps_the_records_and_is_idempotent() {
 
 #[tokio::test]
 async fn check_config_online_probes_every_storage() {
-    let (dir, config) = write_config(CONFIG);
+    let (dir, config) = write_config(&config());
     let output = run_rpod(&config, &["check-config", "--online"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(

@@ -22,29 +22,17 @@ use crate::support::{
     write_config,
 };
 
-/// A target whose program always fails, reconciled every 300 ms.
-const FAILING: &str = r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:0"
-evaluation_interval = "300ms"
-reconcile_interval = "300ms"
-shutdown_timeout = "2s"
-
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "t"
-kind = "command"
-command = ["false"]
-storage = "local"
-
-[targets.policy]
-rpo = "3h"
-max_attempts = 1
-"#;
+/// A target `t` running `argv`, reconciled every 300 ms, and `more` targets.
+fn failing(argv: &[&str], more: &[support::CommandTarget]) -> String {
+    let mut targets =
+        vec![support::command_target("t", argv).policy("rpo = \"3h\"\nmax_attempts = 1")];
+    targets.extend_from_slice(more);
+    support::command_config(
+        "[daemon]\nstate_dir = \"{dir}/state\"\nlisten = \"127.0.0.1:0\"\nevaluation_interval = \"300ms\"\n\
+         reconcile_interval = \"300ms\"\nshutdown_timeout = \"2s\"\n",
+        &targets,
+    )
+}
 
 fn artifact_name(at: DateTime<Utc>, id: u32) -> String {
     format!("t/{}-{id}.zst", at.format("%Y%m%dT%H%M%SZ"))
@@ -79,7 +67,7 @@ async fn files_named_like_backups_are_dated_by_their_names_and_count_only_once_v
         .collect();
     let real = zstd::encode_all(content.as_slice(), 3).unwrap();
     let truncated = &real[..real.len() / 2];
-    let (dir, config) = write_config(FAILING);
+    let (dir, config) = write_config(&failing(&["false"], &[]));
     let junk = "t/19990101T000000Z-424242.zst";
     put(dir.path(), junk, b"twenty bytes of junk");
     let empty = artifact_name(now - TimeDelta::minutes(10), 1001);
@@ -186,18 +174,12 @@ async fn files_named_like_backups_are_dated_by_their_names_and_count_only_once_v
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_writes_nothing_makes_no_backup_unless_that_is_allowed() {
-    let config = FAILING.replace(r#"command = ["false"]"#, r#"command = ["true"]"#)
-        + r#"
-[[targets]]
-name = "allowed"
-kind = "command"
-command = ["true"]
-storage = "local"
-allow_empty = true
-
-[targets.policy]
-rpo = "3h"
-"#;
+    let config = failing(
+        &["true"],
+        &[support::command_target("allowed", &["true"])
+            .key("allow_empty = true")
+            .policy("rpo = \"3h\"")],
+    );
     let app = support::spawn_app(&config).await;
     let failed = eventually(Duration::from_secs(20), "a failed backup", || async {
         app.records("t")
@@ -256,7 +238,7 @@ async fn refuse_successes(state: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_whose_outcome_cannot_be_recorded_is_a_failure_everywhere() {
-    let config = FAILING.replace(r#"command = ["false"]"#, r#"command = ["echo", "hello"]"#);
+    let config = failing(&["echo", "hello"], &[]);
     let (dir, path) = write_config(&config);
     refuse_successes(&dir.path().join("state")).await;
     let app = start_in(
@@ -446,32 +428,24 @@ async fn a_frozen_scheduler_turns_the_heartbeat_the_watchdog_and_readiness_stale
     live.shutdown.cancel();
 }
 
-const WITH_TOKEN: &str = r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:0"
-evaluation_interval = "300ms"
-shutdown_timeout = "2s"
-log_format = "json"
-api_token_file = "{dir}/api-token"
-
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "t"
-kind = "command"
-command = ["echo", "hello"]
-storage = "local"
-
-[targets.policy]
-rpo = "1h"
-"#;
+/// A daemon with an API token at `{dir}/api-token`, listening at `listen`, and one target `t`.
+fn with_token(listen: &str) -> String {
+    support::command_config(
+        &format!(
+            "[daemon]\nstate_dir = \"{{dir}}/state\"\nlisten = \"{listen}\"\nevaluation_interval = \"300ms\"\n\
+             shutdown_timeout = \"2s\"\nlog_format = \"json\"\napi_token_file = \"{{dir}}/api-token\"\n"
+        ),
+        &[support::command_target("t", &["echo", "hello"]).policy("rpo = \"1h\"")],
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutating_requests_need_the_api_token_and_reading_does_not() {
-    let app = support::spawn_app_with(WITH_TOKEN, &[("api-token", b"open-sesame\n")]).await;
+    let app = support::spawn_app_with(
+        &with_token("127.0.0.1:0"),
+        &[("api-token", b"open-sesame\n")],
+    )
+    .await;
     let post = |path: &str, token: Option<&str>| {
         let mut request = app.http.post(app.url(path));
         if let Some(token) = token {
@@ -517,9 +491,7 @@ async fn mutating_requests_need_the_api_token_and_reading_does_not() {
 #[test]
 fn a_listener_beyond_loopback_without_a_token_is_a_configuration_error() {
     let (_dir, config) = write_config(
-        &WITH_TOKEN
-            .replace("listen = \"127.0.0.1:0\"\n", "listen = \"0.0.0.0:0\"\n")
-            .replace("api_token_file = \"{dir}/api-token\"\n", ""),
+        &with_token("0.0.0.0:0").replace("api_token_file = \"{dir}/api-token\"\n", ""),
     );
     let output = run_rpod(&config, &["run"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -532,16 +504,12 @@ fn a_listener_beyond_loopback_without_a_token_is_a_configuration_error() {
 
 /// Points the configuration's `listen` at `address`, so that the command line finds the daemon there.
 fn listen_at(config: &Path, dir: &Path, address: std::net::SocketAddr) {
-    rewrite_config(
-        config,
-        dir,
-        &WITH_TOKEN.replace("127.0.0.1:0", &address.to_string()),
-    );
+    rewrite_config(config, dir, &with_token(&address.to_string()));
 }
 
 #[test]
 fn one_daemon_per_state_directory_and_the_command_line_goes_through_it() {
-    let (dir, config) = write_config(WITH_TOKEN);
+    let (dir, config) = write_config(&with_token("127.0.0.1:0"));
     std::fs::write(dir.path().join("api-token"), "open-sesame\n").unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let health = |url: String| {

@@ -5,36 +5,25 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rpod::record::{BackupRecord, Status};
 
-use crate::support::{eventually, spawn_app};
+use crate::support::{command_config, command_target, eventually, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchdog_backs_up_before_each_breach_and_failures_show() {
-    let app = spawn_app(
-        r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[defaults.policy]
-rpo = "3s"
-rpo_lead = "1s"
-retry_backoff = "100ms"
-retry_max_backoff = "300ms"
-max_attempts = 2
-
-[[targets]]
-name = "good"
-kind = "command"
-command = ["echo", "fresh"]
-storage = "local"
-
-[[targets]]
-name = "bad"
-kind = "command"
-command = ["sh", "-c", "echo partial; echo 'pg_dump: connection refused' >&2; exit 3"]
-storage = "local"
-"#,
-    )
+    let app = spawn_app(&command_config(
+        "[defaults.policy]\nrpo = \"3s\"\nrpo_lead = \"1s\"\nretry_backoff = \"100ms\"\n\
+         retry_max_backoff = \"300ms\"\nmax_attempts = 2\n",
+        &[
+            command_target("good", &["echo", "fresh"]),
+            command_target(
+                "bad",
+                &[
+                    "sh",
+                    "-c",
+                    "echo partial; echo 'pg_dump: connection refused' >&2; exit 3",
+                ],
+            ),
+        ],
+    ))
     .await;
     let started: DateTime<Utc> = Utc::now();
     // Three RPO periods.
@@ -130,23 +119,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_backups_are_pruned_but_the_newest_stays() {
-    let app = spawn_app(
-        r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "short"
-kind = "command"
-command = ["echo", "data"]
-storage = "local"
-[targets.policy]
-rpo = "2s"
-expiry = "4s"
-warn_before_expiry = "1s"
-"#,
-    )
+    let app = spawn_app(&command_config(
+        "",
+        &[command_target("short", &["echo", "data"])
+            .policy("rpo = \"2s\"\nexpiry = \"4s\"\nwarn_before_expiry = \"1s\"")],
+    ))
     .await;
     let pruned = eventually(
         Duration::from_secs(20),

@@ -9,7 +9,7 @@ use rpod::maintenance;
 use rpod::record::Status;
 use rpod::target::TargetSpec;
 
-use crate::support::{insert_succeeded, run_rpod, write_config};
+use crate::support::{command_config, command_target, insert_succeeded, run_rpod, write_config};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -18,25 +18,16 @@ struct Fixture {
     targets: Vec<Arc<TargetSpec>>,
 }
 
-const CONFIG: &str = r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "t"
-kind = "command"
-command = ["true"]
-storage = "local"
-[targets.policy]
-rpo = "1h"
-expiry = "1d"
-keep_last = 2
-"#;
+fn config() -> String {
+    command_config(
+        "",
+        &[command_target("t", &["true"]).policy("rpo = \"1h\"\nexpiry = \"1d\"\nkeep_last = 2")],
+    )
+}
 
 /// A catalog with backups of target `t` at the given ages (hours before now), each with an artifact file.
 async fn fixture(ages_hours: &[i64], now: DateTime<Utc>) -> (Fixture, Vec<i64>) {
-    let (dir, config_path) = write_config(CONFIG);
+    let (dir, config_path) = write_config(&config());
     let (_, specs) = rpod::app::load(&config_path).unwrap();
     let catalog = Catalog::open(&dir.path().join("state")).await.unwrap();
     let mut ids = Vec::new();

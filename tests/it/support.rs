@@ -427,3 +427,61 @@ pub fn run_rpod_with_env(
         .output()
         .unwrap()
 }
+
+/// One `command` target of a test configuration (see [`command_config`]).
+#[derive(Debug, Clone)]
+pub struct CommandTarget {
+    target: String,
+    policy: String,
+}
+
+/// A `command` target `name` running `argv` into the storage `local`.
+pub fn command_target(name: &str, argv: &[&str]) -> CommandTarget {
+    let argv: Vec<String> = argv
+        .iter()
+        .map(|arg| serde_json::to_string(arg).unwrap())
+        .collect();
+    CommandTarget {
+        target: format!(
+            "[[targets]]\nname = \"{name}\"\nkind = \"command\"\ncommand = [{}]\nstorage = \"local\"\n",
+            argv.join(", ")
+        ),
+        policy: String::new(),
+    }
+}
+
+impl CommandTarget {
+    /// Another key of the target, as a TOML line (`allow_empty = true`).
+    pub fn key(mut self, line: &str) -> Self {
+        self.target.push_str(line);
+        self.target.push('\n');
+        self
+    }
+
+    /// Lines of its `[targets.policy]`.
+    pub fn policy(mut self, lines: &str) -> Self {
+        self.policy.push_str(lines.trim());
+        self.policy.push('\n');
+        self
+    }
+
+    fn toml(&self) -> String {
+        if self.policy.is_empty() {
+            self.target.clone()
+        } else {
+            format!("{}[targets.policy]\n{}", self.target, self.policy)
+        }
+    }
+}
+
+/// The configuration most tests need: `head` (a `[daemon]` or `[defaults.policy]` section, or nothing), the
+/// directory storage `local` at `{dir}/backups`, and `targets`; templated by [`write_config`].
+pub fn command_config(head: &str, targets: &[CommandTarget]) -> String {
+    let mut text =
+        format!("{head}\n[storage.local]\nkind = \"directory\"\npath = \"{{dir}}/backups\"\n");
+    for target in targets {
+        text.push('\n');
+        text.push_str(&target.toml());
+    }
+    text
+}
