@@ -4,7 +4,9 @@ use rpod::record::{BackupRecord, Status};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-use crate::support::{Metrics, TestApp, eventually, spawn_app, spawn_app_with, unzstd};
+use crate::support::{
+    Metrics, TestApp, command_config, command_target, eventually, spawn_app, spawn_app_with, unzstd,
+};
 
 fn payload() -> Vec<u8> {
     (0..200_000u32)
@@ -43,22 +45,11 @@ async fn consistent_view(app: &TestApp, target: &str) -> (Metrics, Vec<BackupRec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_command_backups_land_in_the_directory_and_everything_agrees() {
     let data = payload();
-    let app = spawn_app(
-        r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "data"
-kind = "command"
-command = ["cat", "{dir}/data.txt"]
-storage = "local"
-[targets.policy]
-schedule = "*/2 * * * * *"
-rpo = "1h"
-"#,
-    )
+    let app = spawn_app(&command_config(
+        "",
+        &[command_target("data", &["cat", "{dir}/data.txt"])
+            .policy("schedule = \"*/2 * * * * *\"\nrpo = \"1h\"")],
+    ))
     .await;
     std::fs::write(app.path("data.txt"), &data).unwrap();
 
@@ -215,20 +206,12 @@ async fn encrypted_artifacts_decrypt_with_the_identity_and_hold_no_plaintext() {
     let data: Vec<u8> = b"TOP-SECRET-PAYLOAD ".repeat(5000);
     let recipients = format!("# backup key\n{}\n", identity.to_public());
     let app = spawn_app_with(
-        r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "secret"
-kind = "command"
-command = ["cat", "{dir}/data.txt"]
-storage = "local"
-encrypt = { age_recipients_file = "{dir}/recipients.txt" }
-[targets.policy]
-rpo = "1h"
-"#,
+        &command_config(
+            "",
+            &[command_target("secret", &["cat", "{dir}/data.txt"])
+                .key("encrypt = { age_recipients_file = \"{dir}/recipients.txt\" }")
+                .policy("rpo = \"1h\"")],
+        ),
         &[
             ("data.txt", &data),
             ("recipients.txt", recipients.as_bytes()),
@@ -273,23 +256,20 @@ rpo = "1h"
 async fn environment_working_directory_and_secrets_reach_the_command_only() {
     let secret = "s3cr3t-value-9f8e";
     let app = spawn_app_with(
-        r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "env"
-kind = "command"
-command = ["/bin/sh", "-c", "pwd; echo \"$GREETING\"; echo \"${HOME:-no-home}\"; echo \"$TOKEN\""]
-storage = "local"
-working_dir = "{dir}"
-clear_env = true
-env = { GREETING = "hello" }
-secret_env = [{ name = "TOKEN", value_file = "{dir}/token" }]
-[targets.policy]
-rpo = "1h"
-"#,
+        &command_config(
+            "",
+            &[command_target(
+                "env",
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "pwd; echo \"$GREETING\"; echo \"${HOME:-no-home}\"; echo \"$TOKEN\"",
+                ],
+            )
+            .key("working_dir = \"{dir}\"\nclear_env = true\nenv = { GREETING = \"hello\" }")
+            .key("secret_env = [{ name = \"TOKEN\", value_file = \"{dir}/token\" }]")
+            .policy("rpo = \"1h\"")],
+        ),
         &[("token", format!("{secret}\n").as_bytes())],
     )
     .await;
@@ -322,25 +302,17 @@ rpo = "1h"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_past_its_deadline_is_killed_and_timed_out() {
-    let app = spawn_app(
-        r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "slow"
-kind = "command"
-command = ["sh", "-c", "echo $$ > {dir}/pid; sleep 600 & wait"]
-storage = "local"
-[targets.policy]
-rpo = "1h"
-operation_timeout = "1s"
-max_attempts = 1
-retry_backoff = "1h"
-retry_max_backoff = "1h"
-"#,
-    )
+    let app = spawn_app(&command_config(
+        "",
+        &[command_target(
+            "slow",
+            &["sh", "-c", "echo $$ > {dir}/pid; sleep 600 & wait"],
+        )
+        .policy(
+            "rpo = \"1h\"\noperation_timeout = \"1s\"\nmax_attempts = 1\nretry_backoff = \"1h\"\n\
+                 retry_max_backoff = \"1h\"",
+        )],
+    ))
     .await;
     let record = eventually(Duration::from_secs(20), "the timed-out record", || async {
         app.records("slow")

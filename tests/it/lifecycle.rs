@@ -6,7 +6,10 @@ use chrono::TimeDelta;
 use nix::sys::signal::Signal;
 use rpod::record::{BackupRecord, Status};
 
-use crate::support::{DaemonProcess, process_alive, rewrite_config, run_rpod, write_config};
+use crate::support::{
+    DaemonProcess, command_config, command_target, process_alive, rewrite_config, run_rpod,
+    write_config,
+};
 
 fn daemon_config(body: &str) -> String {
     format!(
@@ -32,24 +35,24 @@ fn read_pid(path: &std::path::Path) -> Option<i32> {
 }
 
 /// A backup command that hangs (recording its pid) while the file `slow` exists.
-const SWITCHABLE: &str = r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "t"
-kind = "command"
-command = ["sh", "-c", "if [ -e {dir}/slow ]; then echo $$ > {dir}/pid; exec sleep 600; fi; echo data"]
-storage = "local"
-[targets.policy]
-rpo = "1h"
-schedule = "*/2 * * * * *"
-"#;
+fn switchable() -> String {
+    command_config(
+        "",
+        &[command_target(
+            "t",
+            &[
+                "sh",
+                "-c",
+                "if [ -e {dir}/slow ]; then echo $$ > {dir}/pid; exec sleep 600; fi; echo data",
+            ],
+        )
+        .policy("rpo = \"1h\"\nschedule = \"*/2 * * * * *\"")],
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_sigkill_resumes_without_duplicates_and_catches_up_once() {
-    let (dir, config) = write_config(&daemon_config(SWITCHABLE));
+    let (dir, config) = write_config(&daemon_config(&switchable()));
     let mut daemon = DaemonProcess::start(&config);
     wait_for(Duration::from_secs(20), "a scheduled backup", || async {
         records(dir.path())
@@ -141,7 +144,7 @@ async fn restart_after_sigkill_resumes_without_duplicates_and_catches_up_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_backup_exits_within_the_drain_deadline_and_kills_the_command() {
-    let (dir, config) = write_config(&daemon_config(SWITCHABLE));
+    let (dir, config) = write_config(&daemon_config(&switchable()));
     std::fs::write(dir.path().join("slow"), "").unwrap();
     let mut daemon = DaemonProcess::start(&config);
     let pid = wait_for(Duration::from_secs(20), "the backup command", || async {
@@ -169,19 +172,11 @@ async fn sigterm_during_a_backup_exits_within_the_drain_deadline_and_kills_the_c
 async fn sighup_rejects_an_invalid_config_and_applies_a_valid_one() {
     let body = |extra: &str| {
         daemon_config(&format!(
-            r#"
-[storage.local]
-kind = "directory"
-path = "{{dir}}/backups"
-
-[[targets]]
-name = "t"
-kind = "command"
-command = ["echo", "a"]
-storage = "local"
-[targets.policy]
-rpo = "1h"
-{extra}"#
+            "{}{extra}",
+            command_config(
+                "",
+                &[command_target("t", &["echo", "a"]).policy("rpo = \"1h\"")]
+            )
         ))
     };
     let (dir, config) = write_config(&body(""));
@@ -275,19 +270,10 @@ rpo = "1h"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_backups_go_through_the_daemon_or_run_standalone() {
-    let body = r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "t"
-kind = "command"
-command = ["echo", "manual"]
-storage = "local"
-[targets.policy]
-rpo = "1h"
-"#;
+    let body = &command_config(
+        "",
+        &[command_target("t", &["echo", "manual"]).policy("rpo = \"1h\"")],
+    );
     // No daemon: the backup runs in the command itself.
     let (dir, config) = write_config(&daemon_config(body));
     let output = run_rpod(&config, &["backup", "t"]);

@@ -15,7 +15,9 @@ use rpod::record::Status;
 use tokio::net::UnixDatagram;
 
 use crate::helpers::{printed, repo_root, run_tool};
-use crate::support::{DaemonProcess, eventually, records_in, unzstd, write_config};
+use crate::support::{
+    DaemonProcess, command_config, command_target, eventually, records_in, unzstd, write_config,
+};
 
 const UNIT: &str = "deploy/systemd/rpod.service";
 const SYSUSERS: &str = "deploy/systemd/rpod.sysusers";
@@ -112,7 +114,8 @@ fn the_unit_runs_the_installed_binary_as_a_watched_notify_service() {
     // for the drain deadline plus the 15 s rpod gives stopped programs.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rpod.toml");
-    std::fs::write(&path, TARGET.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+    let target = command_config("", &[command_target("env", &["env"])]);
+    std::fs::write(&path, target.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
     let defaults = Config::load(&path).unwrap().daemon;
     let watchdog = humantime::parse_duration(setting(&unit, "WatchdogSec")).unwrap();
     let stop = humantime::parse_duration(setting(&unit, "TimeoutStopSec")).unwrap();
@@ -171,24 +174,13 @@ fn the_sysusers_file_creates_the_rpod_user() {
     assert!(!said.contains("ignoring"), "{said}");
 }
 
-/// A command target whose backup is its program's environment.
-const TARGET: &str = r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "env"
-kind = "command"
-command = ["env"]
-storage = "local"
-"#;
-
-/// A daemon configuration with a fast heartbeat and JSON logs (which `DaemonProcess` reads its address from).
+/// A daemon configuration with a fast heartbeat and JSON logs (which `DaemonProcess` reads its address from), and
+/// a command target whose backup is its program's environment.
 fn daemon_config() -> String {
-    format!(
-        "[daemon]\nstate_dir = \"{{dir}}/state\"\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
-         evaluation_interval = \"200ms\"\nshutdown_timeout = \"1s\"\n\n{TARGET}"
+    command_config(
+        "[daemon]\nstate_dir = \"{dir}/state\"\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
+         evaluation_interval = \"200ms\"\nshutdown_timeout = \"1s\"\n",
+        &[command_target("env", &["env"])],
     )
 }
 
