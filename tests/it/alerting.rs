@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 use crate::cloud::{Cloud, target};
 use crate::helpers::{printed, repo_root, run_tool};
-use crate::support::{TestApp, eventually, spawn_app};
+use crate::support::{TestApp, command_config, command_target, eventually, spawn_app};
 
 const RULES: &str = "deploy/prometheus/rpod-alerts.yml";
 const RULE_TESTS: &str = "deploy/prometheus/rpod-alerts.test.yml";
@@ -299,28 +299,15 @@ async fn exercised_metrics() -> String {
     let config = cloud.config(
         "managed_identity",
         &format!(
-            r#"
-[storage.local]
-kind = "directory"
-path = "{{dir}}/backups"
-{apim}
-[[targets]]
-name = "etc"
-kind = "command"
-command = ["echo", "etc"]
-storage = "local"
-[targets.policy]
-rpo = "1h"
-
-[[targets]]
-name = "db"
-kind = "command"
-command = ["sh", "-c", "echo db"]
-storage = "local"
-[targets.policy]
-rpo = "2h"
-schedule = "0 3 * * *"
-"#
+            "{}{apim}",
+            command_config(
+                "",
+                &[
+                    command_target("etc", &["echo", "etc"]).policy("rpo = \"1h\""),
+                    command_target("db", &["sh", "-c", "echo db"])
+                        .policy("rpo = \"2h\"\nschedule = \"0 3 * * *\""),
+                ],
+            )
         ),
     );
     let app = cloud.spawn(&config).await;
@@ -676,33 +663,16 @@ fn rules_with_for(duration: &str) -> String {
 async fn a_real_prometheus_fires_the_rpo_breach_when_backups_fail_and_resolves_it_on_recovery() {
     // "etc" has a 5 s RPO, is backed up 3 s after each backup, and fails while the file `fail` exists; after a
     // failure rpod tries again 500 ms later. "steady" never fails and must never alert.
-    let app: TestApp = spawn_app(
-        r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "etc"
-kind = "command"
-command = ["sh", "-c", "test ! -e {dir}/fail && echo etc"]
-storage = "local"
-[targets.policy]
-rpo = "5s"
-rpo_lead = "2s"
-max_attempts = 1
-retry_backoff = "500ms"
-retry_max_backoff = "500ms"
-
-[[targets]]
-name = "steady"
-kind = "command"
-command = ["echo", "steady"]
-storage = "local"
-[targets.policy]
-rpo = "1h"
-"#,
-    )
+    let app: TestApp = spawn_app(&command_config(
+        "",
+        &[
+            command_target("etc", &["sh", "-c", "test ! -e {dir}/fail && echo etc"]).policy(
+                "rpo = \"5s\"\nrpo_lead = \"2s\"\nmax_attempts = 1\nretry_backoff = \"500ms\"\n\
+                 retry_max_backoff = \"500ms\"",
+            ),
+            command_target("steady", &["echo", "steady"]).policy("rpo = \"1h\""),
+        ],
+    ))
     .await;
     eventually(Duration::from_secs(10), "etc compliant", || async {
         let compliant = app
