@@ -179,26 +179,15 @@ async fn expired_backups_are_pruned_but_the_newest_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_that_stop_raise_one_expiry_warning_per_backup() {
-    let app = spawn_app(
-        r#"
-[storage.local]
-kind = "directory"
-path = "{dir}/backups"
-
-[[targets]]
-name = "w"
-kind = "command"
-command = ["sh", "-c", "test ! -e {dir}/broken && echo ok"]
-storage = "local"
-[targets.policy]
-rpo = "3s"
-expiry = "4s"
-warn_before_expiry = "2s"
-retry_backoff = "1s"
-retry_max_backoff = "10s"
-max_attempts = 1
-"#,
-    )
+    let app = spawn_app(&command_config(
+        "",
+        &[
+            command_target("w", &["sh", "-c", "test ! -e {dir}/broken && echo ok"]).policy(
+                "rpo = \"3s\"\nexpiry = \"4s\"\nwarn_before_expiry = \"2s\"\nretry_backoff = \"1s\"\n\
+                 retry_max_backoff = \"10s\"\nmax_attempts = 1",
+            ),
+        ],
+    ))
     .await;
     eventually(Duration::from_secs(10), "a first backup", || async {
         app.records("w")
