@@ -153,13 +153,20 @@ pub fn build_targets_in(
                 continue;
             }
         };
-        let Some(storage) = storages.get(&target.storage) else {
-            continue;
+        let storage = match &target.storage {
+            Some(name) => match storages.get(name) {
+                Some(storage) => storage.clone(),
+                None => continue,
+            },
+            // Recovery points that live in the protected system: nothing to list, write or delete.
+            None => {
+                Arc::new(storage::ManagedStorage::new(&target.name)) as Arc<dyn storage::Storage>
+            }
         };
         specs.push(TargetSpec {
             config: target.clone(),
             provider,
-            storage: storage.clone(),
+            storage,
         });
     }
     if problems.is_empty() {

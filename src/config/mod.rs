@@ -293,10 +293,13 @@ impl RawTarget {
         }
     }
 
-    fn storage(&self) -> &str {
+    /// The storage it names; `None` for a kind whose recovery points live in the protected system itself.
+    // Today every kind names one; the first that does not (a vault's) answers `None`.
+    #[allow(clippy::unnecessary_wraps)]
+    fn storage(&self) -> Option<&str> {
         match self {
-            Self::Command(t) => &t.storage,
-            Self::Apim(t) => &t.storage,
+            Self::Command(t) => Some(&t.storage),
+            Self::Apim(t) => Some(&t.storage),
         }
     }
 
@@ -390,8 +393,9 @@ impl StorageConfig {
 pub struct TargetConfig {
     /// Unique name; the `target` label of every metric.
     pub name: String,
-    /// Name of the storage its backups go to.
-    pub storage: String,
+    /// Name of the storage its backups go to; `None` for a kind whose recovery points live in the protected
+    /// system (a vault, a platform): it is built with `storage::ManagedStorage`.
+    pub storage: Option<String>,
     /// How backups are named in the storage.
     pub artifact_name: NameTemplate,
     /// The resolved policy (target over `[defaults.policy]` over built-in defaults).

@@ -93,7 +93,9 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             ));
         }
         let storage_name = target.storage();
-        if !raw.storage.contains_key(storage_name) {
+        if let Some(storage_name) = storage_name
+            && !raw.storage.contains_key(storage_name)
+        {
             let defined: Vec<&str> = raw.storage.keys().map(String::as_str).collect();
             problems.push(Problem::at(
                 format!("{path}.storage"),
@@ -107,7 +109,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                 ),
             ));
         }
-        let storage = storages.get(storage_name);
+        let storage = storage_name.and_then(|name| storages.get(name));
         let own_policy = target.policy();
         let KindParts {
             kind,
@@ -125,9 +127,10 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             problems.push(Problem::at(
                 format!("{path}.storage"),
                 format!(
-                    "{} targets need a {} storage; {storage_name:?} is {}",
+                    "{} targets need a {} storage; {:?} is {}",
                     kind.name(),
                     kind.storage_kind(),
+                    storage_name.unwrap_or_default(),
                     storage.kind()
                 ),
             ));
@@ -178,7 +181,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         if let (Some(policy), Some(kind), Some(artifact_name)) = (policy, kind, artifact_name) {
             targets.push(TargetConfig {
                 name,
-                storage: storage_name.to_owned(),
+                storage: storage_name.map(str::to_owned),
                 artifact_name,
                 policy,
                 kind,

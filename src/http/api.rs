@@ -77,7 +77,7 @@ pub async fn target_view(
     Ok(TargetView {
         name: config.name.clone(),
         kind: spec.provider.kind().to_owned(),
-        storage: config.storage.clone(),
+        storage: spec.storage.name().to_owned(),
         rpo_seconds: policy.rpo.as_secs(),
         schedule: policy.schedule.as_ref().map(|s| s.expression().to_owned()),
         timezone: policy.schedule.as_ref().map(|s| s.timezone().to_string()),

@@ -41,9 +41,10 @@ pub fn build(
             )),
         },
         TargetKind::Apim(spec) => {
-            let (Some(arm), Some(StorageConfig::AzureBlob(blob))) =
-                (arm, config.storages.get(&target.storage))
-            else {
+            let (Some(arm), Some(StorageConfig::AzureBlob(blob))) = (
+                arm,
+                target.storage.as_ref().and_then(|s| config.storages.get(s)),
+            ) else {
                 return Ok(None);
             };
             match arm {
