@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::azure::{ArmClient, ArmOptions, ArmTokens, AzureClients, credential};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::config::{AzureConfig, Config, ConfigError, Problem, StorageConfig, TargetKind};
+use crate::config::{AzureConfig, Config, ConfigError, Problem, StorageConfig};
 use crate::http::webhook::Webhook;
 use crate::http::{self, ApiState, TargetsView};
 use crate::maintenance;
@@ -111,10 +111,7 @@ pub fn build_targets_in(
     file: &Path,
     environment: &Environment,
 ) -> Result<Vec<TargetSpec>, ConfigError> {
-    let needs_azure = config
-        .targets
-        .iter()
-        .any(|t| matches!(t.kind, TargetKind::Apim(_)))
+    let needs_azure = config.targets.iter().any(|t| t.kind.spec().reaches_azure())
         || config
             .storages
             .values()

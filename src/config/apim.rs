@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BlobAccess, KindParts, Problem, RawPolicy, Section, StorageConfig, TargetKind};
+use super::{
+    BlobAccess, KindParts, KindSpec, Problem, RawKind, RawPolicy, Section, StorageConfig,
+    TargetKind,
+};
 
 /// The newest stable API Management api-version.
 pub const DEFAULT_APIM_API_VERSION: &str = "2024-05-01";
@@ -23,15 +26,15 @@ pub const DEFAULT_APIM_TIMEOUT: Duration = Duration::from_hours(6);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawApimTarget {
-    pub name: String,
-    pub storage: String,
+    name: String,
+    storage: String,
     subscription_id: String,
     resource_group: String,
     service: String,
     api_version: Option<String>,
-    pub backup_name: Option<String>,
+    backup_name: Option<String>,
     #[serde(default)]
-    pub policy: Section<RawPolicy>,
+    policy: Section<RawPolicy>,
 }
 
 /// An `apim` target.
@@ -134,30 +137,66 @@ fn validate_spec(
     }
 }
 
-/// Validates what only an `apim` target has, with what it gives the target around it. `storage` is the target's
-/// storage, when it is defined.
-pub(super) fn validate(
-    raw: &RawApimTarget,
-    path: &str,
-    storage: Option<&StorageConfig>,
-    problems: &mut Vec<Problem>,
-) -> KindParts {
-    let access = match storage {
-        Some(StorageConfig::AzureBlob(blob)) => Some(&blob.access),
-        _ => None,
-    };
-    KindParts {
-        kind: Some(TargetKind::Apim(validate_spec(raw, path, access, problems))),
-        template: raw
-            .backup_name
-            .clone()
-            .unwrap_or_else(|| DEFAULT_APIM_BACKUP_NAME.to_owned()),
-        template_key: "backup_name",
-        timeout: DEFAULT_APIM_TIMEOUT,
-        max_expiry: Some((
-            APIM_EXPIRY,
-            "API Management backups cannot be restored after 30 days",
-        )),
+impl KindSpec for ApimSpec {
+    fn name(&self) -> &'static str {
+        "apim"
+    }
+
+    fn storage_kind(&self) -> &'static str {
+        "azure_blob"
+    }
+
+    fn reaches_azure(&self) -> bool {
+        true
+    }
+
+    fn detects_changes(&self) -> bool {
+        true
+    }
+
+    fn event_grid_resource(&self) -> Option<String> {
+        Some(self.resource_path())
+    }
+}
+
+impl RawKind for RawApimTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn storage(&self) -> Option<&str> {
+        Some(&self.storage)
+    }
+
+    fn policy(&self) -> &RawPolicy {
+        &self.policy
+    }
+
+    fn validate(
+        &self,
+        path: &str,
+        storage: Option<&StorageConfig>,
+        problems: &mut Vec<Problem>,
+    ) -> KindParts {
+        let access = match storage {
+            Some(StorageConfig::AzureBlob(blob)) => Some(&blob.access),
+            _ => None,
+        };
+        KindParts {
+            kind: Some(TargetKind::Apim(validate_spec(
+                self, path, access, problems,
+            ))),
+            template: self
+                .backup_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_APIM_BACKUP_NAME.to_owned()),
+            template_key: "backup_name",
+            timeout: DEFAULT_APIM_TIMEOUT,
+            max_expiry: Some((
+                APIM_EXPIRY,
+                "API Management backups cannot be restored after 30 days",
+            )),
+        }
     }
 }
 

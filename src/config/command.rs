@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{KindParts, Problem, RawPolicy, SecretSource, Section, TargetKind};
+use super::{
+    KindParts, KindSpec, Problem, RawKind, RawPolicy, SecretSource, Section, StorageConfig,
+    TargetKind,
+};
 
 /// Default overall deadline of a command backup.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_hours(1);
@@ -18,8 +21,8 @@ pub const DEFAULT_COMMAND_ARTIFACT: &str = "{target}/{utc:%Y%m%dT%H%M%SZ}-{id}.z
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCommandTarget {
-    pub name: String,
-    pub storage: String,
+    name: String,
+    storage: String,
     command: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -33,7 +36,7 @@ pub(super) struct RawCommandTarget {
     artifact_name: Option<String>,
     encrypt: Option<Section<RawEncrypt>>,
     #[serde(default)]
-    pub policy: Section<RawPolicy>,
+    policy: Section<RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,23 +150,47 @@ fn validate_spec(
     }))
 }
 
-/// Validates what only a `command` target has, with what it gives the target around it.
-pub(super) fn validate(
-    raw: &RawCommandTarget,
-    path: &str,
-    problems: &mut Vec<Problem>,
-) -> KindParts {
-    let default_name = if raw.encrypt.is_some() {
-        format!("{DEFAULT_COMMAND_ARTIFACT}.age")
-    } else {
-        DEFAULT_COMMAND_ARTIFACT.to_owned()
-    };
-    KindParts {
-        kind: validate_spec(raw, path, problems),
-        template: raw.artifact_name.clone().unwrap_or(default_name),
-        template_key: "artifact_name",
-        timeout: DEFAULT_COMMAND_TIMEOUT,
-        max_expiry: None,
+impl KindSpec for CommandSpec {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn storage_kind(&self) -> &'static str {
+        "directory"
+    }
+}
+
+impl RawKind for RawCommandTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn storage(&self) -> Option<&str> {
+        Some(&self.storage)
+    }
+
+    fn policy(&self) -> &RawPolicy {
+        &self.policy
+    }
+
+    fn validate(
+        &self,
+        path: &str,
+        _storage: Option<&StorageConfig>,
+        problems: &mut Vec<Problem>,
+    ) -> KindParts {
+        let default_name = if self.encrypt.is_some() {
+            format!("{DEFAULT_COMMAND_ARTIFACT}.age")
+        } else {
+            DEFAULT_COMMAND_ARTIFACT.to_owned()
+        };
+        KindParts {
+            kind: validate_spec(self, path, problems),
+            template: self.artifact_name.clone().unwrap_or(default_name),
+            template_key: "artifact_name",
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+            max_expiry: None,
+        }
     }
 }
 

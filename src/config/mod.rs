@@ -169,8 +169,10 @@ impl RawFile {
             let path = format!("targets[{index}]");
             match take_kind(&mut table, &path, "target", &["command", "apim"]).and_then(|kind| {
                 match kind {
-                    "command" => from_table(table, &path).map(RawTarget::Command),
-                    _ => from_table(table, &path).map(RawTarget::Apim),
+                    "command" => from_table::<command::RawCommandTarget>(table, &path)
+                        .map(|raw| Box::new(raw) as RawTarget),
+                    _ => from_table::<apim::RawApimTarget>(table, &path)
+                        .map(|raw| Box::new(raw) as RawTarget),
                 }
             }) {
                 Ok(raw) => targets.push(raw),
@@ -279,37 +281,26 @@ impl RawPolicy {
     }
 }
 
-#[derive(Debug)]
-enum RawTarget {
-    Command(command::RawCommandTarget),
-    Apim(apim::RawApimTarget),
-}
-
-impl RawTarget {
-    fn name(&self) -> &str {
-        match self {
-            Self::Command(t) => &t.name,
-            Self::Apim(t) => &t.name,
-        }
-    }
-
+/// One `[[targets]]` entry, of whichever kind: what every kind has, and its own validation. Each kind's
+/// configuration file implements it for its raw model.
+trait RawKind: std::fmt::Debug {
+    /// `name`.
+    fn name(&self) -> &str;
     /// The storage it names; `None` for a kind whose recovery points live in the protected system itself.
-    // Today every kind names one; the first that does not (a vault's) answers `None`.
-    #[allow(clippy::unnecessary_wraps)]
-    fn storage(&self) -> Option<&str> {
-        match self {
-            Self::Command(t) => Some(&t.storage),
-            Self::Apim(t) => Some(&t.storage),
-        }
-    }
-
-    fn policy(&self) -> &RawPolicy {
-        match self {
-            Self::Command(t) => &t.policy,
-            Self::Apim(t) => &t.policy,
-        }
-    }
+    fn storage(&self) -> Option<&str>;
+    /// `[targets.policy]`.
+    fn policy(&self) -> &RawPolicy;
+    /// Validates what only this kind has, with what it gives the target around it. `storage` is the storage the
+    /// target names, when that is defined.
+    fn validate(
+        &self,
+        path: &str,
+        storage: Option<&StorageConfig>,
+        problems: &mut Vec<Problem>,
+    ) -> KindParts;
 }
+
+type RawTarget = Box<dyn RawKind>;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Validated model.
@@ -414,31 +405,46 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
+    /// The kind's validated part, as every layer may ask of it. The one place that lists the kinds' specs.
+    #[must_use]
+    pub fn spec(&self) -> &dyn KindSpec {
+        match self {
+            Self::Command(spec) => spec,
+            Self::Apim(spec) => spec,
+        }
+    }
+
     /// The `kind` as written in the file.
     #[must_use]
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Command(_) => "command",
-            Self::Apim(_) => "apim",
-        }
+        self.spec().name()
     }
 
     /// The Resource Manager resource whose Event Grid events are this target's changes, for the kinds that have
     /// one (API Management: the service); the webhook routes deliveries by it.
     #[must_use]
     pub fn event_grid_resource(&self) -> Option<String> {
-        match self {
-            Self::Command(_) => None,
-            Self::Apim(spec) => Some(spec.resource_path()),
-        }
+        self.spec().event_grid_resource()
     }
+}
 
-    /// The storage kind this target kind writes to.
-    fn storage_kind(&self) -> &'static str {
-        match self {
-            Self::Command(_) => "directory",
-            Self::Apim(_) => "azure_blob",
-        }
+/// What the rest of rpod asks of a target kind's validated part; each kind's configuration file implements it.
+pub trait KindSpec: std::fmt::Debug {
+    /// The `kind` as written in the file.
+    fn name(&self) -> &'static str;
+    /// The kind of storage its backups go to.
+    fn storage_kind(&self) -> &'static str;
+    /// Whether it reaches Azure: the `[azure]` credential and the Resource Manager client are built for it.
+    fn reaches_azure(&self) -> bool {
+        false
+    }
+    /// Whether changes of the protected system can be detected (`on_change` applies).
+    fn detects_changes(&self) -> bool {
+        false
+    }
+    /// The Resource Manager resource whose Event Grid events are its changes.
+    fn event_grid_resource(&self) -> Option<String> {
+        None
     }
 }
 

@@ -13,8 +13,8 @@ use super::{
     Config, DEFAULT_EXPIRY, DEFAULT_LISTEN, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF,
     DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RPO, DEFAULT_STATE_DIR, DEFAULT_WARN, Daemon, HumanDuration,
     KindParts, NameTemplate, OnChange, Policy, Problem, RawConfig, RawDaemon, RawPolicy,
-    RawStorage, RawTarget, Schedule, SecretSource, StorageConfig, TargetConfig, TargetKind, apim,
-    azure, change, command, parse_timezone,
+    RawStorage, Schedule, SecretSource, StorageConfig, TargetConfig, TargetKind, azure, change,
+    parse_timezone,
 };
 
 pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
@@ -117,19 +117,16 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             template_key,
             timeout,
             max_expiry,
-        } = match target {
-            RawTarget::Command(raw) => command::validate(raw, &path, &mut problems),
-            RawTarget::Apim(raw) => apim::validate(raw, &path, storage, &mut problems),
-        };
+        } = target.validate(&path, storage, &mut problems);
         if let (Some(kind), Some(storage)) = (&kind, storage)
-            && kind.storage_kind() != storage.kind()
+            && kind.spec().storage_kind() != storage.kind()
         {
             problems.push(Problem::at(
                 format!("{path}.storage"),
                 format!(
                     "{} targets need a {} storage; {:?} is {}",
                     kind.name(),
-                    kind.storage_kind(),
+                    kind.spec().storage_kind(),
                     storage_name.unwrap_or_default(),
                     storage.kind()
                 ),
@@ -324,7 +321,7 @@ fn validate_target_on_change(
     };
     let on_change = change::validate_on_change(raw, &key, problems)?;
     match kind {
-        Some(TargetKind::Apim(_)) => {}
+        Some(kind) if kind.spec().detects_changes() => {}
         Some(other) => {
             if own.on_change.is_some() {
                 problems.push(Problem::at(
