@@ -72,6 +72,14 @@ impl OperationJournal for CatalogJournal {
     }
 }
 
+/// Records that the schedule slots up to `slot` are used: by an attempt that served it and succeeded, or by a
+/// success that a slot was coalesced into. With the journal's acceptance step, the one place that does.
+pub(super) async fn mark_slot_used(shared: &Shared, target: &str, slot: DateTime<Utc>) {
+    if let Err(err) = shared.catalog.set_last_slot(target, slot).await {
+        warn!(target = %target, error = %err, "Could not record the schedule slot as used.");
+    }
+}
+
 /// How an attempt ended, as far as scheduling cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -343,9 +351,8 @@ pub(super) async fn run(
     }
     if finish.status == Status::Succeeded
         && let Some(slot) = job.slot
-        && let Err(err) = shared.catalog.set_last_slot(&name, slot).await
     {
-        warn!(target = %name, error = %err, "Could not record the schedule slot as used.");
+        mark_slot_used(shared, &name, slot).await;
     }
     let outcome_label = match finish.status {
         Status::Succeeded => Some("succeeded"),

@@ -234,12 +234,10 @@ impl Scheduler {
             AttemptOutcome::Succeeded => {
                 state.cooldown_until = None;
                 if let Some(slot) = running.and_then(|r| r.coalesced_slot) {
-                    let catalog = self.shared.catalog.clone();
+                    let shared = self.shared.clone();
                     let target = report.target.clone();
                     self.shared.tracker.spawn(async move {
-                        if let Err(err) = catalog.set_last_slot(&target, slot).await {
-                            warn!(target = %target, error = %err, "Could not record the schedule slot as used.");
-                        }
+                        attempt::mark_slot_used(&shared, &target, slot).await;
                     });
                 }
             }
