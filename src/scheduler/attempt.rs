@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, warn};
 
-use super::Shared;
+use super::shared::Shared;
 use crate::catalog::{Finish, NewBackup, OperationAccepted, PendingOperation};
 use crate::policy;
 use crate::providers::{BackupRequest, OperationJournal, ProviderError, Resume, Stopped};

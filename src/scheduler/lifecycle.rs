@@ -8,22 +8,11 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::timers::TimerKind;
-use super::{Scheduler, TargetState, changes};
+use super::{Scheduler, Startup, TargetState, changes};
 use crate::catalog::{Finish, PendingOperation};
 use crate::policy;
 use crate::record::Trigger;
 use crate::target::TargetSpec;
-
-/// How a target joins at startup.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Startup {
-    /// A missed schedule slot leads to one catch-up run.
-    pub catch_up: bool,
-    /// Its attempt was interrupted when rpod stopped: retry it.
-    pub interrupted: bool,
-    /// Start of its backup accepted before the restart and resumed now.
-    pub resumed: Option<DateTime<Utc>>,
-}
 
 /// Triggers whose `rpod_backups_total` series exist from startup: the ones a target fires in normal operation.
 /// `manual` and `catch_up` series appear with their first attempt (at 10,000 targets every pre-created series

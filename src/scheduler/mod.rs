@@ -20,6 +20,7 @@ mod detection;
 mod dispatch;
 mod heartbeat;
 mod lifecycle;
+mod shared;
 mod timers;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -27,62 +28,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use attempt::{AttemptOutcome, AttemptReport};
 pub use changes::pending_change_since;
 pub use heartbeat::Heartbeat;
+pub use shared::Shared;
 
-use crate::catalog::Catalog;
 use crate::changes::{ChangeNotice, ChangeSignals, ChangeSink};
 use crate::clock::Clock;
-use crate::metrics::Metrics;
 use crate::policy;
 use crate::record::Trigger;
 use crate::target::TargetSpec;
-use lifecycle::Startup;
 use timers::{TimerKind, Timers};
-
-/// What the scheduler needs from the rest of rpod.
-#[derive(Debug, Clone)]
-pub struct Shared {
-    /// The catalog.
-    pub catalog: Catalog,
-    /// The metrics.
-    pub metrics: Metrics,
-    /// Wall time.
-    pub clock: Clock,
-    /// Global limit on concurrent attempts.
-    pub permits: Arc<Semaphore>,
-    /// Cancelling this stops every running attempt (their records become `interrupted`).
-    pub abort: CancellationToken,
-    /// Cancelled when shutdown begins: resumable operations detach at once instead of holding up the drain.
-    pub stopping: CancellationToken,
-    /// Tracks running attempts so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    /// Stamped by the scheduler's loop: proof that it runs.
-    pub heartbeat: Heartbeat,
-}
-
-impl Shared {
-    /// Everything the scheduler needs, with `max_concurrent` permits.
-    #[must_use]
-    pub fn new(catalog: Catalog, metrics: Metrics, clock: Clock, max_concurrent: usize) -> Self {
-        Self {
-            catalog,
-            metrics,
-            clock,
-            permits: Arc::new(Semaphore::new(max_concurrent)),
-            abort: CancellationToken::new(),
-            stopping: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            heartbeat: Heartbeat::default(),
-        }
-    }
-}
 
 /// Answer to a manual trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +226,17 @@ pub async fn start(
     }
     let task = tokio::spawn(scheduler.run(rx, shutdown));
     Ok((SchedulerHandle { tx }, task))
+}
+
+/// How a target joins at startup.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Startup {
+    /// A missed schedule slot leads to one catch-up run.
+    pub catch_up: bool,
+    /// Its attempt was interrupted when rpod stopped: retry it.
+    pub interrupted: bool,
+    /// Start of its backup accepted before the restart and resumed now.
+    pub resumed: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
