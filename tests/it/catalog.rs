@@ -212,23 +212,23 @@ async fn a_record_closed_by_another_writer_is_not_overwritten() {
     catalog.close().await;
 }
 
-#[tokio::test]
-async fn operations_saved_by_an_earlier_rpod_are_carried_over_as_handles() {
-    use rpod::azure::lro::{Handle, Pattern};
-    // A catalog as the previous version left it, with one API Management backup being polled.
-    let dir = tempfile::tempdir().unwrap();
-    let earlier = dir.path().join("migrations");
+/// A catalog in `state` as an rpod that knew the migrations before `version` left it, open for raw writes.
+async fn catalog_before(
+    dir: &std::path::Path,
+    state: &std::path::Path,
+    version: &str,
+) -> sqlx::SqlitePool {
+    let earlier = dir.join("migrations");
     std::fs::create_dir(&earlier).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0004" {
+        if name.as_str() < version {
             std::fs::copy(&path, earlier.join(&name)).unwrap();
         }
     }
-    let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
+    std::fs::create_dir_all(state).unwrap();
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(state.join("rpod.db"))
         .create_if_missing(true);
@@ -239,6 +239,116 @@ async fn operations_saved_by_an_earlier_rpod_are_carried_over_as_handles() {
         .run(&pool)
         .await
         .unwrap();
+    pool
+}
+
+#[tokio::test]
+async fn reading_a_catalog_an_older_rpod_wrote_asks_for_the_daemon_to_upgrade_it() {
+    let (dir, config) = write_config(&config());
+    catalog_before(dir.path(), &dir.path().join("state"), "0004")
+        .await
+        .close()
+        .await;
+    let (code, stderr) = rpod(&config, &["status"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("schema version 3") && stderr.contains("start the daemon (rpod run) once"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn discovered_backups_an_earlier_rpod_imported_unchecked_are_checked_again() {
+    use rpod::record::Status;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let pool = catalog_before(dir.path(), &state, "0003").await;
+    let now = chrono::Utc::now();
+    let name = |at: chrono::DateTime<chrono::Utc>, id: u32| {
+        format!("t/{}-{id}.zst", at.format("%Y%m%dT%H%M%SZ"))
+    };
+    let taken = now - chrono::TimeDelta::hours(2);
+    let (good, junk) = (name(taken, 1), name(taken, 2));
+    let backups = dir.path().join("backups/t");
+    std::fs::create_dir_all(&backups).unwrap();
+    std::fs::write(
+        dir.path().join("backups").join(&good),
+        zstd::encode_all(&b"a real backup"[..], 3).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("backups").join(&junk), b"not zstd at all").unwrap();
+    // The earlier rpod imported both with "now" as their recovery point, restorable for 30 days.
+    for (id, artifact) in [(1, &good), (2, &junk)] {
+        sqlx::query(
+            "INSERT INTO backups (id, target, kind, trigger, status, attempt, requested_at, accepted_at,
+                                  completed_at, expires_at, storage, artifact, size_bytes)
+             VALUES (?, 't', 'command', 'discovered', 'discovered', 1, ?, ?, ?, ?, 'local', ?, 15)",
+        )
+        .bind(id)
+        .bind(now.timestamp_millis())
+        .bind(now.timestamp_millis())
+        .bind(now.timestamp_millis())
+        .bind((now + chrono::TimeDelta::days(30)).timestamp_millis())
+        .bind(artifact)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let catalog = Catalog::open(&state).await.unwrap();
+    assert_eq!(
+        catalog.summary("t", now).await.unwrap().restorable_backups,
+        0,
+        "unchecked imports stop counting with the upgrade"
+    );
+    let toml = format!(
+        "[daemon]\nstate_dir = \"{0}/state\"\n{1}",
+        dir.path().display(),
+        config().replace("{dir}", dir.path().to_str().unwrap())
+    );
+    let parsed = rpod::config::Config::parse(&toml, std::path::Path::new("rpod.toml")).unwrap();
+    let targets: Vec<_> = rpod::app::build_targets(&parsed, std::path::Path::new("rpod.toml"))
+        .unwrap()
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+    let report = rpod::reconcile::reconcile(&catalog, &targets, now)
+        .await
+        .unwrap();
+    assert_eq!(report.discovered.len(), 2, "{report:?}");
+    let checked = catalog.backup(1).await.unwrap().unwrap();
+    assert_eq!(checked.status, Status::Discovered);
+    assert_eq!(
+        checked.accepted_at.map(|t| t.timestamp()),
+        Some(taken.timestamp()),
+        "dated by its name now"
+    );
+    assert!(checked.is_restorable(now), "{checked:?}");
+    let refused = catalog.backup(2).await.unwrap().unwrap();
+    assert!(!refused.is_restorable(now), "{refused:?}");
+    assert!(
+        refused
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("zstd")),
+        "{refused:?}"
+    );
+    // Checked once: the next pass leaves them as they are.
+    let report = rpod::reconcile::reconcile(&catalog, &targets, now)
+        .await
+        .unwrap();
+    assert!(report.discovered.is_empty(), "{report:?}");
+    catalog.close().await;
+}
+
+#[tokio::test]
+async fn operations_saved_by_an_earlier_rpod_are_carried_over_as_handles() {
+    use rpod::azure::lro::{Handle, Pattern};
+    // A catalog as the previous version left it, with one API Management backup being polled.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let pool = catalog_before(dir.path(), &state, "0004").await;
     let url =
         "https://management.example/subscriptions/s//operationresults/abc?api-version=2024-05-01";
     sqlx::query(
