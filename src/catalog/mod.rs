@@ -104,6 +104,29 @@ pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// Waits for, and holds until dropped, the exclusive lock on `<catalog>-open.lock` beside the catalog file, so
+/// that one opener at a time sets the catalog up and migrates it. A lock of its own: the daemon's `rpod.lock` is
+/// held for its whole life and would keep every other opener out.
+async fn opening_turn(catalog: &Path) -> Result<std::fs::File, CatalogError> {
+    let mut name = catalog.as_os_str().to_owned();
+    name.push("-open.lock");
+    let lock_path = PathBuf::from(name);
+    let unusable = |err: std::io::Error| CatalogError::StateDirReadOnly {
+        path: catalog.parent().unwrap_or(catalog).into(),
+        detail: err.to_string(),
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(unusable)?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|err| unusable(std::io::Error::other(err)))?
+        .map_err(unusable)
+}
+
 impl Catalog {
     /// Opens (creating if needed) the catalog in `state_dir` and applies pending migrations. A missing
     /// `state_dir` whose parent exists is created (see [`crate::state_dir::prepare`]). Only one process should
@@ -128,6 +151,10 @@ impl Catalog {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let corrupt = |err: sqlx::Error| classify(err, &path);
+        // Two openers at once (the daemon starting while `rpod check-config` runs) would both create the file
+        // and switch it to WAL, or both see a migration pending and the second would run it again on the
+        // migrated schema; they take turns instead.
+        let _turn = opening_turn(&path).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -234,13 +261,7 @@ impl Catalog {
                 });
             }
         }
-        // Two processes opening a catalog at once (the daemon starting while `rpod status` runs) may both try a
-        // pending migration; the one that loses finds it applied when it looks again.
-        let mut result = MIGRATOR.run(&self.pool).await;
-        if result.is_err() {
-            result = MIGRATOR.run(&self.pool).await;
-        }
-        result.map_err(|err| match err {
+        MIGRATOR.run(&self.pool).await.map_err(|err| match err {
             sqlx::migrate::MigrateError::Execute(inner) => classify(inner, path),
             other => CatalogError::Corrupt {
                 path: path.into(),
