@@ -138,10 +138,6 @@ fn validate_spec(
 }
 
 impl KindSpec for ApimSpec {
-    fn name(&self) -> &'static str {
-        "apim"
-    }
-
     fn storage_kind(&self) -> &'static str {
         "azure_blob"
     }

@@ -151,10 +151,6 @@ fn validate_spec(
 }
 
 impl KindSpec for CommandSpec {
-    fn name(&self) -> &'static str {
-        "command"
-    }
-
     fn storage_kind(&self) -> &'static str {
         "directory"
     }

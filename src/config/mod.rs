@@ -167,14 +167,9 @@ impl RawFile {
         let mut targets = Vec::new();
         for (index, mut table) in self.targets.into_iter().enumerate() {
             let path = format!("targets[{index}]");
-            match take_kind(&mut table, &path, "target", &["command", "apim"]).and_then(|kind| {
-                match kind {
-                    "command" => from_table::<command::RawCommandTarget>(table, &path)
-                        .map(|raw| Box::new(raw) as RawTarget),
-                    _ => from_table::<apim::RawApimTarget>(table, &path)
-                        .map(|raw| Box::new(raw) as RawTarget),
-                }
-            }) {
+            match take_kind(&mut table, &path, "target", TARGET_KIND_NAMES)
+                .and_then(|kind| read_target(kind, table, &path))
+            {
                 Ok(raw) => targets.push(raw),
                 Err(problem) => problems.push(problem),
             }
@@ -395,31 +390,64 @@ pub struct TargetConfig {
     pub kind: TargetKind,
 }
 
-/// The provider-specific part of a target.
-#[derive(Debug, Clone)]
-pub enum TargetKind {
-    /// A local program whose standard output is the backup stream.
-    Command(CommandSpec),
-    /// An Azure API Management service, backed up through Resource Manager.
-    Apim(ApimSpec),
+/// Every target kind, once: its variant of [`TargetKind`], its `kind` as the file writes it, the raw model of
+/// its configuration file and its validated spec. Adding a kind is adding its line here (docs/architecture.md,
+/// "Adding a target kind"); everything that must know every kind is built from this list by the macro named
+/// `$then`: [`TargetKind`] and the reading of a target table here, and `providers::build`.
+macro_rules! target_kinds {
+    ($then:ident) => {
+        $then! {
+            /// A local program whose standard output is the backup stream.
+            Command = "command": $crate::config::command::RawCommandTarget => $crate::config::CommandSpec,
+            /// An Azure API Management service, backed up through Resource Manager.
+            Apim = "apim": $crate::config::apim::RawApimTarget => $crate::config::ApimSpec,
+        }
+    };
 }
+pub(crate) use target_kinds;
+
+/// Builds, from [`target_kinds`], the enum of kinds and the reading of a target table by its `kind`.
+macro_rules! declare_target_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal: $raw:ty => $spec:ty,)*) => {
+        /// The provider-specific part of a target.
+        #[derive(Debug, Clone)]
+        pub enum TargetKind {
+            $($(#[$doc])* $variant($spec),)*
+        }
+
+        impl TargetKind {
+            /// The kind's validated part, as every layer may ask of it.
+            #[must_use]
+            pub fn spec(&self) -> &dyn KindSpec {
+                match self {
+                    $(Self::$variant(spec) => spec,)*
+                }
+            }
+
+            /// The `kind` as written in the file.
+            #[must_use]
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)*
+                }
+            }
+        }
+
+        /// Every target `kind`, as the file writes it.
+        const TARGET_KIND_NAMES: &[&str] = &[$($name),*];
+
+        /// Reads a target table whose `kind` is `kind` into its kind's raw model.
+        fn read_target(kind: &str, table: toml::Table, path: &str) -> Result<RawTarget, Problem> {
+            match kind {
+                $($name => from_table::<$raw>(table, path).map(|raw| Box::new(raw) as RawTarget),)*
+                other => Err(Problem::at(format!("{path}.kind"), format!("unknown target kind {other:?}"))),
+            }
+        }
+    };
+}
+target_kinds!(declare_target_kinds);
 
 impl TargetKind {
-    /// The kind's validated part, as every layer may ask of it. The one place that lists the kinds' specs.
-    #[must_use]
-    pub fn spec(&self) -> &dyn KindSpec {
-        match self {
-            Self::Command(spec) => spec,
-            Self::Apim(spec) => spec,
-        }
-    }
-
-    /// The `kind` as written in the file.
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        self.spec().name()
-    }
-
     /// The Resource Manager resource whose Event Grid events are this target's changes, for the kinds that have
     /// one (API Management: the service); the webhook routes deliveries by it.
     #[must_use]
@@ -430,8 +458,6 @@ impl TargetKind {
 
 /// What the rest of rpod asks of a target kind's validated part; each kind's configuration file implements it.
 pub trait KindSpec: std::fmt::Debug {
-    /// The `kind` as written in the file.
-    fn name(&self) -> &'static str;
     /// The kind of storage its backups go to.
     fn storage_kind(&self) -> &'static str;
     /// Whether it reaches Azure: the `[azure]` credential and the Resource Manager client are built for it.

@@ -16,13 +16,13 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::{
-    BackupOutcome, BackupRequest, CheckProblem, CheckReport, OperationJournal, Provider,
-    ProviderError,
+    BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport,
+    OperationJournal, Provider, ProviderError,
 };
 use crate::azure::lro::{FollowError, Follower, Handle, Pattern, Progress};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::changes::ChangeSignals;
-use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess};
+use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess, Problem, StorageConfig};
 use crate::storage::Storage;
 
 /// Tiers that have no backup (docs/design.md, "Azure wire contracts").
@@ -120,6 +120,23 @@ struct Journaled<'a>(&'a dyn OperationJournal);
 impl Progress for Journaled<'_> {
     async fn polled(&self, handle: &Handle) -> Result<(), String> {
         self.0.polled(&handle.to_json()).await
+    }
+}
+
+impl BuildProvider for ApimSpec {
+    fn build_provider(&self, site: &BuildSite<'_>) -> Result<Option<Arc<dyn Provider>>, Problem> {
+        let (Some(arm), Some(StorageConfig::AzureBlob(blob))) = (site.arm, site.storage()) else {
+            return Ok(None);
+        };
+        match arm {
+            Ok(arm) => Ok(Some(Arc::new(ApimProvider::new(
+                self.clone(),
+                blob.clone(),
+                arm.clone(),
+                &site.config.azure.resource_manager_endpoint,
+            )))),
+            Err(message) => Err(Problem::at("azure", message.clone())),
+        }
     }
 }
 

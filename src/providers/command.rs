@@ -17,8 +17,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio_util::io::SyncIoBridge;
 
-use super::{BackupOutcome, BackupRequest, Provider, ProviderError};
-use crate::config::CommandSpec;
+use super::{BackupOutcome, BackupRequest, BuildProvider, BuildSite, Provider, ProviderError};
+use crate::config::{CommandSpec, Problem};
 use crate::storage::{ArtifactInfo, ArtifactWriter, Storage};
 
 /// How much of the program's standard error is kept for the record.
@@ -33,6 +33,18 @@ const ZSTD_LEVEL: i32 = 3;
 pub struct CommandProvider {
     spec: CommandSpec,
     recipients: Arc<Vec<age::x25519::Recipient>>,
+}
+
+impl BuildProvider for CommandSpec {
+    fn build_provider(&self, site: &BuildSite<'_>) -> Result<Option<Arc<dyn Provider>>, Problem> {
+        match CommandProvider::new(self.clone()) {
+            Ok(provider) => Ok(Some(Arc::new(provider))),
+            Err(message) => Err(Problem::at(
+                format!("targets[{}].encrypt.age_recipients_file", site.index),
+                message,
+            )),
+        }
+    }
 }
 
 impl CommandProvider {

@@ -32,33 +32,63 @@ pub fn build(
     config: &Config,
     arm: Option<&Result<ArmClient, String>>,
 ) -> Result<Option<Arc<dyn Provider>>, Problem> {
-    match &target.kind {
-        TargetKind::Command(spec) => match CommandProvider::new(spec.clone()) {
-            Ok(provider) => Ok(Some(Arc::new(provider))),
-            Err(message) => Err(Problem::at(
-                format!("targets[{index}].encrypt.age_recipients_file"),
-                message,
-            )),
-        },
-        TargetKind::Apim(spec) => {
-            let (Some(arm), Some(StorageConfig::AzureBlob(blob))) = (
-                arm,
-                target.storage.as_ref().and_then(|s| config.storages.get(s)),
-            ) else {
-                return Ok(None);
-            };
-            match arm {
-                Ok(arm) => Ok(Some(Arc::new(ApimProvider::new(
-                    spec.clone(),
-                    blob.clone(),
-                    arm.clone(),
-                    &config.azure.resource_manager_endpoint,
-                )))),
-                Err(message) => Err(Problem::at("azure", message.clone())),
-            }
-        }
+    let site = BuildSite {
+        index,
+        target,
+        config,
+        arm,
+    };
+    build_by_kind(&target.kind, &site)
+}
+
+/// Where a provider is built: the target, the whole configuration and the Resource Manager client (see
+/// [`build`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BuildSite<'a> {
+    /// The target's index in `[[targets]]`, for the key of a problem.
+    pub index: usize,
+    /// The target.
+    pub target: &'a TargetConfig,
+    /// The whole configuration, for the target's storage and `[azure]`.
+    pub config: &'a Config,
+    /// The Resource Manager client, when one was set up (or why it could not be).
+    pub arm: Option<&'a Result<ArmClient, String>>,
+}
+
+impl BuildSite<'_> {
+    /// The configuration of the storage the target names, when it names one.
+    #[must_use]
+    pub fn storage(&self) -> Option<&StorageConfig> {
+        self.target
+            .storage
+            .as_ref()
+            .and_then(|name| self.config.storages.get(name))
     }
 }
+
+/// How a kind's validated spec becomes its provider; each provider file implements it for its kind's spec.
+pub trait BuildProvider {
+    /// The provider, `None` when the target cannot run here (see [`build`]).
+    ///
+    /// # Errors
+    /// A configuration problem with its key.
+    fn build_provider(&self, site: &BuildSite<'_>) -> Result<Option<Arc<dyn Provider>>, Problem>;
+}
+
+/// Builds, from the list of target kinds, the dispatch of [`build`] to each kind's [`BuildProvider`].
+macro_rules! build_by_kind {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal: $raw:ty => $spec:ty,)*) => {
+        fn build_by_kind(
+            kind: &TargetKind,
+            site: &BuildSite<'_>,
+        ) -> Result<Option<Arc<dyn Provider>>, Problem> {
+            match kind {
+                $(TargetKind::$variant(spec) => <$spec as BuildProvider>::build_provider(spec, site),)*
+            }
+        }
+    };
+}
+crate::config::target_kinds!(build_by_kind);
 
 /// What a provider is asked to do.
 #[derive(Debug, Clone)]
