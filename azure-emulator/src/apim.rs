@@ -14,10 +14,11 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::config::StorageAccount;
-use crate::operation::{self, BlobTarget, Operation, OperationKind, Progress};
+use crate::operation;
 use crate::reply::{Reply, apim_error, arm_error};
 use crate::routes::ServicePath;
 use crate::service::Service;
+use crate::state::{BlobTarget, Operation, OperationKind, Progress};
 use crate::state::{ServiceKey, Shared, State, service_key};
 
 /// The first api-version whose backup body has `accessType` (managed identities).

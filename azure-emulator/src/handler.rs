@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use crate::apim;
 use crate::fault::{FaultKind, Route};
 use crate::log::{LoggedRequest, TokenKind};
-use crate::operation::OperationKind;
 use crate::reply::{Outcome, Reply, arm_error, bad_json, entra_error, uuid_like};
 use crate::routes::{self, Action, Endpoint};
+use crate::state::OperationKind;
 use crate::state::{Shared, State, TokenCheck};
 use crate::throttle::Take;
 

@@ -8,84 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
-use tokio::time::Instant;
+use serde_json::json;
 
 use crate::blob::BlobStore;
 use crate::config::StorageAccount;
 use crate::service::iso;
-use crate::state::{BackupKey, ServiceKey, Shared};
+use crate::state::{BackupRecord, BlobTarget, OperationKind, Progress, ServiceKey, Shared};
 
 /// How long API Management backups stay restorable.
 pub(crate) const BACKUP_LIFETIME: Duration = Duration::from_hours(30 * 24);
-
-/// Backup or restore.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OperationKind {
-    Backup,
-    Restore,
-}
-
-impl OperationKind {
-    /// The word in operation ids and messages: `Backup` or `Restore`.
-    pub(crate) fn word(self) -> &'static str {
-        match self {
-            Self::Backup => "Backup",
-            Self::Restore => "Restore",
-        }
-    }
-}
-
-/// Where a backup blob lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BlobTarget {
-    pub(crate) account: StorageAccount,
-    pub(crate) container: String,
-    pub(crate) blob: String,
-}
-
-impl BlobTarget {
-    pub(crate) fn key(&self) -> BackupKey {
-        (
-            self.account.name.to_ascii_lowercase(),
-            self.container.clone(),
-            self.blob.clone(),
-        )
-    }
-}
-
-/// How far an operation got.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Progress {
-    Running,
-    /// Done; polls answer 200 with this service resource.
-    Succeeded(Value),
-    /// Failed; polls answer `status` with this error.
-    Failed {
-        status: u16,
-        code: String,
-        message: String,
-    },
-}
-
-/// One accepted backup or restore.
-#[derive(Debug)]
-pub(crate) struct Operation {
-    pub(crate) kind: OperationKind,
-    pub(crate) service: ServiceKey,
-    pub(crate) api_version: String,
-    pub(crate) target: BlobTarget,
-    pub(crate) ends_at: Instant,
-    pub(crate) progress: Progress,
-}
-
-/// A backup the emulator took.
-#[derive(Debug, Clone)]
-pub(crate) struct BackupRecord {
-    pub(crate) sku: String,
-    pub(crate) completed_at: DateTime<Utc>,
-}
 
 /// Waits for operation `id` to reach its end, does its storage work and records the outcome.
 pub(crate) async fn run(shared: Arc<Shared>, id: String) {
@@ -258,6 +189,7 @@ mod tests {
     use crate::routes::ServicePath;
     use crate::service::{Service, ServiceState};
     use crate::state::{State, service_key};
+    use serde_json::Value;
 
     /// Shared state hosting `svc` with an account an operation may target; operations run an hour, so only
     /// the test finishes them.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +19,6 @@ use crate::clock::Clock;
 use crate::config::{EmulatorConfig, StorageAccount};
 use crate::fault::FaultQueue;
 use crate::log::{LoggedRequest, TokenRequest};
-use crate::operation::{BackupRecord, Operation};
 use crate::service::Service;
 use crate::throttle::Buckets;
 
@@ -180,4 +180,71 @@ impl State {
     pub(crate) fn set_operation_duration(&mut self, duration: Duration) {
         self.config.operation_duration = duration;
     }
+}
+
+/// Backup or restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OperationKind {
+    Backup,
+    Restore,
+}
+
+impl OperationKind {
+    /// The word in operation ids and messages: `Backup` or `Restore`.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Self::Backup => "Backup",
+            Self::Restore => "Restore",
+        }
+    }
+}
+
+/// Where a backup blob lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlobTarget {
+    pub(crate) account: StorageAccount,
+    pub(crate) container: String,
+    pub(crate) blob: String,
+}
+
+impl BlobTarget {
+    pub(crate) fn key(&self) -> BackupKey {
+        (
+            self.account.name.to_ascii_lowercase(),
+            self.container.clone(),
+            self.blob.clone(),
+        )
+    }
+}
+
+/// How far an operation got.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Progress {
+    Running,
+    /// Done; polls answer 200 with this service resource.
+    Succeeded(Value),
+    /// Failed; polls answer `status` with this error.
+    Failed {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+/// One accepted backup or restore.
+#[derive(Debug)]
+pub(crate) struct Operation {
+    pub(crate) kind: OperationKind,
+    pub(crate) service: ServiceKey,
+    pub(crate) api_version: String,
+    pub(crate) target: BlobTarget,
+    pub(crate) ends_at: Instant,
+    pub(crate) progress: Progress,
+}
+
+/// A backup the emulator took.
+#[derive(Debug, Clone)]
+pub(crate) struct BackupRecord {
+    pub(crate) sku: String,
+    pub(crate) completed_at: DateTime<Utc>,
 }

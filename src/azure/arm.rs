@@ -48,7 +48,7 @@ impl ArmOptions {
     /// The options `[azure]` asks for.
     #[must_use]
     pub fn from_config(config: &crate::config::AzureConfig, loopback_only: bool) -> Self {
-        let limits = |(burst, per_second)| super::BucketLimits { burst, per_second };
+        let limits = |(burst, per_second)| super::throttle::BucketLimits { burst, per_second };
         Self {
             request_timeout: config.request_timeout,
             min_retry_after: config.min_retry_after,

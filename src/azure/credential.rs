@@ -375,7 +375,7 @@ impl ArmTokens {
 }
 
 #[async_trait::async_trait]
-impl super::TokenSource for ArmTokens {
+impl super::arm::TokenSource for ArmTokens {
     async fn token(&self) -> Result<crate::config::Secret, String> {
         self.credential
             .get_token(&[&self.scope], None)

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{ArmClient, ArmError, ArmResponse};
+use super::arm::{ArmClient, ArmError, ArmResponse};
 use crate::clock::Clock;
 
 /// How an operation reports its progress.
@@ -262,7 +262,7 @@ mod tests {
     use axum::routing::get;
 
     use super::*;
-    use crate::azure::{ArmOptions, TokenSource};
+    use crate::azure::arm::{ArmOptions, TokenSource};
     use crate::config::Secret;
     use crate::metrics::Metrics;
 

@@ -14,7 +14,7 @@ use azure_core::http::{
 };
 use azure_core::time::Duration;
 
-use super::is_loopback;
+use super::arm::is_loopback;
 
 /// The options rpod gives every SDK client and credential: `transport` when set (tests), Entra ID at
 /// `authority_host`, and a short retry budget.

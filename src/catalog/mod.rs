@@ -19,7 +19,7 @@ pub use model::{
 };
 
 use crate::record::{BackupRecord, Restorability, Status, TargetSummary, Trigger};
-use model::{backup_columns, record_from_row, restorable};
+use model::{backup_columns, from_ms, record_from_row, restorable, to_ms};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";
@@ -94,14 +94,6 @@ pub enum CatalogError {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: SqlitePool,
-}
-
-pub(crate) fn to_ms(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 /// Waits for, and holds until dropped, the exclusive lock on `<catalog>-open.lock` beside the catalog file, so

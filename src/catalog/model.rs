@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::from_ms;
 use crate::record::{BackupRecord, Status, Trigger};
 
 /// A new attempt.
@@ -197,4 +196,14 @@ pub(super) fn record_from_row(row: &SqliteRow) -> BackupRecord {
         etag: row.get(19),
         verified_at: time(20),
     }
+}
+
+/// A time as the catalog stores it: milliseconds since the Unix epoch.
+pub(crate) fn to_ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// A stored time back; a value out of range reads as the epoch.
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiState, error, refusal};
+use super::state::{ApiState, error, refusal};
 use crate::catalog::Catalog;
 use crate::maintenance;
 use crate::policy;

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiState;
+use super::state::ApiState;
 
 /// How long a readiness probe waits for the catalog to take a write.
 const CATALOG_PROBE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiState;
+use super::state::ApiState;
 
 pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
     (

@@ -17,7 +17,9 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio_util::io::SyncIoBridge;
 
-use super::{BackupOutcome, BackupRequest, BuildProvider, BuildSite, Provider, ProviderError};
+use super::interface::{
+    BackupOutcome, BackupRequest, BuildProvider, BuildSite, Provider, ProviderError,
+};
 use crate::config::{CommandSpec, Problem};
 use crate::storage::{ArtifactInfo, ArtifactWriter, Storage};
 

@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use tokio::sync::OnceCell;
 
-use super::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
+use super::interface::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
 use crate::azure::transport::{client_options, describe_error, redact};
 use crate::config::{AzureBlobConfig, BlobAuth};
 

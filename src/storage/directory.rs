@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
+use super::interface::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
 
 /// Temporary files end with this; listings skip them.
 const PARTIAL_SUFFIX: &str = ".rpod-partial";

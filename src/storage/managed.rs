@@ -4,7 +4,7 @@
 
 use std::io;
 
-use super::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
+use super::interface::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
 
 /// The "storage" of a target whose recovery points the system keeps.
 #[derive(Debug, Clone)]
