@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{
-    BlobAccess, KindParts, KindSpec, Problem, RawKind, RawPolicy, Section, StorageConfig,
-    TargetKind,
-};
+use super::azure::BlobAccess;
+use super::error::Problem;
+use super::kind::{KindParts, KindSpec, RawKind, StorageConfig};
+use super::raw::{RawPolicy, Section};
 
 /// The newest stable API Management api-version.
 pub const DEFAULT_APIM_API_VERSION: &str = "2024-05-01";
@@ -156,6 +156,8 @@ impl KindSpec for ApimSpec {
 }
 
 impl RawKind for RawApimTarget {
+    type Spec = ApimSpec;
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -173,15 +175,13 @@ impl RawKind for RawApimTarget {
         path: &str,
         storage: Option<&StorageConfig>,
         problems: &mut Vec<Problem>,
-    ) -> KindParts {
+    ) -> KindParts<ApimSpec> {
         let access = match storage {
             Some(StorageConfig::AzureBlob(blob)) => Some(&blob.access),
             _ => None,
         };
         KindParts {
-            kind: Some(TargetKind::Apim(validate_spec(
-                self, path, access, problems,
-            ))),
+            kind: Some(validate_spec(self, path, access, problems)),
             template: self
                 .backup_name
                 .clone()

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{HumanDuration, Problem, SecretSource, Section};
+use super::duration::HumanDuration;
+use super::error::Problem;
+use super::raw::Section;
+use super::secret::SecretSource;
 
 /// Resource Manager of the public cloud.
 pub const PUBLIC_RESOURCE_MANAGER: &str = "https://management.azure.com";

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{HumanDuration, Problem, SecretSource};
+use super::duration::HumanDuration;
+use super::error::Problem;
+use super::secret::SecretSource;
 
 /// `on_change = { ... }` as written.
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{
-    KindParts, KindSpec, Problem, RawKind, RawPolicy, SecretSource, Section, StorageConfig,
-    TargetKind,
-};
+use super::error::Problem;
+use super::kind::{KindParts, KindSpec, RawKind, StorageConfig};
+use super::raw::{RawPolicy, Section};
+use super::secret::SecretSource;
 
 /// Default overall deadline of a command backup.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_hours(1);
@@ -76,7 +76,7 @@ fn validate_spec(
     raw: &RawCommandTarget,
     path: &str,
     problems: &mut Vec<Problem>,
-) -> Option<TargetKind> {
+) -> Option<CommandSpec> {
     let before = problems.len();
     match raw.command.first() {
         None => problems.push(Problem::at(
@@ -139,7 +139,7 @@ fn validate_spec(
     if problems.len() != before {
         return None;
     }
-    Some(TargetKind::Command(CommandSpec {
+    Some(CommandSpec {
         argv: raw.command.clone(),
         env: raw.env.clone(),
         secret_env,
@@ -147,7 +147,7 @@ fn validate_spec(
         allow_empty: raw.allow_empty,
         working_dir: raw.working_dir.clone(),
         age_recipients_file: raw.encrypt.as_ref().map(|e| e.age_recipients_file.clone()),
-    }))
+    })
 }
 
 impl KindSpec for CommandSpec {
@@ -157,6 +157,8 @@ impl KindSpec for CommandSpec {
 }
 
 impl RawKind for RawCommandTarget {
+    type Spec = CommandSpec;
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -174,7 +176,7 @@ impl RawKind for RawCommandTarget {
         path: &str,
         _storage: Option<&StorageConfig>,
         problems: &mut Vec<Problem>,
-    ) -> KindParts {
+    ) -> KindParts<CommandSpec> {
         let default_name = if self.encrypt.is_some() {
             format!("{DEFAULT_COMMAND_ARTIFACT}.age")
         } else {

@@ -9,13 +9,21 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use super::{
+use super::change::OnChange;
+use super::duration::HumanDuration;
+use super::error::Problem;
+use super::file::{RawConfig, RawStorage};
+use super::kind::{KindParts, StorageConfig};
+use super::model::{
     Config, DEFAULT_EXPIRY, DEFAULT_LISTEN, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF,
-    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RPO, DEFAULT_STATE_DIR, DEFAULT_WARN, Daemon, HumanDuration,
-    KindParts, NameTemplate, OnChange, Policy, Problem, RawConfig, RawDaemon, RawPolicy,
-    RawStorage, Schedule, SecretSource, StorageConfig, TargetConfig, TargetKind, azure, change,
-    parse_timezone,
+    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RPO, DEFAULT_STATE_DIR, DEFAULT_WARN, Daemon, Policy,
+    TargetConfig, TargetKind,
 };
+use super::raw::{RawDaemon, RawPolicy};
+use super::schedule::{Schedule, parse_timezone};
+use super::secret::SecretSource;
+use super::template::NameTemplate;
+use super::{azure, change};
 
 pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();

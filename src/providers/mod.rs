@@ -50,7 +50,7 @@ macro_rules! build_by_kind {
             site: &BuildSite<'_>,
         ) -> Result<Option<Arc<dyn Provider>>, Problem> {
             match kind {
-                $(TargetKind::$variant(spec) => <$spec as BuildProvider>::build_provider(spec, site),)*
+                $(TargetKind::$variant(spec) => spec.build_provider(site),)*
             }
         }
     };
