@@ -503,6 +503,7 @@ impl Provider for NoOp {
             sku: None,
             etag: None,
             expires_at: None,
+            content: None,
         })
     }
 }

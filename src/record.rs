@@ -149,6 +149,10 @@ pub struct BackupRecord {
     pub pruned_at: Option<DateTime<Utc>>,
     /// When rpod verified a discovered artifact's content; a `discovered` backup is restorable only once set.
     pub verified_at: Option<DateTime<Utc>>,
+    /// What the provider read of the source's content when the backup completed (its own JSON, e.g. API
+    /// Management's API and product counts); a drill compares the restored destination with it.
+    #[serde(default)]
+    pub content: Option<String>,
 }
 
 impl BackupRecord {
@@ -198,4 +202,79 @@ impl FromStr for Trigger {
             .find(|t| t.as_str() == s)
             .ok_or_else(|| format!("unknown trigger {s:?}"))
     }
+}
+
+/// Why a restore ran (docs/restore.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreTrigger {
+    /// An operator asked for it (`rpod restore`, `POST /api/v1/targets/{name}/restore`).
+    Manual,
+    /// A successful backup of a target with a warm standby.
+    Standby,
+    /// A restore drill on its schedule.
+    Drill,
+}
+
+impl RestoreTrigger {
+    /// Every trigger, in metric label order.
+    pub const ALL: [RestoreTrigger; 3] = [
+        RestoreTrigger::Manual,
+        RestoreTrigger::Standby,
+        RestoreTrigger::Drill,
+    ];
+
+    /// The label and catalog value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreTrigger::Manual => "manual",
+            RestoreTrigger::Standby => "standby",
+            RestoreTrigger::Drill => "drill",
+        }
+    }
+
+    /// The trigger a catalog value names; an unknown one reads as `manual`.
+    #[must_use]
+    pub fn parse(s: &str) -> Self {
+        RestoreTrigger::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .unwrap_or(RestoreTrigger::Manual)
+    }
+}
+
+/// One restore as the catalog holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreRecord {
+    /// Catalog id.
+    pub id: i64,
+    /// Target whose backup it restores.
+    pub target: String,
+    /// The backup restored.
+    pub backup_id: i64,
+    /// The `restore_into` name; `None`: the target's own system.
+    pub into: Option<String>,
+    /// What was restored into: a service's resource path, or the command that read the stream.
+    pub destination: String,
+    /// Why it ran.
+    pub trigger: RestoreTrigger,
+    /// `running`, then `succeeded`, `failed`, `timed_out` or `interrupted`.
+    pub status: Status,
+    /// When rpod started it.
+    pub requested_at: DateTime<Utc>,
+    /// When the system accepted it (or rpod began feeding the stream).
+    pub accepted_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Accepted to completed, for a successful restore: the measured restore time.
+    pub duration_seconds: Option<f64>,
+    /// What the restore did not carry over, for an operator to re-apply.
+    pub warnings: Vec<String>,
+    /// What verification found (drills).
+    pub verified: Option<String>,
+    /// Error code.
+    pub error_code: Option<String>,
+    /// Error message.
+    pub error_message: Option<String>,
 }

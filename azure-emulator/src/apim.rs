@@ -105,7 +105,7 @@ pub(crate) fn start(
             container: request.container,
             blob: request.backup_name,
         },
-        ends_at: Instant::now() + state.config.operation_duration,
+        ends_at: Instant::now() + state.duration_of(kind),
         progress: Progress::Running,
     };
     state.operations.insert(id.clone(), operation);
@@ -188,7 +188,10 @@ fn location(base: &str, resource_id: &str, slash: &str, id: &str, api_version: &
 }
 
 /// The hosted service a path names, or ARM's 404.
-fn find<'a>(state: &'a State, path: &ServicePath) -> Result<(ServiceKey, &'a Service), Reply> {
+pub(crate) fn find<'a>(
+    state: &'a State,
+    path: &ServicePath,
+) -> Result<(ServiceKey, &'a Service), Reply> {
     let key = service_key(&path.subscription, &path.resource_group, &path.name);
     match state.services.get(&key) {
         Some(service) => Ok((key, service)),

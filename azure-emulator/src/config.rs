@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::azurite::Azurite;
+use crate::settings::{CertificateSource, CustomHostname, VirtualNetworkType};
 
 /// Settings of one emulator instance. [`Default`] mimics Azure; tests shorten the durations.
 #[derive(Debug, Clone)]
@@ -13,8 +14,12 @@ pub struct EmulatorConfig {
     pub port: u16,
     /// `Retry-After` seconds on 202 answers (default 60, as Azure sends; tests use 1).
     pub retry_after_secs: u64,
-    /// How long a backup or restore runs before it completes (default 9 minutes, as a real Developer backup).
+    /// How long a backup runs before it completes (default 9 minutes, as a real Developer backup); also how long
+    /// a restore runs unless [`Self::restore_duration`] is set.
     pub operation_duration: Duration,
+    /// How long a restore runs before it completes; `None` (the default) takes [`Self::operation_duration`].
+    /// Real restores take longer than backups (about 30 minutes against 9 in the recordings).
+    pub restore_duration: Option<Duration>,
     /// Whether the 202 answering a backup or restore POST carries `//operationresults/` in its `Location`, as
     /// Azure did in 2021 (default true). Later polls always get a single slash.
     pub double_slash_first_location: bool,
@@ -42,6 +47,7 @@ impl Default for EmulatorConfig {
             port: 0,
             retry_after_secs: 60,
             operation_duration: Duration::from_mins(9),
+            restore_duration: None,
             double_slash_first_location: true,
             write_bucket: None,
             read_bucket: None,
@@ -55,7 +61,7 @@ impl Default for EmulatorConfig {
 }
 
 impl EmulatorConfig {
-    /// Settings for fast tests: operations take 200 ms and `Retry-After` is 1 s.
+    /// Settings for fast tests: operations (backups and restores) take 200 ms and `Retry-After` is 1 s.
     #[must_use]
     pub fn fast() -> Self {
         Self {
@@ -66,7 +72,8 @@ impl EmulatorConfig {
     }
 }
 
-/// One API Management service the emulator hosts.
+/// One API Management service the emulator hosts. Build it with [`ServiceSpec::new`] and the `with_*` methods;
+/// fields added later get defaults there, so callers that do so keep compiling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
     /// Subscription id.
@@ -83,10 +90,24 @@ pub struct ServiceSpec {
     pub system_identity: bool,
     /// Client ids of the user-assigned managed identities attached to the service.
     pub user_identity_client_ids: Vec<String>,
+    /// How many APIs the service has (default 1, `echo-api`, as a new service has). Part of the configuration:
+    /// a backup records it and a restore sets it.
+    pub apis: u32,
+    /// How many products the service has (default 2, `starter` and `unlimited`, as a new service has). Part of
+    /// the configuration, like [`Self::apis`].
+    pub products: u32,
+    /// Whether the developer portal has a current published revision (default true). Not in a backup: a
+    /// restore leaves it as it is.
+    pub portal_published: bool,
+    /// Custom gateway hostnames besides `{name}.azure-api.net` (default none). Not changed by a restore.
+    pub custom_hostnames: Vec<CustomHostname>,
+    /// Where the service sits in a virtual network (default `None`). Not in a backup.
+    pub virtual_network_type: VirtualNetworkType,
 }
 
 impl ServiceSpec {
-    /// A Developer service with one unit and a system-assigned identity.
+    /// A Developer service with one unit and a system-assigned identity, as a new service is: one API, two
+    /// products, a published developer portal, only its default hostname, no virtual network.
     #[must_use]
     pub fn new(subscription: &str, resource_group: &str, name: &str) -> Self {
         Self {
@@ -97,6 +118,11 @@ impl ServiceSpec {
             capacity: 1,
             system_identity: true,
             user_identity_client_ids: Vec::new(),
+            apis: 1,
+            products: 2,
+            portal_published: true,
+            custom_hostnames: Vec::new(),
+            virtual_network_type: VirtualNetworkType::None,
         }
     }
 
@@ -120,6 +146,47 @@ impl ServiceSpec {
     pub fn with_user_identity(mut self, client_id: &str) -> Self {
         self.user_identity_client_ids.push(client_id.to_owned());
         self
+    }
+
+    /// The same service with `apis` APIs and `products` products.
+    #[must_use]
+    pub fn with_content(mut self, apis: u32, products: u32) -> Self {
+        self.apis = apis;
+        self.products = products;
+        self
+    }
+
+    /// The same service with its developer portal published or not.
+    #[must_use]
+    pub fn with_portal_published(mut self, published: bool) -> Self {
+        self.portal_published = published;
+        self
+    }
+
+    /// The same service with one more custom gateway hostname (replacing one of the same name).
+    #[must_use]
+    pub fn with_custom_hostname(mut self, host_name: &str, source: CertificateSource) -> Self {
+        self.set_custom_hostname(CustomHostname::new(host_name, source));
+        self
+    }
+
+    /// The same service in another virtual network placement.
+    #[must_use]
+    pub fn with_virtual_network_type(mut self, kind: VirtualNetworkType) -> Self {
+        self.virtual_network_type = kind;
+        self
+    }
+
+    /// Adds a custom hostname, or replaces the one with the same name (hostnames compare ignoring case).
+    pub(crate) fn set_custom_hostname(&mut self, hostname: CustomHostname) {
+        match self
+            .custom_hostnames
+            .iter_mut()
+            .find(|h| h.host_name.eq_ignore_ascii_case(&hostname.host_name))
+        {
+            Some(existing) => *existing = hostname,
+            None => self.custom_hostnames.push(hostname),
+        }
     }
 
     /// The ARM resource id, `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ApiManagement/service/{name}`.

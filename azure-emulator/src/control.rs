@@ -1,20 +1,29 @@
 //! The emulator's own control endpoints, for trying rpod by hand against the runnable emulator. They are not
-//! ARM: no token, no throttling, no faults, no ARM headers; they are logged like every request.
+//! ARM: no token, no throttling, no faults, no ARM headers; they are logged like every request. All live under
+//! `/emulator/subscriptions/{sub}/resourceGroups/{rg}/services/{name}` and answer 204 when done:
 //!
-//! - `POST /emulator/subscriptions/{sub}/resourceGroups/{rg}/services/{name}/change` → 204: a configuration
-//!   change now (`configurationChangeDate`, the etag and `lastModifiedAt` move), as
-//!   [`crate::Emulator::make_change`].
-//! - `PUT .../services/{name}/configurationChangeDate` with `{"configurationChangeDate":"<RFC 3339>"}` → 204:
-//!   sets that date alone, as [`crate::Emulator::set_configuration_change_date`]; 400 on a bad body.
+//! - `POST .../change` (no body): a configuration change now (`configurationChangeDate`, the etag and
+//!   `lastModifiedAt` move), as [`crate::Emulator::make_change`].
+//! - `PUT .../configurationChangeDate` with `{"configurationChangeDate":"<RFC 3339>"}`: sets that date alone, as
+//!   [`crate::Emulator::set_configuration_change_date`].
+//! - `PUT .../content` with `{"apis":5,"products":3}`, as [`crate::Emulator::set_content`].
+//! - `PUT .../portalPublished` with `{"published":false}`, as [`crate::Emulator::set_portal_published`].
+//! - `PUT .../customHostname` with `{"hostName":"api.contoso.example","certificateSource":"KeyVault"}` (one of
+//!   `BuiltIn`, `Managed`, `KeyVault`, `Custom`), as [`crate::Emulator::set_custom_hostname`].
+//! - `PUT .../identity` with `{"type":"SystemAssigned, UserAssigned","userAssignedClientIds":["<client id>"]}`
+//!   (type `None`, `SystemAssigned`, `UserAssigned` or both; the client ids only and always with
+//!   `UserAssigned`), as [`crate::Emulator::set_identity`].
+//! - `PUT .../virtualNetworkType` with `{"virtualNetworkType":"Internal"}` (`None`, `External`, `Internal`), as
+//!   [`crate::Emulator::set_virtual_network_type`].
 //!
-//! Both answer 404 when no such service is hosted and 405 to other methods, with a short JSON error.
-
-use chrono::{DateTime, Utc};
-use serde_json::Value;
+//! Every endpoint answers 400 `InvalidRequestContent` to a body it cannot read, 404 `NotFound` when no such
+//! service is hosted and 405 `MethodNotAllowed` to another method, with a short JSON error; a refused request
+//! changes nothing.
 
 use crate::config::ServiceSpec;
 use crate::reply::{Reply, arm_error};
 use crate::routes::{Control, ServicePath};
+use crate::setting::Setting;
 use crate::state::{State, service_key};
 
 /// The path under which a service's control endpoints live, `/emulator/subscriptions/{sub}/resourceGroups/{rg}/
@@ -26,9 +35,6 @@ pub(crate) fn service_path(service: &ServiceSpec) -> String {
     )
 }
 
-/// The field the `configurationChangeDate` body carries.
-const DATE_FIELD: &str = "configurationChangeDate";
-
 /// Answers a control request.
 pub(crate) fn answer(
     state: &mut State,
@@ -37,10 +43,7 @@ pub(crate) fn answer(
     method: &str,
     body: &[u8],
 ) -> Reply {
-    let allowed = match action {
-        Control::Change => "POST",
-        Control::ConfigurationChangeDate => "PUT",
-    };
+    let allowed = action.method();
     if method != allowed {
         return arm_error(
             405,
@@ -60,34 +63,13 @@ pub(crate) fn answer(
             ),
         );
     }
-    let found = match action {
-        Control::Change => state.make_change(&key),
-        Control::ConfigurationChangeDate => match parse_date(body) {
-            Ok(at) => state.set_configuration_change_date(&key, at),
-            Err(why) => return arm_error(400, "InvalidRequestContent", &why),
-        },
+    let setting = match Setting::parse(action, body) {
+        Ok(setting) => setting,
+        Err(why) => return arm_error(400, "InvalidRequestContent", &why),
     };
+    let found = state.apply(&key, setting);
     debug_assert!(found, "checked above under the same lock");
     Reply::empty(204)
-}
-
-/// The date of a `{"configurationChangeDate":"<RFC 3339>"}` body, or why the body is refused.
-fn parse_date(body: &[u8]) -> Result<DateTime<Utc>, String> {
-    let expected = format!("expected {{\"{DATE_FIELD}\":\"2026-01-01T00:00:00Z\"}}");
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("The body is not JSON ({e}): {expected}."))?;
-    let Value::Object(fields) = value else {
-        return Err(format!("The body is not a JSON object: {expected}."));
-    };
-    if let Some(unknown) = fields.keys().find(|k| *k != DATE_FIELD) {
-        return Err(format!("Unknown field '{unknown}': {expected}."));
-    }
-    let Some(Value::String(text)) = fields.get(DATE_FIELD) else {
-        return Err(format!("'{DATE_FIELD}' must be a string: {expected}."));
-    };
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| format!("'{text}' is not an RFC 3339 date ({e}): {expected}."))
 }
 
 #[cfg(test)]
@@ -95,6 +77,8 @@ mod tests {
     use super::*;
     use crate::config::EmulatorConfig;
     use crate::service::Service;
+    use crate::settings::{CertificateSource, CustomHostname, VirtualNetworkType};
+    use serde_json::Value;
 
     fn hosting_svc() -> State {
         let mut state = State::new(EmulatorConfig::fast(), "http://127.0.0.1:1".to_owned());
@@ -206,30 +190,52 @@ mod tests {
     }
 
     #[test]
-    fn dates_are_rfc_3339_in_a_one_field_object() {
-        let at = parse_date(br#"{"configurationChangeDate":"2026-01-01T00:00:00Z"}"#).unwrap();
-        assert_eq!(at.to_rfc3339(), "2026-01-01T00:00:00+00:00");
-        let offset =
-            parse_date(br#"{"configurationChangeDate":"2026-01-01T02:00:00.5+02:00"}"#).unwrap();
+    fn the_settings_endpoints_change_the_service() {
+        let mut state = hosting_svc();
+        let mut put = |action, body: &str| {
+            answer(&mut state, &path("svc"), action, "PUT", body.as_bytes()).status
+        };
+        assert_eq!(put(Control::Content, r#"{"apis":5,"products":3}"#), 204);
+        assert_eq!(put(Control::PortalPublished, r#"{"published":false}"#), 204);
         assert_eq!(
-            offset,
-            DateTime::parse_from_rfc3339("2026-01-01T00:00:00.5Z").unwrap()
+            put(
+                Control::CustomHostname,
+                r#"{"hostName":"api.contoso.example","certificateSource":"KeyVault"}"#
+            ),
+            204
         );
-        for bad in [
-            &b""[..],
-            b"not json",
-            b"[]",
-            b"{}",
-            br#"{"configurationChangeDate":1}"#,
-            br#"{"configurationChangeDate":"yesterday"}"#,
-            br#"{"configurationChangeDate":"2026-01-01T00:00:00Z","x":1}"#,
-        ] {
-            let error = parse_date(bad).unwrap_err();
-            assert!(
-                error.contains("configurationChangeDate"),
-                "{}: {error}",
-                String::from_utf8_lossy(bad)
-            );
-        }
+        assert_eq!(
+            put(
+                Control::Identity,
+                r#"{"type":"UserAssigned","userAssignedClientIds":["c1"]}"#
+            ),
+            204
+        );
+        assert_eq!(
+            put(
+                Control::VirtualNetworkType,
+                r#"{"virtualNetworkType":"External"}"#
+            ),
+            204
+        );
+        assert_eq!(put(Control::Content, r#"{"apis":"many"}"#), 400);
+        let spec = snapshot(&state).spec;
+        assert_eq!((spec.apis, spec.products), (5, 3));
+        assert!(!spec.portal_published);
+        assert_eq!(
+            spec.custom_hostnames,
+            [CustomHostname::new(
+                "api.contoso.example",
+                CertificateSource::KeyVault
+            )]
+        );
+        assert!(!spec.system_identity);
+        assert_eq!(spec.user_identity_client_ids, ["c1"]);
+        assert_eq!(spec.virtual_network_type, VirtualNetworkType::External);
+        let reply = answer(&mut state, &path("svc"), Control::Identity, "POST", b"{}");
+        assert_eq!(
+            (reply.status, reply.header_value("Allow")),
+            (405, Some("PUT"))
+        );
     }
 }

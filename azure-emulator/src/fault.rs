@@ -22,6 +22,12 @@ pub enum Route {
     GetService,
     /// `GET .../service/{name}/tenant/configuration/syncState`.
     SyncState,
+    /// `GET .../service/{name}/apis`.
+    Apis,
+    /// `GET .../service/{name}/products`.
+    Products,
+    /// `GET .../service/{name}/portalRevisions`.
+    PortalRevisions,
     /// Any token endpoint (Entra ID, App Service managed identity, IMDS).
     Token,
     /// Any ARM request (every route above except `Token`).

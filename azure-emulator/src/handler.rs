@@ -9,6 +9,7 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::apim;
+use crate::content::{self, Collection};
 use crate::fault::{FaultKind, Route};
 use crate::log::{LoggedRequest, TokenKind};
 use crate::reply::{Outcome, Reply, arm_error, bad_json, entra_error, uuid_like};
@@ -282,6 +283,23 @@ fn apim_action(
             &request.body,
         ),
         ("GET", Action::Poll { operation_id }) => apim::poll(state, service, operation_id),
+        ("GET", Action::Apis) => {
+            content::list(state, service, Collection::Apis, version, request.query())
+        }
+        ("GET", Action::Products) => content::list(
+            state,
+            service,
+            Collection::Products,
+            version,
+            request.query(),
+        ),
+        ("GET", Action::PortalRevisions) => content::list(
+            state,
+            service,
+            Collection::PortalRevisions,
+            version,
+            request.query(),
+        ),
         (_, Action::Other) => not_served(),
         (method, _) => arm_error(
             405,

@@ -1,9 +1,12 @@
 //! Backup and restore operations: what each one is doing, and the task that finishes it.
 //!
-//! An accepted operation runs for the configured duration (on Tokio's clock). Then its task does the real work
-//! against storage: a backup writes a blob named exactly `backupName` into `containerName` of the account
-//! (unless a `SkipBlob` fault is queued: then it succeeds without writing anything); a restore checks that the backup exists there, is not older than 30 days, and was taken from a service of the
-//! same SKU. The outcome is kept, so every later poll gets the same answer.
+//! An accepted operation runs for the configured duration (on Tokio's clock; restores for their own duration
+//! when one is set). Then its task does the real work against storage: a backup writes a blob named exactly
+//! `backupName` into `containerName` of the account (unless a `SkipBlob` fault is queued: then it succeeds
+//! without writing anything) and records the source's SKU and content (API and product counts) as of
+//! completion; a restore checks that the backup exists there, is not older than 30 days, and was taken from a
+//! service of the same SKU, then gives the destination the backup's content. The outcome is kept, so every
+//! later poll gets the same answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use serde_json::json;
 
 use crate::blob::BlobStore;
 use crate::config::StorageAccount;
-use crate::service::iso;
+use crate::service::{Content, iso};
 use crate::state::{BackupRecord, BlobTarget, OperationKind, Progress, ServiceKey, Shared};
 
 /// How long API Management backups stay restorable.
@@ -31,9 +34,13 @@ pub(crate) async fn run(shared: Arc<Shared>, id: String) {
         return;
     };
     let outcome = match kind {
-        OperationKind::Backup if skip_blob => Ok(()),
-        OperationKind::Backup => write_backup(&shared, &id, &target).await,
-        OperationKind::Restore => check_restore(&shared, &id, &target).await,
+        OperationKind::Backup if skip_blob => Ok(Success::BackedUp),
+        OperationKind::Backup => write_backup(&shared, &id, &target)
+            .await
+            .map(|()| Success::BackedUp),
+        OperationKind::Restore => check_restore(&shared, &id, &target)
+            .await
+            .map(Success::Restored),
     };
     finish(&shared, &id, outcome);
 }
@@ -54,6 +61,15 @@ fn running(shared: &Shared, id: &str) -> Option<(OperationKind, BlobTarget, bool
 /// A failure's code and message.
 type Failure = (String, String);
 
+/// What a successful operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Success {
+    /// A backup: its record is taken from the source when it is recorded.
+    BackedUp,
+    /// A restore of a backup carrying this content.
+    Restored(Content),
+}
+
 /// Writes the backup blob.
 async fn write_backup(shared: &Shared, id: &str, target: &BlobTarget) -> Result<(), Failure> {
     let content = {
@@ -64,6 +80,7 @@ async fn write_backup(shared: &Shared, id: &str, target: &BlobTarget) -> Result<
             "emulator": "rpod azure-emulator",
             "service": service.spec.resource_id(),
             "sku": {"name": service.spec.sku, "capacity": service.spec.capacity},
+            "content": {"apis": service.spec.apis, "products": service.spec.products},
             "takenAt": iso(state.now()),
         })
         .to_string()
@@ -84,8 +101,9 @@ async fn write_backup(shared: &Shared, id: &str, target: &BlobTarget) -> Result<
         .map_err(|e| failed(e.to_string()))
 }
 
-/// Checks that the backup to restore exists, is young enough and matches the service's SKU.
-async fn check_restore(shared: &Shared, id: &str, target: &BlobTarget) -> Result<(), Failure> {
+/// Checks that the backup to restore exists, is young enough and matches the service's SKU; returns the content
+/// it carries.
+async fn check_restore(shared: &Shared, id: &str, target: &BlobTarget) -> Result<Content, Failure> {
     let fail = |message: String| Err(("RestoreFailed".to_owned(), message));
     let record = shared.lock().backups.get(&target.key()).cloned();
     let exists = match store(&target.account) {
@@ -113,7 +131,7 @@ async fn check_restore(shared: &Shared, id: &str, target: &BlobTarget) -> Result
             record.sku
         ));
     }
-    Ok(())
+    Ok(record.content)
 }
 
 /// A client for an account's blob endpoint.
@@ -122,7 +140,7 @@ fn store(account: &StorageAccount) -> Result<BlobStore, String> {
 }
 
 /// Records the outcome of operation `id`, unless something else ended it meanwhile.
-fn finish(shared: &Shared, id: &str, outcome: Result<(), Failure>) {
+fn finish(shared: &Shared, id: &str, outcome: Result<Success, Failure>) {
     let mut state = shared.lock();
     let now = state.now();
     let region = state.config.region.clone();
@@ -132,28 +150,27 @@ fn finish(shared: &Shared, id: &str, outcome: Result<(), Failure>) {
     if op.progress != Progress::Running {
         return;
     }
-    let (kind, service_key, target) = (op.kind, op.service.clone(), op.target.clone());
+    let (service_key, target) = (op.service.clone(), op.target.clone());
     let progress = match outcome {
-        Ok(()) => {
+        Ok(success) => {
             let service = state
                 .services
                 .get_mut(&service_key)
                 .expect("operations only exist for hosted services");
             service.busy_with = None;
-            match kind {
-                OperationKind::Backup => service.backed_up(now),
-                OperationKind::Restore => service.restored(now),
+            match success {
+                Success::BackedUp => service.backed_up(now),
+                Success::Restored(content) => service.restored(now, content),
             }
-            let sku = service.spec.sku.clone();
+            // A backup records the source as of completion.
+            let record = (success == Success::BackedUp).then(|| BackupRecord {
+                sku: service.spec.sku.clone(),
+                content: service.content(),
+                completed_at: now,
+            });
             let resource = service.resource_json(&region);
-            if kind == OperationKind::Backup {
-                state.backups.insert(
-                    target.key(),
-                    BackupRecord {
-                        sku,
-                        completed_at: now,
-                    },
-                );
+            if let Some(record) = record {
+                state.backups.insert(target.key(), record);
             }
             Progress::Succeeded(resource)
         }
@@ -262,7 +279,7 @@ mod tests {
         assert_eq!(apim::poll(&mut shared.lock(), &path(), &id).status, 202);
 
         advance(&shared);
-        finish(&shared, &id, Ok(()));
+        finish(&shared, &id, Ok(Success::BackedUp));
         let done = snapshot(&shared);
         assert_eq!(done.provisioning_state, "Succeeded");
         assert_ne!(done.etag, running.etag, "completing moves the etag again");
@@ -297,9 +314,14 @@ mod tests {
         );
 
         advance(&shared);
-        finish(&shared, &id, Ok(()));
+        let restored = Content {
+            apis: 4,
+            products: 6,
+        };
+        finish(&shared, &id, Ok(Success::Restored(restored)));
         let done = snapshot(&shared);
         assert_ne!(done.etag, running.etag);
+        assert_eq!((done.spec.apis, done.spec.products), (4, 6));
         assert_eq!(done.configuration_change_date, done.last_modified_at);
         assert!(done.configuration_change_date > running.last_modified_at);
         let reply = apim::poll(&mut shared.lock(), &path(), &id);

@@ -51,6 +51,12 @@ pub(crate) enum Action {
     Restore,
     /// `operationresults/{id}`.
     Poll { operation_id: String },
+    /// `apis`: the collection of APIs.
+    Apis,
+    /// `products`: the collection of products.
+    Products,
+    /// `portalRevisions`: the collection of developer portal revisions.
+    PortalRevisions,
     /// Anything else under the service.
     Other,
 }
@@ -62,6 +68,26 @@ pub(crate) enum Control {
     Change,
     /// `configurationChangeDate`: set that date alone, like [`crate::Emulator::set_configuration_change_date`].
     ConfigurationChangeDate,
+    /// `content`: the API and product counts, like [`crate::Emulator::set_content`].
+    Content,
+    /// `portalPublished`: like [`crate::Emulator::set_portal_published`].
+    PortalPublished,
+    /// `customHostname`: add or replace one, like [`crate::Emulator::set_custom_hostname`].
+    CustomHostname,
+    /// `identity`: like [`crate::Emulator::set_identity`].
+    Identity,
+    /// `virtualNetworkType`: like [`crate::Emulator::set_virtual_network_type`].
+    VirtualNetworkType,
+}
+
+impl Control {
+    /// The method the endpoint takes.
+    pub(crate) fn method(self) -> &'static str {
+        match self {
+            Self::Change => "POST",
+            _ => "PUT",
+        }
+    }
 }
 
 impl Endpoint {
@@ -75,6 +101,9 @@ impl Endpoint {
                 Action::Backup => Some(Route::Backup),
                 Action::Restore => Some(Route::Restore),
                 Action::Poll { .. } => Some(Route::Poll),
+                Action::Apis => Some(Route::Apis),
+                Action::Products => Some(Route::Products),
+                Action::PortalRevisions => Some(Route::PortalRevisions),
                 Action::Other => Some(Route::AnyArm),
             },
             Self::OtherArm { .. } => Some(Route::AnyArm),
@@ -131,6 +160,9 @@ pub(crate) fn parse(path: &str) -> Endpoint {
                 ["operationresults", _] => Action::Poll {
                     operation_id: segments[9].clone(),
                 },
+                ["apis"] => Action::Apis,
+                ["products"] => Action::Products,
+                ["portalrevisions"] => Action::PortalRevisions,
                 _ => Action::Other,
             },
         },
@@ -147,6 +179,11 @@ pub(crate) fn parse(path: &str) -> Endpoint {
             let action = match *action {
                 "change" => Control::Change,
                 "configurationchangedate" => Control::ConfigurationChangeDate,
+                "content" => Control::Content,
+                "portalpublished" => Control::PortalPublished,
+                "customhostname" => Control::CustomHostname,
+                "identity" => Control::Identity,
+                "virtualnetworktype" => Control::VirtualNetworkType,
                 _ => return Endpoint::Unknown,
             };
             Endpoint::Control {
@@ -219,7 +256,26 @@ mod tests {
         });
         assert_eq!(parse(&format!("{SVC}//operationresults/d2Vz==")), poll);
         assert_eq!(parse(&format!("{SVC}/operationResults/d2Vz%3D%3D")), poll);
-        assert_eq!(parse(&format!("{SVC}/apis")).route(), Some(Route::AnyArm));
+        assert_eq!(parse(&format!("{SVC}/apis")), apim(Action::Apis));
+        assert_eq!(parse(&format!("{SVC}/APIS")).route(), Some(Route::Apis));
+        assert_eq!(parse(&format!("{SVC}/products")), apim(Action::Products));
+        assert_eq!(
+            parse(&format!("{SVC}/products")).route(),
+            Some(Route::Products)
+        );
+        assert_eq!(
+            parse(&format!("{SVC}/portalRevisions")),
+            apim(Action::PortalRevisions)
+        );
+        assert_eq!(
+            parse(&format!("{SVC}/portalrevisions")).route(),
+            Some(Route::PortalRevisions)
+        );
+        assert_eq!(
+            parse(&format!("{SVC}/apis/echo-api")).route(),
+            Some(Route::AnyArm),
+            "single entities are not served"
+        );
         assert_eq!(
             parse("/subscriptions/S1/resourcegroups").subscription(),
             Some("S1")
@@ -242,6 +298,17 @@ mod tests {
             parse(&format!("{base}/configurationChangeDate")),
             control(Control::ConfigurationChangeDate)
         );
+        for (segment, action) in [
+            ("content", Control::Content),
+            ("portalPublished", Control::PortalPublished),
+            ("customHostname", Control::CustomHostname),
+            ("identity", Control::Identity),
+            ("virtualNetworkType", Control::VirtualNetworkType),
+        ] {
+            assert_eq!(parse(&format!("{base}/{segment}")), control(action));
+            assert_eq!(action.method(), "PUT");
+        }
+        assert_eq!(Control::Change.method(), "POST");
         assert_eq!(
             parse("/EMULATOR/Subscriptions/S1/RESOURCEGROUPS/RG/Services/Svc/CHANGE"),
             control(Control::Change)

@@ -1,5 +1,5 @@
-//! One hosted API Management service: its changing state (etag, provisioning state, change dates) and its JSON
-//! as ARM shows it (`GET .../service/{name}` and `.../tenant/configuration/syncState`).
+//! One hosted API Management service: its changing state (etag, provisioning state, change dates, content and
+//! settings) and its JSON as ARM shows it (`GET .../service/{name}` and `.../tenant/configuration/syncState`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -7,11 +7,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::config::ServiceSpec;
+use crate::settings::{self, CustomHostname, VirtualNetworkType};
 
 /// A read-only snapshot of a hosted service, for test assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceState {
-    /// What the service was created with.
+    /// The service's settings: what it was created with, as changed since by the `Emulator::set_*` methods (or
+    /// the control endpoints) and, for [`ServiceSpec::apis`] and [`ServiceSpec::products`], by completed
+    /// restores.
     pub spec: ServiceSpec,
     /// Current etag (unquoted, e.g. `AAAAAAAAAAE=`).
     pub etag: String,
@@ -29,10 +32,19 @@ pub struct ServiceState {
     pub restores_completed: u32,
 }
 
+/// The configuration a backup carries and a restore replaces: how many APIs and products a service has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Content {
+    pub(crate) apis: u32,
+    pub(crate) products: u32,
+}
+
 /// A hosted service's state.
 #[derive(Debug)]
 pub(crate) struct Service {
     pub(crate) spec: ServiceSpec,
+    /// When the developer portal's current revision was published (meaningful while `spec.portal_published`).
+    portal_published_at: DateTime<Utc>,
     etag_counter: u64,
     created_at: DateTime<Utc>,
     last_modified_at: DateTime<Utc>,
@@ -49,6 +61,7 @@ impl Service {
     pub(crate) fn new(spec: ServiceSpec, now: DateTime<Utc>) -> Self {
         Self {
             spec,
+            portal_published_at: now,
             etag_counter: 1,
             created_at: now,
             last_modified_at: now,
@@ -96,10 +109,79 @@ impl Service {
         self.backups_taken += 1;
     }
 
-    /// A completed restore at `now`: the configuration is replaced.
-    pub(crate) fn restored(&mut self, now: DateTime<Utc>) {
+    /// A completed restore at `now` of a backup carrying `content`: the configuration is replaced. Nothing a
+    /// backup does not carry changes: the developer portal's publication, custom hostnames, the managed identity
+    /// and the virtual network stay as they are.
+    pub(crate) fn restored(&mut self, now: DateTime<Utc>, content: Content) {
         self.change_configuration(now);
+        self.spec.apis = content.apis;
+        self.spec.products = content.products;
         self.restores_completed += 1;
+    }
+
+    /// The configuration a backup taken now would carry.
+    pub(crate) fn content(&self) -> Content {
+        Content {
+            apis: self.spec.apis,
+            products: self.spec.products,
+        }
+    }
+
+    /// Sets the API and product counts at `now`. When they differ from the current ones this is a configuration
+    /// change that the ARM resource does not show: `configurationChangeDate` moves, the etag and
+    /// `lastModifiedAt` stay.
+    pub(crate) fn set_content(&mut self, content: Content, now: DateTime<Utc>) {
+        if content != self.content() {
+            self.spec.apis = content.apis;
+            self.spec.products = content.products;
+            self.configuration_change_date = now;
+        }
+    }
+
+    /// Publishes the developer portal at `now` (a new current revision, unless one is already published), or
+    /// unpublishes it (no revision at all, as on a service whose portal was never published). No change signal
+    /// moves.
+    pub(crate) fn set_portal_published(&mut self, published: bool, now: DateTime<Utc>) {
+        if published && !self.spec.portal_published {
+            self.portal_published_at = now;
+        }
+        self.spec.portal_published = published;
+    }
+
+    /// When the current developer portal revision was published, if there is one.
+    pub(crate) fn portal_revision(&self) -> Option<DateTime<Utc>> {
+        self.spec
+            .portal_published
+            .then_some(self.portal_published_at)
+    }
+
+    /// Adds or replaces a custom hostname at `now`: an update of the ARM resource (etag and `lastModifiedAt`
+    /// move).
+    pub(crate) fn set_custom_hostname(&mut self, hostname: CustomHostname, now: DateTime<Utc>) {
+        self.spec.set_custom_hostname(hostname);
+        self.touch(now);
+    }
+
+    /// Sets the managed identities at `now`: an update of the ARM resource (etag and `lastModifiedAt` move).
+    pub(crate) fn set_identity(
+        &mut self,
+        system_assigned: bool,
+        user_assigned_client_ids: Vec<String>,
+        now: DateTime<Utc>,
+    ) {
+        self.spec.system_identity = system_assigned;
+        self.spec.user_identity_client_ids = user_assigned_client_ids;
+        self.touch(now);
+    }
+
+    /// Sets the virtual network type at `now`: an update of the ARM resource (etag and `lastModifiedAt` move).
+    pub(crate) fn set_virtual_network_type(
+        &mut self,
+        kind: VirtualNetworkType,
+        now: DateTime<Utc>,
+    ) {
+        self.spec.virtual_network_type = kind;
+        self.touch(now);
     }
 
     fn provisioning_state(&self) -> &'static str {
@@ -131,15 +213,17 @@ impl Service {
 
     /// The `ApiManagementServiceResource` JSON, shaped like a real `GET .../service/{name}` answer.
     pub(crate) fn resource_json(&self, region: &str) -> Value {
-        let name = &self.spec.name;
+        let spec = &self.spec;
+        let name = &spec.name;
         let state = self.provisioning_state();
+        let in_network = spec.virtual_network_type != VirtualNetworkType::None;
         let target_state = if self.busy_with.is_some() {
             "Updating"
         } else {
             ""
         };
         json!({
-            "id": self.spec.resource_id(),
+            "id": spec.resource_id(),
             "name": name,
             "type": "Microsoft.ApiManagement/service",
             "tags": {},
@@ -158,26 +242,25 @@ impl Service {
                 "developerPortalUrl": format!("https://{name}.developer.azure-api.net"),
                 "managementApiUrl": format!("https://{name}.management.azure-api.net"),
                 "scmUrl": format!("https://{name}.scm.azure-api.net"),
-                "hostnameConfigurations": [{
-                    "type": "Proxy",
-                    "hostName": format!("{name}.azure-api.net"),
-                    "negotiateClientCertificate": false,
-                    "defaultSslBinding": true,
-                    "certificateSource": "BuiltIn"
-                }],
+                "hostnameConfigurations": settings::hostname_configurations(name, &spec.custom_hostnames),
                 "publicIPAddresses": ["203.0.113.10"],
-                "privateIPAddresses": null,
+                "privateIPAddresses": in_network.then(|| json!(["10.0.0.4"])),
                 "additionalLocations": null,
-                "virtualNetworkConfiguration": null,
+                "virtualNetworkConfiguration": settings::virtual_network_configuration(
+                    spec.virtual_network_type,
+                    &spec.subscription,
+                    &spec.resource_group,
+                ),
                 "customProperties": {},
-                "virtualNetworkType": "None",
+                "virtualNetworkType": spec.virtual_network_type.as_str(),
                 "disableGateway": false,
                 "natGatewayState": "Disabled",
                 "apiVersionConstraint": {"minApiVersion": null},
                 "publicNetworkAccess": "Enabled",
+                "developerPortalStatus": "Enabled",
                 "platformVersion": if self.tier_lacks_backup() { "mtv1" } else { "stv2" }
             },
-            "sku": {"name": self.spec.sku, "capacity": self.spec.capacity},
+            "sku": {"name": spec.sku, "capacity": spec.capacity},
             "identity": self.identity_json(),
             "systemData": {
                 "createdBy": "emulator@contoso.example",
@@ -325,7 +408,13 @@ mod tests {
 
         let completed_at = accepted_at + chrono::Duration::seconds(1800);
         service.busy_with = None;
-        service.restored(completed_at);
+        service.restored(
+            completed_at,
+            Content {
+                apis: 7,
+                products: 3,
+            },
+        );
         let done = service.snapshot();
         assert_ne!(done.etag, running.etag);
         assert_eq!(done.last_modified_at, completed_at);

@@ -19,7 +19,8 @@ use crate::clock::Clock;
 use crate::config::{EmulatorConfig, StorageAccount};
 use crate::fault::FaultQueue;
 use crate::log::{LoggedRequest, TokenRequest};
-use crate::service::Service;
+use crate::service::{Content, Service};
+use crate::setting::Setting;
 use crate::throttle::Buckets;
 
 /// What the server tasks and the [`crate::Emulator`] handle share.
@@ -153,32 +154,34 @@ impl State {
         self.config.token_lifetime.as_secs()
     }
 
-    /// Simulates a configuration change on the service `key` now (moves `configurationChangeDate`, the etag
-    /// and `lastModifiedAt`); false when no such service is hosted.
-    pub(crate) fn make_change(&mut self, key: &ServiceKey) -> bool {
+    /// Applies `setting` to the service `key` now; false when no such service is hosted.
+    pub(crate) fn apply(&mut self, key: &ServiceKey, setting: Setting) -> bool {
         let now = self.now();
         self.services
             .get_mut(key)
-            .map(|service| service.change_configuration(now))
+            .map(|service| setting.apply(service, now))
             .is_some()
     }
 
-    /// Sets the `configurationChangeDate` of the service `key` (nothing else moves); false when no such service
-    /// is hosted.
-    pub(crate) fn set_configuration_change_date(
-        &mut self,
-        key: &ServiceKey,
-        at: DateTime<Utc>,
-    ) -> bool {
-        self.services
-            .get_mut(key)
-            .map(|service| service.set_configuration_change_date(at))
-            .is_some()
-    }
-
-    /// Sets how long operations started from now on take.
+    /// Sets how long operations started from now on take (restores too, unless they have their own duration).
     pub(crate) fn set_operation_duration(&mut self, duration: Duration) {
         self.config.operation_duration = duration;
+    }
+
+    /// Sets how long restores started from now on take.
+    pub(crate) fn set_restore_duration(&mut self, duration: Duration) {
+        self.config.restore_duration = Some(duration);
+    }
+
+    /// How long an operation of `kind` started now runs.
+    pub(crate) fn duration_of(&self, kind: OperationKind) -> Duration {
+        match kind {
+            OperationKind::Backup => self.config.operation_duration,
+            OperationKind::Restore => self
+                .config
+                .restore_duration
+                .unwrap_or(self.config.operation_duration),
+        }
     }
 }
 
@@ -245,6 +248,9 @@ pub(crate) struct Operation {
 /// A backup the emulator took.
 #[derive(Debug, Clone)]
 pub(crate) struct BackupRecord {
+    /// The SKU of the service it was taken from.
     pub(crate) sku: String,
+    /// The configuration it carries: the source's API and product counts when the backup completed.
+    pub(crate) content: Content,
     pub(crate) completed_at: DateTime<Utc>,
 }

@@ -4,6 +4,7 @@
 //! What does not live here: deciding what is restorable or prunable (`policy`), or when to run (`scheduler`).
 
 mod model;
+mod restores;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,9 +18,12 @@ use sqlx::{Row, SqlitePool};
 pub use model::{
     Discovered, Finish, KnownArtifact, NewBackup, OperationAccepted, PendingOperation,
 };
+pub use restores::{NewRestore, RestoreFinish, RunningRestore};
 
-use crate::record::{BackupRecord, Restorability, Status, TargetSummary, Trigger};
-use model::{backup_columns, from_ms, record_from_row, restorable, to_ms};
+use crate::record::{
+    BackupRecord, Restorability, RestoreRecord, RestoreTrigger, Status, TargetSummary, Trigger,
+};
+use model::{audit, backup_columns, from_ms, record_from_row, restorable, to_ms};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";
@@ -82,6 +86,9 @@ pub enum CatalogError {
         /// The status the update expected.
         expected: &'static str,
     },
+    /// A restore was no longer running (another writer closed it): nothing was written.
+    #[error("restore {0} is no longer running in the catalog; nothing was recorded")]
+    RestoreConflict(i64),
     /// The state directory cannot be used.
     #[error(transparent)]
     StateDir(#[from] crate::state_dir::StateDirError),
@@ -307,7 +314,8 @@ impl Catalog {
                     expires_at = ?4,
                     artifact = CASE WHEN ?5 IS NOT NULL THEN ?5
                                     WHEN COALESCE(?2, accepted_at) IS NOT NULL THEN artifact END,
-                    size_bytes = ?6, sha256 = ?7, sku = ?8, etag = ?9, error_code = ?10, error_message = ?11
+                    size_bytes = ?6, sha256 = ?7, sku = ?8, etag = ?9, error_code = ?10, error_message = ?11,
+                    content = ?13
              WHERE id = ?12 AND status = 'running'",
         )
         .bind(finish.status.as_str())
@@ -322,6 +330,7 @@ impl Catalog {
         .bind(finish.error_code.as_deref())
         .bind(finish.error_message.as_deref())
         .bind(id)
+        .bind(finish.content.as_deref())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -1021,6 +1030,111 @@ impl Catalog {
             .collect())
     }
 
+    /// Records a restore about to start (status `running`, with an audit row); returns its id.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn insert_restore(&self, new: &NewRestore<'_>) -> Result<i64, CatalogError> {
+        Ok(restores::insert(&self.pool, new).await?)
+    }
+
+    /// Records a refused restore in the audit trail (no restore record).
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn restore_refused(
+        &self,
+        at: DateTime<Utc>,
+        actor: &str,
+        target: &str,
+        backup_id: Option<i64>,
+        why: &str,
+    ) -> Result<(), CatalogError> {
+        Ok(restores::refused(&self.pool, at, actor, target, backup_id, why).await?)
+    }
+
+    /// Records that the system accepted a restore, with the operation to follow (before its first poll).
+    ///
+    /// # Errors
+    /// The catalog could not be written, or the restore is no longer running.
+    pub async fn restore_accepted(
+        &self,
+        id: i64,
+        accepted_at: DateTime<Utc>,
+        handle: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        if restores::accepted(&self.pool, id, accepted_at, handle).await? {
+            Ok(())
+        } else {
+            Err(CatalogError::RestoreConflict(id))
+        }
+    }
+
+    /// Moves a restore's operation on.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn restore_polled(&self, id: i64, handle: &str) -> Result<(), CatalogError> {
+        Ok(restores::polled(&self.pool, id, handle).await?)
+    }
+
+    /// Records how a restore ended; its duration is accepted to completed when it succeeded.
+    ///
+    /// # Errors
+    /// The catalog could not be written, or the restore is no longer running.
+    pub async fn finish_restore(
+        &self,
+        id: i64,
+        finish: &RestoreFinish,
+    ) -> Result<(), CatalogError> {
+        if restores::finish(&self.pool, id, finish).await? {
+            Ok(())
+        } else {
+            Err(CatalogError::RestoreConflict(id))
+        }
+    }
+
+    /// One restore.
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn restore(&self, id: i64) -> Result<Option<RestoreRecord>, CatalogError> {
+        Ok(restores::one(&self.pool, id).await?)
+    }
+
+    /// A target's restores, newest first, of one trigger or all.
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn restores(
+        &self,
+        target: &str,
+        trigger: Option<RestoreTrigger>,
+        limit: u32,
+    ) -> Result<Vec<RestoreRecord>, CatalogError> {
+        Ok(restores::of_target(&self.pool, target, trigger, limit).await?)
+    }
+
+    /// Every restore still `running`, oldest first (at start: to follow again, or to close).
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn running_restores(&self) -> Result<Vec<RunningRestore>, CatalogError> {
+        Ok(restores::running(&self.pool).await?)
+    }
+
+    /// The newest successful restore of `trigger` for a target.
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn last_restore_succeeded(
+        &self,
+        target: &str,
+        trigger: RestoreTrigger,
+    ) -> Result<Option<RestoreRecord>, CatalogError> {
+        Ok(restores::last_succeeded(&self.pool, target, trigger).await?)
+    }
+
     /// The pool, for tools (benchmarks) that load data in bulk.
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {
@@ -1062,27 +1176,6 @@ fn discovered_detail(found: &Discovered<'_>) -> String {
         "found in storage {} as {} ({} bytes, {point}); {verdict}",
         found.storage, found.artifact, found.size
     )
-}
-
-async fn audit(
-    tx: &mut sqlx::SqliteConnection,
-    at: DateTime<Utc>,
-    actor: &str,
-    action: &str,
-    target: &str,
-    backup_id: Option<i64>,
-    detail: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO audit (at, actor, action, target, backup_id, detail) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(to_ms(at))
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(backup_id)
-        .bind(detail)
-        .execute(tx)
-        .await?;
-    Ok(())
 }
 
 fn classify(err: sqlx::Error, path: &Path) -> CatalogError {

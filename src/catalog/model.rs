@@ -129,6 +129,8 @@ pub struct Finish {
     pub error_code: Option<String>,
     /// Operator-readable error message.
     pub error_message: Option<String>,
+    /// What the provider read of the source's content at completion (its own JSON), where it reads any.
+    pub content: Option<String>,
 }
 
 impl Finish {
@@ -147,6 +149,7 @@ impl Finish {
             etag: None,
             error_code: Some("Interrupted".to_owned()),
             error_message: Some(why.to_owned()),
+            content: None,
         }
     }
 }
@@ -156,7 +159,7 @@ macro_rules! backup_columns {
     () => {
         "id, target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at, expires_at, \
          storage, artifact, size_bytes, sha256, sku, error_code, error_message, first_change_at, pruned_at, etag, \
-         verified_at"
+         verified_at, content"
     };
 }
 pub(super) use backup_columns;
@@ -195,6 +198,7 @@ pub(super) fn record_from_row(row: &SqliteRow) -> BackupRecord {
         pruned_at: time(18),
         etag: row.get(19),
         verified_at: time(20),
+        content: row.get(21),
     }
 }
 
@@ -206,4 +210,26 @@ pub(crate) fn to_ms(at: DateTime<Utc>) -> i64 {
 /// A stored time back; a value out of range reads as the epoch.
 pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Writes one audit row.
+pub(super) async fn audit(
+    tx: &mut sqlx::SqliteConnection,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    backup_id: Option<i64>,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit (at, actor, action, target, backup_id, detail) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(to_ms(at))
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(backup_id)
+        .bind(detail)
+        .execute(tx)
+        .await?;
+    Ok(())
 }

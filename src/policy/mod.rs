@@ -168,6 +168,7 @@ mod tests {
             first_change_at: None,
             pruned_at: None,
             verified_at: None,
+            content: None,
         }
     }
 

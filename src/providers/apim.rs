@@ -304,6 +304,7 @@ impl ApimProvider {
             sku: resource.sku_name().map(str::to_owned),
             etag: resource.etag.clone(),
             expires_at: None,
+            content: None,
         }
     }
 

@@ -369,6 +369,7 @@ impl Provider for CommandProvider {
             sku: None,
             etag: None,
             expires_at: None,
+            content: None,
         })
     }
 }

@@ -123,6 +123,8 @@ pub struct BackupOutcome {
     /// When the backup stops being restorable, where the service decides that (a vault, a platform); `None`:
     /// the recovery point plus the policy's `expiry`.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the provider read of the source's content at completion (its own JSON), for drills to compare.
+    pub content: Option<String>,
 }
 
 /// A recovery point that the protected system made without rpod (a vault's own policy, a platform's own

@@ -302,6 +302,7 @@ pub(super) async fn run(
             etag: outcome.etag.clone(),
             error_code: None,
             error_message: None,
+            content: outcome.content.clone(),
         },
         Err(err) => {
             let (status, code, message) = if timed_out {
@@ -334,6 +335,7 @@ pub(super) async fn run(
                 etag: None,
                 error_code: Some(code),
                 error_message: Some(message),
+                content: None,
             }
         }
     };

@@ -218,6 +218,7 @@ async fn a_record_closed_by_another_writer_is_not_overwritten() {
         etag: None,
         error_code: None,
         error_message: None,
+        content: None,
     };
     let err = catalog.finish_backup(id, &finish).await.unwrap_err();
     assert!(

@@ -38,6 +38,7 @@ impl Provider for Vault {
             sku: None,
             etag: None,
             expires_at: Some(at + TimeDelta::days(7)),
+            content: None,
         })
     }
 }

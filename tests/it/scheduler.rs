@@ -54,6 +54,7 @@ impl Provider for Fake {
             sku: None,
             etag: None,
             expires_at: None,
+            content: None,
         };
         match self.behaviour {
             Behaviour::Succeed => Ok(ok(now)),

@@ -403,6 +403,7 @@ pub async fn insert_succeeded(
         etag: None,
         error_code: None,
         error_message: None,
+        content: None,
     };
     catalog.finish_backup(id, &finish).await.unwrap();
     id
