@@ -1,9 +1,13 @@
 //! The API Management part of ARM: get a service, its configuration sync state, start a backup or restore,
 //! and poll the operation.
 //!
-//! Documented emulator choices where Azure's behaviour is unknown: a second operation on a busy service is
-//! refused with 409 `Conflict`; Consumption and v2 tiers are refused with 400 `MethodNotAllowedInPricingTier`;
-//! bodies with fields the api-version does not define are refused with 400 `InvalidParameters`.
+//! Documented emulator choices where Azure's behaviour is unknown: a backup or restore asked of a service that
+//! is already running one (it stays busy until that operation completes or fails) is refused with 409 and ARM's
+//! error shape `{"error":{"code":"Conflict","message":"Another operation is in progress on the API Management
+//! service '{name}' ({Backup|Restore} {operation id}); retry when it has finished."}}`, without a `Location`,
+//! and moves nothing; Consumption and v2 tiers are refused with 400 `MethodNotAllowedInPricingTier`; bodies
+//! with fields the api-version does not define are refused with 400 `InvalidParameters`. The checks run in this
+//! order: unknown service (404), body (400), tier (400), busy (409), storage access (400).
 
 use std::sync::Arc;
 

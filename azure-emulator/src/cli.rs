@@ -1,6 +1,6 @@
 //! The runnable emulator, for trying rpod by hand:
 //! `cargo run --example azure-emulator -- [--port N] [--retry-after S] [--duration 30s]
-//! [--service SUB/RG/NAME[:SKU]]... [--azurite]`.
+//! [--restore-duration 2m] [--service SUB/RG/NAME[:SKU]]... [--azurite]`.
 //!
 //! It prints the base URL, an rpod configuration snippet, the managed identity environment and how to make a
 //! change to a service by hand (the control endpoints), then serves until Ctrl-C.
@@ -32,6 +32,9 @@ pub struct Args {
     /// How long a backup or restore runs, e.g. 30s or 9m.
     #[arg(long, default_value = "9m", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// How long a restore runs, e.g. 30m (default: --duration).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub restore_duration: Option<Duration>,
     /// A hosted API Management service, `SUBSCRIPTION/RESOURCE_GROUP/NAME[:SKU]` (SKU default Developer).
     #[arg(long = "service", value_name = "SUB/RG/NAME[:SKU]", value_parser = parse_service)]
     pub services: Vec<ServiceSpec>,
@@ -88,6 +91,7 @@ pub async fn run(args: Args) -> std::io::Result<()> {
         port: args.port,
         retry_after_secs: args.retry_after,
         operation_duration: args.duration,
+        restore_duration: args.restore_duration,
         identity_header: args.identity_header,
         ..EmulatorConfig::default()
     };
@@ -202,6 +206,17 @@ fn instructions(
             control::service_path(service)
         );
     }
+    text.push_str(
+        "# set the API and product counts (a backup carries them, a restore replaces them); also under the same \
+         path: portalPublished, customHostname, identity, virtualNetworkType (see the crate documentation)\n",
+    );
+    for service in shown {
+        let _ = writeln!(
+            text,
+            "curl -X PUT -H 'Content-Type: application/json' -d '{{\"apis\":5,\"products\":3}}' {base}{}/content",
+            control::service_path(service)
+        );
+    }
     text.push_str("\nServing until Ctrl-C.");
     text
 }
@@ -242,6 +257,12 @@ mod tests {
         );
         let example = instructions(&emulator, &[], None);
         assert!(example.contains("/services/apim-demo/change"), "{example}");
+        assert!(
+            text.contains(&format!(
+                "-d '{{\"apis\":5,\"products\":3}}' {service}/content\n"
+            )),
+            "{text}"
+        );
         emulator.shutdown().await;
     }
 
@@ -259,7 +280,14 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.duration, Duration::from_secs(30));
+        assert_eq!(args.restore_duration, None, "restores take --duration");
         assert_eq!(args.services.len(), 2);
         assert!(args.azurite);
+        let args = Args::try_parse_from(["azure-emulator", "--restore-duration", "30m"]).unwrap();
+        assert_eq!(
+            (args.duration, args.restore_duration),
+            (Duration::from_mins(9), Some(Duration::from_mins(30)))
+        );
+        assert!(Args::try_parse_from(["azure-emulator", "--restore-duration", "soon"]).is_err());
     }
 }

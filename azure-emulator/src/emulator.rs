@@ -13,7 +13,9 @@ use crate::config::{EmulatorConfig, ServiceSpec, StorageAccount};
 use crate::fault::Fault;
 use crate::log::{LoggedRequest, TokenRequest};
 use crate::server;
-use crate::service::{Service, ServiceState};
+use crate::service::{Content, Service, ServiceState};
+use crate::setting::Setting;
+use crate::settings::{CertificateSource, CustomHostname, VirtualNetworkType};
 use crate::state::{Shared, State, service_key};
 
 /// A running emulator. Clones share the same server; [`Emulator::shutdown`] stops it for all of them (so does
@@ -80,9 +82,16 @@ impl Emulator {
             .insert(account.name.to_ascii_lowercase(), account);
     }
 
-    /// Sets how long operations accepted from now on run.
+    /// Sets how long operations accepted from now on run: backups, and restores unless
+    /// [`Self::set_restore_duration`] (or [`EmulatorConfig::restore_duration`]) gave them their own duration.
     pub fn set_operation_duration(&self, duration: Duration) {
         self.shared.lock().set_operation_duration(duration);
+    }
+
+    /// Sets how long restores accepted from now on run, apart from backups (real restores take about 30 minutes,
+    /// backups about 9).
+    pub fn set_restore_duration(&self, duration: Duration) {
+        self.shared.lock().set_restore_duration(duration);
     }
 
     /// Sets the `Retry-After` seconds of 202 answers from now on.
@@ -153,13 +162,10 @@ impl Emulator {
     /// # Panics
     /// When no such service is hosted: that is a mistake in the test.
     pub fn make_change(&self, subscription: &str, resource_group: &str, name: &str) {
-        let found =
-            self.shared
-                .lock()
-                .make_change(&service_key(subscription, resource_group, name));
-        assert!(
-            found,
-            "make_change: no hosted service {subscription}/{resource_group}/{name}"
+        self.apply(
+            "make_change",
+            (subscription, resource_group, name),
+            Setting::Change,
         );
     }
 
@@ -180,13 +186,145 @@ impl Emulator {
         name: &str,
         at: DateTime<Utc>,
     ) {
+        self.apply(
+            "set_configuration_change_date",
+            (subscription, resource_group, name),
+            Setting::ConfigurationChangeDate(at),
+        );
+    }
+
+    /// Sets how many APIs and products a service has: its configuration, which a backup records (as of its
+    /// completion) and a completed restore sets on the destination. `GET .../apis` and `.../products` list
+    /// that many. When the counts change, `configurationChangeDate` moves to now (a configuration change); the
+    /// etag and `lastModifiedAt` stay. The control endpoint `PUT .../services/{name}/content` with
+    /// `{"apis":5,"products":3}` does the same.
+    ///
+    /// # Panics
+    /// When no such service is hosted: that is a mistake in the test.
+    pub fn set_content(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        apis: u32,
+        products: u32,
+    ) {
+        self.apply(
+            "set_content",
+            (subscription, resource_group, name),
+            Setting::Content(Content { apis, products }),
+        );
+    }
+
+    /// Publishes a service's developer portal (`GET .../portalRevisions` then lists one current, completed
+    /// revision; publishing an unpublished portal makes a new one) or unpublishes it (no revision is listed). A
+    /// restore never changes this. No change signal moves. The control endpoint
+    /// `PUT .../services/{name}/portalPublished` with `{"published":false}` does the same.
+    ///
+    /// # Panics
+    /// When no such service is hosted: that is a mistake in the test.
+    pub fn set_portal_published(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        published: bool,
+    ) {
+        self.apply(
+            "set_portal_published",
+            (subscription, resource_group, name),
+            Setting::PortalPublished(published),
+        );
+    }
+
+    /// Adds a custom gateway hostname with a certificate from `source` to a service, or changes the source of
+    /// the one with that name; it shows in `properties.hostnameConfigurations`. A restore never changes custom
+    /// hostnames. Like any update of the ARM resource, this moves the etag and `lastModifiedAt` (not
+    /// `configurationChangeDate`). The control endpoint `PUT .../services/{name}/customHostname` with
+    /// `{"hostName":"api.contoso.example","certificateSource":"KeyVault"}` does the same.
+    ///
+    /// # Panics
+    /// When no such service is hosted: that is a mistake in the test.
+    pub fn set_custom_hostname(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        host_name: &str,
+        source: CertificateSource,
+    ) {
+        self.apply(
+            "set_custom_hostname",
+            (subscription, resource_group, name),
+            Setting::CustomHostname(CustomHostname::new(host_name, source)),
+        );
+    }
+
+    /// Sets a service's managed identities: the top-level `identity` then has type `None`, `SystemAssigned`,
+    /// `UserAssigned` or `SystemAssigned, UserAssigned`, and backups by managed identity need the one they
+    /// name. Identities are not in a backup: a restore never changes them. Like any update of the ARM resource,
+    /// this moves the etag and `lastModifiedAt`. The control endpoint `PUT .../services/{name}/identity` with
+    /// `{"type":"SystemAssigned, UserAssigned","userAssignedClientIds":["<client id>"]}` does the same.
+    ///
+    /// # Panics
+    /// When no such service is hosted: that is a mistake in the test.
+    pub fn set_identity(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        system_assigned: bool,
+        user_assigned_client_ids: &[&str],
+    ) {
+        let user_assigned_client_ids = user_assigned_client_ids
+            .iter()
+            .map(|id| (*id).to_owned())
+            .collect();
+        self.apply(
+            "set_identity",
+            (subscription, resource_group, name),
+            Setting::Identity {
+                system_assigned,
+                user_assigned_client_ids,
+            },
+        );
+    }
+
+    /// Sets a service's `properties.virtualNetworkType` (with a `virtualNetworkConfiguration` and private IP
+    /// addresses outside `None`). Not in a backup: a restore never changes it. Like any update of the ARM
+    /// resource, this moves the etag and `lastModifiedAt`. The control endpoint
+    /// `PUT .../services/{name}/virtualNetworkType` with `{"virtualNetworkType":"Internal"}` does the same.
+    ///
+    /// # Panics
+    /// When no such service is hosted: that is a mistake in the test.
+    pub fn set_virtual_network_type(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        kind: VirtualNetworkType,
+    ) {
+        self.apply(
+            "set_virtual_network_type",
+            (subscription, resource_group, name),
+            Setting::VirtualNetworkType(kind),
+        );
+    }
+
+    /// Applies `setting` to a hosted service; `what` names the caller in the panic for an unknown service.
+    fn apply(
+        &self,
+        what: &str,
+        (subscription, resource_group, name): (&str, &str, &str),
+        setting: Setting,
+    ) {
         let found = self
             .shared
             .lock()
-            .set_configuration_change_date(&service_key(subscription, resource_group, name), at);
+            .apply(&service_key(subscription, resource_group, name), setting);
         assert!(
             found,
-            "set_configuration_change_date: no hosted service {subscription}/{resource_group}/{name}"
+            "{what}: no hosted service {subscription}/{resource_group}/{name}"
         );
     }
 

@@ -347,4 +347,208 @@ mod tests {
         assert_eq!(reply.status, 400);
         assert_eq!(snapshot(&shared), before);
     }
+
+    /// Applies `setting` to `svc`.
+    fn set(shared: &Shared, setting: crate::setting::Setting) {
+        assert!(
+            shared
+                .lock()
+                .apply(&service_key("s1", "rg", "svc"), setting)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backup_records_the_content_as_of_its_completion() {
+        let shared = hosting_svc();
+        let id = start(&shared, OperationKind::Backup);
+        set(
+            &shared,
+            crate::setting::Setting::Content(Content {
+                apis: 9,
+                products: 4,
+            }),
+        );
+        finish(&shared, &id, Ok(Success::BackedUp));
+        let state = shared.lock();
+        let target = &state.operations[&id].target;
+        let record = &state.backups[&target.key()];
+        assert_eq!(record.sku, "Developer");
+        assert_eq!(
+            record.content,
+            Content {
+                apis: 9,
+                products: 4
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restore_replaces_the_content_and_nothing_a_backup_does_not_carry() {
+        use crate::setting::Setting;
+        use crate::settings::{CertificateSource, CustomHostname, VirtualNetworkType};
+
+        let shared = hosting_svc();
+        set(&shared, Setting::PortalPublished(false));
+        set(
+            &shared,
+            Setting::CustomHostname(CustomHostname::new(
+                "api.contoso.example",
+                CertificateSource::KeyVault,
+            )),
+        );
+        set(
+            &shared,
+            Setting::Identity {
+                system_assigned: false,
+                user_assigned_client_ids: vec!["c1".into()],
+            },
+        );
+        set(
+            &shared,
+            Setting::VirtualNetworkType(VirtualNetworkType::Internal),
+        );
+        let before = snapshot(&shared);
+        let resource_before =
+            shared.lock().services[&service_key("s1", "rg", "svc")].resource_json("westeurope");
+
+        let id = start(&shared, OperationKind::Restore);
+        finish(
+            &shared,
+            &id,
+            Ok(Success::Restored(Content {
+                apis: 12,
+                products: 5,
+            })),
+        );
+        let after = snapshot(&shared);
+        assert_eq!((after.spec.apis, after.spec.products), (12, 5));
+        let unchanged = |spec: &crate::config::ServiceSpec| {
+            (
+                spec.portal_published,
+                spec.custom_hostnames.clone(),
+                spec.system_identity,
+                spec.user_identity_client_ids.clone(),
+                spec.virtual_network_type,
+            )
+        };
+        assert_eq!(unchanged(&after.spec), unchanged(&before.spec));
+
+        let reply = apim::poll(&mut shared.lock(), &path(), &id);
+        let resource: Value = serde_json::from_str(&reply.body).unwrap();
+        for field in [
+            &resource["identity"],
+            &resource["properties"]["hostnameConfigurations"],
+            &resource["properties"]["virtualNetworkType"],
+            &resource["properties"]["virtualNetworkConfiguration"],
+            &resource["properties"]["developerPortalStatus"],
+        ] {
+            assert!(!field.is_null());
+        }
+        assert_eq!(resource["identity"], resource_before["identity"]);
+        assert_eq!(resource["identity"]["type"], "UserAssigned");
+        assert_eq!(
+            resource["properties"]["hostnameConfigurations"],
+            resource_before["properties"]["hostnameConfigurations"]
+        );
+        assert_eq!(
+            resource["properties"]["hostnameConfigurations"][1]["hostName"],
+            "api.contoso.example"
+        );
+        assert_eq!(resource["properties"]["virtualNetworkType"], "Internal");
+        assert_eq!(resource["properties"]["developerPortalStatus"], "Enabled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restores_take_their_own_duration_only_when_one_is_set() {
+        let shared = hosting_svc();
+        {
+            let mut state = shared.lock();
+            let now = state.now();
+            state.services.insert(
+                service_key("s1", "rg", "other"),
+                Service::new(ServiceSpec::new("s1", "rg", "other"), now),
+            );
+        }
+        let ends_in = |id: &str| {
+            let state = shared.lock();
+            state.operations[id].ends_at - tokio::time::Instant::now()
+        };
+        let restore = start(&shared, OperationKind::Restore);
+        assert_eq!(
+            ends_in(&restore),
+            Duration::from_hours(1),
+            "unset: the operation duration"
+        );
+        release(&mut shared.lock().services, &service_key("s1", "rg", "svc"));
+
+        shared.lock().set_restore_duration(Duration::from_mins(30));
+        let restore = start(&shared, OperationKind::Restore);
+        assert_eq!(ends_in(&restore), Duration::from_mins(30));
+        let body =
+            br#"{"storageAccount":"acct","accessKey":"a2V5","containerName":"c","backupName":"b"}"#;
+        let other = ServicePath {
+            name: "other".into(),
+            ..path()
+        };
+        let reply = apim::start(
+            &mut shared.lock(),
+            &shared,
+            &other,
+            OperationKind::Backup,
+            "2024-05-01",
+            body,
+        );
+        assert_eq!(reply.status, 202);
+        let location = reply.header_value("Location").unwrap();
+        let backup = location
+            .split("operationresults/")
+            .nth(1)
+            .and_then(|rest| rest.split('?').next())
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            ends_in(&backup),
+            Duration::from_hours(1),
+            "backups keep theirs"
+        );
+
+        tokio::time::advance(Duration::from_mins(31)).await;
+        assert_eq!(
+            apim::poll(&mut shared.lock(), &other, &backup).status,
+            202,
+            "the backup still runs"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_busy_service_answers_409_conflict_to_a_second_restore_or_a_backup() {
+        let shared = hosting_svc();
+        let id = start(&shared, OperationKind::Restore);
+        let running = snapshot(&shared);
+        let body =
+            br#"{"storageAccount":"acct","accessKey":"a2V5","containerName":"c","backupName":"b"}"#;
+        for kind in [OperationKind::Restore, OperationKind::Backup] {
+            let reply = apim::start(
+                &mut shared.lock(),
+                &shared,
+                &path(),
+                kind,
+                "2024-05-01",
+                body,
+            );
+            assert_eq!(reply.status, 409, "{kind:?}");
+            let error: Value = serde_json::from_str(&reply.body).unwrap();
+            assert_eq!(error["error"]["code"], "Conflict", "{kind:?}");
+            assert!(
+                error["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Another operation is in progress")),
+                "{error}"
+            );
+            assert_eq!(reply.header_value("Location"), None);
+        }
+        assert_eq!(snapshot(&shared), running, "the refusals moved nothing");
+        assert_eq!(shared.lock().operations.len(), 1);
+        assert_eq!(apim::poll(&mut shared.lock(), &path(), &id).status, 202);
+    }
 }

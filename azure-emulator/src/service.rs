@@ -419,6 +419,111 @@ mod tests {
         assert_ne!(done.etag, running.etag);
         assert_eq!(done.last_modified_at, completed_at);
         assert_eq!(done.configuration_change_date, completed_at);
+        assert_eq!((done.spec.apis, done.spec.products), (7, 3));
+        assert_eq!(done.restores_completed, 1);
+    }
+
+    #[test]
+    fn a_new_service_looks_like_a_fresh_api_management() {
+        let service = Service::new(ServiceSpec::new("s", "rg", "svc"), Utc::now());
+        let spec = &service.snapshot().spec;
+        assert_eq!((spec.apis, spec.products), (1, 2));
+        assert!(spec.portal_published && spec.custom_hostnames.is_empty());
+        assert_eq!(spec.virtual_network_type, VirtualNetworkType::None);
+        let resource = service.resource_json("westeurope");
+        let properties = &resource["properties"];
+        assert_eq!(resource["identity"]["type"], "SystemAssigned");
+        assert!(resource["identity"]["principalId"].is_string());
+        assert_eq!(properties["virtualNetworkType"], "None");
+        assert_eq!(properties["virtualNetworkConfiguration"], Value::Null);
+        assert_eq!(properties["privateIPAddresses"], Value::Null);
+        assert_eq!(properties["developerPortalStatus"], "Enabled");
+        let hostnames = properties["hostnameConfigurations"].as_array().unwrap();
+        assert_eq!(hostnames.len(), 1);
+        assert_eq!(hostnames[0]["hostName"], "svc.azure-api.net");
+        assert_eq!(hostnames[0]["certificateSource"], "BuiltIn");
+        assert!(service.portal_revision().is_some());
+    }
+
+    #[test]
+    fn content_is_configuration_and_the_other_settings_are_the_arm_resource() {
+        let created = Utc::now();
+        let mut service = Service::new(ServiceSpec::new("s", "rg", "svc"), created);
+        let before = service.snapshot();
+        let later = created + chrono::Duration::seconds(10);
+
+        let same = service.content();
+        service.set_content(same, later);
+        assert_eq!(service.snapshot(), before, "the same counts change nothing");
+        let content = Content {
+            apis: 3,
+            products: 0,
+        };
+        service.set_content(content, later);
+        let counted = service.snapshot();
+        assert_eq!(service.content(), content);
+        assert_eq!(counted.configuration_change_date, later);
+        assert_eq!(
+            (counted.etag.as_str(), counted.last_modified_at),
+            (before.etag.as_str(), before.last_modified_at),
+            "the ARM resource does not show content"
+        );
+
+        service.set_portal_published(false, later);
+        assert_eq!(service.portal_revision(), None);
+        let unpublished = service.snapshot();
+        assert_eq!(
+            (
+                unpublished.etag.as_str(),
+                unpublished.configuration_change_date
+            ),
+            (counted.etag.as_str(), counted.configuration_change_date),
+            "publication moves no signal"
+        );
+
+        let even_later = later + chrono::Duration::seconds(10);
+        for change in [
+            |s: &mut Service, at| {
+                s.set_custom_hostname(
+                    CustomHostname::new("api.contoso.example", settings::CertificateSource::Custom),
+                    at,
+                );
+            },
+            |s: &mut Service, at| s.set_identity(false, Vec::new(), at),
+            |s: &mut Service, at| s.set_virtual_network_type(VirtualNetworkType::External, at),
+        ] {
+            let etag = service.etag();
+            change(&mut service, even_later);
+            let after = service.snapshot();
+            assert_ne!(after.etag, etag);
+            assert_eq!(after.last_modified_at, even_later);
+            assert_eq!(after.configuration_change_date, later);
+        }
+        let resource = service.resource_json("westeurope");
+        assert_eq!(resource["identity"], json!({"type": "None"}));
+        assert_eq!(resource["properties"]["virtualNetworkType"], "External");
+        assert!(resource["properties"]["virtualNetworkConfiguration"].is_object());
+        assert_eq!(
+            resource["properties"]["privateIPAddresses"],
+            json!(["10.0.0.4"])
+        );
+        assert_eq!(
+            resource["properties"]["hostnameConfigurations"][1]["certificateSource"],
+            "Custom"
+        );
+
+        service.set_custom_hostname(
+            CustomHostname::new("API.contoso.example", settings::CertificateSource::KeyVault),
+            even_later,
+        );
+        assert_eq!(
+            service.spec.custom_hostnames,
+            [CustomHostname::new(
+                "API.contoso.example",
+                settings::CertificateSource::KeyVault
+            )],
+            "the same hostname is replaced"
+        );
     }
 
     #[test]

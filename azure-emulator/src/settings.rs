@@ -3,7 +3,7 @@
 //! network type ([`VirtualNetworkType`]). (The managed identity is the third; it is kept in
 //! [`crate::ServiceSpec`]'s identity fields.) Also the JSON ARM shows for them.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use serde_json::{Value, json};
@@ -138,8 +138,8 @@ impl CustomHostname {
         });
         hostname_entry(
             host,
-            key_vault_id,
-            certificate,
+            key_vault_id.as_deref(),
+            certificate.as_ref(),
             default_ssl_binding,
             self.certificate_source,
         )
@@ -190,8 +190,8 @@ pub(crate) fn virtual_network_configuration(
 /// One `hostnameConfigurations` entry with every field the 2021 recording shows.
 fn hostname_entry(
     host: &str,
-    key_vault_id: Option<String>,
-    certificate: Option<Value>,
+    key_vault_id: Option<&str>,
+    certificate: Option<&Value>,
     default_ssl_binding: bool,
     source: CertificateSource,
 ) -> Value {
@@ -212,7 +212,10 @@ fn hostname_entry(
 /// A stable certificate thumbprint for a hostname: 40 upper-case hex digits, like SHA-1 thumbprints.
 fn thumbprint(host: &str) -> String {
     let digest = Sha256::digest(host.as_bytes());
-    digest[..20].iter().map(|b| format!("{b:02X}")).collect()
+    digest[..20].iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02X}");
+        hex
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use super::azure::BlobAccess;
 use super::error::Problem;
 use super::kind::{KindParts, KindSpec, RawKind, StorageConfig};
 use super::raw::{RawPolicy, Section};
+use super::restore::{RawDrill, RawStandby, RestoreParts};
 
 /// The newest stable API Management api-version.
 pub const DEFAULT_APIM_API_VERSION: &str = "2024-05-01";
@@ -34,7 +35,33 @@ pub(super) struct RawApimTarget {
     api_version: Option<String>,
     backup_name: Option<String>,
     #[serde(default)]
+    restore_into: Vec<Section<RawRestoreInto>>,
+    standby: Option<Section<RawStandby>>,
+    drill: Option<Section<RawDrill>>,
+    #[serde(default)]
     policy: Section<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestoreInto {
+    name: String,
+    service: String,
+    subscription_id: Option<String>,
+    resource_group: Option<String>,
+}
+
+/// A service a backup may be restored into besides the target's own (`[[targets.restore_into]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreInto {
+    /// What `--into`, `standby.into` and `drill.into` call it.
+    pub name: String,
+    /// Subscription id (the target's unless given).
+    pub subscription_id: String,
+    /// Resource group (the target's unless given).
+    pub resource_group: String,
+    /// Service name.
+    pub service: String,
 }
 
 /// An `apim` target.
@@ -48,6 +75,8 @@ pub struct ApimSpec {
     pub service: String,
     /// api-version of the backup requests.
     pub api_version: String,
+    /// Where a backup may be restored besides the service itself.
+    pub restore_into: Vec<RestoreInto>,
 }
 
 impl ApimSpec {
@@ -129,11 +158,69 @@ fn validate_spec(
             ),
         ));
     }
+    let mut restore_into: Vec<RestoreInto> = Vec::new();
+    for (index, into) in raw.restore_into.iter().enumerate() {
+        let into_path = format!("{path}.restore_into[{index}]");
+        if into.name.trim().is_empty() {
+            problems.push(Problem::at(
+                format!("{into_path}.name"),
+                "must not be empty",
+            ));
+        } else if restore_into.iter().any(|known| known.name == into.name) {
+            problems.push(Problem::at(
+                format!("{into_path}.name"),
+                format!("restore destination {:?} is named twice", into.name),
+            ));
+        }
+        let destination = RestoreInto {
+            name: into.name.clone(),
+            subscription_id: into
+                .subscription_id
+                .clone()
+                .unwrap_or_else(|| raw.subscription_id.clone()),
+            resource_group: into
+                .resource_group
+                .clone()
+                .unwrap_or_else(|| raw.resource_group.clone()),
+            service: into.service.clone(),
+        };
+        segment(
+            &destination.subscription_id,
+            &format!("restore_into[{index}].subscription_id"),
+            problems,
+        );
+        segment(
+            &destination.resource_group,
+            &format!("restore_into[{index}].resource_group"),
+            problems,
+        );
+        segment(
+            &destination.service,
+            &format!("restore_into[{index}].service"),
+            problems,
+        );
+        if destination
+            .subscription_id
+            .eq_ignore_ascii_case(&raw.subscription_id)
+            && destination
+                .resource_group
+                .eq_ignore_ascii_case(&raw.resource_group)
+            && destination.service.eq_ignore_ascii_case(&raw.service)
+        {
+            problems.push(Problem::at(
+                format!("{into_path}.service"),
+                "is the target's own service: restore over it with `rpod restore` and no --into (it asks for \
+                 --yes), never as a named destination",
+            ));
+        }
+        restore_into.push(destination);
+    }
     ApimSpec {
         subscription_id: raw.subscription_id.clone(),
         resource_group: raw.resource_group.clone(),
         service: raw.service.clone(),
         api_version,
+        restore_into,
     }
 }
 
@@ -192,6 +279,12 @@ impl RawKind for RawApimTarget {
                 APIM_EXPIRY,
                 "API Management backups cannot be restored after 30 days",
             )),
+            restore: RestoreParts {
+                drill: self.drill.as_ref().map(|d| d.0.clone()),
+                standby: self.standby.as_ref().map(|s| s.0.clone()),
+                destinations: self.restore_into.iter().map(|i| i.name.clone()).collect(),
+                drill_into: true,
+            },
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::error::Problem;
 use super::kind::{KindParts, KindSpec, RawKind, StorageConfig};
 use super::raw::{RawPolicy, Section};
+use super::restore::{RawDrill, RestoreParts};
 use super::secret::SecretSource;
 
 /// Default overall deadline of a command backup.
@@ -35,6 +36,9 @@ pub(super) struct RawCommandTarget {
     working_dir: Option<PathBuf>,
     artifact_name: Option<String>,
     encrypt: Option<Section<RawEncrypt>>,
+    restore_command: Option<Vec<String>>,
+    verify_command: Option<Vec<String>>,
+    drill: Option<Section<RawDrill>>,
     #[serde(default)]
     policy: Section<RawPolicy>,
 }
@@ -51,6 +55,7 @@ struct RawSecretEnv {
 #[serde(deny_unknown_fields)]
 struct RawEncrypt {
     age_recipients_file: PathBuf,
+    age_identity_file: Option<PathBuf>,
 }
 
 /// A `command` target.
@@ -70,6 +75,12 @@ pub struct CommandSpec {
     pub working_dir: Option<PathBuf>,
     /// age recipients file; when set, the compressed stream is encrypted to them.
     pub age_recipients_file: Option<PathBuf>,
+    /// age identity file that decrypts the backups for a restore or a drill (docs/restore.md).
+    pub age_identity_file: Option<PathBuf>,
+    /// argv that receives a restored stream on its standard input (`rpod restore`).
+    pub restore_command: Option<Vec<String>>,
+    /// argv that receives a restored stream on its standard input in a drill; exit 0 = verified.
+    pub verify_command: Option<Vec<String>>,
 }
 
 fn validate_spec(
@@ -136,6 +147,38 @@ fn validate_spec(
             "must not be empty",
         ));
     }
+    if let Some(identity) = raw
+        .encrypt
+        .as_ref()
+        .and_then(|e| e.age_identity_file.as_ref())
+        && identity.as_os_str().is_empty()
+    {
+        problems.push(Problem::at(
+            format!("{path}.encrypt.age_identity_file"),
+            "must not be empty",
+        ));
+    }
+    for (key, argv) in [
+        ("restore_command", &raw.restore_command),
+        ("verify_command", &raw.verify_command),
+    ] {
+        if let Some(argv) = argv
+            && argv.first().is_none_or(|program| program.trim().is_empty())
+        {
+            problems.push(Problem::at(
+                format!("{path}.{key}"),
+                "give the program and its arguments, e.g. [\"tar\", \"-t\"]; it reads the restored stream \
+                 on its standard input",
+            ));
+        }
+    }
+    if raw.drill.is_some() && raw.verify_command.is_none() {
+        problems.push(Problem::at(
+            format!("{path}.drill"),
+            "a drill of a command target runs verify_command on the restored stream: set verify_command, e.g. \
+             [\"tar\", \"-t\"]",
+        ));
+    }
     if problems.len() != before {
         return None;
     }
@@ -147,6 +190,12 @@ fn validate_spec(
         allow_empty: raw.allow_empty,
         working_dir: raw.working_dir.clone(),
         age_recipients_file: raw.encrypt.as_ref().map(|e| e.age_recipients_file.clone()),
+        age_identity_file: raw
+            .encrypt
+            .as_ref()
+            .and_then(|e| e.age_identity_file.clone()),
+        restore_command: raw.restore_command.clone(),
+        verify_command: raw.verify_command.clone(),
     })
 }
 
@@ -188,6 +237,12 @@ impl RawKind for RawCommandTarget {
             template_key: "artifact_name",
             timeout: DEFAULT_COMMAND_TIMEOUT,
             max_expiry: None,
+            restore: RestoreParts {
+                drill: self.drill.as_ref().map(|d| d.0.clone()),
+                standby: None,
+                destinations: Vec::new(),
+                drill_into: false,
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::azure::AzureBlobConfig;
 use super::error::Problem;
 use super::raw::RawPolicy;
+use super::restore::RestoreParts;
 
 /// One `[[targets]]` entry, of whichever kind: what every kind has, and its own validation. Each kind's
 /// configuration file implements it for its raw model.
@@ -84,6 +85,8 @@ pub(super) struct KindParts<S> {
     pub(super) timeout: Duration,
     /// The longest `expiry` the kind allows, and why.
     pub(super) max_expiry: Option<(Duration, &'static str)>,
+    /// Its drill and standby as written, and where its restores may go.
+    pub(super) restore: RestoreParts,
 }
 
 impl<S> KindParts<S> {
@@ -95,6 +98,7 @@ impl<S> KindParts<S> {
             template_key: self.template_key,
             timeout: self.timeout,
             max_expiry: self.max_expiry,
+            restore: self.restore,
         }
     }
 }

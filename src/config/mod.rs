@@ -20,6 +20,7 @@ mod file;
 mod kind;
 mod model;
 mod raw;
+mod restore;
 mod schedule;
 mod secret;
 mod template;
@@ -28,7 +29,8 @@ mod validate;
 use std::path::Path;
 
 pub use apim::{
-    APIM_EXPIRY, ApimSpec, DEFAULT_APIM_API_VERSION, DEFAULT_APIM_BACKUP_NAME, DEFAULT_APIM_TIMEOUT,
+    APIM_EXPIRY, ApimSpec, DEFAULT_APIM_API_VERSION, DEFAULT_APIM_BACKUP_NAME,
+    DEFAULT_APIM_TIMEOUT, RestoreInto,
 };
 pub use azure::{
     ApimAccess, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth, Credential, CredentialKind,
@@ -41,6 +43,7 @@ pub use kind::{KindSpec, StorageConfig};
 pub(crate) use model::target_kinds;
 pub use model::{Config, Daemon, Policy, TargetConfig, TargetKind};
 pub use raw::LogFormat;
+pub use restore::{DEFAULT_DRILL_MAX_AGE, Drill, Standby};
 pub use schedule::{Schedule, parse_timezone};
 pub use secret::{Secret, SecretSource};
 pub use template::NameTemplate;

@@ -12,6 +12,7 @@ use super::azure::AzureConfig;
 use super::change::{OnChange, WebhookConfig};
 use super::kind::{KindSpec, StorageConfig};
 use super::raw::LogFormat;
+use super::restore::{Drill, Standby};
 use super::schedule::Schedule;
 use super::secret::SecretSource;
 use super::template::NameTemplate;
@@ -81,6 +82,10 @@ pub struct TargetConfig {
     pub policy: Policy,
     /// What to back up and how.
     pub kind: TargetKind,
+    /// Restore drills (`[targets.drill]`).
+    pub drill: Option<Drill>,
+    /// A warm standby kept in sync (`[targets.standby]`).
+    pub standby: Option<Standby>,
 }
 
 /// Every target kind, once: its variant of [`TargetKind`], its `kind` as the file writes it, the raw model of
@@ -163,6 +168,8 @@ pub struct Policy {
     pub retry_max_backoff: Duration,
     /// Overall deadline of one attempt.
     pub operation_timeout: Duration,
+    /// The recovery time objective: how long a restore may take (drills measure it).
+    pub rto: Option<Duration>,
     /// Change-driven backups, when some detector is on (`apim` targets only).
     pub on_change: Option<OnChange>,
 }

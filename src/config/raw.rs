@@ -121,6 +121,7 @@ pub(super) struct RawPolicy {
     pub(super) retry_backoff: Option<HumanDuration>,
     pub(super) retry_max_backoff: Option<HumanDuration>,
     pub(super) operation_timeout: Option<HumanDuration>,
+    pub(super) rto: Option<HumanDuration>,
     pub(super) on_change: Option<Section<change::RawOnChange>>,
 }
 
@@ -140,6 +141,7 @@ impl RawPolicy {
             retry_backoff: self.retry_backoff.or(defaults.retry_backoff),
             retry_max_backoff: self.retry_max_backoff.or(defaults.retry_max_backoff),
             operation_timeout: self.operation_timeout.or(defaults.operation_timeout),
+            rto: self.rto.or(defaults.rto),
             on_change: self
                 .on_change
                 .clone()

@@ -125,6 +125,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             template_key,
             timeout,
             max_expiry,
+            restore,
         } = target.validate(&path, storage, &mut problems);
         if let (Some(kind), Some(storage)) = (&kind, storage)
             && kind.spec().storage_kind() != storage.kind()
@@ -183,6 +184,12 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                 None
             }
         };
+        let target_tz = merged
+            .timezone
+            .as_deref()
+            .and_then(|name| parse_timezone(name).ok())
+            .unwrap_or(default_tz);
+        let (drill, standby) = restore.validate(&path, target_tz, &mut problems);
         if let (Some(policy), Some(kind), Some(artifact_name)) = (policy, kind, artifact_name) {
             targets.push(TargetConfig {
                 name,
@@ -190,6 +197,8 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
                 artifact_name,
                 policy,
                 kind,
+                drill,
+                standby,
             });
         }
     }
@@ -486,10 +495,18 @@ fn validate_policy(
             "must be longer than 0s",
         ));
     }
+    let rto = merged.rto.map(|d| d.0);
+    if rto.is_some_and(|rto| rto.is_zero()) {
+        problems.push(Problem::at(
+            key("rto", own.rto.is_some()),
+            "must be longer than 0s",
+        ));
+    }
     if problems.len() != before {
         return None;
     }
     Some(Policy {
+        rto,
         rpo,
         rpo_lead: merged.rpo_lead.map(|d| d.0),
         schedule,

@@ -141,6 +141,7 @@ mod tests {
             retry_max_backoff: Duration::from_mins(1),
             operation_timeout: Duration::from_mins(1),
             on_change: None,
+            rto: None,
         }
     }
 

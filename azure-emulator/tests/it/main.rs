@@ -4,6 +4,7 @@
 mod azurite;
 mod backup;
 mod changes;
+mod content;
 mod faults;
 mod requests;
 mod restore;
