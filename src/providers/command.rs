@@ -18,9 +18,11 @@ use tokio::process::Command;
 use tokio_util::io::SyncIoBridge;
 
 use super::interface::{
-    BackupOutcome, BackupRequest, BuildProvider, BuildSite, Provider, ProviderError,
+    BackupOutcome, BackupRequest, BuildProvider, BuildSite, Destination, Provider, ProviderError,
+    RestoreOutcome, RestoreRequest,
 };
 use crate::config::{CommandSpec, Problem};
+use crate::record::RestoreTrigger;
 use crate::storage::{ArtifactInfo, ArtifactWriter, Storage};
 
 /// How much of the program's standard error is kept for the record.
@@ -50,6 +52,53 @@ impl BuildProvider for CommandSpec {
 }
 
 impl CommandProvider {
+    /// `argv` as a child process of this target: its environment (secrets included) and working directory,
+    /// in a process group of its own, its standard error piped; standard input and output are the caller's.
+    fn command(&self, argv: &[String]) -> Result<Command, ProviderError> {
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if self.spec.clear_env {
+            command.env_clear();
+        }
+        // systemd's notification socket and watchdog are rpod's, not the program's.
+        for name in crate::notify::SERVICE_MANAGER_VARIABLES {
+            command.env_remove(name);
+        }
+        command.envs(&self.spec.env);
+        for (name, source) in &self.spec.secret_env {
+            let secret = source.load().map_err(|message| {
+                ProviderError::permanent(
+                    "SecretUnavailable",
+                    format!("environment variable {name}: {message}"),
+                )
+            })?;
+            command.env(name, secret.expose());
+        }
+        if let Some(dir) = &self.spec.working_dir {
+            command.current_dir(dir);
+        }
+        Ok(command)
+    }
+
+    /// The program a restore of `trigger` feeds: `verify_command` for a drill, `restore_command` otherwise.
+    fn restore_argv(&self, trigger: RestoreTrigger) -> Result<&[String], String> {
+        let (key, argv) = if trigger == RestoreTrigger::Drill {
+            ("verify_command", &self.spec.verify_command)
+        } else {
+            ("restore_command", &self.spec.restore_command)
+        };
+        argv.as_deref().ok_or_else(|| {
+            format!(
+                "the target has no {key}: set it to the program that reads the restored stream on its standard \
+                 input, e.g. [\"tar\", \"-x\", \"-C\", \"/restore\"]"
+            )
+        })
+    }
+
     /// Prepares the provider, reading the age recipients file when encryption is configured.
     ///
     /// # Errors
@@ -164,6 +213,139 @@ fn verify_stream(input: impl Read, encrypted: bool) -> Result<(), String> {
     }
 }
 
+/// Reads an age identity file: one `AGE-SECRET-KEY-1...` identity per line, `#` comments and blank lines
+/// ignored. What the file holds never appears in a message.
+fn read_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read age identity file {}: {err}", path.display()))?;
+    let mut identities = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let identity = age::x25519::Identity::from_str(line).map_err(|_| {
+            format!(
+                "{}:{}: not an age X25519 identity (AGE-SECRET-KEY-1...)",
+                path.display(),
+                number + 1
+            )
+        })?;
+        identities.push(identity);
+    }
+    if identities.is_empty() {
+        return Err(format!(
+            "age identity file {} holds no identity",
+            path.display()
+        ));
+    }
+    Ok(identities)
+}
+
+/// The first bytes of every age file.
+const AGE_MAGIC: &[u8] = b"age-encryption.org/";
+
+/// Reads an artifact through: its size, its SHA-256 (hex) and whether it is age-encrypted.
+fn fingerprint(mut input: impl Read) -> io::Result<(u64, String, bool)> {
+    let mut hasher = Sha256::new();
+    let mut head = Vec::with_capacity(AGE_MAGIC.len());
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if head.len() < AGE_MAGIC.len() {
+            let take = (AGE_MAGIC.len() - head.len()).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, format!("{:x}", hasher.finalize()), head == AGE_MAGIC))
+}
+
+/// Why a restored stream could not be fed to its program.
+#[derive(Debug)]
+enum Unpack {
+    /// The age identity does not open it.
+    Decrypt(String),
+    /// It is not a complete zstd stream.
+    Decompress(String),
+    /// The program closed its standard input before the end.
+    Closed(u64),
+    /// Reading the artifact failed.
+    Read(String),
+}
+
+/// Decrypts (with `identities`, when it is encrypted) and decompresses `input` into `output`; returns how many
+/// bytes the program got.
+fn unpack(
+    input: impl Read,
+    mut output: impl Write,
+    identities: &[age::x25519::Identity],
+) -> Result<u64, Unpack> {
+    let input: Box<dyn Read> = if identities.is_empty() {
+        Box::new(input)
+    } else {
+        let decryptor = age::Decryptor::new(input)
+            .map_err(|err| Unpack::Decrypt(format!("it is not an age-encrypted file: {err}")))?;
+        Box::new(
+            decryptor
+                .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
+                .map_err(|err| {
+                    Unpack::Decrypt(format!(
+                        "the age identity file does not decrypt it ({err}): it was encrypted to other recipients"
+                    ))
+                })?,
+        )
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(input)
+        .map_err(|err| Unpack::Read(format!("it cannot be read: {err}")))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut written = 0u64;
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(Unpack::Decompress(
+                    "its zstd stream is truncated".to_owned(),
+                ));
+            }
+            Err(err) => {
+                return Err(Unpack::Decompress(format!(
+                    "it is not a complete zstd stream (or does not decrypt): {err}"
+                )));
+            }
+        };
+        match output.write_all(&buf[..n]) {
+            Ok(()) => written += n as u64,
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                return Err(Unpack::Closed(written));
+            }
+            Err(err) => return Err(Unpack::Read(format!("writing to the program: {err}"))),
+        }
+    }
+    Ok(written)
+}
+
+/// How a child process ended, in words.
+fn ended(status: std::process::ExitStatus) -> String {
+    match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => "failed".to_owned(),
+    }
+}
+
 /// Kills the program's whole process group when dropped, whatever path the attempt took.
 struct ProcessGroup(Option<Pid>);
 
@@ -225,34 +407,10 @@ impl Provider for CommandProvider {
 
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError> {
         let program = &self.spec.argv[0];
-        let mut command = Command::new(program);
+        let mut command = self.command(&self.spec.argv)?;
         command
-            .args(&self.spec.argv[1..])
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if self.spec.clear_env {
-            command.env_clear();
-        }
-        // systemd's notification socket and watchdog are rpod's, not the program's.
-        for name in crate::notify::SERVICE_MANAGER_VARIABLES {
-            command.env_remove(name);
-        }
-        command.envs(&self.spec.env);
-        for (name, source) in &self.spec.secret_env {
-            let secret = source.load().map_err(|message| {
-                ProviderError::permanent(
-                    "SecretUnavailable",
-                    format!("environment variable {name}: {message}"),
-                )
-            })?;
-            command.env(name, secret.expose());
-        }
-        if let Some(dir) = &self.spec.working_dir {
-            command.current_dir(dir);
-        }
+            .stdout(std::process::Stdio::piped());
 
         let storage: Arc<dyn Storage> = request.storage.clone();
         let artifact = request.artifact.clone();
@@ -315,14 +473,7 @@ impl Provider for CommandProvider {
         let status =
             status.map_err(|err| ProviderError::transient("WaitFailed", err.to_string()))?;
         if !status.success() {
-            let how = match (
-                status.code(),
-                std::os::unix::process::ExitStatusExt::signal(&status),
-            ) {
-                (Some(code), _) => format!("exited with status {code}"),
-                (None, Some(signal)) => format!("was killed by signal {signal}"),
-                (None, None) => "failed".to_owned(),
-            };
+            let how = ended(status);
             let message = if tail.is_empty() {
                 format!("{program:?} {how}")
             } else {
@@ -370,6 +521,192 @@ impl Provider for CommandProvider {
             etag: None,
             expires_at: None,
             content: None,
+        })
+    }
+
+    fn destination(
+        &self,
+        into: Option<&str>,
+        trigger: RestoreTrigger,
+    ) -> Result<Destination, String> {
+        if let Some(into) = into {
+            return Err(format!(
+                "command targets restore into their restore_command (a drill: verify_command), not into {into:?}"
+            ));
+        }
+        let argv = self.restore_argv(trigger)?;
+        Ok(Destination {
+            describe: argv.join(" "),
+            busy_key: None,
+            // restore_command puts the data back where it belongs; a drill only reads it.
+            own: trigger != RestoreTrigger::Drill,
+        })
+    }
+
+    async fn restore(&self, request: RestoreRequest) -> Result<RestoreOutcome, ProviderError> {
+        let argv = self
+            .restore_argv(request.trigger)
+            .map_err(|message| ProviderError::permanent("RestoreUnsupported", message))?
+            .to_vec();
+        let program = argv[0].clone();
+        let backup = &request.backup;
+        let Some(artifact) = backup.artifact.clone() else {
+            return Err(ProviderError::permanent(
+                "ArtifactMissing",
+                format!("backup {} names no artifact", backup.id),
+            ));
+        };
+        let storage = request.storage.clone();
+        let (size, sha256, encrypted) = {
+            let storage = storage.clone();
+            let artifact = artifact.clone();
+            tokio::task::spawn_blocking(move || {
+                let input = storage.open(&artifact).map_err(|err| err.to_string())?;
+                fingerprint(input).map_err(|err| format!("reading {artifact}: {err}"))
+            })
+            .await
+            .unwrap_or_else(|join| Err(join.to_string()))
+            .map_err(|message| ProviderError::transient("ArtifactUnreadable", message))?
+        };
+        let recorded_size = backup.size_bytes.and_then(|s| u64::try_from(s).ok());
+        if recorded_size.is_some_and(|recorded| recorded != size)
+            || backup
+                .sha256
+                .as_ref()
+                .is_some_and(|recorded| *recorded != sha256)
+        {
+            return Err(ProviderError::permanent(
+                "ArtifactCorrupt",
+                format!(
+                    "artifact {artifact} is {size} bytes with sha256 {sha256}; the record says {} bytes with \
+                     sha256 {}: it changed after the backup",
+                    recorded_size.map_or_else(|| "?".to_owned(), |s| s.to_string()),
+                    backup.sha256.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        let identities = if encrypted {
+            let path = self.spec.age_identity_file.as_ref().ok_or_else(|| {
+                ProviderError::permanent(
+                    "IdentityMissing",
+                    format!(
+                        "artifact {artifact} is age-encrypted: set encrypt.age_identity_file to the identity \
+                         that decrypts it"
+                    ),
+                )
+            })?;
+            read_identities(path)
+                .map_err(|message| ProviderError::permanent("IdentityUnavailable", message))?
+        } else {
+            Vec::new()
+        };
+
+        let mut command = self.command(&argv)?;
+        command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        let accepted_at = request.clock.now();
+        let mut child = command.spawn().map_err(|err| {
+            ProviderError::permanent("SpawnFailed", format!("cannot start {program:?}: {err}"))
+        })?;
+        let group = ProcessGroup(
+            child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .map(Pid::from_raw),
+        );
+        let stdin = child
+            .stdin
+            .take()
+            .map(tokio::process::ChildStdin::into_owned_fd)
+            .transpose()
+            .map_err(|err| ProviderError::transient("SpawnFailed", err.to_string()))?
+            .map(std::fs::File::from);
+        let stderr = child.stderr.take();
+        let stderr_tail = tokio::spawn(async move {
+            match stderr {
+                Some(stderr) => read_tail(stderr).await,
+                None => String::new(),
+            }
+        });
+        let feeding = tokio::task::spawn_blocking(move || {
+            let stdin = stdin.ok_or_else(|| Unpack::Read("no standard input".to_owned()))?;
+            let input = storage
+                .open(&artifact)
+                .map_err(|err| Unpack::Read(err.to_string()))?;
+            unpack(input, stdin, &identities)
+        });
+        let status = tokio::select! {
+            status = child.wait() => Some(status),
+            () = request.cancel.cancelled() => None,
+        };
+        let Some(status) = status else {
+            group.signal(Signal::SIGTERM);
+            if tokio::time::timeout(TERM_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                group.signal(Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+            drop(group);
+            let _ = feeding.await;
+            return Err(ProviderError::cancelled(format!("{program:?} was stopped")));
+        };
+        drop(group);
+        let fed = feeding
+            .await
+            .unwrap_or_else(|join| Err(Unpack::Read(join.to_string())));
+        let tail = stderr_tail.await.unwrap_or_default();
+        let status =
+            status.map_err(|err| ProviderError::transient("WaitFailed", err.to_string()))?;
+        let with_tail = |message: String| {
+            if tail.is_empty() {
+                message
+            } else {
+                format!("{message}; stderr: {tail}")
+            }
+        };
+        let fed = match fed {
+            Ok(bytes) => bytes,
+            Err(Unpack::Decrypt(message)) => {
+                return Err(ProviderError::permanent("DecryptFailed", message));
+            }
+            Err(Unpack::Decompress(message)) => {
+                return Err(ProviderError::permanent("ArtifactCorrupt", message));
+            }
+            Err(Unpack::Read(message)) => {
+                return Err(ProviderError::transient("ArtifactUnreadable", message));
+            }
+            Err(Unpack::Closed(bytes)) if !status.success() => bytes,
+            Err(Unpack::Closed(bytes)) => {
+                return Err(ProviderError::permanent(
+                    "RestoreIncomplete",
+                    with_tail(format!(
+                        "{program:?} exited successfully after reading {bytes} bytes, before the end of the \
+                         restored stream"
+                    )),
+                ));
+            }
+        };
+        if !status.success() {
+            let code = if request.trigger == RestoreTrigger::Drill {
+                "VerificationFailed"
+            } else {
+                "RestoreCommandFailed"
+            };
+            return Err(ProviderError::permanent(
+                code,
+                with_tail(format!("{program:?} {}", ended(status))),
+            ));
+        }
+        Ok(RestoreOutcome {
+            accepted_at: Some(accepted_at),
+            warnings: Vec::new(),
+            verified: Some(format!(
+                "size ({size} bytes) and sha256 match the record; {program:?} read the {fed} restored bytes and \
+                 exited 0"
+            )),
         })
     }
 }

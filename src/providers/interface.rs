@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::azure::ArmClient;
 use crate::clock::Clock;
 use crate::config::{Config, Problem, StorageConfig, TargetConfig};
+use crate::record::{BackupRecord, RestoreTrigger};
 use crate::storage::{ArtifactInfo, Storage};
 
 /// Where a provider is built: the target, the whole configuration and the Resource Manager client (see
@@ -243,6 +244,91 @@ pub struct CheckReport {
     pub problems: Vec<CheckProblem>,
 }
 
+/// What a provider is asked to restore (docs/restore.md).
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// Target name.
+    pub target: String,
+    /// Catalog id of this restore.
+    pub restore_id: i64,
+    /// The backup to restore.
+    pub backup: BackupRecord,
+    /// The `restore_into` name; `None`: the target's own system.
+    pub into: Option<String>,
+    /// Why it runs: a drill verifies what it restored.
+    pub trigger: RestoreTrigger,
+    /// Where the backup's artifact is.
+    pub storage: Arc<dyn Storage>,
+    /// Cancelled on deadline or shutdown.
+    pub cancel: CancellationToken,
+    /// Cancelled when rpod begins to stop: an accepted operation is detached and resumed at the next start.
+    pub stopping: CancellationToken,
+    /// Where an accepted long-running operation is recorded, before its first poll.
+    pub journal: Arc<dyn OperationJournal>,
+    /// Wall time.
+    pub clock: Clock,
+    /// The restore's deadline.
+    pub deadline_at: DateTime<Utc>,
+    /// An operation accepted before rpod restarted: follow it instead of starting a new one.
+    pub resume: Option<Resume>,
+}
+
+/// A completed restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// When the system accepted it (or rpod began feeding the stream).
+    pub accepted_at: Option<DateTime<Utc>>,
+    /// What it did not carry over, for an operator to re-apply.
+    pub warnings: Vec<String>,
+    /// What verification found (drills).
+    pub verified: Option<String>,
+}
+
+/// One guard's verdict on a restore, before anything is written (docs/restore.md, "Guards").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verdict {
+    /// What it checks, e.g. `destination_sku`.
+    pub guard: &'static str,
+    /// Whether the restore may go on as far as this guard is concerned.
+    pub passed: bool,
+    /// What it found; for a refusal, what to do.
+    pub message: String,
+}
+
+impl Verdict {
+    /// A guard that passed.
+    #[must_use]
+    pub fn pass(guard: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            guard,
+            passed: true,
+            message: message.into(),
+        }
+    }
+
+    /// A guard that refuses.
+    #[must_use]
+    pub fn refuse(guard: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            guard,
+            passed: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a restore goes, as its provider names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// For operators and the record: a service's resource path, or the command that reads the stream.
+    pub describe: String,
+    /// What no two operations may share at once (a service's resource path, case-folded); `None` when the
+    /// destination is not a system of its own (a command).
+    pub busy_key: Option<String>,
+    /// The target's own (production) system: restoring over it needs `--yes`.
+    pub own: bool,
+}
+
 /// Backs up one kind of target.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
@@ -292,4 +378,44 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A [`ProviderError`] saying what failed and whether retrying may help.
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError>;
+
+    /// What no two operations on the target's own system may share at once (see [`Destination::busy_key`]).
+    fn busy_key(&self) -> Option<String> {
+        None
+    }
+
+    /// Where a restore of `trigger` into `into` (a `restore_into` name; `None`: the target's own system) goes.
+    ///
+    /// # Errors
+    /// This kind cannot restore there (an unknown name, no `restore_command`), saying what to configure.
+    fn destination(
+        &self,
+        into: Option<&str>,
+        trigger: RestoreTrigger,
+    ) -> Result<Destination, String> {
+        let _ = (into, trigger);
+        Err(format!(
+            "{} targets cannot be restored by rpod",
+            self.kind()
+        ))
+    }
+
+    /// The guards only this kind knows (the destination exists, its tier and SKU fit the backup, it is not
+    /// busy), each with its verdict. Read-only: nothing is written.
+    async fn restore_guards(&self, backup: &BackupRecord, into: Option<&str>) -> Vec<Verdict> {
+        let _ = (backup, into);
+        Vec::new()
+    }
+
+    /// Runs one restore to its end.
+    ///
+    /// # Errors
+    /// A [`ProviderError`] saying what failed.
+    async fn restore(&self, request: RestoreRequest) -> Result<RestoreOutcome, ProviderError> {
+        let _ = request;
+        Err(ProviderError::permanent(
+            "RestoreUnsupported",
+            format!("{} targets cannot be restored by rpod", self.kind()),
+        ))
+    }
 }

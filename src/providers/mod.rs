@@ -13,8 +13,9 @@ use std::sync::Arc;
 pub use apim::ApimProvider;
 pub use command::CommandProvider;
 pub use interface::{
-    BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport,
-    ExternalPoint, OperationJournal, Provider, ProviderError, Resume, Stopped,
+    BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
+    ExternalPoint, OperationJournal, Provider, ProviderError, RestoreOutcome, RestoreRequest,
+    Resume, Stopped, Verdict,
 };
 
 use crate::azure::ArmClient;
