@@ -17,11 +17,12 @@ use crate::app::{self, RunOptions};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
+use crate::http::restore::RestoreRequestBody;
 use crate::http::{self, PruneRequest, TriggerResponse};
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::providers::CheckProblem;
-use crate::record::{BackupRecord, Trigger};
+use crate::record::{BackupRecord, RestoreTrigger, Status, Trigger};
 use crate::scheduler::{self, AttemptOutcome, Shared};
 use crate::state_dir::{StateDirError, StateLock};
 use crate::target::TargetSpec;
@@ -70,6 +71,27 @@ pub enum Command {
     Backup {
         /// The target.
         target: String,
+    },
+    /// Restore a backup: the newest restorable one (or --backup ID) into the target's own system or a
+    /// `restore_into` destination, through the running daemon, or by itself when no daemon answers.
+    Restore {
+        /// The target.
+        target: String,
+        /// The backup to restore (an id from `rpod backups`); the newest restorable one by default.
+        #[arg(long = "backup")]
+        backup_id: Option<i64>,
+        /// A `[[targets.restore_into]]` name; the target's own service by default.
+        #[arg(long)]
+        into: Option<String>,
+        /// Check every guard and print its verdict; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Confirm overwriting the target's own (production) system.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete expired backups (and those beyond `keep_last`) now.
     Prune {
@@ -129,6 +151,26 @@ pub async fn execute(cli: Cli) -> ExitCode {
             backup(&config, spec).await
         }
         Command::Prune { dry_run, json } => prune(&config, targets, dry_run, json).await,
+        Command::Restore {
+            target,
+            backup_id,
+            into,
+            dry_run,
+            yes,
+            json,
+        } => {
+            let Some(spec) = targets.into_iter().find(|t| t.config.name == target) else {
+                eprintln!("error: unknown target {target:?}");
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let body = RestoreRequestBody {
+                backup_id,
+                into,
+                dry_run,
+                yes,
+            };
+            restore(&config, spec, body, json).await
+        }
     };
     match result {
         Ok(code) => code,
@@ -413,6 +455,9 @@ async fn ask_daemon(
         request = request.json(&body);
     }
     match request.send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::UNPROCESSABLE_ENTITY => {
+            Ok(Daemon::Answered(response))
+        }
         Ok(response) if response.status() == reqwest::StatusCode::UNAUTHORIZED => anyhow::bail!(
             "the daemon at {address} refused the request (401): it needs its API token; give this command the \
              same daemon.api_token_file or api_token_env"
@@ -526,4 +571,126 @@ async fn prune(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints a restore's plan: every guard's verdict, then what became of it.
+fn print_plan(plan: &serde_json::Value) {
+    let target = plan["target"].as_str().unwrap_or("-");
+    let destination = plan["destination"].as_str().unwrap_or("-");
+    let backup = plan["backup_id"]
+        .as_i64()
+        .map_or_else(|| "-".to_owned(), |id| id.to_string());
+    println!("restore of target {target}, backup {backup}, into {destination}");
+    for verdict in plan["verdicts"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<4} {:<13} {}",
+            if verdict["passed"].as_bool() == Some(true) {
+                "ok"
+            } else {
+                "NO"
+            },
+            verdict["guard"].as_str().unwrap_or("-"),
+            verdict["message"].as_str().unwrap_or("")
+        );
+    }
+}
+
+async fn restore(
+    config: &Config,
+    spec: TargetSpec,
+    body: RestoreRequestBody,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let name = spec.config.name.clone();
+    let dry_run = body.dry_run;
+    let path = format!("/api/v1/targets/{name}/restore");
+    let (plan, record) = if let Daemon::Answered(response) =
+        ask_daemon(config, &path, Some(serde_json::to_value(&body)?)).await?
+    {
+        let refused = response.status() == reqwest::StatusCode::UNPROCESSABLE_ENTITY;
+        let answer: serde_json::Value = response.json().await?;
+        let plan = if refused {
+            answer["plan"].clone()
+        } else {
+            answer
+        };
+        (plan, None)
+    } else {
+        if !dry_run {
+            eprintln!(
+                "no daemon answers at {}; restoring {name} here",
+                daemon_address(config)
+            );
+        }
+        let _lock = lock_without_daemon(config)?;
+        let catalog = Catalog::open(&config.daemon.state_dir).await?;
+        let shared = Shared::new(catalog.clone(), Metrics::new(), Clock::system(), 1);
+        let ask = scheduler::RestoreAsk {
+            spec: Arc::new(spec),
+            backup_id: body.backup_id,
+            into: body.into,
+            trigger: RestoreTrigger::Manual,
+            dry_run,
+            confirmed: body.yes,
+            actor: "rpod restore".to_owned(),
+        };
+        let (plan, record) = scheduler::restore_once(shared, ask).await?;
+        catalog.close().await;
+        (serde_json::to_value(&plan)?, record)
+    };
+    let refusal = plan["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["passed"].as_bool() != Some(true))
+        .cloned();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "restore": record }))?
+        );
+    } else {
+        print_plan(&plan);
+    }
+    if let Some(refusal) = refusal {
+        eprintln!(
+            "restore refused: {}: {}",
+            refusal["guard"].as_str().unwrap_or("-"),
+            refusal["message"].as_str().unwrap_or("")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if dry_run {
+        println!("dry run: every guard passes; nothing was written");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = plan["restore_id"].as_i64().unwrap_or(0);
+    let Some(record) = record else {
+        if !json {
+            println!(
+                "restore {id} started by the running daemon; follow it with GET /api/v1/restores/{id}"
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if record.status == Status::Succeeded {
+        if !json {
+            println!(
+                "restore {id} succeeded in {:.1} s",
+                record.duration_seconds.unwrap_or(0.0)
+            );
+            for warning in &record.warnings {
+                println!("  warning: {warning}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "restore {id} {}: {}: {}",
+            record.status.as_str(),
+            record.error_code.as_deref().unwrap_or("-"),
+            record.error_message.as_deref().unwrap_or("")
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }

@@ -37,7 +37,25 @@ pub struct Metrics {
     webhook_events_ignored_total: IntCounterVec,
     last_evaluation: Gauge,
     dispatch_lateness: Histogram,
+    restores: RestoreMetrics,
 }
+
+/// The restore, standby and drill series (docs/restore.md).
+#[derive(Debug, Clone)]
+struct RestoreMetrics {
+    restores_total: IntCounterVec,
+    restore_duration: HistogramVec,
+    rto_seconds: GaugeVec,
+    drill_last_success: GaugeVec,
+    drill_last_failure: GaugeVec,
+    drill_duration: GaugeVec,
+    drill_max_age: GaugeVec,
+    standby_recovery_point: GaugeVec,
+    standby_rpo: GaugeVec,
+}
+
+/// Outcomes of `rpod_restores_total`.
+pub const RESTORE_OUTCOMES: [&str; 3] = ["succeeded", "failed", "timed_out"];
 
 fn ts(at: Option<DateTime<Utc>>) -> f64 {
     #[allow(clippy::cast_precision_loss)]
@@ -130,7 +148,65 @@ impl Metrics {
         registry
             .register(Box::new(arm_throttled_total.clone()))
             .expect("unique metric");
+        let restore_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rpod_restore_duration_seconds",
+                "Measured restore time (the system accepted it to it completed) of successful restores.",
+            )
+            .buckets(vec![
+                1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+            ]),
+            &["target"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(restore_duration.clone()))
+            .expect("unique metric");
+        let restores = RestoreMetrics {
+            restores_total: counter(
+                "rpod_restores_total",
+                "Completed restores by trigger (manual, standby, drill) and outcome (succeeded, failed, timed_out).",
+                &["target", "trigger", "outcome"],
+            ),
+            restore_duration,
+            rto_seconds: gauge(
+                "rpod_target_rto_seconds",
+                "The target's declared recovery time objective (policy rto) in seconds.",
+                &["target"],
+            ),
+            drill_last_success: gauge(
+                "rpod_restore_drill_last_success_timestamp_seconds",
+                "When the newest successful restore drill completed; 0 if none.",
+                &["target"],
+            ),
+            drill_last_failure: gauge(
+                "rpod_restore_drill_last_failure_timestamp_seconds",
+                "When the newest failed restore drill ended; 0 if none.",
+                &["target"],
+            ),
+            drill_duration: gauge(
+                "rpod_restore_drill_duration_seconds",
+                "Measured restore time of the newest successful restore drill.",
+                &["target"],
+            ),
+            drill_max_age: gauge(
+                "rpod_restore_drill_max_age_seconds",
+                "The target's drill.max_age: a successful drill must be younger than this.",
+                &["target"],
+            ),
+            standby_recovery_point: gauge(
+                "rpod_standby_recovery_point_timestamp_seconds",
+                "Recovery point of the backup last restored into the target's standby; 0 if none.",
+                &["target"],
+            ),
+            standby_rpo: gauge(
+                "rpod_standby_rpo_seconds",
+                "The target's standby.rpo: the standby's recovery point must be younger than this.",
+                &["target"],
+            ),
+        };
         Self {
+            restores,
             arm_requests_total: counter(
                 "rpod_arm_requests_total",
                 "Azure Resource Manager requests by operation and status class (2xx, 4xx, 5xx, error).",
@@ -294,6 +370,113 @@ impl Metrics {
         let _ = self.pruned_total.remove_label_values(&[target]);
         let _ = self.expiry_warnings_total.remove_label_values(&[target]);
         self.register_change_sources(target, &[], false);
+        self.unregister_restores(target);
+    }
+
+    /// Creates the restore series of a target (its declared RTO, drill and standby, when configured) and removes
+    /// the ones it no longer has.
+    pub fn register_restores(
+        &self,
+        target: &str,
+        rto: Option<f64>,
+        drill_max_age: Option<f64>,
+        standby_rpo: Option<f64>,
+    ) {
+        let r = &self.restores;
+        let set = |metric: &GaugeVec, value: Option<f64>| match value {
+            Some(value) => metric.with_label_values(&[target]).set(value),
+            None => {
+                let _ = metric.remove_label_values(&[target]);
+            }
+        };
+        set(&r.rto_seconds, rto);
+        set(&r.drill_max_age, drill_max_age);
+        set(&r.standby_rpo, standby_rpo);
+        for metric in [&r.drill_last_success, &r.drill_last_failure] {
+            if drill_max_age.is_some() {
+                let _ = metric.with_label_values(&[target]);
+            } else {
+                let _ = metric.remove_label_values(&[target]);
+            }
+        }
+        if drill_max_age.is_none() {
+            let _ = r.drill_duration.remove_label_values(&[target]);
+        }
+        if standby_rpo.is_some() {
+            let _ = r.standby_recovery_point.with_label_values(&[target]);
+        } else {
+            let _ = r.standby_recovery_point.remove_label_values(&[target]);
+        }
+        for trigger in crate::record::RestoreTrigger::ALL {
+            for outcome in RESTORE_OUTCOMES {
+                let _ = r
+                    .restores_total
+                    .with_label_values(&[target, trigger.as_str(), outcome]);
+            }
+        }
+    }
+
+    /// Removes every restore series of a target that is no longer configured.
+    pub fn unregister_restores(&self, target: &str) {
+        self.register_restores(target, None, None, None);
+        for trigger in crate::record::RestoreTrigger::ALL {
+            for outcome in RESTORE_OUTCOMES {
+                let _ = self.restores.restores_total.remove_label_values(&[
+                    target,
+                    trigger.as_str(),
+                    outcome,
+                ]);
+            }
+        }
+        let _ = self
+            .restores
+            .restore_duration
+            .remove_label_values(&[target]);
+    }
+
+    /// A restore ended; `seconds` is its measured restore time when it succeeded.
+    pub fn restore_finished(
+        &self,
+        target: &str,
+        trigger: crate::record::RestoreTrigger,
+        outcome: &str,
+        seconds: Option<f64>,
+    ) {
+        self.restores
+            .restores_total
+            .with_label_values(&[target, trigger.as_str(), outcome])
+            .inc();
+        if let Some(seconds) = seconds {
+            self.restores
+                .restore_duration
+                .with_label_values(&[target])
+                .observe(seconds);
+        }
+    }
+
+    /// A drill ended at `at`: successful with its measured restore time, or failed.
+    pub fn drill_finished(&self, target: &str, at: DateTime<Utc>, seconds: Option<f64>) {
+        let r = &self.restores;
+        match seconds {
+            Some(seconds) => {
+                r.drill_last_success
+                    .with_label_values(&[target])
+                    .set(ts(Some(at)));
+                r.drill_duration.with_label_values(&[target]).set(seconds);
+            }
+            None => r
+                .drill_last_failure
+                .with_label_values(&[target])
+                .set(ts(Some(at))),
+        }
+    }
+
+    /// The backup with this recovery point is now restored into the target's standby.
+    pub fn standby_restored(&self, target: &str, recovery_point: Option<DateTime<Utc>>) {
+        self.restores
+            .standby_recovery_point
+            .with_label_values(&[target])
+            .set(ts(recovery_point));
     }
 
     /// Creates the change-detection series of a target for the detectors it uses (and removes the others).

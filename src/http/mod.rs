@@ -6,11 +6,13 @@
 //! - `metrics`: `/metrics`.
 //! - `health`: `/healthz`, `/readyz`.
 //! - [`webhook`]: `POST`/`OPTIONS /hooks/eventgrid`, on the main listener or one of its own.
+//! - [`restore`]: restores under `/api/v1` (a restore needs the API token).
 //! - `state`: what the handlers share, and the API token check.
 
 pub mod api;
 mod health;
 mod metrics;
+pub mod restore;
 mod state;
 pub mod webhook;
 
@@ -30,5 +32,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/targets/{name}/backups", get(api::backups))
         .route("/api/v1/targets/{name}/backup", post(api::backup_now))
         .route("/api/v1/prune", post(api::prune_now))
+        .route("/api/v1/targets/{name}/restore", post(restore::restore_now))
+        .route("/api/v1/targets/{name}/restores", get(restore::restores))
+        .route("/api/v1/restores/{id}", get(restore::restore_record))
         .with_state(state)
 }

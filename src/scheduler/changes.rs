@@ -81,6 +81,8 @@ enum Absorb {
     Any,
     /// The backup ended with this etag: a move to it is the backup's own, to anything else a change.
     Etag(String),
+    /// rpod restored into the service: every move, its configuration's included, is the restore's own.
+    Restore,
 }
 
 /// The change state of one target.
@@ -91,6 +93,8 @@ pub(super) struct ChangeTracker {
     pending: Option<Pending>,
     during: Option<Pending>,
     running: bool,
+    /// rpod restores into the service: its moves are rpod's own.
+    restoring: bool,
     absorb: Option<Absorb>,
     dirty: bool,
 }
@@ -113,6 +117,7 @@ impl ChangeTracker {
             pending: stored.pending,
             during: None,
             running: false,
+            restoring: false,
             absorb: None,
             dirty: false,
         };
@@ -145,14 +150,21 @@ impl ChangeTracker {
             self.dirty = true;
             return false;
         };
-        let config_moved = signals.configuration_change_date != seen.configuration_change_date;
+        let mut config_moved = signals.configuration_change_date != seen.configuration_change_date;
         let etag_moved = signals.etag != seen.etag;
         let mut service_moved = etag_moved || signals.last_modified_at != seen.last_modified_at;
-        if self.running {
+        if self.restoring {
+            config_moved = false;
+            service_moved = false;
+        } else if self.running {
             service_moved = false;
         } else if let Some(absorb) = self.absorb.take() {
             let own = match absorb {
                 Absorb::Any => true,
+                Absorb::Restore => {
+                    config_moved = false;
+                    true
+                }
                 Absorb::Etag(etag) => signals.etag.as_deref() == Some(etag.as_str()),
             };
             if own {
@@ -190,6 +202,20 @@ impl ChangeTracker {
             self.pending = Pending::merge(self.pending, change);
         }
         self.dirty = true;
+    }
+
+    /// rpod starts restoring into the service: until it ends, its moves are rpod's own.
+    pub fn restoring(&mut self) {
+        self.restoring = true;
+    }
+
+    /// The restore into the service ended; when it changed the service (`restored`), the first observation after
+    /// it takes every move as rpod's own, its configuration's included.
+    pub fn restored(&mut self, restored: bool) {
+        self.restoring = false;
+        if restored {
+            self.absorb = Some(Absorb::Restore);
+        }
     }
 
     /// A backup of the target (any trigger) starts: it covers what is pending now.

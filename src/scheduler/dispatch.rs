@@ -15,6 +15,9 @@ use crate::catalog::PendingOperation;
 use crate::policy;
 use crate::record::Trigger;
 
+/// How long a backup due while a restore runs on its service waits before it looks again.
+const RESTORE_WAIT: Duration = Duration::from_secs(30);
+
 impl Scheduler {
     pub(super) fn arm_watchdog(&mut self, name: &Arc<str>, now: DateTime<Utc>) {
         let Some(state) = self.targets.get_mut(name) else {
@@ -164,6 +167,27 @@ impl Scheduler {
         first_change_at: Option<DateTime<Utc>>,
     ) {
         let now = self.shared.clock.now();
+        if resume.is_none()
+            && let Some(spec) = self.targets.get(name).map(|state| state.spec.clone())
+            && self.restore_runs_on(&spec)
+        {
+            // One operation per service: the backup waits for the restore into its service.
+            let Some(state) = self.targets.get_mut(name) else {
+                return;
+            };
+            let at = now + policy::delta(RESTORE_WAIT);
+            state.retry = Some(RetryPlan {
+                at,
+                trigger,
+                attempt,
+                slot,
+                first_change_at,
+            });
+            info!(target = %name, "A restore runs on the target's service; the backup waits for it.");
+            let epoch = state.epoch;
+            self.push(name, epoch, at, TimerKind::Retry);
+            return;
+        }
         let Some(state) = self.targets.get_mut(name) else {
             return;
         };
@@ -233,6 +257,8 @@ impl Scheduler {
         match &report.outcome {
             AttemptOutcome::Succeeded => {
                 state.cooldown_until = None;
+                let spec = state.spec.clone();
+                self.after_backup(&spec);
                 if let Some(slot) = running.and_then(|r| r.coalesced_slot) {
                     let shared = self.shared.clone();
                     let target = report.target.clone();

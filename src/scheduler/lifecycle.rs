@@ -61,6 +61,12 @@ impl Scheduler {
             policy.rpo.as_secs_f64(),
             &triggers_of(&spec),
         );
+        self.shared.metrics.register_restores(
+            &name,
+            policy.rto.map(|rto| rto.as_secs_f64()),
+            spec.config.drill.as_ref().map(|d| d.max_age.as_secs_f64()),
+            spec.config.standby.as_ref().map(|s| s.rpo.as_secs_f64()),
+        );
         let on_change = policy.on_change.clone();
         self.shared.metrics.register_change_sources(
             &name,
@@ -94,6 +100,7 @@ impl Scheduler {
             }),
             change_at: None,
             poller: None,
+            drills: None,
         };
         let missed = match (&state.spec.config.policy.schedule, last_slot) {
             (Some(schedule), Some(last)) => {
@@ -198,8 +205,8 @@ impl Scheduler {
             .collect();
         for name in removed {
             if let Some(state) = self.targets.remove(&name) {
-                if let Some(poller) = &state.poller {
-                    poller.cancel();
+                for task in [&state.poller, &state.drills].into_iter().flatten() {
+                    task.cancel();
                 }
                 info!(target = %name, "Target removed from the configuration; no longer scheduled.");
                 if state.running.is_none() {
@@ -218,8 +225,8 @@ impl Scheduler {
                         .metrics
                         .unregister_target(&name, old.spec.provider.kind());
                 }
-                if let Some(poller) = &old.poller {
-                    poller.cancel();
+                for task in [&old.poller, &old.drills].into_iter().flatten() {
+                    task.cancel();
                 }
                 let running = old.running;
                 if let Err(err) = self.add_target(spec, now, None).await {
@@ -239,12 +246,14 @@ impl Scheduler {
                         .set_in_progress(&name, running.is_some());
                 }
                 self.start_changes(&Arc::from(name.as_str()));
+                self.start_drills(&Arc::from(name.as_str()));
             } else {
                 info!(target = %name, "New target added by the configuration reload.");
                 if let Err(err) = self.add_target(spec, now, None).await {
                     warn!(target = %name, error = %err, "Could not add the target.");
                 }
                 self.start_changes(&Arc::from(name.as_str()));
+                self.start_drills(&Arc::from(name.as_str()));
             }
         }
     }

@@ -20,6 +20,7 @@ mod detection;
 mod dispatch;
 mod heartbeat;
 mod lifecycle;
+mod restore;
 mod shared;
 mod timers;
 
@@ -35,6 +36,7 @@ use tracing::info;
 pub use attempt::{AttemptOutcome, AttemptReport};
 pub use changes::pending_change_since;
 pub use heartbeat::Heartbeat;
+pub use restore::{RestoreAsk, RestorePlan};
 pub use shared::Shared;
 
 use crate::changes::{ChangeNotice, ChangeSignals, ChangeSink};
@@ -67,12 +69,25 @@ enum Message {
         epoch: u64,
         signals: ChangeSignals,
     },
+    /// A restore asks for its destination (see `restore`); with `peek` only whether it is free.
+    Claim {
+        key: String,
+        peek: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A restore ended; `restored`: the destination's state changed by rpod's hand.
+    Release {
+        key: String,
+        restored: bool,
+    },
 }
 
 /// A handle to the running scheduler.
 #[derive(Debug, Clone)]
 pub struct SchedulerHandle {
     tx: mpsc::UnboundedSender<Message>,
+    /// What restores started through the handle run with.
+    shared: Shared,
 }
 
 impl std::fmt::Debug for Message {
@@ -165,6 +180,8 @@ struct TargetState {
     change_at: Option<DateTime<Utc>>,
     /// Stops the target's sync state poller.
     poller: Option<CancellationToken>,
+    /// Stops the target's drill loop.
+    drills: Option<CancellationToken>,
 }
 
 struct Scheduler {
@@ -175,6 +192,8 @@ struct Scheduler {
     waiting: VecDeque<attempt::Job>,
     epoch: u64,
     tx: mpsc::UnboundedSender<Message>,
+    /// Services (or targets) a restore runs on (see `restore`).
+    claims: HashSet<String>,
 }
 
 /// Starts the scheduler: resumes from the catalog (interrupted attempts, missed slots) and runs until
@@ -195,7 +214,9 @@ pub async fn start(
         waiting: VecDeque::new(),
         epoch: 0,
         tx: tx.clone(),
+        claims: HashSet::new(),
     };
+    let specs = targets.clone();
     let now = scheduler.shared.clock.now();
     let (interrupted, pending) = {
         let _hold = scheduler.shared.clock.hold();
@@ -220,12 +241,16 @@ pub async fn start(
         let name: Arc<str> = Arc::from(spec.config.name.as_str());
         scheduler.add_target(spec, now, Some(start)).await?;
         scheduler.start_changes(&name);
+        scheduler.start_drills(&name);
     }
     for operation in pending {
         scheduler.resume(operation, now).await?;
     }
+    let shared = scheduler.shared.clone();
     let task = tokio::spawn(scheduler.run(rx, shutdown));
-    Ok((SchedulerHandle { tx }, task))
+    let handle = SchedulerHandle { tx, shared };
+    restore::resume_restores(&handle, &specs, now).await?;
+    Ok((handle, task))
 }
 
 /// How a target joins at startup.
@@ -279,6 +304,10 @@ impl Scheduler {
                     Some(Message::Observed { target, epoch, signals }) => {
                         self.observed(&target, epoch, signals).await;
                     }
+                    Some(Message::Claim { key, peek, reply }) => {
+                        let _ = reply.send(self.claim(key, peek));
+                    }
+                    Some(Message::Release { key, restored }) => self.release(&key, restored),
                     None => break,
                 },
                 () = sleep_until(&self.shared.clock, wake) => {}
@@ -297,6 +326,44 @@ async fn sleep_until(clock: &Clock, at: Option<DateTime<Utc>>) {
         Some(at) => clock.sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Runs one restore outside the daemon (`rpod restore` when no daemon answers): its guards and, unless one
+/// refuses or it is a dry run, the restore to its end. Returns the plan and the restore's final record.
+///
+/// # Errors
+/// The catalog could not be read or written.
+pub async fn restore_once(
+    shared: Shared,
+    ask: RestoreAsk,
+) -> Result<(RestorePlan, Option<crate::record::RestoreRecord>), crate::catalog::CatalogError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let scheduler = Scheduler {
+        shared: shared.clone(),
+        targets: HashMap::new(),
+        timers: Timers::default(),
+        waiting: VecDeque::new(),
+        epoch: 0,
+        tx: tx.clone(),
+        claims: HashSet::new(),
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(scheduler.run(rx, stop.clone()));
+    let handle = SchedulerHandle {
+        tx,
+        shared: shared.clone(),
+    };
+    let plan = handle.restore(ask).await;
+    shared.tracker.close();
+    shared.tracker.wait().await;
+    stop.cancel();
+    let _ = task.await;
+    let plan = plan?;
+    let record = match plan.restore_id {
+        Some(id) => shared.catalog.restore(id).await?,
+        None => None,
+    };
+    Ok((plan, record))
 }
 
 /// Runs one attempt outside the scheduler (`rpod backup` when no daemon is running).
