@@ -167,9 +167,14 @@ impl SchedulerHandle {
             if let (false, Some(refusal)) = (ask.dry_run, plan.refusal()) {
                 let why = format!("{}: {}", refusal.guard, refusal.message);
                 warn!(target = %name, trigger = ask.trigger.as_str(), reason = %why, "Restore refused.");
+                // The audit row names the backup only when there is one by that id.
+                let backup_id = match plan.backup_id {
+                    Some(id) if shared.catalog.backup(id).await?.is_some() => Some(id),
+                    _ => None,
+                };
                 shared
                     .catalog
-                    .restore_refused(now, &ask.actor, name, plan.backup_id, &why)
+                    .restore_refused(now, &ask.actor, name, backup_id, &why)
                     .await?;
             }
             return Ok(plan);
@@ -505,10 +510,7 @@ async fn run(shared: &Shared, handle: &SchedulerHandle, job: RestoreJob) {
             status = Status::Failed;
         }
     }
-    handle.release(
-        &job.key,
-        result.is_ok() || finish.accepted_at.is_some(),
-    );
+    handle.release(&job.key, result.is_ok() || finish.accepted_at.is_some());
     let seconds = match (status, finish.accepted_at) {
         (Status::Succeeded, Some(accepted)) => (completed - accepted)
             .to_std()

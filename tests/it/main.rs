@@ -20,6 +20,7 @@ mod kinds;
 mod lifecycle;
 mod policy;
 mod prune;
+mod restore;
 mod scheduler;
 mod secrets;
 mod support;
