@@ -16,13 +16,14 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::interface::{
-    BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport,
-    OperationJournal, Provider, ProviderError,
+    BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
+    OperationJournal, Provider, ProviderError, RestoreOutcome, RestoreRequest, Verdict,
 };
 use crate::azure::lro::{FollowError, Follower, Handle, Pattern, Progress};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::changes::ChangeSignals;
 use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess, Problem, StorageConfig};
+use crate::record::{BackupRecord, RestoreTrigger};
 use crate::storage::Storage;
 
 /// Tiers that have no backup (docs/design.md, "Azure wire contracts").
@@ -44,7 +45,28 @@ pub struct ApimProvider {
     spec: ApimSpec,
     storage: AzureBlobConfig,
     arm: ArmClient,
+    endpoint: String,
     service_url: String,
+    /// Read the service's API and product counts when a backup completes (the target has drills to compare).
+    read_content: bool,
+}
+
+/// A service a restore goes into: the target's own, or one of its `restore_into`.
+#[derive(Debug, Clone)]
+struct Place {
+    /// Its ARM path, without the endpoint.
+    path: String,
+    /// Its URL.
+    url: String,
+    subscription: String,
+    service: String,
+}
+
+/// What a backup read of the source's content (`BackupOutcome::content`), for a drill to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct Content {
+    apis: u64,
+    products: u64,
 }
 
 /// The parts of the service resource rpod checks and records.
@@ -129,12 +151,15 @@ impl BuildProvider for ApimSpec {
             return Ok(None);
         };
         match arm {
-            Ok(arm) => Ok(Some(Arc::new(ApimProvider::new(
-                self.clone(),
-                blob.clone(),
-                arm.clone(),
-                &site.config.azure.resource_manager_endpoint,
-            )))),
+            Ok(arm) => Ok(Some(Arc::new(
+                ApimProvider::new(
+                    self.clone(),
+                    blob.clone(),
+                    arm.clone(),
+                    &site.config.azure.resource_manager_endpoint,
+                )
+                .reading_content(site.target.drill.is_some()),
+            ))),
             Err(message) => Err(Problem::at("azure", message.clone())),
         }
     }
@@ -149,8 +174,124 @@ impl ApimProvider {
             spec,
             storage,
             arm,
+            endpoint: endpoint.to_owned(),
             service_url,
+            read_content: false,
         }
+    }
+
+    /// Makes completed backups read the service's API and product counts, for drills to compare.
+    #[must_use]
+    pub fn reading_content(mut self, read: bool) -> Self {
+        self.read_content = read;
+        self
+    }
+
+    /// The target's own service, as a place.
+    fn own_place(&self) -> Place {
+        Place {
+            path: self.spec.resource_path(),
+            url: self.service_url.clone(),
+            subscription: self.spec.subscription_id.clone(),
+            service: self.spec.service.clone(),
+        }
+    }
+
+    /// The service a restore into `into` goes to.
+    fn place(&self, into: Option<&str>) -> Result<Place, String> {
+        let Some(name) = into else {
+            return Ok(self.own_place());
+        };
+        let destination = self
+            .spec
+            .restore_into
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self
+                    .spec
+                    .restore_into
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect();
+                format!(
+                    "unknown restore destination {name:?} (restore_into names: {})",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            })?;
+        let path = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ApiManagement/service/{}",
+            destination.subscription_id, destination.resource_group, destination.service
+        );
+        Ok(Place {
+            url: format!("{}{path}", self.endpoint),
+            path,
+            subscription: destination.subscription_id.clone(),
+            service: destination.service.clone(),
+        })
+    }
+
+    /// GETs `{place}/{suffix}` (suffix empty: the service itself) as JSON.
+    async fn read(&self, operation: &str, place: &Place, suffix: &str) -> Result<Value, ArmError> {
+        let (suffix, query) = match suffix.split_once('?') {
+            Some((suffix, query)) => (suffix, format!("&{query}")),
+            None => (suffix, String::new()),
+        };
+        let url = format!(
+            "{}{suffix}?api-version={}{query}",
+            place.url, self.spec.api_version
+        );
+        let response = self
+            .arm
+            .send(operation, &place.subscription, Method::GET, &url, None)
+            .await?;
+        serde_json::from_slice(&response.body)
+            .map_err(|err| ArmError::invalid_answer(&response, format!("unreadable answer: {err}")))
+    }
+
+    /// How many APIs and products a service has: two GETs of one item each, whose `count` is the total.
+    async fn content(&self, place: &Place) -> Result<Content, ArmError> {
+        let total = |collection: &Value| {
+            collection
+                .get("count")
+                .and_then(Value::as_u64)
+                .or_else(|| {
+                    collection
+                        .get("value")
+                        .and_then(Value::as_array)
+                        .map(|v| v.len() as u64)
+                })
+                .unwrap_or(0)
+        };
+        let apis = self.read("list_apis", place, "/apis?$top=1").await?;
+        let products = self
+            .read("list_products", place, "/products?$top=1")
+            .await?;
+        Ok(Content {
+            apis: total(&apis),
+            products: total(&products),
+        })
+    }
+
+    /// Whether the service's developer portal has a published (current, completed) revision.
+    async fn portal_published(&self, place: &Place) -> Result<bool, ArmError> {
+        let revisions = self
+            .read("portal_revisions", place, "/portalRevisions")
+            .await?;
+        Ok(revisions
+            .get("value")
+            .and_then(Value::as_array)
+            .is_some_and(|revisions| {
+                revisions.iter().any(|r| {
+                    r.pointer("/properties/isCurrent").and_then(Value::as_bool) == Some(true)
+                        && r.pointer("/properties/status").and_then(Value::as_str)
+                            == Some("completed")
+                })
+            }))
     }
 
     fn action_url(&self, action: &str) -> String {
@@ -277,10 +418,11 @@ impl ApimProvider {
             .follow(handle, &Journaled(request.journal.as_ref()))
             .await
             .map_err(|err| followed(err, accepted_at))?;
-        let resource = self.completed(&response).map_err(|mut error| {
-            error.recovery_point = Some(accepted_at);
-            error
-        })?;
+        let resource =
+            Self::completed(&response, &self.own_place(), "backup").map_err(|mut error| {
+                error.recovery_point = Some(accepted_at);
+                error
+            })?;
         Ok(self.outcome(request, accepted_at, &resource))
     }
 
@@ -311,14 +453,18 @@ impl ApimProvider {
     /// Reads the answer that ended an operation (a poll's, or the POST's own synchronous one): success only on
     /// a 200 whose body is this service's resource with `provisioningState` `Succeeded`. Anything else fails the
     /// attempt with what Azure said; an answer that cannot be read is never taken for a success.
-    fn completed(&self, response: &ArmResponse) -> Result<ServiceResource, ProviderError> {
+    fn completed(
+        response: &ArmResponse,
+        place: &Place,
+        operation: &str,
+    ) -> Result<ServiceResource, ProviderError> {
         let request_id = response.request_id.as_deref().unwrap_or("-");
         if response.status != 200 {
             return Err(ProviderError::transient(
                 "UnexpectedAnswer",
                 format!(
-                    "Azure ended the backup operation with HTTP {} instead of 200 and the service resource \
-                     (request id {request_id}); the backup is not taken for done",
+                    "Azure ended the {operation} operation with HTTP {} instead of 200 and the service resource \
+                     (request id {request_id}); the {operation} is not taken for done",
                     response.status
                 ),
             ));
@@ -327,32 +473,32 @@ impl ApimProvider {
             ProviderError::transient(
                 "InvalidResponse",
                 format!(
-                    "the answer that ended the backup operation is not the service resource ({err}; request id \
-                     {request_id}); the backup is not taken for done"
+                    "the answer that ended the {operation} operation is not the service resource ({err}; request id \
+                     {request_id}); the {operation} is not taken for done"
                 ),
             )
         })?;
-        let path = self.spec.resource_path();
+        let path = &place.path;
         let id_matches = resource
             .id
             .as_deref()
-            .is_none_or(|id| id.eq_ignore_ascii_case(&path));
+            .is_none_or(|id| id.eq_ignore_ascii_case(path));
         let name_matches = resource
             .name
             .as_deref()
-            .is_none_or(|name| name.eq_ignore_ascii_case(&self.spec.service));
+            .is_none_or(|name| name.eq_ignore_ascii_case(&place.service));
         if !(id_matches && name_matches) || (resource.id.is_none() && resource.name.is_none()) {
             return Err(ProviderError::transient(
                 "InvalidResponse",
                 format!(
-                    "the answer that ended the backup operation describes {} instead of service {} (request id \
-                     {request_id}); the backup is not taken for done",
+                    "the answer that ended the {operation} operation describes {} instead of service {} (request id \
+                     {request_id}); the {operation} is not taken for done",
                     resource
                         .id
                         .as_deref()
                         .or(resource.name.as_deref())
                         .unwrap_or("no resource"),
-                    self.spec.service
+                    place.service
                 ),
             ));
         }
@@ -361,17 +507,421 @@ impl ApimProvider {
             .as_ref()
             .and_then(|p| p.provisioning_state.as_deref());
         if !state.is_some_and(|state| state.eq_ignore_ascii_case("Succeeded")) {
+            let code = if operation == "restore" {
+                "RestoreNotSucceeded"
+            } else {
+                "BackupNotSucceeded"
+            };
             return Err(ProviderError::permanent(
-                "BackupNotSucceeded",
+                code,
                 format!(
-                    "the backup operation ended with service {} in provisioningState {} instead of Succeeded \
-                     (request id {request_id})",
-                    self.spec.service,
+                    "the {operation} operation ended with service {} in provisioningState {} instead of \
+                     Succeeded (request id {request_id})",
+                    place.service,
                     state.map_or_else(|| "(none)".to_owned(), |s| format!("'{s}'"))
                 ),
             ));
         }
         Ok(resource)
+    }
+
+    /// The guards only API Management knows (docs/restore.md, "Guards"): the destination exists, its tier has
+    /// restore, its SKU is the backup's, and it is not busy. One GET of the destination.
+    async fn guards(&self, backup: &BackupRecord, into: Option<&str>) -> Vec<Verdict> {
+        let place = match self.place(into) {
+            Ok(place) => place,
+            Err(message) => return vec![Verdict::refuse("destination_exists", message)],
+        };
+        let service = &place.service;
+        let resource = match self.read("get_service", &place, "").await {
+            Ok(resource) => resource,
+            Err(err) if err.status == Some(404) => {
+                return vec![Verdict::refuse(
+                    "destination_exists",
+                    format!(
+                        "API Management service {} does not exist: create it on the {} tier, or correct \
+                         restore_into",
+                        place.path,
+                        backup.sku.as_deref().unwrap_or("backup's")
+                    ),
+                )];
+            }
+            Err(err) => {
+                return vec![Verdict::refuse(
+                    "destination_exists",
+                    format!("cannot read API Management service {}: {err}", place.path),
+                )];
+            }
+        };
+        let resource: ServiceResource = serde_json::from_value(resource).unwrap_or_default();
+        let mut verdicts = vec![Verdict::pass(
+            "destination_exists",
+            format!("service {service} exists"),
+        )];
+        let sku = resource.sku_name().unwrap_or("unknown").to_owned();
+        if tier_without_backup(&sku) {
+            verdicts.push(Verdict::refuse(
+                "destination_tier",
+                format!(
+                    "service {service} is on the {sku} tier, which has no restore (Consumption and the v2 tiers): \
+                     restore into a Developer, Basic, Standard or Premium service"
+                ),
+            ));
+            return verdicts;
+        }
+        verdicts.push(Verdict::pass(
+            "destination_tier",
+            format!("the {sku} tier has restore"),
+        ));
+        match backup.sku.as_deref() {
+            Some(taken_on) if !taken_on.eq_ignore_ascii_case(&sku) => {
+                verdicts.push(Verdict::refuse(
+                    "destination_sku",
+                    format!(
+                        "service {service} is on the {sku} tier and the backup was taken on {taken_on}: Azure \
+                         fails such a restore with RestoreFailed \"Cannot restore: current SKU is '{sku}', backup \
+                         SKU is '{taken_on}'\"; restore into a {taken_on} service"
+                    ),
+                ));
+                return verdicts;
+            }
+            Some(_) => verdicts.push(Verdict::pass(
+                "destination_sku",
+                format!("service {service} is on {sku}, as the backup"),
+            )),
+            None => verdicts.push(Verdict::pass(
+                "destination_sku",
+                "the backup's SKU was not recorded; Azure checks it when it restores",
+            )),
+        }
+        let state = resource
+            .properties
+            .as_ref()
+            .and_then(|p| p.provisioning_state.as_deref())
+            .unwrap_or("unknown");
+        if state.eq_ignore_ascii_case("Updating") {
+            verdicts.push(Verdict::refuse(
+                "destination_busy",
+                format!(
+                    "service {service} is Updating (another operation runs on it): Azure refuses a restore until \
+                     it finishes; try again then, or find what changes it in its activity log"
+                ),
+            ));
+        } else {
+            verdicts.push(Verdict::pass(
+                "destination_busy",
+                format!("service {service} is {state}"),
+            ));
+        }
+        verdicts
+    }
+
+    /// Runs a restore: POST `restore` with the storage access the backups use, follow it to its end, check the
+    /// destination, and (into another service) say what it does not carry over; a drill verifies it.
+    async fn run_restore(&self, request: RestoreRequest) -> Result<RestoreOutcome, ProviderError> {
+        let place = self
+            .place(request.into.as_deref())
+            .map_err(|message| ProviderError::permanent("UnknownDestination", message))?;
+        let follower = Follower {
+            arm: &self.arm,
+            subscription: &place.subscription,
+            clock: &request.clock,
+            deadline: request.deadline_at,
+            cancel: &request.cancel,
+            stopping: &request.stopping,
+        };
+        let journal = Journaled(request.journal.as_ref());
+        let (accepted_at, response) = if let Some(resume) = &request.resume {
+            let handle = Handle::from_json(&resume.handle)
+                .map_err(|message| ProviderError::permanent("InvalidOperation", message))?;
+            let response = follower
+                .follow(handle, &journal)
+                .await
+                .map_err(|err| followed(err, resume.accepted_at))?;
+            (resume.accepted_at, response)
+        } else {
+            let artifact = request.backup.artifact.clone().ok_or_else(|| {
+                ProviderError::permanent(
+                    "ArtifactMissing",
+                    format!("backup {} names no blob", request.backup.id),
+                )
+            })?;
+            let (body, recorded) = self.body(&artifact)?;
+            let url = format!(
+                "{}/restore?api-version={}",
+                place.url, self.spec.api_version
+            );
+            let response = tokio::select! {
+                response = self.arm.send("restore", &place.subscription, Method::POST, &url, Some(&body)) => response,
+                () = request.cancel.cancelled() => return Err(ProviderError::cancelled("stopped before Azure accepted the restore")),
+            };
+            let response = response.map_err(|err| provider_error(&err, None))?;
+            let accepted_at = request.clock.now();
+            if response.status == 202 {
+                let Some(location) = response.location.clone() else {
+                    let mut error = ProviderError::permanent(
+                        "InvalidResponse",
+                        format!(
+                            "Azure accepted the restore (202) without a Location to follow (request id {})",
+                            response.request_id.as_deref().unwrap_or("-")
+                        ),
+                    );
+                    error.recovery_point = Some(accepted_at);
+                    return Err(error);
+                };
+                let next_poll =
+                    accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
+                let handle = Handle::new(Pattern::Location, location, next_poll);
+                if let Err(err) = request
+                    .journal
+                    .accepted(accepted_at, &handle.to_json(), Some(&recorded.to_string()))
+                    .await
+                {
+                    let mut error = ProviderError::transient(
+                        "CatalogUnavailable",
+                        format!("Azure accepted the restore but rpod could not record it: {err}"),
+                    );
+                    error.recovery_point = Some(accepted_at);
+                    return Err(error);
+                }
+                info!(
+                    target = %request.target, restore_id = request.restore_id, service = %place.service,
+                    request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the restore."
+                );
+                let response = follower
+                    .follow(handle, &journal)
+                    .await
+                    .map_err(|err| followed(err, accepted_at))?;
+                (accepted_at, response)
+            } else {
+                (accepted_at, response)
+            }
+        };
+        let with_point = |mut error: ProviderError| {
+            error.recovery_point = Some(accepted_at);
+            error
+        };
+        let resource = Self::completed(&response, &place, "restore").map_err(with_point)?;
+        let mut outcome = RestoreOutcome {
+            accepted_at: Some(accepted_at),
+            warnings: Vec::new(),
+            verified: None,
+        };
+        if request.into.is_some() {
+            let destination: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+            outcome.warnings = self.not_carried_over(&place, &destination).await;
+        }
+        if request.trigger == RestoreTrigger::Drill {
+            outcome.verified = Some(
+                self.verify_drill(&request.backup, &place, &resource)
+                    .await
+                    .map_err(with_point)?,
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// What a restore into another service does not carry over from the source (docs/azure.md, "What a
+    /// restore does not carry over"), each as a warning that says what to re-apply.
+    async fn not_carried_over(&self, place: &Place, destination: &Value) -> Vec<String> {
+        let own = self.own_place();
+        let source = match self.read("get_service", &own, "").await {
+            Ok(source) => source,
+            Err(err) => {
+                return vec![format!(
+                    "could not read the source service {} to compare: {err}; check custom hostnames, managed \
+                     identity, virtual network and the developer portal by hand",
+                    self.spec.service
+                )];
+            }
+        };
+        let mut warnings = Vec::new();
+        let hostnames = |service: &Value| -> Vec<(String, String)> {
+            service
+                .pointer("/properties/hostnameConfigurations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|h| {
+                    let name = h.get("hostName")?.as_str()?.to_ascii_lowercase();
+                    let source = h
+                        .get("certificateSource")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_owned();
+                    (!name.ends_with(".azure-api.net")).then_some((name, source))
+                })
+                .collect()
+        };
+        let on_destination = hostnames(destination);
+        for (name, certificate) in hostnames(&source) {
+            if !on_destination.iter().any(|(host, _)| *host == name) {
+                warnings.push(format!(
+                    "custom hostname {name} (certificate from {certificate}) is not on {}: add it and its \
+                     certificate (a backup holds neither)",
+                    place.service
+                ));
+            }
+        }
+        let identity = |service: &Value| {
+            service
+                .pointer("/identity/type")
+                .and_then(Value::as_str)
+                .unwrap_or("None")
+                .to_owned()
+        };
+        let (had, has) = (identity(&source), identity(destination));
+        if !had.eq_ignore_ascii_case("None") && !had.eq_ignore_ascii_case(&has) {
+            warnings.push(format!(
+                "managed identity: {} has {had}, {} has {has}; enable it and grant it the access the source's \
+                 has (Key Vault certificates, storage, backends)",
+                self.spec.service, place.service
+            ));
+        }
+        let network = |service: &Value| {
+            service
+                .pointer("/properties/virtualNetworkType")
+                .and_then(Value::as_str)
+                .unwrap_or("None")
+                .to_owned()
+        };
+        let (had, has) = (network(&source), network(destination));
+        if !had.eq_ignore_ascii_case("None") && !had.eq_ignore_ascii_case(&has) {
+            warnings.push(format!(
+                "virtual network: {} is in a virtual network ({had}), {} is not ({has}); connect it as the \
+                 source is",
+                self.spec.service, place.service
+            ));
+        }
+        match (
+            self.portal_published(&own).await,
+            self.portal_published(place).await,
+        ) {
+            (Ok(true), Ok(false)) => warnings.push(format!(
+                "the developer portal of {} is not published: publish it (a restore does not carry the \
+                 portal's publication over)",
+                place.service
+            )),
+            (Ok(_), Ok(_)) => {}
+            (Err(err), _) | (_, Err(err)) => warnings.push(format!(
+                "could not compare the developer portals' publication ({err}); check that {}'s is published",
+                place.service
+            )),
+        }
+        warnings
+    }
+
+    /// A drill's verification: the destination ends on the backup's SKU with the source's API and product
+    /// counts at the recovery point (as the backup read them).
+    async fn verify_drill(
+        &self,
+        backup: &BackupRecord,
+        place: &Place,
+        resource: &ServiceResource,
+    ) -> Result<String, ProviderError> {
+        let sku = resource.sku_name().unwrap_or("unknown");
+        if let Some(taken_on) = backup.sku.as_deref()
+            && !taken_on.eq_ignore_ascii_case(sku)
+        {
+            return Err(ProviderError::permanent(
+                "VerificationFailed",
+                format!(
+                    "service {} ended on {sku}, the backup was taken on {taken_on}",
+                    place.service
+                ),
+            ));
+        }
+        let found = self
+            .content(place)
+            .await
+            .map_err(|err| provider_error(&err, None))?;
+        let Some(expected) = backup
+            .content
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<Content>(json).ok())
+        else {
+            return Ok(format!(
+                "service {} Succeeded on {sku} with {} APIs and {} products; the backup recorded no counts to \
+                 compare with",
+                place.service, found.apis, found.products
+            ));
+        };
+        if found != expected {
+            return Err(ProviderError::permanent(
+                "VerificationFailed",
+                format!(
+                    "service {} has {} APIs and {} products after the restore; the source had {} and {} at the \
+                     recovery point",
+                    place.service, found.apis, found.products, expected.apis, expected.products
+                ),
+            ));
+        }
+        Ok(format!(
+            "service {} Succeeded on {sku} with {} APIs and {} products, as the source at the recovery point",
+            place.service, found.apis, found.products
+        ))
+    }
+
+    /// Takes one backup to its end (see [`Provider::backup`]).
+    async fn take_backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError> {
+        if let Some(resume) = &request.resume {
+            let handle = Handle::from_json(&resume.handle)
+                .map_err(|message| ProviderError::permanent("InvalidOperation", message))?;
+            let outcome = self.poll(&request, handle, resume.accepted_at).await?;
+            return self.observed(&request, outcome).await;
+        }
+        let (body, recorded) = self.body(&request.artifact)?;
+        let url = self.action_url("backup");
+        let response = tokio::select! {
+            response = self.arm.send("backup", &self.spec.subscription_id, Method::POST, &url, Some(&body)) => response,
+            () = request.cancel.cancelled() => return Err(ProviderError::cancelled("stopped before Azure accepted the backup")),
+        };
+        let response = response.map_err(|err| provider_error(&err, None))?;
+        let accepted_at = request.clock.now();
+        if response.status != 202 {
+            // Completed synchronously (the spec allows a 200): the same rule as for a poll's final answer (the
+            // attempt marks its slot used).
+            let resource =
+                Self::completed(&response, &self.own_place(), "backup").map_err(|mut error| {
+                    error.recovery_point = Some(accepted_at);
+                    error
+                })?;
+            let outcome = self.outcome(&request, accepted_at, &resource);
+            return self.observed(&request, outcome).await;
+        }
+        let Some(location) = response.location else {
+            let mut error = ProviderError::permanent(
+                "InvalidResponse",
+                format!(
+                    "Azure accepted the backup (202) without a Location to follow (request id {})",
+                    response.request_id.as_deref().unwrap_or("-")
+                ),
+            );
+            error.recovery_point = Some(accepted_at);
+            return Err(error);
+        };
+        let next_poll = accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
+        let handle = Handle::new(Pattern::Location, location, next_poll);
+        let recorded = recorded.to_string();
+        if let Err(err) = request
+            .journal
+            .accepted(accepted_at, &handle.to_json(), Some(&recorded))
+            .await
+        {
+            // Polling an operation the catalog does not know would make a restart lose it.
+            let mut error = ProviderError::transient(
+                "CatalogUnavailable",
+                format!("Azure accepted the backup but rpod could not record it: {err}"),
+            );
+            error.recovery_point = Some(accepted_at);
+            return Err(error);
+        }
+        info!(
+            target = %request.target, backup_id = request.backup_id, backup_name = %request.artifact,
+            request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the backup."
+        );
+        let outcome = self.poll(&request, handle, accepted_at).await?;
+        self.observed(&request, outcome).await
     }
 
     /// Looks for the finished backup's blob in the container, a few times over a few seconds: a backup counts
@@ -480,63 +1030,49 @@ impl Provider for ApimProvider {
     }
 
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError> {
-        if let Some(resume) = &request.resume {
-            let handle = Handle::from_json(&resume.handle)
-                .map_err(|message| ProviderError::permanent("InvalidOperation", message))?;
-            let outcome = self.poll(&request, handle, resume.accepted_at).await?;
-            return self.observed(&request, outcome).await;
+        let mut outcome = self.take_backup(request).await?;
+        if self.read_content {
+            // What a drill compares the restored service with; a backup does not fail for want of it.
+            match self.content(&self.own_place()).await {
+                Ok(content) => outcome.content = serde_json::to_string(&content).ok(),
+                Err(err) => {
+                    tracing::warn!(service = %self.spec.service, error = %err, "Could not read the service's API and product counts for drills.");
+                }
+            }
         }
-        let (body, recorded) = self.body(&request.artifact)?;
-        let url = self.action_url("backup");
-        let response = tokio::select! {
-            response = self.arm.send("backup", &self.spec.subscription_id, Method::POST, &url, Some(&body)) => response,
-            () = request.cancel.cancelled() => return Err(ProviderError::cancelled("stopped before Azure accepted the backup")),
-        };
-        let response = response.map_err(|err| provider_error(&err, None))?;
-        let accepted_at = request.clock.now();
-        if response.status != 202 {
-            // Completed synchronously (the spec allows a 200): the same rule as for a poll's final answer (the
-            // attempt marks its slot used).
-            let resource = self.completed(&response).map_err(|mut error| {
-                error.recovery_point = Some(accepted_at);
-                error
-            })?;
-            let outcome = self.outcome(&request, accepted_at, &resource);
-            return self.observed(&request, outcome).await;
+        Ok(outcome)
+    }
+
+    fn busy_key(&self) -> Option<String> {
+        Some(self.spec.resource_path().to_ascii_lowercase())
+    }
+
+    fn destination(
+        &self,
+        into: Option<&str>,
+        trigger: RestoreTrigger,
+    ) -> Result<Destination, String> {
+        if into.is_none() && trigger != RestoreTrigger::Manual {
+            return Err(format!(
+                "a {} restores into a restore_into service, never into the target's own service {}",
+                trigger.as_str(),
+                self.spec.service
+            ));
         }
-        let Some(location) = response.location else {
-            let mut error = ProviderError::permanent(
-                "InvalidResponse",
-                format!(
-                    "Azure accepted the backup (202) without a Location to follow (request id {})",
-                    response.request_id.as_deref().unwrap_or("-")
-                ),
-            );
-            error.recovery_point = Some(accepted_at);
-            return Err(error);
-        };
-        let next_poll = accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
-        let handle = Handle::new(Pattern::Location, location, next_poll);
-        let recorded = recorded.to_string();
-        if let Err(err) = request
-            .journal
-            .accepted(accepted_at, &handle.to_json(), Some(&recorded))
-            .await
-        {
-            // Polling an operation the catalog does not know would make a restart lose it.
-            let mut error = ProviderError::transient(
-                "CatalogUnavailable",
-                format!("Azure accepted the backup but rpod could not record it: {err}"),
-            );
-            error.recovery_point = Some(accepted_at);
-            return Err(error);
-        }
-        info!(
-            target = %request.target, backup_id = request.backup_id, backup_name = %request.artifact,
-            request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the backup."
-        );
-        let outcome = self.poll(&request, handle, accepted_at).await?;
-        self.observed(&request, outcome).await
+        let place = self.place(into)?;
+        Ok(Destination {
+            describe: place.path.clone(),
+            busy_key: Some(place.path.to_ascii_lowercase()),
+            own: into.is_none(),
+        })
+    }
+
+    async fn restore_guards(&self, backup: &BackupRecord, into: Option<&str>) -> Vec<Verdict> {
+        self.guards(backup, into).await
+    }
+
+    async fn restore(&self, request: RestoreRequest) -> Result<RestoreOutcome, ProviderError> {
+        self.run_restore(request).await
     }
 }
 
