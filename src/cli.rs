@@ -362,6 +362,26 @@ async fn status(config: &Config, targets: &[TargetSpec], json: bool) -> anyhow::
             time(view.restorable_until)
         );
     }
+    for view in &views {
+        if let Some(drill) = &view.last_drill {
+            let _ = writeln!(
+                out,
+                "{}: last restore drill {} {}{}{}",
+                view.name,
+                drill.status,
+                time(drill.completed_at),
+                drill.duration_seconds.map_or_else(String::new, |s| format!(
+                    ", restored in {}",
+                    humantime::format_duration(Duration::from_secs_f64(s.max(0.0).round()))
+                )),
+                match drill.within_rto {
+                    Some(true) => ", within the RTO",
+                    Some(false) => ", SLOWER THAN THE RTO",
+                    None => "",
+                }
+            );
+        }
+    }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }

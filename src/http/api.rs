@@ -12,7 +12,7 @@ use super::state::{ApiState, error, refusal};
 use crate::catalog::Catalog;
 use crate::maintenance;
 use crate::policy;
-use crate::record::BackupRecord;
+use crate::record::{BackupRecord, RestoreTrigger};
 use crate::scheduler::ManualOutcome;
 use crate::target::TargetSpec;
 
@@ -53,6 +53,29 @@ pub struct TargetView {
     pub change_detection: Vec<String>,
     /// When rpod first saw a change no backup covers yet; a change backup follows.
     pub change_pending_since: Option<DateTime<Utc>>,
+    /// The declared recovery time objective in seconds (policy `rto`).
+    #[serde(default)]
+    pub rto_seconds: Option<u64>,
+    /// The newest restore drill, when the target has drills and one ran.
+    #[serde(default)]
+    pub last_drill: Option<DrillView>,
+}
+
+/// The newest restore drill of a target, as `rpod status` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DrillView {
+    /// Its restore id.
+    pub restore_id: i64,
+    /// `running`, `succeeded`, `failed`, `timed_out` or `interrupted`.
+    pub status: String,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Its measured restore time, when it succeeded.
+    pub duration_seconds: Option<f64>,
+    /// Within the RTO, when one is declared and the drill succeeded.
+    pub within_rto: Option<bool>,
+    /// What verification found, or why it failed.
+    pub detail: Option<String>,
 }
 
 /// Builds the view of one target; shared by the API and `rpod status`.
@@ -73,6 +96,30 @@ pub async fn target_view(
             .await?
             .and_then(|stored| crate::scheduler::pending_change_since(&stored)),
         None => None,
+    };
+    let last_drill = if config.drill.is_some() {
+        catalog
+            .restores(&config.name, Some(RestoreTrigger::Drill), 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|drill| DrillView {
+                restore_id: drill.id,
+                status: drill.status.as_str().to_owned(),
+                completed_at: drill.completed_at,
+                duration_seconds: drill.duration_seconds,
+                within_rto: policy
+                    .rto
+                    .zip(drill.duration_seconds)
+                    .map(|(rto, took)| took <= rto.as_secs_f64()),
+                detail: drill.verified.clone().or_else(|| {
+                    drill.error_code.as_ref().map(|code| {
+                        format!("{code}: {}", drill.error_message.as_deref().unwrap_or(""))
+                    })
+                }),
+            })
+    } else {
+        None
     };
     Ok(TargetView {
         name: config.name.clone(),
@@ -103,6 +150,8 @@ pub async fn target_view(
             .map(|c| c.sources().into_iter().map(str::to_owned).collect())
             .unwrap_or_default(),
         change_pending_since,
+        rto_seconds: policy.rto.map(|rto| rto.as_secs()),
+        last_drill,
     })
 }
 

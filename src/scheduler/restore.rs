@@ -324,17 +324,8 @@ impl SchedulerHandle {
                 return Ok(None);
             }
         }
-        let guards = spec
-            .provider
-            .restore_guards(&backup, ask.into.as_deref())
-            .await;
-        let refused = guards.iter().any(|verdict| !verdict.passed);
-        plan.verdicts.extend(guards);
-        if refused {
-            return Ok(None);
-        }
         let key = claim_key(&destination, name);
-        match self.claim(&key, ask.dry_run).await {
+        match self.claim(&key, true).await {
             Ok(()) => plan.verdicts.push(Verdict::pass(
                 "in_flight",
                 format!(
@@ -347,7 +338,18 @@ impl SchedulerHandle {
                 return Ok(None);
             }
         }
-        if ask.dry_run {
+        let guards = spec
+            .provider
+            .restore_guards(&backup, ask.into.as_deref())
+            .await;
+        let refused = guards.iter().any(|verdict| !verdict.passed);
+        plan.verdicts.extend(guards);
+        if refused || ask.dry_run {
+            return Ok(None);
+        }
+        // Taken for real only now: another operation may have started while the guards read the service.
+        if let Err(message) = self.claim(&key, false).await {
+            plan.verdicts.push(Verdict::refuse("in_flight", message));
             return Ok(None);
         }
         Ok(Some((backup, destination, key)))

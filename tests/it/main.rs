@@ -5,6 +5,7 @@
 
 mod alerting;
 mod apim;
+mod apim_restore;
 mod arm;
 mod azure_blob;
 mod catalog;
