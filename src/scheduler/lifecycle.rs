@@ -11,7 +11,7 @@ use super::timers::TimerKind;
 use super::{Scheduler, Startup, TargetState, changes};
 use crate::catalog::{Finish, PendingOperation};
 use crate::policy;
-use crate::record::Trigger;
+use crate::record::{RestoreTrigger, Trigger};
 use crate::target::TargetSpec;
 
 /// Triggers whose `rpod_backups_total` series exist from startup: the ones a target fires in normal operation.
@@ -39,7 +39,7 @@ impl Scheduler {
     ) -> Result<(), crate::catalog::CatalogError> {
         let name: Arc<str> = Arc::from(spec.config.name.as_str());
         let catalog = &self.shared.catalog;
-        let (summary, durations, last_slot, stored_changes) = {
+        let (summary, durations, last_slot, stored_changes, last_drill, last_standby) = {
             let _hold = self.shared.clock.hold();
             let summary = catalog.summary(&name, now).await?;
             let durations = catalog.recent_durations(&name, 20).await?;
@@ -52,7 +52,33 @@ impl Scheduler {
             } else {
                 None
             };
-            (summary, durations, last_slot, stored_changes)
+            // The last drill and standby sync survive a restart: their gauges start from the catalog.
+            let last_drill = match spec.config.drill {
+                Some(_) => {
+                    catalog
+                        .last_restore_succeeded(&name, RestoreTrigger::Drill)
+                        .await?
+                }
+                None => None,
+            };
+            let last_standby = match spec.config.standby {
+                Some(_) => match catalog
+                    .last_restore_succeeded(&name, RestoreTrigger::Standby)
+                    .await?
+                {
+                    Some(restore) => catalog.backup(restore.backup_id).await?,
+                    None => None,
+                },
+                None => None,
+            };
+            (
+                summary,
+                durations,
+                last_slot,
+                stored_changes,
+                last_drill,
+                last_standby,
+            )
         };
         let policy = spec.config.policy.clone();
         self.shared.metrics.register_target(
@@ -67,6 +93,20 @@ impl Scheduler {
             spec.config.drill.as_ref().map(|d| d.max_age.as_secs_f64()),
             spec.config.standby.as_ref().map(|s| s.rpo.as_secs_f64()),
         );
+        if let Some(drill) = last_drill
+            && let Some(completed) = drill.completed_at
+        {
+            self.shared.metrics.drill_finished(
+                &name,
+                completed,
+                Some(drill.duration_seconds.unwrap_or(0.0)),
+            );
+        }
+        if let Some(backup) = last_standby {
+            self.shared
+                .metrics
+                .standby_restored(&name, backup.accepted_at);
+        }
         let on_change = policy.on_change.clone();
         self.shared.metrics.register_change_sources(
             &name,

@@ -26,7 +26,7 @@ const OPERATIONS: &str = "docs/operations.md";
 const RUNBOOK_BASE: &str = "https://github.com/rpod-project/rpod/blob/main/docs/operations.md";
 
 /// The alerts rpod ships (docs/operations.md, "Alerts and runbooks").
-const ALERTS: [&str; 9] = [
+const ALERTS: [&str; 13] = [
     "RpodRpoBreached",
     "RpodBackupsFailing",
     "RpodNoRestorableBackup",
@@ -36,6 +36,10 @@ const ALERTS: [&str; 9] = [
     "RpodAbsent",
     "RpodStorageUnavailable",
     "RpodArmThrottled",
+    "RpodStandbyStale",
+    "RpodRestoreDrillFailing",
+    "RpodRestoreDrillStale",
+    "RpodRtoExceeded",
 ];
 
 fn read(relative: &str) -> String {
@@ -291,10 +295,16 @@ fn every_alert_has_severity_annotations_a_runbook_and_unit_tests_both_ways() {
 async fn exercised_metrics() -> String {
     let cloud = Cloud::fast(Duration::from_millis(200)).await;
     cloud.service("svc-alerting");
+    cloud.service("svc-alerting-standby");
     let apim = target(
         "apim",
         "svc-alerting",
         "rpo = \"1h\"\non_change = { detect = \"sync_state\", poll_interval = \"200ms\" }",
+    )
+    .replace(
+        "[targets.policy]",
+        "[[targets.restore_into]]\nname = \"standby\"\nservice = \"svc-alerting-standby\"\n\
+         [targets.standby]\ninto = \"standby\"\nrpo = \"1h\"\n[targets.policy]",
     );
     let config = cloud.config(
         "managed_identity",
@@ -303,7 +313,10 @@ async fn exercised_metrics() -> String {
             command_config(
                 "",
                 &[
-                    command_target("etc", &["echo", "etc"]).policy("rpo = \"1h\""),
+                    command_target("etc", &["echo", "etc"])
+                        .key("verify_command = [\"cat\"]")
+                        .key("[targets.drill]\nschedule = \"*/2 * * * * *\"")
+                        .policy("rpo = \"1h\"\nrto = \"1h\""),
                     command_target("db", &["sh", "-c", "echo db"])
                         .policy("rpo = \"2h\"\nschedule = \"0 3 * * *\""),
                 ],
@@ -313,7 +326,7 @@ async fn exercised_metrics() -> String {
     let app = cloud.spawn(&config).await;
     let text = eventually(
         Duration::from_secs(40),
-        "a completed backup of every target and Azure Resource Manager requests",
+        "a completed backup of every target, a drill, a standby restore and Azure Resource Manager requests",
         || async {
             let text = app.metrics().await.text;
             let done = ["apim", "etc", "db"].iter().all(|t| {
@@ -323,7 +336,9 @@ async fn exercised_metrics() -> String {
                     "rpod_backup_duration_seconds_count{{target=\"{t}\"}}"
                 ))
             });
-            (done && text.contains("rpod_arm_requests_total{")).then_some(text)
+            let drilled = text.contains("rpod_restore_drill_duration_seconds{target=\"etc\"}")
+                && text.contains("rpod_restore_duration_seconds_count{target=\"apim\"}");
+            (done && drilled && text.contains("rpod_arm_requests_total{")).then_some(text)
         },
     )
     .await;
