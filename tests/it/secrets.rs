@@ -1,6 +1,6 @@
 //! No secret reaches an output: a full APIM cycle with canary secrets (client secret, storage account key, SAS,
 //! the access tokens Azure issues, the webhook secret and a wrong one sent to the webhook, the API token and a
-//! wrong one sent to the API), then every output is searched: debug logs, /metrics, the JSON API, the catalog files and the command line's JSON.
+//! wrong one sent to the API, the age identity a restore decrypts with), then every output is searched: debug logs, /metrics, the JSON API, the catalog files and the command line's JSON.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -69,6 +69,13 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
     let cloud = Cloud::start(emulator).await;
     cloud.service("svc-canary");
     cloud.service("svc-canary-sas");
+    cloud.service("svc-canary-dr");
+    let identity = age::x25519::Identity::generate();
+    let age_secret = {
+        use age::secrecy::ExposeSecret as _;
+        identity.to_string().expose_secret().to_owned()
+    };
+    let recipients = format!("{}\n", identity.to_public());
     let sas = crate::azure_blob::account_sas(cloud.azurite.account(), cloud.azurite.key(), "rwdl");
     let signature = sas
         .split('&')
@@ -81,12 +88,21 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             &format!(
                 "{}{}\n[storage.sas]\nkind = \"azure_blob\"\naccount = \"{}\"\ncontainer = \"{CONTAINER}\"\n\
                  endpoint = \"{}\"\naccess = \"managed_identity\"\nauth = \"sas\"\nsas_file = \"{{dir}}/sas\"\n\
-                 [webhook]\nsecret_file = \"{{dir}}/webhook-secret\"\n",
+                 [webhook]\nsecret_file = \"{{dir}}/webhook-secret\"\n\
+                 [storage.local]\nkind = \"directory\"\npath = \"{{dir}}/backups\"\n\
+                 [[targets]]\nname = \"canary-cmd\"\nkind = \"command\"\ncommand = [\"echo\", \"data\"]\n\
+                 storage = \"local\"\nrestore_command = [\"sh\", \"-c\", \"cat > /dev/null\"]\n\
+                 encrypt = {{ age_recipients_file = \"{{dir}}/recipients\", age_identity_file = \"{{dir}}/identity\" }}\n\
+                 [targets.policy]\nrpo = \"1h\"\n",
                 target(
                     "canary",
                     "svc-canary",
                     "rpo = \"1h\"\non_change = { detect = [\"sync_state\", \"event_grid\"], poll_interval = \
                      \"200ms\", quiet_period = \"200ms\", max_delay = \"1s\", min_interval = \"0s\" }"
+                )
+                .replace(
+                    "[targets.policy]",
+                    "[[targets.restore_into]]\nname = \"dr\"\nservice = \"svc-canary-dr\"\n[targets.policy]"
                 ),
                 target("canary-sas", "svc-canary-sas", "rpo = \"1h\"")
                     .replace("storage = \"blob\"", "storage = \"sas\""),
@@ -116,12 +132,14 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             ("client-secret", CLIENT_SECRET.as_bytes()),
             ("webhook-secret", WEBHOOK_SECRET.as_bytes()),
             ("api-token", API_TOKEN.as_bytes()),
+            ("recipients", recipients.as_bytes()),
+            ("identity", age_secret.as_bytes()),
         ],
         environment,
         Clock::system(),
     )
     .await;
-    for name in ["canary", "canary-sas"] {
+    for name in ["canary", "canary-sas", "canary-cmd"] {
         eventually(Duration::from_secs(30), "a completed backup", || async {
             app.records(name)
                 .await
@@ -198,6 +216,41 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         .unwrap();
     assert_eq!(right.status(), 202);
 
+    // Restores use the storage key (API Management) and the age identity (a command target).
+    for (target, body) in [
+        ("canary", serde_json::json!({"into": "dr"})),
+        ("canary-cmd", serde_json::json!({"yes": true})),
+    ] {
+        let started = app
+            .http
+            .post(app.url(&format!("/api/v1/targets/{target}/restore")))
+            .bearer_auth(API_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 202);
+        eventually(Duration::from_secs(30), "a restore", || async {
+            let restores = app
+                .get_json(&format!("/api/v1/targets/{target}/restores"))
+                .await;
+            restores
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["status"] == "succeeded")
+                .then_some(())
+        })
+        .await;
+    }
+    assert!(
+        cloud
+            .requests_for("svc-canary-dr")
+            .iter()
+            .any(|p| p.method == "POST" && p.body.contains(&key)),
+        "the account key was sent with the restore, where it belongs"
+    );
+
     // The secrets were really used: the emulator saw the client secret grant and issued canary tokens.
     assert!(cloud.emulator.issued_tokens() > 0);
     assert!(
@@ -219,6 +272,7 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         WRONG_SECRET,
         API_TOKEN,
         WRONG_API_TOKEN,
+        age_secret.as_str(),
     ];
     let metrics = app
         .http
@@ -234,6 +288,8 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         "/api/v1/targets",
         "/api/v1/targets/canary/backups",
         "/api/v1/targets/canary-sas/backups",
+        "/api/v1/targets/canary/restores",
+        "/api/v1/targets/canary-cmd/restores",
     ] {
         assert_clean(path, &app.get_json(path).await.to_string(), &canaries);
     }
