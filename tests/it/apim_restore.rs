@@ -612,3 +612,103 @@ fn kill_9_during_a_restore_follows_the_same_operation_after_the_restart_with_one
     );
     drop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpod_restore_dry_run_prints_every_verdict_and_writes_nothing() {
+    let cloud = Cloud::fast(Duration::from_millis(300)).await;
+    cloud.service("live-dry");
+    cloud.service("dr-dry");
+    cloud
+        .emulator
+        .add_service(ServiceSpec::new(SUB, RG, "dr-standard").with_sku("Standard", 1));
+    let extra = [
+        restore_into("dr", "dr-dry"),
+        restore_into("std", "dr-standard"),
+    ]
+    .concat();
+    let config = cloud.config(
+        "managed_identity",
+        &apim_target("live", "live-dry", "rpo = \"1h\"", &extra),
+    );
+    let app = cloud.spawn(&config).await;
+    let backup = succeeded(&app, "live", 1).await.remove(0);
+    let dir = app.stop().await;
+    let path = dir.path().join("rpod.toml");
+    let state = dir.path().join("state");
+    let catalog_state = || async {
+        let catalog = rpod::catalog::Catalog::open_read_only(&state)
+            .await
+            .unwrap();
+        let audit = catalog.audit_log("live").await.unwrap().len();
+        let restores = catalog.restores("live", None, 100).await.unwrap().len();
+        catalog.close().await;
+        (audit, restores)
+    };
+    let before = catalog_state().await;
+    let requests_before = cloud.emulator.requests().len();
+    let env = cloud.identity_env();
+
+    let output = crate::support::run_rpod_with_env(
+        &path,
+        &["restore", "live", "--into", "dr", "--dry-run"],
+        &env,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for guard in [
+        "destination",
+        "backup",
+        "artifact",
+        "in_flight",
+        "destination_exists",
+        "destination_tier",
+        "destination_sku",
+        "destination_busy",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with("ok") && l.contains(guard)),
+            "{guard} in {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains(&format!("backup {}", backup.id)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing was written"), "{stdout}");
+
+    // A refused dry run names the guard and exits 1, and writes nothing either.
+    let output = crate::support::run_rpod_with_env(
+        &path,
+        &["restore", "live", "--into", "std", "--dry-run"],
+        &env,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("NO") && l.contains("destination_sku")),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("restore refused: destination_sku"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    assert_eq!(catalog_state().await, before, "no audit row, no restore");
+    let writes: Vec<_> = cloud.emulator.requests()[requests_before..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "only reads reached Azure: {writes:?}");
+    assert_eq!(restore_posts(&cloud, "dr-dry"), 0);
+}
