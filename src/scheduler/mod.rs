@@ -313,6 +313,12 @@ impl Scheduler {
                 () = sleep_until(&self.shared.clock, wake) => {}
             }
         }
+        // Drills stop with the loop: their restores go through it.
+        for state in self.targets.values() {
+            if let Some(drills) = &state.drills {
+                drills.cancel();
+            }
+        }
         info!("Scheduler stopped; no new backups will start.");
     }
 

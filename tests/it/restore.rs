@@ -197,6 +197,27 @@ async fn guards_refuse_pruned_expired_and_unknown_backups_with_their_reasons() {
         "{error}"
     );
 
+    let pruned = insert_succeeded(
+        &catalog,
+        "g",
+        now - chrono::TimeDelta::hours(2),
+        now + chrono::TimeDelta::days(10),
+        |id| format!("g/pruned-{id}.zst"),
+    )
+    .await;
+    let record = catalog.backup(pruned).await.unwrap().unwrap();
+    catalog
+        .mark_pruned(&record, now, "test", "keep_last")
+        .await
+        .unwrap();
+    let (status, answer) = post_restore(&app, "g", json!({"yes": true, "backup_id": pruned})).await;
+    assert_eq!(status, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("backup:") && error.contains("pruned"),
+        "{error}"
+    );
+
     let (status, answer) =
         post_restore(&app, "g", json!({"yes": true, "backup_id": 999_999})).await;
     assert_eq!(status, 422);
@@ -311,6 +332,121 @@ async fn drills_verify_the_stream_and_a_failing_verification_is_a_failed_drill()
     assert_eq!(
         metrics.value("rpod_restore_drill_max_age_seconds", &[("target", "bad")]),
         8.0 * 86400.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_fails_on_a_corrupted_artifact_and_on_a_wrong_age_identity_and_status_shows_it() {
+    let identity = age::x25519::Identity::generate();
+    let wrong = age::x25519::Identity::generate();
+    let recipients = format!("{}\n", identity.to_public());
+    let wrong_key = {
+        use age::secrecy::ExposeSecret as _;
+        format!("{}\n", wrong.to_string().expose_secret())
+    };
+    let drill = "[targets.drill]\nschedule = \"*/2 * * * * *\"";
+    let app = spawn_app_with(
+        &command_config(
+            "",
+            &[
+                command_target("locked", &["echo", "data"])
+                    .key(
+                        "encrypt = { age_recipients_file = \"{dir}/recipients.txt\", age_identity_file = \
+                         \"{dir}/wrong.txt\" }",
+                    )
+                    .key("verify_command = [\"cat\"]")
+                    .key(drill)
+                    .policy("rpo = \"1h\""),
+                command_target("damaged", &["echo", "data"])
+                    .key("verify_command = [\"cat\"]")
+                    .key(drill)
+                    .policy("rpo = \"1h\"\nrto = \"1h\""),
+            ],
+        ),
+        &[
+            ("recipients.txt", recipients.as_bytes()),
+            ("wrong.txt", wrong_key.as_bytes()),
+        ],
+    )
+    .await;
+    first_success(&app, "locked").await;
+    let damaged = first_success(&app, "damaged").await;
+    // Damage the artifact before a drill reads it: the record's size and sha256 no longer match.
+    let artifact = app
+        .path("backups")
+        .join(damaged.artifact.as_deref().unwrap());
+    std::fs::write(&artifact, b"not what was backed up").unwrap();
+    let failed = |target: &'static str| {
+        let app = &app;
+        async move {
+            eventually(Duration::from_secs(20), "a failed drill", || async {
+                let restores = app
+                    .get_json(&format!("/api/v1/targets/{target}/restores"))
+                    .await;
+                restores
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["trigger"] == "drill" && r["status"] == "failed")
+                    .cloned()
+            })
+            .await
+        }
+    };
+    let locked = failed("locked").await;
+    assert_eq!(locked["error_code"], "DecryptFailed", "{locked}");
+    let damaged_drill = failed("damaged").await;
+    assert_eq!(
+        damaged_drill["error_code"], "ArtifactCorrupt",
+        "{damaged_drill}"
+    );
+
+    // The API's view of the last drill (what `rpod status` prints) agrees with the catalog.
+    let view = eventually(
+        Duration::from_secs(20),
+        "the view and the catalog to agree",
+        || async {
+            let newest = app
+                .catalog()
+                .await
+                .restores("damaged", Some(rpod::record::RestoreTrigger::Drill), 1)
+                .await
+                .unwrap()
+                .remove(0);
+            let targets = app.get_json("/api/v1/targets").await;
+            let view = targets
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == "damaged")
+                .unwrap()["last_drill"]
+                .clone();
+            (view["restore_id"] == newest.id
+                && newest.status == Status::Failed
+                && view["status"] == "failed")
+                .then_some(view)
+        },
+    )
+    .await;
+    assert!(
+        view["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("ArtifactCorrupt"),
+        "{view}"
+    );
+    assert_eq!(
+        view["within_rto"],
+        Value::Null,
+        "a failed drill says nothing about the RTO"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.value(
+            "rpod_restore_drill_last_failure_timestamp_seconds",
+            &[("target", "damaged")]
+        ) > 0.0
     );
     app.stop().await;
 }
