@@ -120,30 +120,36 @@ impl CommandProvider {
 /// # Errors
 /// A message naming the file and the offending line.
 pub fn read_recipients(path: &Path) -> Result<Vec<age::x25519::Recipient>, String> {
+    read_age_keys(path, "recipients", "recipient", |line| {
+        age::x25519::Recipient::from_str(line)
+            .map_err(|err| format!("not an age X25519 recipient: {err}"))
+    })
+}
+
+/// Reads a file of age keys (an age `kind` file: `one` per line), `#` comments and blank lines ignored; `parse`
+/// reads one line. Its messages never quote a line (an identity file holds secrets).
+fn read_age_keys<T>(
+    path: &Path,
+    kind: &str,
+    one: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read age recipients file {}: {err}", path.display()))?;
-    let mut recipients = Vec::new();
+        .map_err(|err| format!("cannot read age {kind} file {}: {err}", path.display()))?;
+    let mut keys = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let recipient = age::x25519::Recipient::from_str(line).map_err(|err| {
-            format!(
-                "{}:{}: not an age X25519 recipient: {err}",
-                path.display(),
-                number + 1
-            )
-        })?;
-        recipients.push(recipient);
+        let key = parse(line)
+            .map_err(|message| format!("{}:{}: {message}", path.display(), number + 1))?;
+        keys.push(key);
     }
-    if recipients.is_empty() {
-        return Err(format!(
-            "age recipients file {} holds no recipient",
-            path.display()
-        ));
+    if keys.is_empty() {
+        return Err(format!("age {kind} file {} holds no {one}", path.display()));
     }
-    Ok(recipients)
+    Ok(keys)
 }
 
 /// Counts and hashes what passes through to the artifact.
@@ -216,30 +222,10 @@ fn verify_stream(input: impl Read, encrypted: bool) -> Result<(), String> {
 /// Reads an age identity file: one `AGE-SECRET-KEY-1...` identity per line, `#` comments and blank lines
 /// ignored. What the file holds never appears in a message.
 fn read_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read age identity file {}: {err}", path.display()))?;
-    let mut identities = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let identity = age::x25519::Identity::from_str(line).map_err(|_| {
-            format!(
-                "{}:{}: not an age X25519 identity (AGE-SECRET-KEY-1...)",
-                path.display(),
-                number + 1
-            )
-        })?;
-        identities.push(identity);
-    }
-    if identities.is_empty() {
-        return Err(format!(
-            "age identity file {} holds no identity",
-            path.display()
-        ));
-    }
-    Ok(identities)
+    read_age_keys(path, "identity", "identity", |line| {
+        age::x25519::Identity::from_str(line)
+            .map_err(|_| "not an age X25519 identity (AGE-SECRET-KEY-1...)".to_owned())
+    })
 }
 
 /// The first bytes of every age file.
@@ -363,6 +349,59 @@ impl Drop for ProcessGroup {
     }
 }
 
+/// The process group of a child just started, and the task that keeps the tail of its standard error.
+fn watch(child: &mut tokio::process::Child) -> (ProcessGroup, tokio::task::JoinHandle<String>) {
+    let group = ProcessGroup(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    );
+    let stderr = child.stderr.take();
+    let tail = tokio::spawn(async move {
+        match stderr {
+            Some(stderr) => read_tail(stderr).await,
+            None => String::new(),
+        }
+    });
+    (group, tail)
+}
+
+/// Waits for `child` to exit or, when `cancel` fires first, stops its process group (SIGTERM, then SIGKILL after
+/// [`TERM_GRACE`]). Either way whatever the program left running (holding a pipe open) is killed with its group,
+/// then `io` (the thread feeding or draining its pipe) and its standard error's tail are awaited. The status is
+/// `None` when the program was stopped.
+async fn supervise<T>(
+    child: &mut tokio::process::Child,
+    group: ProcessGroup,
+    cancel: &tokio_util::sync::CancellationToken,
+    io: tokio::task::JoinHandle<T>,
+    tail: tokio::task::JoinHandle<String>,
+) -> (
+    Option<io::Result<std::process::ExitStatus>>,
+    Result<T, tokio::task::JoinError>,
+    String,
+) {
+    let status = tokio::select! {
+        status = child.wait() => Some(status),
+        () = cancel.cancelled() => None,
+    };
+    if status.is_none() {
+        group.signal(Signal::SIGTERM);
+        if tokio::time::timeout(TERM_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            group.signal(Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+    }
+    drop(group);
+    let io = io.await;
+    let tail = tail.await.unwrap_or_default();
+    (status, io, tail)
+}
+
 async fn read_tail(mut stderr: impl tokio::io::AsyncRead + Unpin) -> String {
     let mut tail: Vec<u8> = Vec::with_capacity(STDERR_TAIL);
     let mut buf = [0u8; 8192];
@@ -427,49 +466,20 @@ impl Provider for CommandProvider {
         let mut child = command.spawn().map_err(|err| {
             ProviderError::permanent("SpawnFailed", format!("cannot start {program:?}: {err}"))
         })?;
-        let group = ProcessGroup(
-            child
-                .id()
-                .and_then(|id| i32::try_from(id).ok())
-                .map(Pid::from_raw),
-        );
+        let (group, stderr_tail) = watch(&mut child);
         let stdout = child.stdout.take().map(SyncIoBridge::new);
-        let stderr = child.stderr.take();
-        let stderr_tail = tokio::spawn(async move {
-            match stderr {
-                Some(stderr) => read_tail(stderr).await,
-                None => String::new(),
-            }
-        });
         let recipients = self.recipients.clone();
         let pumping = tokio::task::spawn_blocking(move || match stdout {
             Some(stdout) => pump(stdout, sink, &recipients),
             None => Err(io::Error::other("no standard output")),
         });
 
-        let status = tokio::select! {
-            status = child.wait() => Some(status),
-            () = request.cancel.cancelled() => None,
-        };
+        let (status, written, tail) =
+            supervise(&mut child, group, &request.cancel, pumping, stderr_tail).await;
         let Some(status) = status else {
-            group.signal(Signal::SIGTERM);
-            if tokio::time::timeout(TERM_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                group.signal(Signal::SIGKILL);
-                let _ = child.wait().await;
-            }
-            drop(group);
-            let _ = pumping.await;
             return Err(ProviderError::cancelled(format!("{program:?} was stopped")));
         };
-        // Whatever the program left running (holding the pipe open) goes with it.
-        drop(group);
-        let written = pumping
-            .await
-            .unwrap_or_else(|join| Err(io::Error::other(join)));
-        let tail = stderr_tail.await.unwrap_or_default();
+        let written = written.unwrap_or_else(|join| Err(io::Error::other(join)));
         let status =
             status.map_err(|err| ProviderError::transient("WaitFailed", err.to_string()))?;
         if !status.success() {
@@ -609,12 +619,7 @@ impl Provider for CommandProvider {
         let mut child = command.spawn().map_err(|err| {
             ProviderError::permanent("SpawnFailed", format!("cannot start {program:?}: {err}"))
         })?;
-        let group = ProcessGroup(
-            child
-                .id()
-                .and_then(|id| i32::try_from(id).ok())
-                .map(Pid::from_raw),
-        );
+        let (group, stderr_tail) = watch(&mut child);
         let stdin = child
             .stdin
             .take()
@@ -622,13 +627,6 @@ impl Provider for CommandProvider {
             .transpose()
             .map_err(|err| ProviderError::transient("SpawnFailed", err.to_string()))?
             .map(std::fs::File::from);
-        let stderr = child.stderr.take();
-        let stderr_tail = tokio::spawn(async move {
-            match stderr {
-                Some(stderr) => read_tail(stderr).await,
-                None => String::new(),
-            }
-        });
         let feeding = tokio::task::spawn_blocking(move || {
             let stdin = stdin.ok_or_else(|| Unpack::Read("no standard input".to_owned()))?;
             let input = storage
@@ -636,28 +634,12 @@ impl Provider for CommandProvider {
                 .map_err(|err| Unpack::Read(err.to_string()))?;
             unpack(input, stdin, &identities)
         });
-        let status = tokio::select! {
-            status = child.wait() => Some(status),
-            () = request.cancel.cancelled() => None,
-        };
+        let (status, fed, tail) =
+            supervise(&mut child, group, &request.cancel, feeding, stderr_tail).await;
         let Some(status) = status else {
-            group.signal(Signal::SIGTERM);
-            if tokio::time::timeout(TERM_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                group.signal(Signal::SIGKILL);
-                let _ = child.wait().await;
-            }
-            drop(group);
-            let _ = feeding.await;
             return Err(ProviderError::cancelled(format!("{program:?} was stopped")));
         };
-        drop(group);
-        let fed = feeding
-            .await
-            .unwrap_or_else(|join| Err(Unpack::Read(join.to_string())));
-        let tail = stderr_tail.await.unwrap_or_default();
+        let fed = fed.unwrap_or_else(|join| Err(Unpack::Read(join.to_string())));
         let status =
             status.map_err(|err| ProviderError::transient("WaitFailed", err.to_string()))?;
         let with_tail = |message: String| {

@@ -72,6 +72,58 @@ impl OperationJournal for CatalogJournal {
     }
 }
 
+/// Runs a provider's `work` until `deadline`: then cancels it and gives it [`CANCEL_GRACE`] to stop. Returns its
+/// result and whether the deadline passed (the provider may see it pass a moment before this timer does).
+pub(super) async fn under_deadline<T>(
+    work: impl std::future::Future<Output = Result<T, ProviderError>>,
+    deadline: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> (Result<T, ProviderError>, bool) {
+    tokio::pin!(work);
+    let mut timed_out = false;
+    let result = tokio::select! {
+        result = &mut work => result,
+        () = tokio::time::sleep(deadline) => {
+            timed_out = true;
+            cancel.cancel();
+            tokio::time::timeout(CANCEL_GRACE, &mut work)
+                .await
+                .unwrap_or_else(|_| Err(ProviderError::cancelled("the provider did not stop in time")))
+        }
+    };
+    timed_out |= result
+        .as_ref()
+        .is_err_and(|err| err.stopped == Some(Stopped::TimedOut));
+    (result, timed_out)
+}
+
+/// How a provider's error ends its record: `timed_out` past the deadline, `interrupted` when rpod stopped it,
+/// else `failed` with the provider's code and message.
+pub(super) fn ended_by(
+    err: &ProviderError,
+    timed_out: bool,
+    timeout: Duration,
+) -> (Status, String, String) {
+    if timed_out {
+        (
+            Status::TimedOut,
+            "TimedOut".to_owned(),
+            format!(
+                "did not finish within operation_timeout {}",
+                humantime::format_duration(timeout)
+            ),
+        )
+    } else if err.stopped.is_some() {
+        (
+            Status::Interrupted,
+            "Interrupted".to_owned(),
+            "rpod shut down while it ran".to_owned(),
+        )
+    } else {
+        (Status::Failed, err.code.clone(), err.message.clone())
+    }
+}
+
 /// Records that the schedule slots up to `slot` are used: by an attempt that served it and succeeded, or by a
 /// success that a slot was coalesced into. With the journal's acceptance step, the one place that does.
 pub(super) async fn mark_slot_used(shared: &Shared, target: &str, slot: DateTime<Utc>) {
@@ -253,24 +305,8 @@ pub(super) async fn run(
         }),
     };
     let deadline = (deadline_at - now).to_std().unwrap_or(Duration::ZERO);
-    let backup = job.spec.provider.backup(request);
-    tokio::pin!(backup);
-    let mut timed_out = false;
-    let result = tokio::select! {
-        result = &mut backup => result,
-        () = tokio::time::sleep(deadline) => {
-            timed_out = true;
-            cancel.cancel();
-            tokio::time::timeout(CANCEL_GRACE, &mut backup)
-                .await
-                .unwrap_or_else(|_| Err(ProviderError::cancelled("the provider did not stop in time")))
-        }
-    };
-
-    // The provider may see its deadline pass a moment before this task's timer does.
-    timed_out |= result
-        .as_ref()
-        .is_err_and(|err| err.stopped == Some(Stopped::TimedOut));
+    let (result, timed_out) =
+        under_deadline(job.spec.provider.backup(request), deadline, &cancel).await;
     if let Err(err) = &result
         && err.stopped == Some(Stopped::Detached)
         && !timed_out
@@ -305,24 +341,7 @@ pub(super) async fn run(
             content: outcome.content.clone(),
         },
         Err(err) => {
-            let (status, code, message) = if timed_out {
-                (
-                    Status::TimedOut,
-                    "TimedOut".to_owned(),
-                    format!(
-                        "did not finish within operation_timeout {}",
-                        humantime::format_duration(policy.operation_timeout)
-                    ),
-                )
-            } else if err.stopped.is_some() {
-                (
-                    Status::Interrupted,
-                    "Interrupted".to_owned(),
-                    "rpod shut down while it ran".to_owned(),
-                )
-            } else {
-                (Status::Failed, err.code.clone(), err.message.clone())
-            };
+            let (status, code, message) = ended_by(err, timed_out, policy.operation_timeout);
             Finish {
                 status,
                 accepted_at: err.recovery_point,

@@ -206,16 +206,8 @@ pub async fn start(
     targets: Vec<Arc<TargetSpec>>,
     shutdown: CancellationToken,
 ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::catalog::CatalogError> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut scheduler = Scheduler {
-        shared,
-        targets: HashMap::new(),
-        timers: Timers::default(),
-        waiting: VecDeque::new(),
-        epoch: 0,
-        tx: tx.clone(),
-        claims: HashSet::new(),
-    };
+    let (mut scheduler, rx) = Scheduler::new(shared);
+    let tx = scheduler.tx.clone();
     let specs = targets.clone();
     let now = scheduler.shared.clock.now();
     let (interrupted, pending) = {
@@ -265,6 +257,21 @@ pub(super) struct Startup {
 }
 
 impl Scheduler {
+    /// A scheduler with no target yet, and the receiving end of its channel.
+    fn new(shared: Shared) -> (Self, mpsc::UnboundedReceiver<Message>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let scheduler = Self {
+            shared,
+            targets: HashMap::new(),
+            timers: Timers::default(),
+            waiting: VecDeque::new(),
+            epoch: 0,
+            tx,
+            claims: HashSet::new(),
+        };
+        (scheduler, rx)
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Message>, shutdown: CancellationToken) {
         let beat_every = policy::delta(self.shared.heartbeat.interval);
         let mut beat_at = None;
@@ -343,16 +350,8 @@ pub async fn restore_once(
     shared: Shared,
     ask: RestoreAsk,
 ) -> Result<(RestorePlan, Option<crate::record::RestoreRecord>), crate::catalog::CatalogError> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let scheduler = Scheduler {
-        shared: shared.clone(),
-        targets: HashMap::new(),
-        timers: Timers::default(),
-        waiting: VecDeque::new(),
-        epoch: 0,
-        tx: tx.clone(),
-        claims: HashSet::new(),
-    };
+    let (scheduler, rx) = Scheduler::new(shared.clone());
+    let tx = scheduler.tx.clone();
     let stop = CancellationToken::new();
     let task = tokio::spawn(scheduler.run(rx, stop.clone()));
     let handle = SchedulerHandle {

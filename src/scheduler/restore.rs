@@ -13,18 +13,14 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use super::attempt::{ended_by, under_deadline};
 use super::shared::Shared;
 use super::{Message, Scheduler, SchedulerHandle};
 use crate::catalog::{CatalogError, NewRestore, RestoreFinish, RunningRestore};
 use crate::policy;
-use crate::providers::{
-    Destination, OperationJournal, ProviderError, RestoreRequest, Resume, Stopped, Verdict,
-};
+use crate::providers::{Destination, OperationJournal, RestoreRequest, Resume, Stopped, Verdict};
 use crate::record::{BackupRecord, RestoreTrigger, Status};
 use crate::target::TargetSpec;
-
-/// How long a cancelled provider gets to stop.
-const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
 /// A restore asked for.
 #[derive(Debug, Clone)]
@@ -443,22 +439,8 @@ async fn run(shared: &Shared, handle: &SchedulerHandle, job: RestoreJob) {
         resume: job.resume.clone(),
     };
     let deadline = (job.deadline_at - now).to_std().unwrap_or(Duration::ZERO);
-    let restore = job.spec.provider.restore(request);
-    tokio::pin!(restore);
-    let mut timed_out = false;
-    let result = tokio::select! {
-        result = &mut restore => result,
-        () = tokio::time::sleep(deadline) => {
-            timed_out = true;
-            cancel.cancel();
-            tokio::time::timeout(CANCEL_GRACE, &mut restore)
-                .await
-                .unwrap_or_else(|_| Err(ProviderError::cancelled("the provider did not stop in time")))
-        }
-    };
-    timed_out |= result
-        .as_ref()
-        .is_err_and(|err| err.stopped == Some(Stopped::TimedOut));
+    let (result, timed_out) =
+        under_deadline(job.spec.provider.restore(request), deadline, &cancel).await;
     if let Err(err) = &result
         && err.stopped == Some(Stopped::Detached)
         && !timed_out
@@ -478,21 +460,8 @@ async fn run(shared: &Shared, handle: &SchedulerHandle, job: RestoreJob) {
             error_message: None,
         },
         Err(err) => {
-            let (status, code, message) = if timed_out {
-                (
-                    Status::TimedOut,
-                    "TimedOut".to_owned(),
-                    "did not finish within operation_timeout".to_owned(),
-                )
-            } else if err.stopped.is_some() {
-                (
-                    Status::Interrupted,
-                    "Interrupted".to_owned(),
-                    "rpod shut down while it ran".to_owned(),
-                )
-            } else {
-                (Status::Failed, err.code.clone(), err.message.clone())
-            };
+            let timeout = job.spec.config.policy.operation_timeout;
+            let (status, code, message) = ended_by(err, timed_out, timeout);
             RestoreFinish {
                 status,
                 accepted_at: err.recovery_point,

@@ -11,30 +11,13 @@ use azure_emulator::{
 };
 use chrono::Utc;
 use rpod::clock::Clock;
-use rpod::record::{BackupRecord, Status};
+use rpod::record::Status;
 
 use crate::cloud::{CONTAINER, Cloud, RG, SUB, THIRTY_DAYS_MS, target};
 use crate::support::{
-    DaemonProcess, TestApp, eventually, records_in, run_rpod, run_rpod_with_env, spawn_app_in,
-    write_config,
+    DaemonProcess, eventually, records_in, run_rpod, run_rpod_with_env, spawn_app_in,
+    succeeded_backups as succeeded, write_config,
 };
-
-async fn succeeded(app: &TestApp, target: &str, count: usize) -> Vec<BackupRecord> {
-    eventually(
-        Duration::from_secs(40),
-        "succeeded APIM backups",
-        || async {
-            let records: Vec<BackupRecord> = app
-                .records(target)
-                .await
-                .into_iter()
-                .filter(|r| r.status == Status::Succeeded)
-                .collect();
-            (records.len() >= count).then_some(records)
-        },
-    )
-    .await
-}
 
 /// GETs of each operation, grouped by operation id in order of the first poll.
 fn polls_by_operation(requests: &[LoggedRequest]) -> Vec<Vec<LoggedRequest>> {

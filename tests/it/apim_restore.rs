@@ -9,7 +9,10 @@ use rpod::record::Status;
 use serde_json::{Value, json};
 
 use crate::cloud::{CONTAINER, Cloud, RG, SUB, target};
-use crate::support::{DaemonProcess, TestApp, eventually, insert_succeeded, write_config};
+use crate::support::{
+    DaemonProcess, eventually, guards_of, insert_succeeded, succeeded_backups as succeeded,
+    write_config,
+};
 
 const POLL: &str = "200ms";
 
@@ -20,39 +23,6 @@ fn apim_target(name: &str, service: &str, policy: &str, extra: &str) -> String {
 
 fn restore_into(name: &str, service: &str) -> String {
     format!("[[targets.restore_into]]\nname = \"{name}\"\nservice = \"{service}\"\n")
-}
-
-async fn succeeded(app: &TestApp, target: &str, count: usize) -> Vec<rpod::record::BackupRecord> {
-    eventually(Duration::from_secs(40), "succeeded backups", || async {
-        let records: Vec<_> = app
-            .records(target)
-            .await
-            .into_iter()
-            .filter(|r| r.status == Status::Succeeded)
-            .collect();
-        (records.len() >= count).then_some(records)
-    })
-    .await
-}
-
-async fn post_restore(app: &TestApp, target: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(&format!("/api/v1/targets/{target}/restore")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
-async fn finished_restore(app: &TestApp, id: i64) -> Value {
-    eventually(Duration::from_secs(40), "the restore to end", || async {
-        let record = app.get_json(&format!("/api/v1/restores/{id}")).await;
-        (record["status"] != "running").then_some(record)
-    })
-    .await
 }
 
 fn restore_posts(cloud: &Cloud, service: &str) -> usize {
@@ -107,14 +77,9 @@ async fn a_restore_into_a_second_service_is_measured_warns_what_it_does_not_carr
     tokio::time::sleep(Duration::from_millis(800)).await;
     let dr_backups = app.records("dr").await.len();
 
-    let (status, plan) = post_restore(&app, "prod", json!({"into": "dr"})).await;
+    let (status, plan) = app.post_restore("prod", json!({"into": "dr"})).await;
     assert_eq!(status, 202, "{plan}");
-    let guards: Vec<&str> = plan["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["guard"].as_str().unwrap())
-        .collect();
+    let guards = guards_of(&plan);
     assert_eq!(
         guards,
         [
@@ -129,7 +94,9 @@ async fn a_restore_into_a_second_service_is_measured_warns_what_it_does_not_carr
         ],
         "no confirmation is asked for another service"
     );
-    let record = finished_restore(&app, plan["restore_id"].as_i64().unwrap()).await;
+    let record = app
+        .finished_restore(plan["restore_id"].as_i64().unwrap())
+        .await;
     assert_eq!(record["status"], "succeeded", "{record}");
     assert_eq!(record["backup_id"], backup.id);
     assert_eq!(record["into"], "dr");
@@ -259,7 +226,7 @@ async fn every_guard_refuses_before_any_post_with_its_reason() {
         (json!({}), "confirmation", "--yes"),
     ];
     for (body, guard, words) in cases {
-        let (status, answer) = post_restore(&app, "src", body.clone()).await;
+        let (status, answer) = app.post_restore("src", body.clone()).await;
         assert_eq!(status, 422, "{body}: {answer}");
         assert_eq!(refused_by(&answer), guard, "{body}: {answer}");
         assert!(
@@ -288,14 +255,14 @@ async fn every_guard_refuses_before_any_post_with_its_reason() {
         .await
         .unwrap();
     assert_eq!(accepted.status().as_u16(), 202);
-    let (status, answer) = post_restore(&app, "src", json!({"into": "busy"})).await;
+    let (status, answer) = app.post_restore("src", json!({"into": "busy"})).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(refused_by(&answer), "destination_busy", "{answer}");
 
     // In flight: rpod's own restore into the same service runs.
-    let (status, first) = post_restore(&app, "src", json!({"into": "slow"})).await;
+    let (status, first) = app.post_restore("src", json!({"into": "slow"})).await;
     assert_eq!(status, 202, "{first}");
-    let (status, answer) = post_restore(&app, "src", json!({"into": "slow"})).await;
+    let (status, answer) = app.post_restore("src", json!({"into": "slow"})).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(refused_by(&answer), "in_flight", "{answer}");
 
@@ -305,12 +272,9 @@ async fn every_guard_refuses_before_any_post_with_its_reason() {
         .delete_blob(CONTAINER, backup.artifact.as_deref().unwrap())
         .await
         .unwrap();
-    let (status, answer) = post_restore(
-        &app,
-        "src",
-        json!({"into": "standard", "backup_id": backup.id}),
-    )
-    .await;
+    let (status, answer) = app
+        .post_restore("src", json!({"into": "standard", "backup_id": backup.id}))
+        .await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(refused_by(&answer), "artifact", "{answer}");
 
@@ -362,9 +326,11 @@ async fn a_restore_azure_fails_on_a_poll_is_failed_with_its_code_message_and_req
             "Cannot restore: the storage account is unreachable",
         ),
     ));
-    let (status, plan) = post_restore(&app, "p", json!({"into": "q"})).await;
+    let (status, plan) = app.post_restore("p", json!({"into": "q"})).await;
     assert_eq!(status, 202, "{plan}");
-    let record = finished_restore(&app, plan["restore_id"].as_i64().unwrap()).await;
+    let record = app
+        .finished_restore(plan["restore_id"].as_i64().unwrap())
+        .await;
     assert_eq!(record["status"], "failed", "{record}");
     assert_eq!(record["error_code"], "RestoreFailed", "{record}");
     let message = record["error_message"].as_str().unwrap();
@@ -472,16 +438,7 @@ async fn apim_drills_restore_into_scratch_and_verify_counts_and_a_failed_restore
         backup.content.as_deref(),
         Some(r#"{"apis":7,"products":3}"#)
     );
-    let drill = eventually(Duration::from_secs(40), "a successful drill", || async {
-        let restores = app.get_json("/api/v1/targets/live/restores").await;
-        restores
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["trigger"] == "drill" && r["status"] == "succeeded")
-            .cloned()
-    })
-    .await;
+    let drill = app.restore_where("live", "drill", "succeeded").await;
     let verified = drill["verified"].as_str().unwrap();
     assert!(verified.contains("7 APIs and 3 products"), "{verified}");
     assert_eq!(drill["into"], "scratch");
@@ -502,16 +459,7 @@ async fn apim_drills_restore_into_scratch_and_verify_counts_and_a_failed_restore
         Route::Restore,
         FaultKind::fail_operation("RestoreFailed", "Cannot restore: backup expired"),
     ));
-    let failed = eventually(Duration::from_secs(40), "a failed drill", || async {
-        let restores = app.get_json("/api/v1/targets/live/restores").await;
-        restores
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["trigger"] == "drill" && r["status"] == "failed")
-            .cloned()
-    })
-    .await;
+    let failed = app.restore_where("live", "drill", "failed").await;
     assert_eq!(failed["error_code"], "RestoreFailed", "{failed}");
     let metrics = app.metrics().await;
     assert!(

@@ -17,26 +17,6 @@ async fn first_success(app: &TestApp, target: &str) -> rpod::record::BackupRecor
     .await
 }
 
-async fn post_restore(app: &TestApp, target: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(&format!("/api/v1/targets/{target}/restore")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
-async fn finished_restore(app: &TestApp, id: i64) -> Value {
-    eventually(Duration::from_secs(20), "the restore to end", || async {
-        let record = app.get_json(&format!("/api/v1/restores/{id}")).await;
-        (record["status"] != "running").then_some(record)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_restore_is_guarded_checked_against_its_record_and_fed_to_restore_command() {
     let identity = age::x25519::Identity::generate();
@@ -68,7 +48,7 @@ async fn a_command_restore_is_guarded_checked_against_its_record_and_fed_to_rest
     let restored = app.path("restored.txt");
 
     // Over the target's own system without --yes: refused, with an audit row and no restore.
-    let (status, answer) = post_restore(&app, "docs", json!({})).await;
+    let (status, answer) = app.post_restore("docs", json!({})).await;
     assert_eq!(status, 422, "{answer}");
     let error = answer["error"].as_str().unwrap();
     assert!(
@@ -89,14 +69,11 @@ async fn a_command_restore_is_guarded_checked_against_its_record_and_fed_to_rest
 
     // A dry run prints every verdict and writes nothing.
     let audit_before = catalog.audit_log("docs").await.unwrap().len();
-    let (status, plan) = post_restore(&app, "docs", json!({"dry_run": true, "yes": true})).await;
+    let (status, plan) = app
+        .post_restore("docs", json!({"dry_run": true, "yes": true}))
+        .await;
     assert_eq!(status, 200, "{plan}");
-    let guards: Vec<&str> = plan["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["guard"].as_str().unwrap())
-        .collect();
+    let guards = guards_of(&plan);
     assert_eq!(
         guards,
         [
@@ -127,10 +104,10 @@ async fn a_command_restore_is_guarded_checked_against_its_record_and_fed_to_rest
     );
 
     // Confirmed: restored, decrypted and decompressed, to the byte.
-    let (status, plan) = post_restore(&app, "docs", json!({"yes": true})).await;
+    let (status, plan) = app.post_restore("docs", json!({"yes": true})).await;
     assert_eq!(status, 202, "{plan}");
     let id = plan["restore_id"].as_i64().unwrap();
-    let record = finished_restore(&app, id).await;
+    let record = app.finished_restore(id).await;
     assert_eq!(record["status"], "succeeded", "{record}");
     assert_eq!(record["backup_id"], backup.id);
     assert_eq!(record["trigger"], "manual");
@@ -158,10 +135,13 @@ async fn a_command_restore_is_guarded_checked_against_its_record_and_fed_to_rest
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&artifact, &bytes).unwrap();
-    let (status, plan) =
-        post_restore(&app, "docs", json!({"yes": true, "backup_id": backup.id})).await;
+    let (status, plan) = app
+        .post_restore("docs", json!({"yes": true, "backup_id": backup.id}))
+        .await;
     assert_eq!(status, 202, "{plan}");
-    let record = finished_restore(&app, plan["restore_id"].as_i64().unwrap()).await;
+    let record = app
+        .finished_restore(plan["restore_id"].as_i64().unwrap())
+        .await;
     assert_eq!(record["status"], "failed", "{record}");
     assert_eq!(record["error_code"], "ArtifactCorrupt", "{record}");
     assert!(!restored.exists(), "a corrupt artifact reaches no program");
@@ -188,8 +168,9 @@ async fn guards_refuse_pruned_expired_and_unknown_backups_with_their_reasons() {
         |id| format!("g/old-{id}.zst"),
     )
     .await;
-    let (status, answer) =
-        post_restore(&app, "g", json!({"yes": true, "backup_id": expired})).await;
+    let (status, answer) = app
+        .post_restore("g", json!({"yes": true, "backup_id": expired}))
+        .await;
     assert_eq!(status, 422, "{answer}");
     let error = answer["error"].as_str().unwrap();
     assert!(
@@ -210,7 +191,9 @@ async fn guards_refuse_pruned_expired_and_unknown_backups_with_their_reasons() {
         .mark_pruned(&record, now, "test", "keep_last")
         .await
         .unwrap();
-    let (status, answer) = post_restore(&app, "g", json!({"yes": true, "backup_id": pruned})).await;
+    let (status, answer) = app
+        .post_restore("g", json!({"yes": true, "backup_id": pruned}))
+        .await;
     assert_eq!(status, 422, "{answer}");
     let error = answer["error"].as_str().unwrap();
     assert!(
@@ -218,8 +201,9 @@ async fn guards_refuse_pruned_expired_and_unknown_backups_with_their_reasons() {
         "{error}"
     );
 
-    let (status, answer) =
-        post_restore(&app, "g", json!({"yes": true, "backup_id": 999_999})).await;
+    let (status, answer) = app
+        .post_restore("g", json!({"yes": true, "backup_id": 999_999}))
+        .await;
     assert_eq!(status, 422);
     assert!(
         answer["error"]
@@ -235,8 +219,9 @@ async fn guards_refuse_pruned_expired_and_unknown_backups_with_their_reasons() {
             .join(backup.artifact.as_deref().unwrap()),
     )
     .unwrap();
-    let (status, answer) =
-        post_restore(&app, "g", json!({"yes": true, "backup_id": backup.id})).await;
+    let (status, answer) = app
+        .post_restore("g", json!({"yes": true, "backup_id": backup.id}))
+        .await;
     assert_eq!(status, 422, "{answer}");
     let error = answer["error"].as_str().unwrap();
     assert!(
@@ -271,29 +256,12 @@ async fn drills_verify_the_stream_and_a_failing_verification_is_a_failed_drill()
     .await;
     first_success(&app, "good").await;
     first_success(&app, "bad").await;
-    let drill = |target: &'static str, status: &'static str| {
-        let app = &app;
-        async move {
-            eventually(Duration::from_secs(20), "a drill", || async {
-                let restores = app
-                    .get_json(&format!("/api/v1/targets/{target}/restores"))
-                    .await;
-                restores
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|r| r["trigger"] == "drill" && r["status"] == status)
-                    .cloned()
-            })
-            .await
-        }
-    };
-    let good = drill("good", "succeeded").await;
+    let good = app.restore_where("good", "drill", "succeeded").await;
     assert!(
         good["verified"].as_str().unwrap().contains("sha256 match"),
         "{good}"
     );
-    let bad = drill("bad", "failed").await;
+    let bad = app.restore_where("bad", "drill", "failed").await;
     assert_eq!(bad["error_code"], "VerificationFailed", "{bad}");
     assert!(
         bad["error_message"].as_str().unwrap().contains("tar"),
@@ -377,26 +345,9 @@ async fn a_drill_fails_on_a_corrupted_artifact_and_on_a_wrong_age_identity_and_s
         .path("backups")
         .join(damaged.artifact.as_deref().unwrap());
     std::fs::write(&artifact, b"not what was backed up").unwrap();
-    let failed = |target: &'static str| {
-        let app = &app;
-        async move {
-            eventually(Duration::from_secs(20), "a failed drill", || async {
-                let restores = app
-                    .get_json(&format!("/api/v1/targets/{target}/restores"))
-                    .await;
-                restores
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|r| r["trigger"] == "drill" && r["status"] == "failed")
-                    .cloned()
-            })
-            .await
-        }
-    };
-    let locked = failed("locked").await;
+    let locked = app.restore_where("locked", "drill", "failed").await;
     assert_eq!(locked["error_code"], "DecryptFailed", "{locked}");
-    let damaged_drill = failed("damaged").await;
+    let damaged_drill = app.restore_where("damaged", "drill", "failed").await;
     assert_eq!(
         damaged_drill["error_code"], "ArtifactCorrupt",
         "{damaged_drill}"

@@ -230,18 +230,7 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             .await
             .unwrap();
         assert_eq!(started.status(), 202);
-        eventually(Duration::from_secs(30), "a restore", || async {
-            let restores = app
-                .get_json(&format!("/api/v1/targets/{target}/restores"))
-                .await;
-            restores
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["status"] == "succeeded")
-                .then_some(())
-        })
-        .await;
+        app.restore_where(target, "manual", "succeeded").await;
     }
     assert!(
         cloud

@@ -153,6 +153,57 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// `POST /api/v1/targets/{target}/restore` with `body`: the status and the JSON answer.
+    pub async fn post_restore(
+        &self,
+        target: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/api/v1/targets/{target}/restore")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Restore `id` once it has ended, as the API shows it.
+    pub async fn finished_restore(&self, id: i64) -> serde_json::Value {
+        eventually(Duration::from_secs(40), "the restore to end", || async {
+            let record = self.get_json(&format!("/api/v1/restores/{id}")).await;
+            (record["status"] != "running").then_some(record)
+        })
+        .await
+    }
+
+    /// The newest restore of `target` with this trigger and status, once there is one.
+    pub async fn restore_where(
+        &self,
+        target: &str,
+        trigger: &str,
+        status: &str,
+    ) -> serde_json::Value {
+        eventually(
+            Duration::from_secs(40),
+            &format!("a {status} {trigger} restore of {target}"),
+            || async {
+                let restores = self
+                    .get_json(&format!("/api/v1/targets/{target}/restores"))
+                    .await;
+                restores
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["trigger"] == trigger && r["status"] == status)
+                    .cloned()
+            },
+        )
+        .await
+    }
+
     pub async fn metrics(&self) -> Metrics {
         let text = self
             .http
@@ -427,6 +478,34 @@ pub fn run_rpod_with_env(
         .args(args)
         .output()
         .unwrap()
+}
+
+/// The target's succeeded backups, once there are `count` of them.
+pub async fn succeeded_backups(app: &TestApp, target: &str, count: usize) -> Vec<BackupRecord> {
+    eventually(
+        Duration::from_secs(40),
+        "succeeded APIM backups",
+        || async {
+            let records: Vec<BackupRecord> = app
+                .records(target)
+                .await
+                .into_iter()
+                .filter(|r| r.status == Status::Succeeded)
+                .collect();
+            (records.len() >= count).then_some(records)
+        },
+    )
+    .await
+}
+
+/// The guards of a restore plan, in the order they were checked.
+pub fn guards_of(plan: &serde_json::Value) -> Vec<&str> {
+    plan["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["guard"].as_str().unwrap())
+        .collect()
 }
 
 /// One `command` target of a test configuration (see [`command_config`]).
