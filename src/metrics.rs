@@ -52,6 +52,7 @@ struct RestoreMetrics {
     drill_max_age: GaugeVec,
     standby_recovery_point: GaugeVec,
     standby_rpo: GaugeVec,
+    budget_remaining: IntGaugeVec,
 }
 
 /// Outcomes of `rpod_restores_total`.
@@ -202,6 +203,11 @@ impl Metrics {
             standby_rpo: gauge(
                 "rpod_standby_rpo_seconds",
                 "The target's standby.rpo: the standby's recovery point must be younger than this.",
+                &["target"],
+            ),
+            budget_remaining: int_gauge(
+                "rpod_on_demand_budget_remaining",
+                "Backup attempts the target may still start this UTC day (a vault's on-demand budget).",
                 &["target"],
             ),
         };
@@ -416,6 +422,14 @@ impl Metrics {
         }
     }
 
+    /// How many backup attempts a target with a daily budget may still start this UTC day.
+    pub fn set_budget_remaining(&self, target: &str, remaining: u32) {
+        self.restores
+            .budget_remaining
+            .with_label_values(&[target])
+            .set(i64::from(remaining));
+    }
+
     /// Removes every restore series of a target that is no longer configured.
     pub fn unregister_restores(&self, target: &str) {
         self.register_restores(target, None, None, None);
@@ -431,6 +445,10 @@ impl Metrics {
         let _ = self
             .restores
             .restore_duration
+            .remove_label_values(&[target]);
+        let _ = self
+            .restores
+            .budget_remaining
             .remove_label_values(&[target]);
     }
 

@@ -135,6 +135,8 @@ pub struct ArmResponse {
     pub status: u16,
     /// `Location` header, verbatim.
     pub location: Option<String>,
+    /// `Azure-AsyncOperation` header, verbatim.
+    pub async_operation: Option<String>,
     /// `Retry-After` header in seconds, unclamped.
     pub retry_after: Option<Duration>,
     /// `x-ms-request-id`.
@@ -330,6 +332,7 @@ impl ArmClient {
             return Ok(ArmResponse {
                 status: status.as_u16(),
                 location: header_text(&headers, header::LOCATION.as_str()),
+                async_operation: header_text(&headers, "azure-asyncoperation"),
                 retry_after,
                 request_id,
                 body: bytes.to_vec(),

@@ -1135,6 +1135,25 @@ impl Catalog {
         Ok(restores::last_succeeded(&self.pool, target, trigger).await?)
     }
 
+    /// How many backup attempts of a target started at or after `since` (imported backups not counted).
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn attempts_since(
+        &self,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u32, CatalogError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM backups WHERE target = ? AND trigger != 'discovered' AND requested_at >= ?",
+        )
+        .bind(target)
+        .bind(to_ms(since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     /// The pool, for tools (benchmarks) that load data in bulk.
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {

@@ -20,6 +20,7 @@ mod file;
 mod kind;
 mod model;
 mod raw;
+mod recovery_services_vm;
 mod restore;
 mod schedule;
 mod secret;
@@ -43,6 +44,10 @@ pub use kind::{KindSpec, StorageConfig};
 pub(crate) use model::target_kinds;
 pub use model::{Config, Daemon, Policy, TargetConfig, TargetKind};
 pub use raw::LogFormat;
+pub use recovery_services_vm::{
+    DEFAULT_ON_DEMAND_PER_DAY, DEFAULT_RSV_API_VERSION, DEFAULT_RSV_TIMEOUT, MAX_ON_DEMAND_PER_DAY,
+    RecoveryServicesVmSpec,
+};
 pub use restore::{DEFAULT_DRILL_MAX_AGE, Drill, Standby};
 pub use schedule::{Schedule, parse_timezone};
 pub use secret::{Secret, SecretSource};

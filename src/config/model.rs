@@ -99,6 +99,10 @@ macro_rules! target_kinds {
             Command = "command": $crate::config::command::RawCommandTarget => $crate::config::command::CommandSpec,
             /// An Azure API Management service, backed up through Resource Manager.
             Apim = "apim": $crate::config::apim::RawApimTarget => $crate::config::apim::ApimSpec,
+            /// An Azure VM protected by Azure Backup in a Recovery Services vault.
+            RecoveryServicesVm = "recovery_services_vm":
+                $crate::config::recovery_services_vm::RawRecoveryServicesVmTarget
+                => $crate::config::recovery_services_vm::RecoveryServicesVmSpec,
         }
     };
 }

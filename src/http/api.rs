@@ -59,6 +59,10 @@ pub struct TargetView {
     /// The newest restore drill, when the target has drills and one ran.
     #[serde(default)]
     pub last_drill: Option<DrillView>,
+    /// For a kind with a daily budget of backups (a vault's on-demand backups): how many it may still start this
+    /// UTC day; 0 means rpod sends none until 00:00 UTC.
+    #[serde(default)]
+    pub on_demand_budget_remaining: Option<u32>,
 }
 
 /// The newest restore drill of a target, as `rpod status` shows it.
@@ -121,6 +125,13 @@ pub async fn target_view(
     } else {
         None
     };
+    let on_demand_budget_remaining = match spec.provider.daily_budget() {
+        Some(budget) => {
+            let day = policy::utc_day_start(now);
+            Some(budget.saturating_sub(catalog.attempts_since(&config.name, day).await?))
+        }
+        None => None,
+    };
     Ok(TargetView {
         name: config.name.clone(),
         kind: spec.provider.kind().to_owned(),
@@ -152,6 +163,7 @@ pub async fn target_view(
         change_pending_since,
         rto_seconds: policy.rto.map(|rto| rto.as_secs()),
         last_drill,
+        on_demand_budget_remaining,
     })
 }
 

@@ -122,6 +122,14 @@ pub fn select_prunes(
     decisions
 }
 
+/// The start of the UTC day `now` falls in (a vault's daily on-demand budget counts from it).
+#[must_use]
+pub fn utc_day_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |midnight| midnight.and_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -379,6 +379,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// A [`ProviderError`] saying what failed and whether retrying may help.
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError>;
 
+    /// How many backup attempts the protected system allows per UTC day (a vault's on-demand budget); `None`: no
+    /// limit. The attempt does not start one more when the day's attempts reached it.
+    fn daily_budget(&self) -> Option<u32> {
+        None
+    }
+
     /// What no two operations on the target's own system may share at once (see [`Destination::busy_key`]).
     fn busy_key(&self) -> Option<String> {
         None

@@ -7,6 +7,7 @@
 mod apim;
 mod command;
 mod interface;
+mod recovery_services_vm;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub use interface::{
     ExternalPoint, OperationJournal, Provider, ProviderError, RestoreOutcome, RestoreRequest,
     Resume, Stopped, Verdict,
 };
+pub use recovery_services_vm::RecoveryServicesVmProvider;
 
 use crate::azure::ArmClient;
 use crate::config::{Config, Problem, TargetConfig, TargetKind};

@@ -97,6 +97,35 @@ pub(super) async fn under_deadline<T>(
     (result, timed_out)
 }
 
+/// Counts this attempt against the target's daily budget of backup attempts (a vault's on-demand limit): every
+/// attempt started this UTC day counts, retries included, so rpod never sends more than the budget. Updates
+/// `rpod_on_demand_budget_remaining`; refuses, saying why, when the budget is spent.
+async fn spend_budget(
+    shared: &Shared,
+    target: &str,
+    budget: u32,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let day = policy::utc_day_start(now);
+    let used = shared
+        .catalog
+        .attempts_since(target, day)
+        .await
+        .map_err(|err| format!("the day's attempts cannot be counted: {err}"))?;
+    if used >= budget {
+        shared.metrics.set_budget_remaining(target, 0);
+        return Err(format!(
+            "{used} of {budget} on-demand backups were started this UTC day (max_on_demand_per_day); the budget \
+             is back at {}",
+            (day + chrono::TimeDelta::days(1)).format("%Y-%m-%d 00:00 UTC")
+        ));
+    }
+    shared
+        .metrics
+        .set_budget_remaining(target, budget - used - 1);
+    Ok(())
+}
+
 /// How a provider's error ends its record: `timed_out` past the deadline, `interrupted` when rpod stopped it,
 /// else `failed` with the provider's code and message.
 pub(super) fn ended_by(
@@ -227,6 +256,21 @@ pub(super) async fn run(
             pending.deadline_at,
         )
     } else {
+        if let Some(budget) = job.spec.provider.daily_budget() {
+            match spend_budget(shared, &name, budget, now).await {
+                Ok(()) => {}
+                Err(why) => {
+                    warn!(target = %name, reason = %why, "Backup not started: the daily on-demand budget is spent.");
+                    report.error = Some(format!("OnDemandBudgetSpent: {why}"));
+                    report.outcome = AttemptOutcome::Failed {
+                        retryable: false,
+                        retry_after: None,
+                    };
+                    shared.metrics.set_in_progress(&name, false);
+                    return report;
+                }
+            }
+        }
         let lateness = (now - job.due)
             .to_std()
             .unwrap_or(Duration::ZERO)

@@ -39,7 +39,7 @@ impl Scheduler {
     ) -> Result<(), crate::catalog::CatalogError> {
         let name: Arc<str> = Arc::from(spec.config.name.as_str());
         let catalog = &self.shared.catalog;
-        let (summary, durations, last_slot, stored_changes, last_drill, last_standby) = {
+        let (summary, durations, last_slot, stored_changes, last_drill, last_standby, budget) = {
             let _hold = self.shared.clock.hold();
             let summary = catalog.summary(&name, now).await?;
             let durations = catalog.recent_durations(&name, 20).await?;
@@ -71,6 +71,13 @@ impl Scheduler {
                 },
                 None => None,
             };
+            let budget = match spec.provider.daily_budget() {
+                Some(budget) => {
+                    let day = policy::utc_day_start(now);
+                    Some(budget.saturating_sub(catalog.attempts_since(&name, day).await?))
+                }
+                None => None,
+            };
             (
                 summary,
                 durations,
@@ -78,8 +85,12 @@ impl Scheduler {
                 stored_changes,
                 last_drill,
                 last_standby,
+                budget,
             )
         };
+        if let Some(remaining) = budget {
+            self.shared.metrics.set_budget_remaining(&name, remaining);
+        }
         let policy = spec.config.policy.clone();
         self.shared.metrics.register_target(
             &name,
