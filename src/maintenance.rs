@@ -70,7 +70,9 @@ pub async fn prune(
         let name = &spec.config.name;
         let policy = &spec.config.policy;
         let expired = expired.remove(name.as_str()).unwrap_or_default();
-        if !policy.prune || (expired.is_empty() && policy.keep_last.is_none()) {
+        // The system that keeps its recovery points (a vault) owns their retention: rpod never prunes them.
+        let kept_by_system = spec.storage.kind() == "managed";
+        if kept_by_system || !policy.prune || (expired.is_empty() && policy.keep_last.is_none()) {
             continue;
         }
         let restorable = catalog.restorable(name, now).await?;
