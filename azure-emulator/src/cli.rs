@@ -1,6 +1,7 @@
 //! The runnable emulator, for trying rpod by hand:
 //! `cargo run --example azure-emulator -- [--port N] [--retry-after S] [--duration 30s]
-//! [--restore-duration 2m] [--service SUB/RG/NAME[:SKU]]... [--azurite]`.
+//! [--restore-duration 2m] [--service SUB/RG/NAME[:SKU]]... [--protected-vm SUB/VAULT_RG/VAULT/VM_RG/VM]...
+//! [--vm-job-duration 5m] [--azurite]`.
 //!
 //! It prints the base URL, an rpod configuration snippet, the managed identity environment and how to make a
 //! change to a service by hand (the control endpoints), then serves until Ctrl-C.
@@ -11,7 +12,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::{Azurite, Emulator, EmulatorConfig, ServiceSpec, StorageAccount, control};
+use crate::{
+    Azurite, Emulator, EmulatorConfig, ProtectedVmSpec, ServiceSpec, StorageAccount, control,
+    vm_control,
+};
 
 /// Container created in Azurite for backups.
 const CONTAINER: &str = "apim-backups";
@@ -38,6 +42,13 @@ pub struct Args {
     /// A hosted API Management service, `SUBSCRIPTION/RESOURCE_GROUP/NAME[:SKU]` (SKU default Developer).
     #[arg(long = "service", value_name = "SUB/RG/NAME[:SKU]", value_parser = parse_service)]
     pub services: Vec<ServiceSpec>,
+    /// A VM protected in a Recovery Services vault, `SUBSCRIPTION/VAULT_RESOURCE_GROUP/VAULT/VM_RESOURCE_GROUP/VM`
+    /// (daily default policy, `Protected`).
+    #[arg(long = "protected-vm", value_name = "SUB/VAULT_RG/VAULT/VM_RG/VM", value_parser = parse_protected_vm)]
+    pub protected_vms: Vec<ProtectedVmSpec>,
+    /// How long a VM backup job runs, e.g. 5m (Azure: about an hour).
+    #[arg(long, default_value = "71m", value_parser = humantime::parse_duration)]
+    pub vm_job_duration: Duration,
     /// Start Azurite (from `node_modules`) and register its account, so backups write real blobs.
     #[arg(long)]
     pub azurite: bool,
@@ -57,6 +68,22 @@ fn parse_service(text: &str) -> Result<ServiceSpec, String> {
         }
         _ => Err(format!(
             "expected SUBSCRIPTION/RESOURCE_GROUP/NAME[:SKU], got {text:?}"
+        )),
+    }
+}
+
+/// Parses `SUB/VAULT_RG/VAULT/VM_RG/VM`.
+fn parse_protected_vm(text: &str) -> Result<ProtectedVmSpec, String> {
+    match text.split('/').collect::<Vec<_>>().as_slice() {
+        [sub, vault_rg, vault, vm_rg, vm]
+            if [sub, vault_rg, vault, vm_rg, vm]
+                .iter()
+                .all(|s| !s.is_empty()) =>
+        {
+            Ok(ProtectedVmSpec::new(sub, vault_rg, vault, vm_rg, vm))
+        }
+        _ => Err(format!(
+            "expected SUBSCRIPTION/VAULT_RESOURCE_GROUP/VAULT/VM_RESOURCE_GROUP/VM, got {text:?}"
         )),
     }
 }
@@ -92,12 +119,16 @@ pub async fn run(args: Args) -> std::io::Result<()> {
         retry_after_secs: args.retry_after,
         operation_duration: args.duration,
         restore_duration: args.restore_duration,
+        vm_job_duration: args.vm_job_duration,
         identity_header: args.identity_header,
         ..EmulatorConfig::default()
     };
     let emulator = Emulator::start(config).await?;
     for service in &args.services {
         emulator.add_service(service.clone());
+    }
+    for vm in &args.protected_vms {
+        emulator.add_protected_vm(vm.clone());
     }
     let azurite = if args.azurite {
         let azurite = Azurite::start().await?;
@@ -112,7 +143,12 @@ pub async fn run(args: Args) -> std::io::Result<()> {
     };
     println!(
         "{}",
-        instructions(&emulator, &args.services, azurite.as_ref())
+        instructions(
+            &emulator,
+            &args.services,
+            &args.protected_vms,
+            azurite.as_ref()
+        )
     );
     tokio::signal::ctrl_c().await?;
     emulator.shutdown().await;
@@ -124,6 +160,7 @@ pub async fn run(args: Args) -> std::io::Result<()> {
 fn instructions(
     emulator: &Emulator,
     services: &[ServiceSpec],
+    vms: &[ProtectedVmSpec],
     azurite: Option<&Azurite>,
 ) -> String {
     let base = emulator.base_url();
@@ -217,7 +254,35 @@ fn instructions(
             control::service_path(service)
         );
     }
+    text.push_str(&vm_instructions(&base, vms));
     text.push_str("\nServing until Ctrl-C.");
+    text
+}
+
+/// What the emulator prints about protected VMs: their ARM item ids and control endpoints.
+fn vm_instructions(base: &str, vms: &[ProtectedVmSpec]) -> String {
+    let mut text = String::new();
+    if !vms.is_empty() {
+        text.push_str(
+            "\n# protected VMs (Recovery Services): ARM item ids, then control endpoints (see the crate \
+             documentation)\n",
+        );
+    }
+    for vm in vms {
+        let reference = vm.reference();
+        let control = vm_control::vm_path(&reference);
+        let _ = writeln!(text, "# {base}{}", reference.item_id());
+        let _ = writeln!(
+            text,
+            "curl -X POST -H 'Content-Type: application/json' \
+             -d '{{\"expiryTime\":\"2099-01-01T00:00:00Z\"}}' {base}{control}/policyRecoveryPoints"
+        );
+        let _ = writeln!(
+            text,
+            "curl -X PUT -H 'Content-Type: application/json' \
+             -d '{{\"protectionState\":\"ProtectionStopped\"}}' {base}{control}/protectionState"
+        );
+    }
     text
 }
 
@@ -242,7 +307,17 @@ mod tests {
         let emulator = Emulator::start(EmulatorConfig::fast()).await.unwrap();
         let base = emulator.base_url();
         let services = [ServiceSpec::new("sub", "rg", "apim-1")];
-        let text = instructions(&emulator, &services, None);
+        let vms = [ProtectedVmSpec::new(
+            "sub", "rg-vault", "vault-1", "rg-vm", "vm-1",
+        )];
+        let text = instructions(&emulator, &services, &vms, None);
+        assert!(
+            text.contains(&format!(
+                "{base}/emulator/subscriptions/sub/resourceGroups/rg-vault/vaults/vault-1/protectedVms/rg-vm/vm-1\
+                 /policyRecoveryPoints\n"
+            )),
+            "{text}"
+        );
         let service =
             format!("{base}/emulator/subscriptions/sub/resourceGroups/rg/services/apim-1");
         assert!(
@@ -255,7 +330,7 @@ mod tests {
             )),
             "{text}"
         );
-        let example = instructions(&emulator, &[], None);
+        let example = instructions(&emulator, &[], &[], None);
         assert!(example.contains("/services/apim-demo/change"), "{example}");
         assert!(
             text.contains(&format!(
@@ -283,6 +358,17 @@ mod tests {
         assert_eq!(args.restore_duration, None, "restores take --duration");
         assert_eq!(args.services.len(), 2);
         assert!(args.azurite);
+        let args = Args::try_parse_from([
+            "azure-emulator",
+            "--protected-vm",
+            "s/rg-vault/vault-1/rg-vm/vm-1",
+            "--vm-job-duration",
+            "5m",
+        ])
+        .unwrap();
+        assert_eq!(args.protected_vms[0].vm, "vm-1");
+        assert_eq!(args.vm_job_duration, Duration::from_mins(5));
+        assert!(Args::try_parse_from(["azure-emulator", "--protected-vm", "s/rg/vault"]).is_err());
         let args = Args::try_parse_from(["azure-emulator", "--restore-duration", "30m"]).unwrap();
         assert_eq!(
             (args.duration, args.restore_duration),

@@ -23,6 +23,14 @@ pub struct EmulatorConfig {
     /// Whether the 202 answering a backup or restore POST carries `//operationresults/` in its `Location`, as
     /// Azure did in 2021 (default true). Later polls always get a single slash.
     pub double_slash_first_location: bool,
+    /// Recovery Services: how long the operation phase of an on-demand VM backup runs before its operation
+    /// status turns `Succeeded` with a `jobId` (default 2 s; Azure's is about instant).
+    pub vm_operation_duration: Duration,
+    /// Recovery Services: how long a VM backup job runs from its POST to `Completed` (default 71 minutes, as in
+    /// the recorded exchange). Its first tenth is the "Take Snapshot" task.
+    pub vm_job_duration: Duration,
+    /// Recovery Services: recovery points per page of `GET .../recoveryPoints` (default 50; at least 1).
+    pub recovery_point_page_size: usize,
     /// ARM write throttling per subscription: `(burst, refill per second)`, e.g. `Some((200.0, 10.0))` as Azure
     /// does today. `None` (the default) never throttles writes.
     pub write_bucket: Option<(f64, f64)>,
@@ -49,6 +57,9 @@ impl Default for EmulatorConfig {
             operation_duration: Duration::from_mins(9),
             restore_duration: None,
             double_slash_first_location: true,
+            vm_operation_duration: Duration::from_secs(2),
+            vm_job_duration: Duration::from_mins(71),
+            recovery_point_page_size: 50,
             write_bucket: None,
             read_bucket: None,
             region: "westeurope".to_owned(),
@@ -61,12 +72,15 @@ impl Default for EmulatorConfig {
 }
 
 impl EmulatorConfig {
-    /// Settings for fast tests: operations (backups and restores) take 200 ms and `Retry-After` is 1 s.
+    /// Settings for fast tests: operations (backups and restores) take 200 ms and `Retry-After` is 1 s; VM
+    /// backup operations take 100 ms and their jobs 500 ms.
     #[must_use]
     pub fn fast() -> Self {
         Self {
             retry_after_secs: 1,
             operation_duration: Duration::from_millis(200),
+            vm_operation_duration: Duration::from_millis(100),
+            vm_job_duration: Duration::from_millis(500),
             ..Self::default()
         }
     }

@@ -17,6 +17,7 @@ use crate::service::{Content, Service, ServiceState};
 use crate::setting::Setting;
 use crate::settings::{CertificateSource, CustomHostname, VirtualNetworkType};
 use crate::state::{Shared, State, service_key};
+use crate::vm::{HealthStatus, ProtectedVmRef, ProtectedVmSpec, ProtectedVmState, ProtectionState};
 
 /// A running emulator. Clones share the same server; [`Emulator::shutdown`] stops it for all of them (so does
 /// dropping the Tokio runtime it runs on).
@@ -94,13 +95,15 @@ impl Emulator {
         self.shared.lock().set_restore_duration(duration);
     }
 
-    /// Sets the `Retry-After` seconds of 202 answers from now on.
+    /// Sets the `Retry-After` seconds of 202 answers from now on (API Management and Recovery Services).
     pub fn set_retry_after(&self, secs: u64) {
         self.shared.lock().config.retry_after_secs = secs;
     }
 
-    /// Moves the emulator's calendar forward (ages backups, moves the dates it reports). Running operations are
-    /// not affected: they follow Tokio's clock (advance it with `tokio::time::advance` under paused time).
+    /// Moves the emulator's calendar forward (ages backups, moves the dates it reports). Running API Management
+    /// operations are not affected: they follow Tokio's clock (advance it with `tokio::time::advance` under
+    /// paused time). Recovery Services backups follow the calendar: this moves them (and the UTC day of the
+    /// on-demand limit) too.
     pub fn advance_clock(&self, by: Duration) {
         self.shared.lock().clock.advance(by);
     }
@@ -326,6 +329,85 @@ impl Emulator {
             found,
             "{what}: no hosted service {subscription}/{resource_group}/{name}"
         );
+    }
+
+    /// The emulator's calendar now: the clock Recovery Services jobs and the UTC day of the on-demand limit
+    /// follow (it moves with Tokio's clock, paused or not, and with [`Self::advance_clock`]).
+    #[must_use]
+    pub fn now(&self) -> DateTime<Utc> {
+        self.shared.lock().now()
+    }
+
+    /// Protects a VM in a Recovery Services vault (creating the vault when needed, replacing a VM of the same
+    /// name with its history, and storing its policy in the vault).
+    pub fn add_protected_vm(&self, spec: ProtectedVmSpec) {
+        crate::recovery::host(&mut self.shared.lock(), spec);
+    }
+
+    /// Adds a recovery point made by the vault's own policy (a scheduled backup), dated `time` and expiring at
+    /// `expiry`; the item's `lastBackupTime` moves to `time` if later, `lastBackupStatus` becomes `Completed`.
+    /// No job is made. Returns the point's name. The control endpoint
+    /// `POST {base}/emulator/subscriptions/{sub}/resourceGroups/{vaultRg}/vaults/{vault}/protectedVms/{vmRg}/{vm}/policyRecoveryPoints`
+    /// with `{"recoveryPointTime":"...","expiryTime":"..."}` does the same.
+    ///
+    /// # Panics
+    /// When no such VM is protected: that is a mistake in the test.
+    // Tests often want the point only, not its name.
+    #[allow(clippy::must_use_candidate)]
+    pub fn add_policy_recovery_point(
+        &self,
+        vm: &ProtectedVmRef,
+        time: DateTime<Utc>,
+        expiry: DateTime<Utc>,
+    ) -> String {
+        crate::recovery::add_policy_point(&mut self.shared.lock(), vm, time, expiry)
+            .unwrap_or_else(|| panic!("add_policy_recovery_point: no protected VM {vm:?}"))
+    }
+
+    /// Sets a protected VM's `protectionState`; on-demand backups are refused outside `Protected` and
+    /// `IRPending`. The control endpoint `PUT .../protectedVms/{vmRg}/{vm}/protectionState` with
+    /// `{"protectionState":"ProtectionStopped"}` does the same.
+    ///
+    /// # Panics
+    /// When no such VM is protected: that is a mistake in the test.
+    pub fn set_protection_state(&self, vm: &ProtectedVmRef, state: ProtectionState) {
+        crate::recovery::with_item(&mut self.shared.lock(), vm, |item, _| {
+            item.spec.protection_state = state;
+        })
+        .unwrap_or_else(|| panic!("set_protection_state: no protected VM {vm:?}"));
+    }
+
+    /// Sets a protected VM's `healthStatus` (and so `protectionStatus`). The control endpoint
+    /// `PUT .../protectedVms/{vmRg}/{vm}/healthStatus` with `{"healthStatus":"ActionRequired"}` does the same.
+    ///
+    /// # Panics
+    /// When no such VM is protected: that is a mistake in the test.
+    pub fn set_health_status(&self, vm: &ProtectedVmRef, status: HealthStatus) {
+        crate::recovery::with_item(&mut self.shared.lock(), vm, |item, _| {
+            item.spec.health_status = status;
+        })
+        .unwrap_or_else(|| panic!("set_health_status: no protected VM {vm:?}"));
+    }
+
+    /// A snapshot of a protected VM (found ignoring case), brought up to the emulator's clock first.
+    #[must_use]
+    pub fn protected_vm(&self, vm: &ProtectedVmRef) -> Option<ProtectedVmState> {
+        crate::recovery::snapshot(&mut self.shared.lock(), vm)
+    }
+
+    /// Sets how long the operation phase of VM backups accepted from now on runs.
+    pub fn set_vm_operation_duration(&self, duration: Duration) {
+        self.shared.lock().config.vm_operation_duration = duration;
+    }
+
+    /// Sets how long the jobs of VM backups accepted from now on run.
+    pub fn set_vm_job_duration(&self, duration: Duration) {
+        self.shared.lock().config.vm_job_duration = duration;
+    }
+
+    /// Sets how many recovery points a page of `GET .../recoveryPoints` holds (at least 1).
+    pub fn set_recovery_point_page_size(&self, size: usize) {
+        self.shared.lock().config.recovery_point_page_size = size.max(1);
     }
 
     /// Stops serving: closes every connection (hanging ones included) and stops running operations.

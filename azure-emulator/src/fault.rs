@@ -1,12 +1,15 @@
 //! Injected faults: what a test asks the emulator to do wrong, on which route, how many times.
 //!
 //! Faults wait in one queue in the order they were injected. A request takes the first fault whose route
-//! matches it; each use counts down `times` and an exhausted fault leaves the queue. `FailOperation` and
-//! `SkipBlob` are the exceptions: they are not answers to requests but outcomes for operations. `FailOperation`
-//! is taken by the next poll that finds a matching operation still running; `SkipBlob` by the next backup that
-//! completes.
+//! matches it; each use counts down `times` and an exhausted fault leaves the queue. `FailOperation`,
+//! `SkipBlob` and `JobOutcome` are the exceptions: they are not answers to requests but outcomes for operations.
+//! `FailOperation` is taken by the next poll that finds a matching API Management operation still running (on
+//! the Recovery Services routes: by the next VM backup accepted); `SkipBlob` by the next API Management backup
+//! that completes; `JobOutcome` by the next VM backup accepted.
 
 use std::collections::VecDeque;
+
+use crate::vm::{JobOutcome, ProtectedVmRef};
 
 /// Which requests a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +31,18 @@ pub enum Route {
     Products,
     /// `GET .../service/{name}/portalRevisions`.
     PortalRevisions,
+    /// Recovery Services: `POST .../protectedItems/{item}/backup`. For `FailOperation` and `JobOutcome`: the
+    /// next backup accepted.
+    VmBackup,
+    /// Recovery Services: `GET .../protectedItems/{item}/operationsStatus/{id}`, `.../operationResults/{id}`
+    /// and `GET .../vaults/{vault}/backupOperations/{id}`. For `FailOperation`: the next backup accepted.
+    VmOperationStatus,
+    /// Recovery Services: `GET .../vaults/{vault}/backupJobs/{id}`. For `JobOutcome`: the next backup accepted.
+    VmJob,
+    /// Recovery Services: `GET .../protectedItems/{item}/recoveryPoints` and `.../recoveryPoints/{id}`.
+    VmRecoveryPoints,
+    /// Recovery Services: `GET .../protectedItems/{item}`.
+    VmProtectedItem,
     /// Any token endpoint (Entra ID, App Service managed identity, IMDS).
     Token,
     /// Any ARM request (every route above except `Token`).
@@ -72,7 +87,9 @@ pub enum FaultKind {
         body: String,
     },
     /// End the operation that the next matching poll finds running, failed with 400 and this error; every
-    /// later poll repeats the failure.
+    /// later poll repeats the failure. On the Recovery Services routes (`VmBackup`, `VmOperationStatus`) it is
+    /// taken by the next backup POST accepted instead: that operation ends `Failed` with this `error` and makes
+    /// no job.
     FailOperation {
         /// Error code, e.g. `BackupFailed`.
         code: String,
@@ -84,6 +101,10 @@ pub enum FaultKind {
     /// had lost it. The route must be `Backup` (or `AnyArm`); on any other route it never applies. Not an
     /// answer to a request: no request is marked `faulted` for it.
     SkipBlob,
+    /// Recovery Services: the job of the next backup POST accepted ends this way instead of `Completed`. The
+    /// route must be `VmBackup`, `VmJob` (or `AnyArm`). Not an answer to a request. Build it with
+    /// [`FaultKind::fail_job`], [`FaultKind::cancel_job`] or [`FaultKind::job_with_warnings`].
+    JobOutcome(JobOutcome),
 }
 
 impl FaultKind {
@@ -121,6 +142,53 @@ impl FaultKind {
         }
     }
 
+    /// A backup job that fails with this `errorCode` and `errorString`.
+    #[must_use]
+    pub fn fail_job(code: &str, message: &str) -> Self {
+        Self::JobOutcome(JobOutcome::Failed {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        })
+    }
+
+    /// A backup job that is cancelled.
+    #[must_use]
+    pub fn cancel_job() -> Self {
+        Self::JobOutcome(JobOutcome::Cancelled)
+    }
+
+    /// A backup job that ends `CompletedWithWarnings` (its recovery point is `CrashConsistent`).
+    #[must_use]
+    pub fn job_with_warnings() -> Self {
+        Self::JobOutcome(JobOutcome::CompletedWithWarnings)
+    }
+
+    /// ARM's 403 `AuthorizationFailed` for `action` over `scope`, e.g.
+    /// `Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/backup/action`.
+    #[must_use]
+    pub fn authorization_failed(action: &str, scope: &str) -> Self {
+        Self::status(
+            403,
+            "AuthorizationFailed",
+            &format!(
+                "The client 'c7d6e1a0-0000-4000-8000-00000000e001' with object id \
+                 'c7d6e1a0-0000-4000-8000-00000000e001' does not have authorization to perform action \
+                 '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, \
+                 please refresh your credentials."
+            ),
+        )
+    }
+
+    /// ARM's 403 `AuthorizationFailed` for the on-demand backup action over `vm`'s protected item (use it on
+    /// [`Route::VmBackup`]).
+    #[must_use]
+    pub fn backup_authorization_failed(vm: &ProtectedVmRef) -> Self {
+        Self::authorization_failed(
+            "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/backup/action",
+            &vm.item_id(),
+        )
+    }
+
     /// `Answer` with this status and body.
     #[must_use]
     pub fn answer(status: u16, body: impl Into<String>) -> Self {
@@ -133,7 +201,10 @@ impl FaultKind {
     /// Whether this is an outcome for an operation (`FailOperation`, `SkipBlob`) rather than an answer to a
     /// request.
     fn is_operation_outcome(&self) -> bool {
-        matches!(self, Self::FailOperation { .. } | Self::SkipBlob)
+        matches!(
+            self,
+            Self::FailOperation { .. } | Self::SkipBlob | Self::JobOutcome(_)
+        )
     }
 }
 
@@ -209,6 +280,22 @@ impl FaultQueue {
                 && (fault.route == Route::Backup || fault.route == Route::AnyArm)
         })
         .is_some()
+    }
+
+    /// Takes one use of the first outcome fault for a Recovery Services backup being accepted: a
+    /// `FailOperation` on `VmBackup`, `VmOperationStatus` or `AnyArm`, or a `JobOutcome` on `VmBackup`, `VmJob`
+    /// or `AnyArm`.
+    pub(crate) fn take_vm_outcome(&mut self) -> Option<FaultKind> {
+        self.take(|fault| match fault.kind {
+            FaultKind::FailOperation { .. } => matches!(
+                fault.route,
+                Route::VmBackup | Route::VmOperationStatus | Route::AnyArm
+            ),
+            FaultKind::JobOutcome(_) => {
+                matches!(fault.route, Route::VmBackup | Route::VmJob | Route::AnyArm)
+            }
+            _ => false,
+        })
     }
 
     fn take(&mut self, wanted: impl Fn(&Fault) -> bool) -> Option<FaultKind> {

@@ -104,8 +104,8 @@ fn fault_outcome(kind: FaultKind, endpoint: &Endpoint) -> Outcome {
                 .header("Content-Type", "application/json; charset=utf-8")
                 .with_body(body),
         ),
-        FaultKind::FailOperation { .. } | FaultKind::SkipBlob => {
-            unreachable!("FaultQueue::take_answer never returns FailOperation or SkipBlob")
+        FaultKind::FailOperation { .. } | FaultKind::SkipBlob | FaultKind::JobOutcome(_) => {
+            unreachable!("FaultQueue::take_answer never returns an operation outcome")
         }
     }
 }
@@ -136,7 +136,15 @@ fn answer(
             request.query(),
             &request.headers,
         ),
-        Endpoint::Apim { .. } | Endpoint::OtherArm { .. } => arm(state, shared, endpoint, request),
+        Endpoint::Apim { .. } | Endpoint::RecoveryServices { .. } | Endpoint::OtherArm { .. } => {
+            arm(state, shared, endpoint, request)
+        }
+        Endpoint::VmControl { vm, action } => {
+            crate::vm_control::answer(state, vm, *action, method, &request.body)
+        }
+        Endpoint::RecoveryServicesSettings => {
+            crate::vm_control::settings(state, method, &request.body)
+        }
         Endpoint::Control { service, action } => {
             crate::control::answer(state, service, *action, method, &request.body)
         }
@@ -144,7 +152,7 @@ fn answer(
     }
 }
 
-/// An ARM request: token, throttling, api-version, then the API Management handlers.
+/// An ARM request: token, throttling, api-version, then the API Management or Recovery Services handlers.
 fn arm(state: &mut State, shared: &Arc<Shared>, endpoint: &Endpoint, request: &Received) -> Reply {
     if let Some(reply) = check_token(state, request) {
         return reply;
@@ -252,7 +260,7 @@ fn looks_like_api_version(version: &str) -> bool {
         && (bytes.len() == 10 || bytes[10] == b'-')
 }
 
-/// Dispatches an authorized ARM request to the API Management handlers.
+/// Dispatches an authorized ARM request to the API Management or Recovery Services handlers.
 fn apim_action(
     state: &mut State,
     shared: &Arc<Shared>,
@@ -260,6 +268,17 @@ fn apim_action(
     request: &Received,
     version: &str,
 ) -> Reply {
+    if let Endpoint::RecoveryServices { vault, action } = endpoint {
+        return crate::recovery::answer(
+            state,
+            vault,
+            action,
+            &request.method,
+            version,
+            request.query(),
+            &request.body,
+        );
+    }
     let Endpoint::Apim { service, action } = endpoint else {
         return not_served();
     };

@@ -6,8 +6,10 @@
 //! (202 with `Retry-After`, a first `Location` with `//operationresults/`, a completed operation that keeps
 //! answering 200); the service's APIs, products and developer portal revisions as ARM collections; ARM errors,
 //! `x-ms-request-id` on every answer and token-bucket throttling. A completed backup writes a real blob into the
-//! storage account (Azurite in tests). Faults can be injected per route, and every request is logged for
-//! assertions.
+//! storage account (Azurite in tests). It also hosts Recovery Services vaults with protected VMs (Azure Backup
+//! of `IaaS` VMs: on-demand backups, their operations and jobs, recovery points; see [Recovery
+//! Services](#recovery-services-azure-backup-of-iaas-vms)). Faults can be injected per route, and every request
+//! is logged for assertions.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -68,6 +70,118 @@
 //! restore runs, the service is `Updating` and another backup or restore on it is refused with 409 `Conflict`
 //! (ARM error shape, no `Location`; an emulator choice, Azure's answer is UNVERIFIED).
 //!
+//! # Recovery Services: Azure Backup of `IaaS` VMs
+//! Wire contracts §4, §6 and §10. A test protects VMs in vaults, then the client works over ARM:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use azure_emulator::{BackupPolicy, Emulator, EmulatorConfig, ProtectedVmSpec};
+//! use chrono::{Duration, NaiveTime};
+//! let emulator = Emulator::start(EmulatorConfig::fast()).await?;
+//! let spec = ProtectedVmSpec::new("sub-1", "rg-vault", "vault-1", "rg-vm", "vm-1").with_policy(
+//!     BackupPolicy::hourly("EnhancedPolicy", 4, NaiveTime::from_hms_opt(8, 0, 0).unwrap(), 12),
+//! );
+//! emulator.add_protected_vm(spec.clone());
+//! let vm = spec.reference();
+//! let now = emulator.now();
+//! let name = emulator.add_policy_recovery_point(&vm, now - Duration::hours(2), now + Duration::days(30));
+//! // ... let the client back up vm-1, then:
+//! let state = emulator.protected_vm(&vm).expect("hosted");
+//! assert!(state.accepted_backups_today <= 9);
+//! # let _ = name; Ok(()) }
+//! ```
+//!
+//! Paths live under `{base}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{vault}`
+//! and match ignoring case (`/Subscriptions/` too); `%3B` in a segment is read as `;`. The container is
+//! `IaasVMContainer;iaasvmcontainerv2;{vmRg};{vm}`, the item `VM;iaasvmcontainerv2;{vmRg};{vm}`, the fabric
+//! `Azure` (`{item}` below stands for `.../backupFabrics/Azure/protectionContainers/{container}/protectedItems/{item}`).
+//! Every request needs `api-version`, missing: 400 `MissingApiVersionParameter`; dated outside 2016-06-01 to
+//! 2026-03-31 (previews included): 400 `NoRegisteredProviderFound`. The token check, throttling buckets,
+//! `x-ms-request-id` and the request log apply as to every ARM path.
+//!
+//! - `POST {item}/backup` with `{"properties":{"objectType":"IaasVMBackupRequest","recoveryPointExpiryTimeInUTC":"2026-12-01T02:16:20.3156909Z"}}`
+//!   (expiry optional: 30 days; a zone-less time is taken as UTC) → **202**, empty body, with
+//!   `Azure-AsyncOperation: {base}/Subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{vault}/backupFabrics/Azure/protectionContainers/IaasVMContainer;iaasvmcontainerv2;{vmRg};{vm}/protectedItems/VM;iaasvmcontainerv2;{vmRg};{vm}/operationsStatus/{opId}?api-version={v}`,
+//!   `Location:` the same with `operationResults/{opId}`, `Retry-After` ([`EmulatorConfig::retry_after_secs`])
+//!   and `x-ms-request-id`. Capital `/Subscriptions/` and raw `;` as in the spec example.
+//! - `GET {item}/operationsStatus/{opId}` and `GET .../vaults/{vault}/backupOperations/{opId}` → 200
+//!   `{"id":opId,"name":opId,"status":"InProgress","startTime":"…Z","endTime":"0001-01-01T00:00:00"}`, then
+//!   `"Succeeded"` with `endTime` and `"properties":{"objectType":"OperationStatusJobExtendedInfo","jobId":"…"}`
+//!   once the operation phase ([`EmulatorConfig::vm_operation_duration`]) is over, or `"Failed"` with
+//!   `"error":{"code","message"}` (a `FailOperation` fault; no job then).
+//! - `GET {item}/operationResults/{opId}` → 202 (the three headers again) while the operation runs, then 204
+//!   with no body (a failed one: 400 with its error; UNVERIFIED).
+//! - `GET .../vaults/{vault}/backupJobs/{jobId}` → 200 `JobResource`: `jobType` `AzureIaaSVMJob`, `operation`
+//!   `Backup`, `status` `InProgress` then `Completed` (or a fault's `Failed`, `Cancelled`,
+//!   `CompletedWithWarnings`), `startTime`, `endTime` `"0001-01-01T00:00:00"` (no `Z`) until it ends,
+//!   `duration` as .NET writes it (`PT3.2525219S`, `PT1H11M13.0108008S`), `extendedInfo.tasksList` with "Take
+//!   Snapshot" (the first tenth of the job) and "Transfer data to vault" (`NotStarted` with unset times and
+//!   `PT0S`, then `InProgress`, `Completed`), `propertyBag` (`VM Name`, plus `Backup Size` once done),
+//!   `entityFriendlyName`, `backupManagementType` `AzureIaasVM`, `activityId`, `actionsInfo` (`[1]` while
+//!   running). A failed job carries `errorDetails:[{"errorCode","errorString","recommendations":[…]}]`. The job
+//!   runs [`EmulatorConfig::vm_job_duration`] from the POST and answers 200 again and again once ended.
+//! - When a job ends `Completed` or `CompletedWithWarnings`, a recovery point dated at the POST (the snapshot)
+//!   appears, expiring at the requested time, and the item's `lastBackupTime` (that date), `lastBackupStatus`
+//!   and `lastRecoveryPoint` move. A failed or cancelled job moves `lastBackupStatus` only.
+//! - `GET {item}/recoveryPoints` → 200 `{"value":[…],"nextLink":…}`, [`EmulatorConfig::recovery_point_page_size`]
+//!   points a page in a stable order that is *not* by time (clients must sort); `nextLink` is absolute and
+//!   carries `%24skipToken=N` (and the filter), null on the last page. `$filter=startDate eq '2017-12-01 00:00:00 AM'
+//!   and endDate eq '2017-12-31 11:59:59 PM'` (either part; RFC 3339 values too) keeps points in that range.
+//!   Each point: `id`, numeric `name`, `type`, `properties` {`objectType` `IaasVMRecoveryPoint`,
+//!   `recoveryPointType` `AppConsistent` (`CrashConsistent` after warnings), `recoveryPointTime`,
+//!   `recoveryPointTierDetails` (`InstantRP`/`HardenedRP` `Valid`), `recoveryPointProperties` {`expiryTime`,
+//!   `ruleName`, `isSoftDeleted` false}}. Expired points are no longer listed. `GET {item}/recoveryPoints/{name}`
+//!   → one point.
+//! - `GET {item}` → 200 `ProtectedItemResource` (§4.4): `protectionState`, `healthStatus`, `protectionStatus`
+//!   (`Healthy` when `Passed`, else `Unhealthy`), `lastBackupStatus` (`""` before the first), `lastBackupTime`
+//!   (`2001-01-01T00:00:00Z` before any), `lastRecoveryPoint`, `policyId`, `containerName`, … and
+//!   `extendedInfo` {`recoveryPointCount`, `policyInconsistent`, `oldestRecoveryPoint`} with
+//!   `$filter=expand eq 'extendedinfo'`.
+//! - `GET .../vaults/{vault}/backupPolicies/{policy}` → the `AzureIaasVM` policy: daily is `SimpleSchedulePolicy`
+//!   with `scheduleRunTimes`; enhanced is `SimpleSchedulePolicyV2` with `hourlySchedule {interval,
+//!   scheduleWindowStartTime, scheduleWindowDuration}` (policy type `V2`); both with a daily
+//!   `retentionPolicy`. `GET .../vaults/{vault}` → the vault resource.
+//! - Any other method on these paths (DELETE included) is logged like every request and answered 405
+//!   `MethodNotAllowed`: nothing is ever deleted.
+//!
+//! Refusals: unknown vault → 404 `ResourceNotFound` (ARM's message, `x-ms-failure-cause: gateway`); unknown
+//! item, job, operation, recovery point or policy → 404 `ResourceNotFound`; unreadable body → 400
+//! `InvalidRequestContent`; a missing `properties`, another `objectType`, a bad, past or more than 99 years
+//! away expiry → 400 `BMSUserErrorInvalidInput`; a protection state other than `Protected` or `IRPending`
+//! → 400 `BMSUserErrorProtectionStopped` (message names the state); the 10th accepted POST of a UTC day on an
+//! item → 400 `UserErrorMaxOnDemandBackupsReached` "Too many on-demand backups for this item today: …". The day
+//! is the UTC date of the emulator's clock: the count resets at 00:00 UTC. Only accepted POSTs count towards
+//! nine; [`ProtectedVmState::backup_posts_today`] counts every POST that reached the item.
+//!
+//! UNVERIFIED (emulator choices where the sources give no answer): the codes `BMSUserErrorProtectionStopped`,
+//! `UserErrorMaxOnDemandBackupsReached`, `BMSUserErrorInvalidInput` and `ResourceNotFound` inside a vault, and
+//! their messages; 400 for a failed operation's `operationResults`; the vault resource's properties; the
+//! enhanced policy's exact shape; `ruleName` (`Daily` for policy points, `OnDemand` for on-demand ones);
+//! `actionsInfo` after the end; the warning in `errorDetails` of `CompletedWithWarnings`; that
+//! `lastBackupTime` is the snapshot's time and does not move on failures; the list order; hiding expired points.
+//!
+//! Time: everything follows the emulator's calendar ([`Emulator::now`]), which moves with Tokio's clock
+//! (paused or not) and with [`Emulator::advance_clock`]; jobs progress and the UTC day turns with it.
+//!
+//! Test knobs: [`Emulator::add_protected_vm`], [`Emulator::add_policy_recovery_point`] (a scheduled backup's
+//! point: `lastBackupTime`/`lastBackupStatus` move, no job), [`Emulator::set_protection_state`],
+//! [`Emulator::set_health_status`], [`Emulator::set_vm_operation_duration`] (default 2 s, fast 100 ms),
+//! [`Emulator::set_vm_job_duration`] (default 71 min as recorded, fast 500 ms),
+//! [`Emulator::set_recovery_point_page_size`] (default 50), [`Emulator::set_retry_after`], and the snapshot
+//! [`Emulator::protected_vm`]. Faults: [`Route::VmBackup`], [`Route::VmOperationStatus`], [`Route::VmJob`],
+//! [`Route::VmRecoveryPoints`], [`Route::VmProtectedItem`] take `Status` (429 with [`FaultKind::throttled`],
+//! 5xx), `Reset`, `Hang`, `BadJson` and `Answer` like any route; [`FaultKind::backup_authorization_failed`]
+//! gives ARM's 403 `AuthorizationFailed`; [`FaultKind::fail_job`], [`FaultKind::cancel_job`],
+//! [`FaultKind::job_with_warnings`] and `FailOperation` decide how the next accepted backup ends.
+//!
+//! Control endpoints (not ARM, like those below): `PUT {base}/emulator/recoveryServices` with
+//! `{"operationDuration":"2s","jobDuration":"5m","recoveryPointPageSize":10}` (any of them); under
+//! `{base}/emulator/subscriptions/{sub}/resourceGroups/{vaultRg}/vaults/{vault}/protectedVms/{vmRg}/{vm}`:
+//! `PUT .../protectionState` `{"protectionState":"ProtectionStopped"}`, `PUT .../healthStatus`
+//! `{"healthStatus":"ActionRequired"}`, `POST .../policyRecoveryPoints`
+//! `{"recoveryPointTime":"…Z","expiryTime":"…Z"}` (answers 200 `{"name":"…"}`). The runnable emulator takes
+//! `--protected-vm SUB/VAULT_RG/VAULT/VM_RG/VM` and `--vm-job-duration`.
+//!
 //! # Control endpoints
 //! The same changes can be made over HTTP, which is handy against the runnable emulator. These control
 //! endpoints are not ARM: they need no token, are never throttled or faulted, and are logged like every request.
@@ -89,6 +203,8 @@
 //! - [`fault`]: [`Fault`], [`Route`], [`FaultKind`] and the queue they wait in.
 //! - [`log`]: [`LoggedRequest`] and [`TokenRequest`].
 //! - [`service`]: a hosted API Management service, its JSON, and the [`ServiceState`] snapshot.
+//! - [`vm`]: protected VMs in Recovery Services vaults: [`ProtectedVmSpec`], [`ProtectedVmRef`],
+//!   [`BackupPolicy`], [`JobOutcome`] and the [`ProtectedVmState`] snapshot.
 //! - [`settings`]: what a restore leaves alone: [`CustomHostname`], [`CertificateSource`],
 //!   [`VirtualNetworkType`].
 //! - [`azurite`]: start Azurite as a child process on a free loopback port; stopped and cleaned up on drop.
@@ -98,7 +214,9 @@
 //! - Internal: `server` (hyper accept loop, resets, hangs), `handler` (routing, faults, auth, throttling),
 //!   `routes` (path parsing), `token`, `apim`, `operation` (backup and restore tasks), `content` (the APIs,
 //!   products and portal revisions collections), `control` (the control endpoints), `setting` (a change to a
-//!   service, from the handle or a control body), `state`, `reply`, `throttle`, `clock`.
+//!   service, from the handle or a control body), `state`, `reply`, `throttle`, `clock`; for Recovery
+//!   Services `recovery` (the ARM handlers), `vault` (vaults, backups, jobs and points on the calendar),
+//!   `vault_json`, `timefmt` (.NET dates and durations) and `vm_control` (its control endpoints).
 
 pub mod azurite;
 pub mod blob;
@@ -109,6 +227,7 @@ pub mod fault;
 pub mod log;
 pub mod service;
 pub mod settings;
+pub mod vm;
 
 mod apim;
 mod clock;
@@ -116,13 +235,18 @@ mod content;
 mod control;
 mod handler;
 mod operation;
+mod recovery;
 mod reply;
 mod routes;
 mod server;
 mod setting;
 mod state;
 mod throttle;
+mod timefmt;
 mod token;
+mod vault;
+mod vault_json;
+mod vm_control;
 
 pub use azurite::Azurite;
 pub use blob::{BlobEntry, BlobError, BlobStore, CorsRule};
@@ -132,3 +256,8 @@ pub use fault::{Fault, FaultKind, Route};
 pub use log::{LoggedRequest, TokenKind, TokenRequest};
 pub use service::ServiceState;
 pub use settings::{CertificateSource, CustomHostname, VirtualNetworkType};
+pub use vm::{
+    BackupPolicy, BackupSchedule, HealthStatus, JobOutcome, JobStatus, ProtectedVmRef,
+    ProtectedVmSpec, ProtectedVmState, ProtectionState, RecoveryPointSource, RecoveryPointState,
+    VmJobState,
+};

@@ -3,6 +3,7 @@
 //! (double slashes) are skipped anywhere and segments are percent-decoded.
 
 use crate::fault::Route;
+use crate::vm::ProtectedVmRef;
 
 /// The endpoint a path names (the method is checked by the handler).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,12 @@ pub(crate) enum Endpoint {
         service: ServicePath,
         action: Action,
     },
+    /// Under `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{vault}`
+    /// (the vault's subscription, group and name in a [`ServicePath`]).
+    RecoveryServices {
+        vault: ServicePath,
+        action: VaultAction,
+    },
     /// Another path under `/subscriptions/`.
     OtherArm { subscription: String },
     /// Under `/emulator/subscriptions/{sub}/resourceGroups/{rg}/services/{name}`: the emulator's own control
@@ -26,8 +33,77 @@ pub(crate) enum Endpoint {
         service: ServicePath,
         action: Control,
     },
+    /// `/emulator/subscriptions/{sub}/resourceGroups/{rg}/vaults/{vault}/protectedVms/{vmRg}/{vm}/{action}`:
+    /// control endpoints for a protected VM.
+    VmControl {
+        vm: ProtectedVmRef,
+        action: VmControl,
+    },
+    /// `/emulator/recoveryServices`: the Recovery Services knobs (durations, page size).
+    RecoveryServicesSettings,
     /// Anything else.
     Unknown,
+}
+
+/// What is asked of a Recovery Services vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum VaultAction {
+    /// The vault itself.
+    Vault,
+    /// `backupPolicies/{name}`.
+    Policy { name: String },
+    /// `backupJobs/{id}`.
+    Job { id: String },
+    /// `backupOperations/{id}`.
+    Operation { id: String },
+    /// `backupFabrics/Azure/protectionContainers/{container}/protectedItems/{item}/...`.
+    Item {
+        container: String,
+        item: String,
+        action: ItemAction,
+    },
+    /// Anything else under the vault.
+    Other,
+}
+
+/// What is asked of a protected item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ItemAction {
+    /// The item itself.
+    Get,
+    /// `backup`.
+    Backup,
+    /// `operationsStatus/{id}`.
+    OperationStatus { id: String },
+    /// `operationResults/{id}`.
+    OperationResult { id: String },
+    /// `recoveryPoints`.
+    RecoveryPoints,
+    /// `recoveryPoints/{id}`.
+    RecoveryPoint { id: String },
+    /// Anything else under the item.
+    Other,
+}
+
+/// What a control request does to a protected VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VmControl {
+    /// `protectionState`, like [`crate::Emulator::set_protection_state`].
+    ProtectionState,
+    /// `healthStatus`, like [`crate::Emulator::set_health_status`].
+    HealthStatus,
+    /// `policyRecoveryPoints`, like [`crate::Emulator::add_policy_recovery_point`].
+    PolicyRecoveryPoint,
+}
+
+impl VmControl {
+    /// The method the endpoint takes.
+    pub(crate) fn method(self) -> &'static str {
+        match self {
+            Self::PolicyRecoveryPoint => "POST",
+            _ => "PUT",
+        }
+    }
 }
 
 /// The service named by an ARM path, as written in it.
@@ -106,8 +182,29 @@ impl Endpoint {
                 Action::PortalRevisions => Some(Route::PortalRevisions),
                 Action::Other => Some(Route::AnyArm),
             },
+            Self::RecoveryServices { action, .. } => Some(match action {
+                VaultAction::Job { .. } => Route::VmJob,
+                VaultAction::Operation { .. } => Route::VmOperationStatus,
+                VaultAction::Item { action, .. } => match action {
+                    ItemAction::Get => Route::VmProtectedItem,
+                    ItemAction::Backup => Route::VmBackup,
+                    ItemAction::OperationStatus { .. } | ItemAction::OperationResult { .. } => {
+                        Route::VmOperationStatus
+                    }
+                    ItemAction::RecoveryPoints | ItemAction::RecoveryPoint { .. } => {
+                        Route::VmRecoveryPoints
+                    }
+                    ItemAction::Other => Route::AnyArm,
+                },
+                VaultAction::Vault | VaultAction::Policy { .. } | VaultAction::Other => {
+                    Route::AnyArm
+                }
+            }),
             Self::OtherArm { .. } => Some(Route::AnyArm),
-            Self::Control { .. } | Self::Unknown => None,
+            Self::Control { .. }
+            | Self::VmControl { .. }
+            | Self::RecoveryServicesSettings
+            | Self::Unknown => None,
         }
     }
 
@@ -115,6 +212,7 @@ impl Endpoint {
     pub(crate) fn subscription(&self) -> Option<&str> {
         match self {
             Self::Apim { service, .. } => Some(&service.subscription),
+            Self::RecoveryServices { vault, .. } => Some(&vault.subscription),
             Self::OtherArm { subscription } => Some(subscription),
             _ => None,
         }
@@ -167,6 +265,27 @@ pub(crate) fn parse(path: &str) -> Endpoint {
             },
         },
         [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.recoveryservices",
+            "vaults",
+            _,
+            rest @ ..,
+        ] => recovery_services(rest, &segments),
+        ["emulator", "recoveryservices"] => Endpoint::RecoveryServicesSettings,
+        [
+            "emulator",
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "vaults",
+            ..,
+        ] => vm_control(&lower, &segments),
+        [
             "emulator",
             "subscriptions",
             _,
@@ -199,6 +318,86 @@ pub(crate) fn parse(path: &str) -> Endpoint {
             subscription: segments.get(1).cloned().unwrap_or_default(),
         },
         _ => Endpoint::Unknown,
+    }
+}
+
+/// Under `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{vault}`: `rest`
+/// (lower-cased) follows the vault's name.
+fn recovery_services(rest: &[&str], segments: &[String]) -> Endpoint {
+    Endpoint::RecoveryServices {
+        vault: ServicePath {
+            subscription: segments[1].clone(),
+            resource_group: segments[3].clone(),
+            name: segments[7].clone(),
+        },
+        action: vault_action(rest, &segments[8..]),
+    }
+}
+
+/// `/emulator/subscriptions/{sub}/resourceGroups/{rg}/vaults/{vault}/protectedVms/{vmRg}/{vm}/{action}`.
+fn vm_control(lower: &[&str], segments: &[String]) -> Endpoint {
+    let action = match lower {
+        [_, _, _, _, _, _, _, "protectedvms", _, _, action] => match *action {
+            "protectionstate" => VmControl::ProtectionState,
+            "healthstatus" => VmControl::HealthStatus,
+            "policyrecoverypoints" => VmControl::PolicyRecoveryPoint,
+            _ => return Endpoint::Unknown,
+        },
+        _ => return Endpoint::Unknown,
+    };
+    Endpoint::VmControl {
+        vm: ProtectedVmRef::new(
+            &segments[2],
+            &segments[4],
+            &segments[6],
+            &segments[8],
+            &segments[9],
+        ),
+        action,
+    }
+}
+
+/// What the path below a vault names: `lower` and `segments` (as written) start after the vault's name.
+fn vault_action(lower: &[&str], segments: &[String]) -> VaultAction {
+    match lower {
+        [] => VaultAction::Vault,
+        ["backuppolicies", _] => VaultAction::Policy {
+            name: segments[1].clone(),
+        },
+        ["backupjobs", _] => VaultAction::Job {
+            id: segments[1].clone(),
+        },
+        ["backupoperations", _] => VaultAction::Operation {
+            id: segments[1].clone(),
+        },
+        [
+            "backupfabrics",
+            "azure",
+            "protectioncontainers",
+            _,
+            "protecteditems",
+            _,
+            rest @ ..,
+        ] => VaultAction::Item {
+            container: segments[3].clone(),
+            item: segments[5].clone(),
+            action: match rest {
+                [] => ItemAction::Get,
+                ["backup"] => ItemAction::Backup,
+                ["operationsstatus", _] => ItemAction::OperationStatus {
+                    id: segments[7].clone(),
+                },
+                ["operationresults", _] => ItemAction::OperationResult {
+                    id: segments[7].clone(),
+                },
+                ["recoverypoints"] => ItemAction::RecoveryPoints,
+                ["recoverypoints", _] => ItemAction::RecoveryPoint {
+                    id: segments[7].clone(),
+                },
+                _ => ItemAction::Other,
+            },
+        },
+        _ => VaultAction::Other,
     }
 }
 
@@ -334,6 +533,103 @@ mod tests {
         ] {
             assert_eq!(parse(&unknown), Endpoint::Unknown, "{unknown}");
         }
+    }
+
+    #[test]
+    fn recovery_services_paths_are_case_insensitive_and_decode_semicolons() {
+        let vault = ServicePath {
+            subscription: "S1".into(),
+            resource_group: "RG".into(),
+            name: "Vault".into(),
+        };
+        let base =
+            "/Subscriptions/S1/resourcegroups/RG/providers/microsoft.recoveryservices/Vaults/Vault";
+        let item = |action| Endpoint::RecoveryServices {
+            vault: vault.clone(),
+            action: VaultAction::Item {
+                container: "IaasVMContainer;iaasvmcontainerv2;rg-vm;vm1".into(),
+                item: "VM;iaasvmcontainerv2;rg-vm;vm1".into(),
+                action,
+            },
+        };
+        let encoded = format!(
+            "{base}/backupFabrics/Azure/protectionContainers/IaasVMContainer%3Biaasvmcontainerv2%3Brg-vm%3Bvm1\
+             /protectedItems/VM%3biaasvmcontainerv2%3Brg-vm%3Bvm1"
+        );
+        let raw = format!(
+            "{base}/BACKUPFABRICS/azure/protectionContainers/IaasVMContainer;iaasvmcontainerv2;rg-vm;vm1\
+             /protectedItems/VM;iaasvmcontainerv2;rg-vm;vm1"
+        );
+        for prefix in [&encoded, &raw] {
+            assert_eq!(parse(prefix), item(ItemAction::Get));
+            assert_eq!(parse(&format!("{prefix}/backup")), item(ItemAction::Backup));
+            assert_eq!(
+                parse(&format!("{prefix}/operationsStatus/Op1")),
+                item(ItemAction::OperationStatus { id: "Op1".into() })
+            );
+            assert_eq!(
+                parse(&format!("{prefix}/operationResults/Op1")),
+                item(ItemAction::OperationResult { id: "Op1".into() })
+            );
+            assert_eq!(
+                parse(&format!("{prefix}/recoveryPoints")),
+                item(ItemAction::RecoveryPoints)
+            );
+            assert_eq!(
+                parse(&format!("{prefix}/recoveryPoints/123")),
+                item(ItemAction::RecoveryPoint { id: "123".into() })
+            );
+        }
+        let routes = [
+            (format!("{encoded}/backup"), Route::VmBackup),
+            (
+                format!("{encoded}/operationsStatus/x"),
+                Route::VmOperationStatus,
+            ),
+            (
+                format!("{encoded}/operationResults/x"),
+                Route::VmOperationStatus,
+            ),
+            (
+                format!("{base}/backupOperations/x"),
+                Route::VmOperationStatus,
+            ),
+            (format!("{base}/backupJobs/x"), Route::VmJob),
+            (format!("{encoded}/recoveryPoints"), Route::VmRecoveryPoints),
+            (encoded.clone(), Route::VmProtectedItem),
+            (
+                format!("{base}/backupPolicies/DefaultPolicy"),
+                Route::AnyArm,
+            ),
+            (base.to_owned(), Route::AnyArm),
+            (format!("{encoded}/other"), Route::AnyArm),
+        ];
+        for (path, route) in routes {
+            assert_eq!(parse(&path).route(), Some(route), "{path}");
+            assert_eq!(parse(&path).subscription(), Some("S1"), "{path}");
+        }
+        assert_eq!(
+            parse(&format!(
+                "{base}/backupFabrics/Other/protectionContainers/c/protectedItems/i"
+            )),
+            Endpoint::RecoveryServices {
+                vault,
+                action: VaultAction::Other
+            }
+        );
+        assert_eq!(
+            parse("/emulator/recoveryServices"),
+            Endpoint::RecoveryServicesSettings
+        );
+        assert_eq!(
+            parse(
+                "/emulator/subscriptions/S1/resourceGroups/RG/vaults/V/protectedVms/rg-vm/vm1/protectionState"
+            ),
+            Endpoint::VmControl {
+                vm: ProtectedVmRef::new("S1", "RG", "V", "rg-vm", "vm1"),
+                action: VmControl::ProtectionState
+            }
+        );
     }
 
     #[test]

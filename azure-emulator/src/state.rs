@@ -22,6 +22,7 @@ use crate::log::{LoggedRequest, TokenRequest};
 use crate::service::{Content, Service};
 use crate::setting::Setting;
 use crate::throttle::Buckets;
+use crate::vault::{Vault, VaultKey};
 
 /// What the server tasks and the [`crate::Emulator`] handle share.
 #[derive(Debug)]
@@ -73,6 +74,8 @@ pub(crate) struct State {
     pub(crate) accounts: HashMap<String, StorageAccount>,
     pub(crate) operations: HashMap<String, Operation>,
     pub(crate) backups: HashMap<BackupKey, BackupRecord>,
+    /// Recovery Services vaults.
+    pub(crate) vaults: HashMap<VaultKey, Vault>,
     /// Issued access tokens and when each stops being accepted.
     tokens: HashMap<String, Instant>,
     pub(crate) faults: FaultQueue,
@@ -107,6 +110,7 @@ impl State {
             accounts: HashMap::new(),
             operations: HashMap::new(),
             backups: HashMap::new(),
+            vaults: HashMap::new(),
             tokens: HashMap::new(),
             faults: FaultQueue::default(),
             requests: Vec::new(),

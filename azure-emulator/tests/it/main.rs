@@ -6,6 +6,7 @@ mod backup;
 mod changes;
 mod content;
 mod faults;
+mod recovery;
 mod requests;
 mod restore;
 mod support;
