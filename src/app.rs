@@ -287,6 +287,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // One copy of each target, shared by the scheduler, the evaluation loop and the API.
     let targets: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
     let view: TargetsView = Arc::new(RwLock::new(Arc::new(targets.clone())));
+    // Recovery points a system makes itself (a vault's policy backups) count toward the RPO: they are imported
+    // before the watchdog first looks, so a VM its vault keeps within the RPO costs no on-demand backup at start.
+    let kept_by_system: Vec<Arc<TargetSpec>> = targets
+        .iter()
+        .filter(|t| t.storage.kind() == "managed")
+        .cloned()
+        .collect();
+    if !kept_by_system.is_empty()
+        && let Err(err) = reconcile::reconcile(&catalog, &kept_by_system, clock.now()).await
+    {
+        warn!(error = %err, "Could not import the systems' own recovery points before scheduling.");
+    }
     let stop_scheduling = shutdown.child_token();
     let (scheduler, mut scheduler_task) =
         scheduler::start(shared.clone(), targets, stop_scheduling.clone())

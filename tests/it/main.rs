@@ -26,4 +26,5 @@ mod scheduler;
 mod secrets;
 mod support;
 mod systemd;
+mod vm;
 mod webhook;

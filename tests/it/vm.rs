@@ -1,0 +1,343 @@
+//! Azure VM backups in a Recovery Services vault against the emulator (docs/azure-vm.md): an on-demand backup with
+//! its expiry, the vault's own points counting toward the RPO, the daily budget, job endings and refusals.
+
+use std::time::Duration;
+
+use azure_emulator::{Fault, FaultKind, ProtectedVmRef, ProtectedVmSpec, ProtectionState, Route};
+use chrono::{TimeDelta, Utc};
+use rpod::record::{BackupRecord, Status};
+use serde_json::Value;
+
+use crate::cloud::{Cloud, SUB};
+use crate::support::{TestApp, eventually};
+
+const VAULT_RG: &str = "rg-vault";
+const VAULT: &str = "vault-1";
+const VM_RG: &str = "rg-vm";
+
+fn vm_spec(vm: &str) -> ProtectedVmSpec {
+    ProtectedVmSpec::new(SUB, VAULT_RG, VAULT, VM_RG, vm)
+}
+
+fn vm_target(name: &str, vm: &str, extra: &str, policy: &str) -> String {
+    format!(
+        r#"
+[[targets]]
+name = "{name}"
+kind = "recovery_services_vm"
+subscription_id = "{SUB}"
+vault_resource_group = "{VAULT_RG}"
+vault = "{VAULT}"
+vm_resource_group = "{VM_RG}"
+vm = "{vm}"
+{extra}
+[targets.policy]
+{policy}
+"#
+    )
+}
+
+fn backup_posts(cloud: &Cloud, vm: &str) -> Vec<azure_emulator::LoggedRequest> {
+    let needle = format!("{vm}/backup");
+    cloud
+        .emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path().to_ascii_lowercase().ends_with(&needle))
+        .collect()
+}
+
+async fn finished(app: &TestApp, target: &str, count: usize) -> Vec<BackupRecord> {
+    eventually(Duration::from_secs(30), "finished VM backups", || async {
+        let records: Vec<BackupRecord> = app
+            .records(target)
+            .await
+            .into_iter()
+            .filter(|r| r.status != Status::Running && r.trigger != "discovered")
+            .collect();
+        (records.len() >= count).then_some(records)
+    })
+    .await
+}
+
+async fn spawn(cloud: &Cloud, targets: &str) -> TestApp {
+    cloud
+        .spawn(&cloud.config("managed_identity", targets))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_backup_asks_its_expiry_follows_the_job_and_reads_the_point_back() {
+    let cloud = Cloud::fast(Duration::from_millis(200)).await;
+    let spec = vm_spec("vm-1");
+    cloud.emulator.add_protected_vm(spec.clone());
+    let app = spawn(
+        &cloud,
+        &vm_target("vm", "vm-1", "", "rpo = \"1h\"\nexpiry = \"10d\""),
+    )
+    .await;
+    let record = finished(&app, "vm", 1).await.remove(0);
+    assert_eq!(record.status, Status::Succeeded, "{record:?}");
+
+    let posts = backup_posts(&cloud, "vm-1");
+    assert_eq!(posts.len(), 1);
+    assert!(
+        posts[0].path().contains("%3B"),
+        "';' sent as %3B: {}",
+        posts[0].path()
+    );
+    let body: Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert_eq!(body["properties"]["objectType"], "IaasVMBackupRequest");
+    let asked = chrono::DateTime::parse_from_rfc3339(
+        body["properties"]["recoveryPointExpiryTimeInUTC"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
+    .with_timezone(&Utc);
+    let in_ten_days = Utc::now() + TimeDelta::days(10);
+    assert!((asked - in_ten_days).num_seconds().abs() < 60, "{asked}");
+
+    let state = cloud.emulator.protected_vm(&spec.reference()).unwrap();
+    let point = state.recovery_points.last().unwrap();
+    assert_eq!(record.artifact.as_deref(), Some(point.name.as_str()));
+    assert_eq!(
+        record.accepted_at.unwrap().timestamp_millis(),
+        point.time.timestamp_millis(),
+        "the recovery point is the vault's"
+    );
+    let expires = record.expires_at.unwrap();
+    assert!(
+        (expires - point.expiry).num_seconds().abs() <= 1,
+        "expiry read back: {expires} vs {}",
+        point.expiry
+    );
+    let requests = cloud.emulator.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path().to_ascii_lowercase().contains("/backupjobs/")),
+        "the job was followed"
+    );
+    assert!(
+        requests.iter().all(|r| r.method != "DELETE"),
+        "nothing deleted in the vault"
+    );
+    let view = app.get_json("/api/v1/targets").await;
+    assert_eq!(view[0]["on_demand_budget_remaining"], 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vaults_own_points_keep_the_rpo_and_rpod_triggers_only_before_a_breach() {
+    let cloud = Cloud::fast(Duration::from_millis(200)).await;
+    let spec = vm_spec("vm-2");
+    cloud.emulator.add_protected_vm(spec.clone());
+    let vm = spec.reference();
+    let now = cloud.emulator.now();
+    // A policy point 5 s old that expires in 2 days: within a 20 s RPO for about 13 s more.
+    let point_time = now - TimeDelta::seconds(5);
+    cloud
+        .emulator
+        .add_policy_recovery_point(&vm, point_time, now + TimeDelta::days(2));
+    let app = spawn(
+        &cloud,
+        &vm_target(
+            "vm",
+            "vm-2",
+            "",
+            "rpo = \"20s\"\nexpiry = \"10d\"\nwarn_before_expiry = \"7d\"",
+        ),
+    )
+    .await;
+    let imported = eventually(
+        Duration::from_secs(10),
+        "the vault's point imported",
+        || async {
+            app.records("vm")
+                .await
+                .into_iter()
+                .find(|r| r.trigger == "discovered")
+        },
+    )
+    .await;
+    assert!(
+        imported.is_restorable(Utc::now()),
+        "the vault vouches for its points: {imported:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        backup_posts(&cloud, "vm-2").is_empty(),
+        "a fresh policy point costs no on-demand backup"
+    );
+    let view = app.get_json("/api/v1/targets").await;
+    assert_eq!(view[0]["compliant"], true, "{view}");
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.value("rpod_expiry_warnings_total", &[("target", "vm")]),
+        1.0,
+        "the last point expires within warn_before_expiry: vault points alone warn"
+    );
+
+    // No more policy backups: rpod backs up before the RPO would be breached.
+    eventually(Duration::from_secs(30), "an on-demand backup", || async {
+        (!backup_posts(&cloud, "vm-2").is_empty()).then_some(())
+    })
+    .await;
+    let post_at = Utc::now();
+    assert!(
+        post_at < point_time + TimeDelta::seconds(20) + TimeDelta::seconds(2),
+        "before the breach"
+    );
+    assert!(
+        cloud
+            .emulator
+            .requests()
+            .iter()
+            .all(|r| r.method != "DELETE")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_budget_stops_posts_and_says_why() {
+    let cloud = Cloud::fast(Duration::from_millis(200)).await;
+    cloud.emulator.add_protected_vm(vm_spec("vm-3"));
+    cloud.emulator.inject(
+        Fault::new(
+            Route::VmBackup,
+            FaultKind::fail_job("UserErrorVmProvisioningStateFailed", "the VM is failed"),
+        )
+        .times(5),
+    );
+    let app = spawn(
+        &cloud,
+        &vm_target(
+            "vm",
+            "vm-3",
+            "max_on_demand_per_day = 2",
+            "rpo = \"1h\"\nmax_attempts = 5\nretry_backoff = \"200ms\"\nretry_max_backoff = \"500ms\"",
+        ),
+    )
+    .await;
+    let records = finished(&app, "vm", 2).await;
+    assert!(
+        records.iter().all(|r| r.status == Status::Failed),
+        "{records:#?}"
+    );
+    assert_eq!(
+        records[0].error_code.as_deref(),
+        Some("UserErrorVmProvisioningStateFailed")
+    );
+    // Retries and the watchdog's cool-down keep coming; no third POST that UTC day.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(backup_posts(&cloud, "vm-3").len(), 2);
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.value("rpod_on_demand_budget_remaining", &[("target", "vm")]),
+        0.0
+    );
+    let view = app.get_json("/api/v1/targets").await;
+    assert_eq!(view[0]["on_demand_budget_remaining"], 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_endings_and_refusals_are_recorded_with_their_reasons() {
+    let cloud = Cloud::fast(Duration::from_millis(200)).await;
+    cloud.emulator.add_protected_vm(vm_spec("vm-4"));
+    cloud.emulator.add_protected_vm(
+        vm_spec("vm-5").with_protection_state(ProtectionState::ProtectionStopped),
+    );
+    cloud
+        .emulator
+        .inject(Fault::new(Route::VmBackup, FaultKind::cancel_job()));
+    let targets = format!(
+        "{}{}",
+        vm_target(
+            "ended",
+            "vm-4",
+            "max_on_demand_per_day = 9",
+            "rpo = \"1h\"\nmax_attempts = 1"
+        ),
+        vm_target("stopped", "vm-5", "", "rpo = \"1h\"\nmax_attempts = 1"),
+    );
+    let app = spawn(&cloud, &targets).await;
+    let cancelled = finished(&app, "ended", 1).await.remove(0);
+    assert_eq!(cancelled.status, Status::Failed);
+    assert_eq!(
+        cancelled.error_code.as_deref(),
+        Some("JobCancelled"),
+        "{cancelled:?}"
+    );
+    let stopped = finished(&app, "stopped", 1).await.remove(0);
+    assert_eq!(stopped.error_code.as_deref(), Some("ItemNotProtected"));
+    assert!(
+        stopped
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("ProtectionStopped")
+    );
+    assert!(
+        backup_posts(&cloud, "vm-5").is_empty(),
+        "no POST for an unprotected item"
+    );
+
+    let post = |fault: FaultKind| {
+        let (app, cloud) = (&app, &cloud);
+        async move {
+            cloud.emulator.inject(Fault::new(Route::VmBackup, fault));
+            let before = app.records("ended").await.len();
+            let response = app
+                .http
+                .post(app.url("/api/v1/targets/ended/backup"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            finished(app, "ended", before + 1).await.pop().unwrap()
+        }
+    };
+    let failed = post(FaultKind::fail_job(
+        "UserErrorGuestAgentStatusUnavailable",
+        "agent down",
+    ))
+    .await;
+    assert_eq!(
+        failed.error_code.as_deref(),
+        Some("UserErrorGuestAgentStatusUnavailable")
+    );
+    assert!(
+        failed
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("agent down")
+    );
+    let warned = post(FaultKind::job_with_warnings()).await;
+    assert_eq!(warned.status, Status::Succeeded, "{warned:?}");
+    assert!(
+        warned.content.as_deref().unwrap().contains("warnings"),
+        "{warned:?}"
+    );
+    let vm4 = ProtectedVmRef::new(SUB, VAULT_RG, VAULT, VM_RG, "vm-4");
+    let refused = post(FaultKind::backup_authorization_failed(&vm4)).await;
+    assert_eq!(refused.error_code.as_deref(), Some("AuthorizationFailed"));
+    assert!(
+        refused
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("request id"),
+        "{refused:?}"
+    );
+    assert!(
+        cloud
+            .emulator
+            .requests()
+            .iter()
+            .all(|r| r.method != "DELETE")
+    );
+    app.stop().await;
+}
