@@ -498,6 +498,11 @@ pub async fn succeeded_backups(app: &TestApp, target: &str, count: usize) -> Vec
     .await
 }
 
+/// The first midnight UTC after `at`.
+pub fn utc_midnight_after(at: DateTime<Utc>) -> DateTime<Utc> {
+    rpod::policy::utc_day_start(at) + chrono::TimeDelta::days(1)
+}
+
 /// The guards of a restore plan, in the order they were checked.
 pub fn guards_of(plan: &serde_json::Value) -> Vec<&str> {
     plan["verdicts"]

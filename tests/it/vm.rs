@@ -341,3 +341,120 @@ async fn job_endings_and_refusals_are_recorded_with_their_reasons() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_is_back_at_midnight_utc() {
+    let cloud = Cloud::fast(Duration::from_millis(200)).await;
+    cloud.emulator.add_protected_vm(vm_spec("vm-6"));
+    cloud.emulator.inject(
+        Fault::new(
+            Route::VmBackup,
+            FaultKind::fail_job("UserErrorVmNotFound", "gone"),
+        )
+        .times(10),
+    );
+    let config = cloud.config(
+        "managed_identity",
+        &vm_target(
+            "vm",
+            "vm-6",
+            "max_on_demand_per_day = 2",
+            "rpo = \"1h\"\nmax_attempts = 5\nretry_backoff = \"200ms\"\nretry_max_backoff = \"500ms\"",
+        ),
+    );
+    // rpod's clock starts 20 s before midnight UTC and runs at the wall's pace.
+    let midnight = crate::support::utc_midnight_after(Utc::now());
+    let start = midnight - TimeDelta::seconds(20);
+    let (key_name, key) = cloud.key_file();
+    let app = crate::support::spawn_app_in(
+        &config,
+        &[(key_name, key.as_slice())],
+        cloud.environment(),
+        rpod::clock::Clock::starting_at(start),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the day's two attempts",
+        || async { (backup_posts(&cloud, "vm-6").len() >= 2).then_some(()) },
+    )
+    .await;
+    let spent_at = std::time::Instant::now();
+    // Until midnight (rpod's), no third POST however often the watchdog looks.
+    while spent_at.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            backup_posts(&cloud, "vm-6").len(),
+            2,
+            "no third POST that UTC day"
+        );
+    }
+    let view = app.get_json("/api/v1/targets").await;
+    assert_eq!(view[0]["on_demand_budget_remaining"], 0);
+    eventually(
+        Duration::from_secs(30),
+        "a POST on the next UTC day",
+        || async { (backup_posts(&cloud, "vm-6").len() >= 3).then_some(()) },
+    )
+    .await;
+    let records = app.records("vm").await;
+    let third = records
+        .iter()
+        .filter(|r| r.trigger != "discovered")
+        .nth(2)
+        .unwrap();
+    assert!(third.requested_at >= midnight, "{third:?}");
+    app.stop().await;
+}
+
+#[test]
+fn kill_9_during_the_job_follows_it_after_the_restart_without_a_second_post() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cloud = runtime.block_on(Cloud::fast(Duration::from_millis(200)));
+    let _guard = runtime.enter();
+    cloud.emulator.add_protected_vm(vm_spec("vm-7"));
+    cloud.emulator.set_vm_job_duration(Duration::from_secs(6));
+    let (dir, path) = crate::support::write_config(&cloud.config(
+        "managed_identity",
+        &vm_target("vm", "vm-7", "", "rpo = \"1h\""),
+    ));
+    std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
+    let env = cloud.identity_env();
+    let mut daemon = crate::support::DaemonProcess::start_with_env(&path, &env);
+    runtime.block_on(eventually(
+        Duration::from_secs(20),
+        "the job being followed",
+        || async {
+            cloud
+                .emulator
+                .requests()
+                .iter()
+                .any(|r| r.path().to_ascii_lowercase().contains("/backupjobs/"))
+                .then_some(())
+        },
+    ));
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(5)).expect("killed");
+
+    let daemon = crate::support::DaemonProcess::start_with_env(&path, &env);
+    let state = dir.path().join("state");
+    let records = runtime.block_on(eventually(
+        Duration::from_secs(40),
+        "the resumed backup",
+        || async {
+            let records = crate::support::records_in(&state, "vm").await;
+            records
+                .iter()
+                .any(|r| r.status == Status::Succeeded && r.trigger != "discovered")
+                .then_some(records)
+        },
+    ));
+    assert_eq!(backup_posts(&cloud, "vm-7").len(), 1, "exactly one POST");
+    let own: Vec<_> = records
+        .iter()
+        .filter(|r| r.trigger != "discovered")
+        .collect();
+    assert_eq!(own.len(), 1, "one backup, completed once: {records:#?}");
+    assert!(daemon.log_contains("Resuming"), "the resume is logged");
+    drop(daemon);
+}
