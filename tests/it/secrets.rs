@@ -91,6 +91,15 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         .find_map(|pair| pair.strip_prefix("sig="))
         .unwrap()
         .to_owned();
+    let vm_target = format!(
+        "[[targets]]\nname = \"canary-vm\"\nkind = \"recovery_services_vm\"\nsubscription_id = \"{}\"\n\
+         vault_resource_group = \"rg-vault\"\nvault = \"vault-canary\"\nvm_resource_group = \"rg-vm\"\n\
+         vm = \"vm-canary\"\n[targets.policy]\nrpo = \"1h\"\n",
+        crate::cloud::SUB
+    );
+    let sas_and_vm = target("canary-sas", "svc-canary-sas", "rpo = \"1h\"")
+        .replace("storage = \"blob\"", "storage = \"sas\"")
+        + &vm_target;
     let config = cloud
         .config(
             "access_key",
@@ -113,14 +122,7 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
                     "[targets.policy]",
                     "[[targets.restore_into]]\nname = \"dr\"\nservice = \"svc-canary-dr\"\n[targets.policy]"
                 ),
-                format!(
-                    "{}[[targets]]\nname = \"canary-vm\"\nkind = \"recovery_services_vm\"\n\
-                     subscription_id = \"{}\"\nvault_resource_group = \"rg-vault\"\nvault = \"vault-canary\"\n\
-                     vm_resource_group = \"rg-vm\"\nvm = \"vm-canary\"\n[targets.policy]\nrpo = \"1h\"\n",
-                    target("canary-sas", "svc-canary-sas", "rpo = \"1h\"")
-                        .replace("storage = \"blob\"", "storage = \"sas\""),
-                    crate::cloud::SUB
-                ),
+                sas_and_vm,
                 cloud.azurite.account(),
                 cloud.azurite.blob_endpoint(),
             ),
