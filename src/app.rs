@@ -294,16 +294,22 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .filter(|t| t.storage.kind() == "managed")
         .cloned()
         .collect();
-    if !kept_by_system.is_empty()
-        && let Err(err) = reconcile::reconcile(&catalog, &kept_by_system, clock.now()).await
-    {
-        warn!(error = %err, "Could not import the systems' own recovery points before scheduling.");
+    if !kept_by_system.is_empty() {
+        match reconcile::reconcile(&catalog, &kept_by_system, clock.now()).await {
+            Ok(report) => health_of(&metrics, &report),
+            Err(err) => {
+                warn!(error = %err, "Could not import the systems' own recovery points before scheduling.");
+            }
+        }
     }
     let stop_scheduling = shutdown.child_token();
     let (scheduler, mut scheduler_task) =
-        scheduler::start(shared.clone(), targets, stop_scheduling.clone())
+        scheduler::start(shared.clone(), targets.clone(), stop_scheduling.clone())
             .await
             .context("starting the scheduler")?;
+    scheduler::restore::resume_restores(&scheduler, &targets, clock.now())
+        .await
+        .context("resuming the restores under way")?;
     let configs = |specs: &[Arc<TargetSpec>]| -> Vec<crate::config::TargetConfig> {
         specs.iter().map(|s| s.config.clone()).collect()
     };
@@ -544,6 +550,7 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
             reconciled = Some(tokio::time::Instant::now());
             match reconcile::reconcile(&catalog, &targets, clock.now()).await {
                 Ok(report) => {
+                    health_of(&metrics, &report);
                     let changed = report.changed_targets();
                     if !changed.is_empty() {
                         scheduler.refresh(changed);
@@ -558,6 +565,16 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
         let _pruning = pruning.lock().await;
         if let Err(err) = maintenance::evaluate(&catalog, &metrics, &targets, now).await {
             error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
+        }
+    }
+}
+
+/// The protection health a reconciliation read, into the metrics and, when unhealthy, the log.
+fn health_of(metrics: &Metrics, report: &reconcile::ReconcileReport) {
+    for (target, healthy, detail) in &report.health {
+        metrics.set_protection_healthy(target, *healthy);
+        if !healthy {
+            warn!(target = %target, detail = %detail, "The system rates this target's protection unhealthy.");
         }
     }
 }

@@ -645,7 +645,7 @@ async fn restore(
         let _lock = lock_without_daemon(config)?;
         let catalog = Catalog::open(&config.daemon.state_dir).await?;
         let shared = Shared::new(catalog.clone(), Metrics::new(), Clock::system(), 1);
-        let ask = scheduler::RestoreAsk {
+        let ask = scheduler::restore::RestoreAsk {
             spec: Arc::new(spec),
             backup_id: body.backup_id,
             into: body.into,
@@ -654,7 +654,7 @@ async fn restore(
             confirmed: body.yes,
             actor: "rpod restore".to_owned(),
         };
-        let (plan, record) = scheduler::restore_once(shared, ask).await?;
+        let (plan, record) = scheduler::restore::restore_once(shared, ask).await?;
         catalog.close().await;
         (serde_json::to_value(&plan)?, record)
     };

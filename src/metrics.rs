@@ -53,6 +53,7 @@ struct RestoreMetrics {
     standby_recovery_point: GaugeVec,
     standby_rpo: GaugeVec,
     budget_remaining: IntGaugeVec,
+    protection_healthy: IntGaugeVec,
 }
 
 /// Outcomes of `rpod_restores_total`.
@@ -203,6 +204,12 @@ impl Metrics {
             standby_rpo: gauge(
                 "rpod_standby_rpo_seconds",
                 "The target's standby.rpo: the standby's recovery point must be younger than this.",
+                &["target"],
+            ),
+            protection_healthy: int_gauge(
+                "rpod_target_protection_healthy",
+                "1 when the system that keeps the target's recovery points rates its protection healthy (a vault's \
+                 item: protected, health Passed, last backup not failed), as read at the last reconciliation.",
                 &["target"],
             ),
             budget_remaining: int_gauge(
@@ -422,6 +429,14 @@ impl Metrics {
         }
     }
 
+    /// How the system rates its protection of a target, as read at the last reconciliation.
+    pub fn set_protection_healthy(&self, target: &str, healthy: bool) {
+        self.restores
+            .protection_healthy
+            .with_label_values(&[target])
+            .set(i64::from(healthy));
+    }
+
     /// How many backup attempts a target with a daily budget may still start this UTC day.
     pub fn set_budget_remaining(&self, target: &str, remaining: u32) {
         self.restores
@@ -449,6 +464,10 @@ impl Metrics {
         let _ = self
             .restores
             .budget_remaining
+            .remove_label_values(&[target]);
+        let _ = self
+            .restores
+            .protection_healthy
             .remove_label_values(&[target]);
     }
 

@@ -29,6 +29,8 @@ pub struct ReconcileReport {
     pub discovered: Vec<(String, String)>,
     /// Targets whose storage could not be listed (nothing was changed for them).
     pub unlisted: Vec<String>,
+    /// `(target, healthy, what the system says)` for the kinds whose system reports its protection's health.
+    pub health: Vec<(String, bool, String)>,
 }
 
 impl ReconcileReport {
@@ -71,6 +73,20 @@ pub async fn reconcile(
                 continue;
             }
         };
+        match spec.provider.health().await {
+            None => {}
+            Some(Ok(health)) => {
+                report
+                    .health
+                    .push((name.to_owned(), health.healthy, health.detail));
+            }
+            Some(Err(err)) => {
+                warn!(target = %name, code = %err.code, "The protection's health could not be read. {}", err.message);
+                report
+                    .health
+                    .push((name.to_owned(), false, err.to_string()));
+            }
+        }
         // Recovery points the protected system made itself (a vault's policy, a platform's scheduler).
         let external = match spec.provider.recovery_points().await {
             None => Vec::new(),

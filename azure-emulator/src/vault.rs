@@ -37,7 +37,11 @@ pub(crate) type ItemKey = (String, String);
 
 /// The key of a vault.
 pub(crate) fn vault_key(subscription: &str, resource_group: &str, name: &str) -> VaultKey {
-    crate::state::service_key(subscription, resource_group, name)
+    (
+        subscription.to_ascii_lowercase(),
+        resource_group.to_ascii_lowercase(),
+        name.to_ascii_lowercase(),
+    )
 }
 
 /// The key of a protected VM within its vault.

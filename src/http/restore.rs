@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{ApiState, error, refusal};
 use crate::record::{RestoreRecord, RestoreTrigger};
-use crate::scheduler::{RestoreAsk, RestorePlan};
+use crate::scheduler::restore::{RestoreAsk, RestorePlan};
 
 /// Body of `POST /api/v1/targets/{name}/restore`.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -15,11 +15,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
+use super::arm::{Journaled, followed, provider_error};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
-    OperationJournal, Provider, ProviderError, RestoreOutcome, RestoreRequest, Verdict,
+    Provider, ProviderError, RestoreOutcome, RestoreRequest, Verdict,
 };
-use crate::azure::lro::{FollowError, Follower, Handle, Pattern, Progress};
+use crate::azure::lro::{Follower, Handle, Pattern};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::changes::ChangeSignals;
 use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess, Problem, StorageConfig};
@@ -94,54 +95,6 @@ struct ServiceProperties {
 impl ServiceResource {
     fn sku_name(&self) -> Option<&str> {
         self.sku.as_ref().and_then(|s| s.name.as_deref())
-    }
-}
-
-/// An ARM error as a provider error: Azure's code, its message with the request id, retryable or not.
-fn provider_error(err: &ArmError, recovery_point: Option<DateTime<Utc>>) -> ProviderError {
-    let message = match &err.request_id {
-        Some(id) => format!("{} (request id {id})", err.message),
-        None => err.message.clone(),
-    };
-    let mut error = if err.retryable {
-        ProviderError::transient(&err.code, message)
-    } else {
-        ProviderError::permanent(&err.code, message)
-    };
-    error.recovery_point = recovery_point;
-    error.retry_after = err.retry_after;
-    error
-}
-
-/// How following an operation ended without its final answer, as a provider error.
-fn followed(err: FollowError, accepted_at: DateTime<Utc>) -> ProviderError {
-    let mut error = match err {
-        FollowError::Failed(err) => {
-            let mut error = provider_error(&err, Some(accepted_at));
-            error.retryable = false;
-            error
-        }
-        FollowError::TimedOut => {
-            ProviderError::timed_out("the operation did not end by its deadline")
-        }
-        FollowError::Cancelled => {
-            ProviderError::cancelled("stopped while the operation was being polled")
-        }
-        FollowError::Detached => {
-            return ProviderError::detached("rpod stopped while the operation was being polled");
-        }
-    };
-    error.recovery_point = Some(accepted_at);
-    error
-}
-
-/// The request's journal as the operation follower's progress.
-struct Journaled<'a>(&'a dyn OperationJournal);
-
-#[async_trait::async_trait]
-impl Progress for Journaled<'_> {
-    async fn polled(&self, handle: &Handle) -> Result<(), String> {
-        self.0.polled(&handle.to_json()).await
     }
 }
 

@@ -329,6 +329,15 @@ pub struct Destination {
     pub own: bool,
 }
 
+/// How the protected system rates its own protection of the target (a vault's protected item).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Backups can run and the last one did not fail.
+    pub healthy: bool,
+    /// What the system says, for the log.
+    pub detail: String,
+}
+
 /// Backs up one kind of target.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
@@ -378,6 +387,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A [`ProviderError`] saying what failed and whether retrying may help.
     async fn backup(&self, request: BackupRequest) -> Result<BackupOutcome, ProviderError>;
+
+    /// How the protected system rates its protection of the target, read at every reconciliation; `None` for
+    /// kinds whose system says nothing of it (the default).
+    async fn health(&self) -> Option<Result<Health, ProviderError>> {
+        None
+    }
 
     /// How many backup attempts the protected system allows per UTC day (a vault's on-demand budget); `None`: no
     /// limit. The attempt does not start one more when the day's attempts reached it.

@@ -5,6 +5,7 @@
 //! reports through its request's [`OperationJournal`], which the attempt keeps in the catalog.
 
 mod apim;
+mod arm;
 mod command;
 mod interface;
 mod recovery_services_vm;
@@ -15,8 +16,8 @@ pub use apim::ApimProvider;
 pub use command::CommandProvider;
 pub use interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
-    ExternalPoint, OperationJournal, Provider, ProviderError, RestoreOutcome, RestoreRequest,
-    Resume, Stopped, Verdict,
+    ExternalPoint, Health, OperationJournal, Provider, ProviderError, RestoreOutcome,
+    RestoreRequest, Resume, Stopped, Verdict,
 };
 pub use recovery_services_vm::RecoveryServicesVmProvider;
 

@@ -11,11 +11,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use super::arm::{Journaled, followed, provider_error};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport,
-    ExternalPoint, OperationJournal, Provider, ProviderError,
+    ExternalPoint, Health, Provider, ProviderError,
 };
-use crate::azure::lro::{FollowError, Follower, Handle, Pattern, Progress};
+use crate::azure::lro::{Follower, Handle, Pattern};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::config::{Problem, RecoveryServicesVmSpec};
 use crate::storage::Storage;
@@ -45,53 +46,6 @@ impl BuildProvider for RecoveryServicesVmSpec {
             )))),
             Err(message) => Err(Problem::at("azure", message.clone())),
         }
-    }
-}
-
-/// An ARM error as a provider error: Azure's code, its message with the request id.
-fn provider_error(err: &ArmError) -> ProviderError {
-    let message = match &err.request_id {
-        Some(id) => format!("{} (request id {id})", err.message),
-        None => err.message.clone(),
-    };
-    let mut error = if err.retryable {
-        ProviderError::transient(&err.code, message)
-    } else {
-        ProviderError::permanent(&err.code, message)
-    };
-    error.retry_after = err.retry_after;
-    error
-}
-
-/// How following ended without an answer, as a provider error.
-fn followed(err: FollowError, accepted_at: DateTime<Utc>) -> ProviderError {
-    let mut error = match err {
-        FollowError::Failed(err) => {
-            let mut error = provider_error(&err);
-            error.retryable = false;
-            error
-        }
-        FollowError::TimedOut => {
-            ProviderError::timed_out("the backup job did not end by its deadline")
-        }
-        FollowError::Cancelled => {
-            ProviderError::cancelled("stopped while the backup job was being followed")
-        }
-        FollowError::Detached => {
-            return ProviderError::detached("rpod stopped while the backup job was being followed");
-        }
-    };
-    error.recovery_point = Some(accepted_at);
-    error
-}
-
-/// The request's journal as the follower's progress.
-struct Journaled<'a>(&'a dyn OperationJournal);
-
-#[async_trait::async_trait]
-impl Progress for Journaled<'_> {
-    async fn polled(&self, handle: &Handle) -> Result<(), String> {
-        self.0.polled(&handle.to_json()).await
     }
 }
 
@@ -374,6 +328,37 @@ impl Provider for RecoveryServicesVmProvider {
         report
     }
 
+    async fn health(&self) -> Option<Result<Health, ProviderError>> {
+        Some(
+            self.item()
+                .await
+                .map(|item| {
+                    let field = |key: &str| {
+                        item.pointer(&format!("/properties/{key}"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    let (state, health, last) = (
+                        field("protectionState"),
+                        field("healthStatus"),
+                        field("lastBackupStatus"),
+                    );
+                    let protected = self.protected(&item).is_ok();
+                    Health {
+                        healthy: protected
+                            && health.eq_ignore_ascii_case("Passed")
+                            && !last.eq_ignore_ascii_case("Failed"),
+                        detail: format!(
+                            "protectionState {state}, healthStatus {health}, lastBackupStatus {}",
+                            if last.is_empty() { "(none yet)" } else { &last }
+                        ),
+                    }
+                })
+                .map_err(|err| provider_error(&err, None)),
+        )
+    }
+
     async fn recovery_points(&self) -> Option<Result<Vec<ExternalPoint>, ProviderError>> {
         Some(
             self.points()
@@ -390,7 +375,7 @@ impl Provider for RecoveryServicesVmProvider {
                         })
                         .collect()
                 })
-                .map_err(|err| provider_error(&err)),
+                .map_err(|err| provider_error(&err, None)),
         )
     }
 
@@ -401,7 +386,10 @@ impl Provider for RecoveryServicesVmProvider {
             let job = self.follow(&request, handle, resume.accepted_at).await?;
             (resume.accepted_at, job)
         } else {
-            let item = self.item().await.map_err(|err| provider_error(&err))?;
+            let item = self
+                .item()
+                .await
+                .map_err(|err| provider_error(&err, None))?;
             self.protected(&item)?;
             let expires = request.clock.now() + crate::policy::delta(self.expiry);
             let body = json!({"properties": {
@@ -413,7 +401,7 @@ impl Provider for RecoveryServicesVmProvider {
                 response = self.arm.send("rsv_backup", &self.spec.subscription_id, Method::POST, &url, Some(&body)) => response,
                 () = request.cancel.cancelled() => return Err(ProviderError::cancelled("stopped before Azure accepted the backup")),
             };
-            let response = response.map_err(|err| provider_error(&err))?;
+            let response = response.map_err(|err| provider_error(&err, None))?;
             let accepted_at = request.clock.now();
             let (pattern, url) = match (&response.async_operation, &response.location) {
                 (Some(url), _) => (Pattern::AsyncOperation, url.clone()),
@@ -464,7 +452,7 @@ impl Provider for RecoveryServicesVmProvider {
         let started = vault_time(job.pointer("/properties/startTime")).unwrap_or(accepted_at);
         // The point this job made: the newest one taken since the job started.
         let points = self.points().await.map_err(|err| {
-            let mut error = provider_error(&err);
+            let mut error = provider_error(&err, None);
             error.recovery_point = Some(accepted_at);
             error
         })?;

@@ -20,7 +20,7 @@ mod detection;
 mod dispatch;
 mod heartbeat;
 mod lifecycle;
-mod restore;
+pub mod restore;
 mod shared;
 mod timers;
 
@@ -36,7 +36,6 @@ use tracing::info;
 pub use attempt::{AttemptOutcome, AttemptReport};
 pub use changes::pending_change_since;
 pub use heartbeat::Heartbeat;
-pub use restore::{RestoreAsk, RestorePlan};
 pub use shared::Shared;
 
 use crate::changes::{ChangeNotice, ChangeSignals, ChangeSink};
@@ -208,7 +207,6 @@ pub async fn start(
 ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::catalog::CatalogError> {
     let (mut scheduler, rx) = Scheduler::new(shared);
     let tx = scheduler.tx.clone();
-    let specs = targets.clone();
     let now = scheduler.shared.clock.now();
     let (interrupted, pending) = {
         let _hold = scheduler.shared.clock.hold();
@@ -241,7 +239,6 @@ pub async fn start(
     let shared = scheduler.shared.clone();
     let task = tokio::spawn(scheduler.run(rx, shutdown));
     let handle = SchedulerHandle { tx, shared };
-    restore::resume_restores(&handle, &specs, now).await?;
     Ok((handle, task))
 }
 
@@ -339,36 +336,6 @@ async fn sleep_until(clock: &Clock, at: Option<DateTime<Utc>>) {
         Some(at) => clock.sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Runs one restore outside the daemon (`rpod restore` when no daemon answers): its guards and, unless one
-/// refuses or it is a dry run, the restore to its end. Returns the plan and the restore's final record.
-///
-/// # Errors
-/// The catalog could not be read or written.
-pub async fn restore_once(
-    shared: Shared,
-    ask: RestoreAsk,
-) -> Result<(RestorePlan, Option<crate::record::RestoreRecord>), crate::catalog::CatalogError> {
-    let (scheduler, rx) = Scheduler::new(shared.clone());
-    let tx = scheduler.tx.clone();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(scheduler.run(rx, stop.clone()));
-    let handle = SchedulerHandle {
-        tx,
-        shared: shared.clone(),
-    };
-    let plan = handle.restore(ask).await;
-    shared.tracker.close();
-    shared.tracker.wait().await;
-    stop.cancel();
-    let _ = task.await;
-    let plan = plan?;
-    let record = match plan.restore_id {
-        Some(id) => shared.catalog.restore(id).await?,
-        None => None,
-    };
-    Ok((plan, record))
 }
 
 /// Runs one attempt outside the scheduler (`rpod backup` when no daemon is running).

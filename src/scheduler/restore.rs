@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::attempt::{ended_by, under_deadline};
@@ -528,10 +529,13 @@ async fn run(shared: &Shared, handle: &SchedulerHandle, job: RestoreJob) {
     }
 }
 
-/// At start: follows again every restore an earlier run left accepted, and closes those that never got that
-/// far (they are `interrupted`). `targets` are the configured ones; a restore of a target no longer configured
-/// is interrupted too.
-pub(super) async fn resume_restores(
+/// At start, once the scheduler runs: follows again every restore an earlier run left accepted, and closes those
+/// that never got that far (they are `interrupted`). `targets` are the configured ones; a restore of a target no
+/// longer configured is interrupted too.
+///
+/// # Errors
+/// The catalog could not be read.
+pub async fn resume_restores(
     handle: &SchedulerHandle,
     targets: &[Arc<TargetSpec>],
     now: DateTime<Utc>,
@@ -779,4 +783,34 @@ impl Scheduler {
             .tracker
             .spawn(async move { sync_standby(&handle, spec).await });
     }
+}
+
+/// Runs one restore outside the daemon (`rpod restore` when no daemon answers): its guards and, unless one
+/// refuses or it is a dry run, the restore to its end. Returns the plan and the restore's final record.
+///
+/// # Errors
+/// The catalog could not be read or written.
+pub async fn restore_once(
+    shared: Shared,
+    ask: RestoreAsk,
+) -> Result<(RestorePlan, Option<crate::record::RestoreRecord>), crate::catalog::CatalogError> {
+    let (scheduler, rx) = Scheduler::new(shared.clone());
+    let tx = scheduler.tx.clone();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(scheduler.run(rx, stop.clone()));
+    let handle = SchedulerHandle {
+        tx,
+        shared: shared.clone(),
+    };
+    let plan = handle.restore(ask).await;
+    shared.tracker.close();
+    shared.tracker.wait().await;
+    stop.cancel();
+    let _ = task.await;
+    let plan = plan?;
+    let record = match plan.restore_id {
+        Some(id) => shared.catalog.restore(id).await?,
+        None => None,
+    };
+    Ok((plan, record))
 }

@@ -283,6 +283,16 @@ async fn job_endings_and_refusals_are_recorded_with_their_reasons() {
         backup_posts(&cloud, "vm-5").is_empty(),
         "no POST for an unprotected item"
     );
+    // The vault's view of each item, read before the scheduler started.
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.value("rpod_target_protection_healthy", &[("target", "ended")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("rpod_target_protection_healthy", &[("target", "stopped")]),
+        0.0
+    );
 
     let post = |fault: FaultKind| {
         let (app, cloud) = (&app, &cloud);
