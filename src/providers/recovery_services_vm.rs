@@ -30,6 +30,9 @@ pub struct RecoveryServicesVmProvider {
     item_url: String,
     /// The expiry asked for every on-demand recovery point (the policy's `expiry`).
     expiry: std::time::Duration,
+    /// The target's RPO, which `check` holds against the vault's policy and the daily budget.
+    rpo: std::time::Duration,
+    endpoint: String,
 }
 
 impl BuildProvider for RecoveryServicesVmSpec {
@@ -38,12 +41,15 @@ impl BuildProvider for RecoveryServicesVmSpec {
             return Ok(None);
         };
         match arm {
-            Ok(arm) => Ok(Some(Arc::new(RecoveryServicesVmProvider::new(
-                self.clone(),
-                arm.clone(),
-                &site.config.azure.resource_manager_endpoint,
-                site.target.policy.expiry,
-            )))),
+            Ok(arm) => Ok(Some(Arc::new(
+                RecoveryServicesVmProvider::new(
+                    self.clone(),
+                    arm.clone(),
+                    &site.config.azure.resource_manager_endpoint,
+                    site.target.policy.expiry,
+                )
+                .with_rpo(site.target.policy.rpo),
+            ))),
             Err(message) => Err(Problem::at("azure", message.clone())),
         }
     }
@@ -106,7 +112,76 @@ impl RecoveryServicesVmProvider {
             vault_url,
             item_url,
             expiry,
+            rpo: std::time::Duration::MAX,
+            endpoint: endpoint.to_owned(),
         }
+    }
+
+    /// The target's RPO, for `check` to hold against the vault's policy.
+    #[must_use]
+    pub fn with_rpo(mut self, rpo: std::time::Duration) -> Self {
+        self.rpo = rpo;
+        self
+    }
+
+    /// Reads the item's backup policy and says whether the RPO can be kept with it and the daily budget: the
+    /// on-demand backups a day the RPO needs on top of the policy's, the policy in words, its worst gap.
+    async fn policy_needs(
+        &self,
+        item: &Value,
+    ) -> Result<(u32, String, std::time::Duration), String> {
+        let id = item
+            .pointer("/properties/policyId")
+            .and_then(Value::as_str)
+            .ok_or("the item names no backup policy")?;
+        let policy = self
+            .get(
+                "rsv_policy",
+                &self.with_version(&format!("{}{id}", self.endpoint)),
+            )
+            .await
+            .map_err(|err| err.to_string())?;
+        let schedule = policy
+            .pointer("/properties/schedulePolicy")
+            .ok_or("the policy has no schedule")?;
+        let day = std::time::Duration::from_hours(24);
+        let hourly = schedule.get("hourlySchedule");
+        let (words, gaps) = match hourly {
+            Some(hourly) => {
+                let interval = hourly.get("interval").and_then(Value::as_u64).unwrap_or(24);
+                let window = hourly
+                    .get("scheduleWindowDuration")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(24);
+                let runs = (window / interval.max(1)).clamp(1, 24);
+                let interval = std::time::Duration::from_hours(interval);
+                // The window's runs are `interval` apart; the longest gap is from its last run to the next day's
+                // first: 24 h - (runs - 1) * interval.
+                let worst = day.saturating_sub(interval * u32::try_from(runs - 1).unwrap_or(0));
+                let mut gaps = vec![worst];
+                gaps.extend(std::iter::repeat_n(
+                    interval,
+                    usize::try_from(runs - 1).unwrap_or(0),
+                ));
+                (
+                    format!(
+                        "every {}h within a {window}h window",
+                        interval.as_secs() / 3600
+                    ),
+                    gaps,
+                )
+            }
+            None => ("daily".to_owned(), vec![day]),
+        };
+        let worst = gaps.iter().copied().max().unwrap_or(day);
+        let needed = gaps
+            .iter()
+            .map(|gap| {
+                let per = gap.as_secs().div_ceil(self.rpo.as_secs().max(1));
+                u32::try_from(per.saturating_sub(1)).unwrap_or(u32::MAX)
+            })
+            .sum();
+        Ok((needed, words, worst))
     }
 
     fn with_version(&self, url: &str) -> String {
@@ -314,6 +389,26 @@ impl Provider for RecoveryServicesVmProvider {
                 ));
                 if let Err(err) = self.protected(&item) {
                     report.problems.push(CheckProblem::Refused(err.message));
+                }
+                match self.policy_needs(&item).await {
+                    Ok((needed, words, worst)) if needed > self.spec.max_on_demand_per_day => {
+                        report.problems.push(CheckProblem::Refused(format!(
+                            "rpo {} cannot be kept for VM {}: the vault's {words} policy leaves gaps of up to {}, \
+                             which need {needed} on-demand backups a day, more than max_on_demand_per_day = {}; \
+                             declare a longer rpo, back the VM up more often in the vault's policy, or raise \
+                             max_on_demand_per_day (at most 9)",
+                            humantime::format_duration(self.rpo),
+                            self.spec.vm,
+                            humantime::format_duration(worst),
+                            self.spec.max_on_demand_per_day
+                        )));
+                    }
+                    Ok(_) => {}
+                    Err(why) => report.problems.push(CheckProblem::Unchecked(format!(
+                        "could not read the backup policy of VM {} ({why}): make sure the policy and \
+                         max_on_demand_per_day can keep the rpo",
+                        self.spec.vm
+                    ))),
                 }
             }
             Err(err) if err.status == Some(403) => report.problems.push(CheckProblem::Refused(format!(

@@ -468,3 +468,79 @@ fn kill_9_during_the_job_follows_it_after_the_restart_without_a_second_post() {
     assert!(daemon.log_contains("Resuming"), "the resume is logged");
     drop(daemon);
 }
+
+#[test]
+fn check_config_online_refuses_an_rpo_the_policy_and_the_budget_cannot_keep() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cloud = runtime.block_on(Cloud::fast(Duration::from_millis(200)));
+    let hourly = azure_emulator::BackupPolicy::hourly(
+        "Enhanced",
+        4,
+        chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+        12,
+    );
+    cloud.emulator.add_protected_vm(vm_spec("vm-daily"));
+    cloud
+        .emulator
+        .add_protected_vm(vm_spec("vm-hourly").with_policy(hourly));
+    // Daily policy, rpo 12h: one on-demand backup a day fills the gap. Hourly every 4 h in a 12 h window: the
+    // worst gap is 24 h - 2 * 4 h = 16 h; rpo 6h needs 2 a day, which a budget of 2 allows.
+    let fine = format!(
+        "{}{}",
+        vm_target("daily", "vm-daily", "", "rpo = \"12h\""),
+        vm_target(
+            "hourly",
+            "vm-hourly",
+            "max_on_demand_per_day = 2",
+            "rpo = \"6h\""
+        ),
+    );
+    let (dir, path) = crate::support::write_config(&cloud.config("managed_identity", &fine));
+    std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
+    let env = cloud.identity_env();
+    let output = crate::support::run_rpod_with_env(&path, &["check-config", "--online"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("VM vm-daily in vault vault-1 (Protected)"),
+        "{stdout}"
+    );
+
+    // The same hourly policy with a budget of 1, and a daily policy asked for rpo 4h with 3 a day: refused.
+    let tight = format!(
+        "{}{}",
+        vm_target("daily", "vm-daily", "", "rpo = \"4h\""),
+        vm_target(
+            "hourly",
+            "vm-hourly",
+            "max_on_demand_per_day = 1",
+            "rpo = \"6h\""
+        ),
+    );
+    std::fs::write(
+        &path,
+        cloud
+            .config("managed_identity", &tight)
+            .replace("{dir}", dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let output = crate::support::run_rpod_with_env(&path, &["check-config", "--online"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a configuration that cannot keep its RPO: {stdout}"
+    );
+    assert!(
+        stdout.contains("rpo 4h cannot be kept for VM vm-daily")
+            && stdout
+                .contains("need 5 on-demand backups a day, more than max_on_demand_per_day = 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every 4h within a 12h window") && stdout.contains("gaps of up to 16h"),
+        "{stdout}"
+    );
+    let _guard = runtime.enter();
+    drop(cloud);
+}
