@@ -135,7 +135,10 @@ pub async fn reconcile(
             }
         }
         let names: HashSet<&str> = known.iter().map(|a| a.name.as_str()).collect();
-        for point in &external {
+        // While a backup of the target runs, the point it is making may already be listed: importing it now would
+        // record it twice (the backup records it when it ends). The system's other points wait one round.
+        let running = known.iter().any(|a| a.status == Status::Running);
+        for point in external.iter().filter(|_| !running) {
             if names.contains(point.name.as_str()) {
                 continue;
             }
