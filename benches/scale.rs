@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     // Without a measurement (`cargo bench`, `cargo test --all-targets`) nothing runs: these take minutes.
     let Some(command) = args.first().filter(|a| !a.starts_with('-')).cloned() else {
         eprintln!(
-            "usage: cargo bench --bench scale -- <dispatch|idle|daemon|status|scrape|tcs|micro|apim|changes> [key=value ...]"
+            "usage: cargo bench --bench scale -- <dispatch|idle|daemon|status|scrape|tcs|micro|apim|changes|vm> [key=value ...]"
         );
         return ExitCode::SUCCESS;
     };
@@ -131,6 +131,7 @@ fn main() -> ExitCode {
             "micro" => micro(&options).await,
             "apim" => apim(&options).await,
             "changes" => changes(&options).await,
+            "vm" => vm(&options).await,
             other => Err(format!("unknown measurement {other:?}").into()),
         }
     });
@@ -2390,4 +2391,101 @@ async fn changes(options: &Options) -> Result<()> {
         }
         Err(failures.join("; ").into())
     }
+}
+
+/// `targets` Azure VMs in one subscription (one vault), each with a fresh recovery point of the vault's own policy.
+/// The daemon runs in this process against the emulator, which enforces ARM's read bucket, and reconciles every
+/// target twice at start (once before scheduling, once in the first evaluation pass): each reconciliation reads
+/// the protected item and lists its recovery points. Measures how long the two rounds take against the bucket's
+/// physical limit, the 429s ARM answered, and that no on-demand backup was needed.
+async fn vm(options: &Options) -> Result<()> {
+    use azure_emulator::{Emulator, EmulatorConfig, ProtectedVmSpec};
+
+    let n = options.num("targets", 500);
+    let timeout = Duration::from_secs(options.num("timeout", 600) as u64);
+    let (burst, refill) = ARM_READS;
+    let reads = 2.0 * 2.0 * n as f64;
+    println!(
+        "setup: targets={n} reads_per_target_per_round=2 rounds=2 read_bucket={burst}/{refill}/s"
+    );
+    println!(
+        "physical_limit: ({reads} - {burst}) / {refill} = {:.1} s",
+        (reads - burst).max(0.0) / refill
+    );
+    let emulator = Emulator::start(EmulatorConfig {
+        write_bucket: Some(ARM_WRITES),
+        read_bucket: Some(ARM_READS),
+        ..EmulatorConfig::fast()
+    })
+    .await?;
+    let now = emulator.now();
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir)?;
+    let mut text = format!(
+        "[daemon]\nstate_dir = {:?}\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\nreconcile_interval = \"1h\"\n\n\
+         [azure]\ncredential = \"managed_identity\"\nresource_manager_endpoint = \"{}\"\nmin_retry_after = \"1s\"\n\
+         request_timeout = \"30s\"\n\n[defaults.policy]\nrpo = \"24h\"\n\n",
+        state_dir.display().to_string(),
+        emulator.base_url()
+    );
+    for i in 0..n {
+        let vm = format!("vm-{i:05}");
+        let spec = ProtectedVmSpec::new(APIM_SUB, "rg-vault", "vault-bench", "rg-vm", &vm);
+        emulator.add_protected_vm(spec.clone());
+        emulator.add_policy_recovery_point(
+            &spec.reference(),
+            now - chrono::TimeDelta::hours(1),
+            now + chrono::TimeDelta::days(30),
+        );
+        let _ = write!(
+            text,
+            "[[targets]]\nname = \"{vm}\"\nkind = \"recovery_services_vm\"\nsubscription_id = \"{APIM_SUB}\"\n\
+             vault_resource_group = \"rg-vault\"\nvault = \"vault-bench\"\nvm_resource_group = \"rg-vm\"\n\
+             vm = \"{vm}\"\n\n"
+        );
+    }
+    let config_path = dir.path().join("rpod.toml");
+    std::fs::write(&config_path, &text)?;
+    let start = tokio::time::Instant::now();
+    let daemon = EmulatedDaemon::start(&config_path, &emulator).await?;
+    let listings = |requests: &[azure_emulator::LoggedRequest]| {
+        requests
+            .iter()
+            .filter(|r| {
+                r.status == Some(200) && r.path().to_ascii_lowercase().ends_with("/recoverypoints")
+            })
+            .count()
+    };
+    loop {
+        let requests = emulator.requests();
+        if listings(&requests) >= 2 * n {
+            println!(
+                "two_rounds_reconciled_after: {:.2} s",
+                start.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        if daemon.is_finished() || start.elapsed() > timeout {
+            println!(
+                "timed_out: {} of {} listings after {:.1} s",
+                listings(&requests),
+                2 * n,
+                start.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = emulator.requests();
+    let arm: Vec<_> = requests.iter().filter(|r| is_arm(r)).collect();
+    println!(
+        "arm_requests: {} (429: {}, POST: {})",
+        arm.len(),
+        arm.iter().filter(|r| r.status == Some(429)).count(),
+        arm.iter().filter(|r| r.method == "POST").count()
+    );
+    print_memory("memory_after");
+    daemon.stop().await;
+    Ok(())
 }
