@@ -663,9 +663,12 @@ pub(super) async fn drill_loop(
         let Some(next) = drill.schedule.next_after(now) else {
             return;
         };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = shared.clock.sleep_until(next) => {}
+        // The system clock sleeps at most a while at a time: wait until the slot has really come.
+        while shared.clock.now() < next {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = shared.clock.sleep_until(next) => {}
+            }
         }
         let ask = RestoreAsk {
             spec: spec.clone(),

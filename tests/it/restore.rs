@@ -401,3 +401,24 @@ async fn a_drill_fails_on_a_corrupted_artifact_and_on_a_wrong_age_identity_and_s
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_waits_for_its_slot_however_far_it_is() {
+    // On the system clock rpod sleeps at most 30 s at a time; a yearly drill must not run when such a sleep ends.
+    let app = spawn_app(&command_config(
+        "",
+        &[command_target("yearly", &["echo", "data"])
+            .key("verify_command = [\"cat\"]")
+            .key("[targets.drill]\nschedule = \"0 0 1 1 *\"")
+            .policy("rpo = \"1h\"")],
+    ))
+    .await;
+    first_success(&app, "yearly").await;
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let restores = app.get_json("/api/v1/targets/yearly/restores").await;
+    assert!(
+        restores.as_array().unwrap().is_empty(),
+        "no drill before its slot: {restores}"
+    );
+    app.stop().await;
+}
