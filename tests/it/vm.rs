@@ -541,6 +541,22 @@ fn check_config_online_refuses_an_rpo_the_policy_and_the_budget_cannot_keep() {
         stdout.contains("every 4h within a 12h window") && stdout.contains("gaps of up to 16h"),
         "{stdout}"
     );
+
+    // rpod's identity may not read the item: the answer names the role to grant.
+    cloud.emulator.inject(Fault::new(
+        Route::VmProtectedItem,
+        FaultKind::authorization_failed(
+            "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/read",
+            "/subscriptions/x",
+        ),
+    ));
+    let output = crate::support::run_rpod_with_env(&path, &["check-config", "--online"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("grant its identity Backup Operator on the vault"),
+        "{stdout}"
+    );
     let _guard = runtime.enter();
     drop(cloud);
 }
