@@ -64,6 +64,12 @@ pub async fn reconcile(
         // The catalog first, then the listing: a backup that completes in between is still `running` in what
         // was read, so it cannot be taken for missing.
         let known = catalog.artifacts(name).await?;
+        // While a backup of a target whose system keeps its points runs, the point it is making may already be
+        // listed: importing it would record it twice (the backup records it when it ends). Such a target waits
+        // for the next round.
+        if spec.storage.kind() == "managed" && known.iter().any(|a| a.status == Status::Running) {
+            continue;
+        }
         let prefix = spec.config.artifact_name.prefix(name);
         let listed = match spec.storage.list(&prefix).await {
             Ok(listed) => listed,
@@ -135,27 +141,35 @@ pub async fn reconcile(
             }
         }
         let names: HashSet<&str> = known.iter().map(|a| a.name.as_str()).collect();
-        // While a backup of the target runs, the point it is making may already be listed: importing it now would
-        // record it twice (the backup records it when it ends). The system's other points wait one round.
-        let running = known.iter().any(|a| a.status == Status::Running);
-        for point in external.iter().filter(|_| !running) {
+        for point in &external {
             if names.contains(point.name.as_str()) {
                 continue;
             }
-            let found =
-                Discovered {
-                    target: name,
-                    kind: spec.provider.kind(),
-                    storage: spec.storage.name(),
-                    artifact: &point.name,
-                    size: point.size.unwrap_or(0),
-                    recovery_point: Some(point.recovery_point),
-                    expires_at: Some(point.expires_at.unwrap_or(
-                        point.recovery_point + policy::delta(spec.config.policy.expiry),
-                    )),
-                    // The system that made it vouches for it.
-                    unverified: None,
-                };
+            let expires_at = point
+                .expires_at
+                .unwrap_or(point.recovery_point + policy::delta(spec.config.policy.expiry));
+            // A backup that ended before the system listed its point is completed with it.
+            if let Some(id) = catalog
+                .complete_unlisted(name, &point.name, point.recovery_point, expires_at, now)
+                .await?
+            {
+                info!(target = %name, backup_id = id, recovery_point = %point.name, "Completed a backup with the recovery point its system lists now.");
+                report
+                    .discovered
+                    .push((name.to_owned(), point.name.clone()));
+                continue;
+            }
+            let found = Discovered {
+                target: name,
+                kind: spec.provider.kind(),
+                storage: spec.storage.name(),
+                artifact: &point.name,
+                size: point.size.unwrap_or(0),
+                recovery_point: Some(point.recovery_point),
+                expires_at: Some(expires_at),
+                // The system that made it vouches for it.
+                unverified: None,
+            };
             if let Some(id) = catalog.import_discovered(&found, now).await? {
                 info!(target = %name, backup_id = id, recovery_point = %point.name, "Imported a recovery point made outside rpod.");
                 report

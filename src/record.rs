@@ -204,6 +204,10 @@ impl FromStr for Trigger {
     }
 }
 
+/// The error code of a backup whose system did the backup but did not list its recovery point yet; reconciliation
+/// completes it when the point is listed (docs/azure-vm.md).
+pub const POINT_NOT_LISTED: &str = "RecoveryPointNotListed";
+
 /// Why a restore ran (docs/restore.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1135,6 +1135,58 @@ impl Catalog {
         Ok(restores::last_succeeded(&self.pool, target, trigger).await?)
     }
 
+    /// Completes, with the recovery point `point` its system lists now, the newest backup of `target` that failed
+    /// only because the system had not listed its point yet ([`crate::record::POINT_NOT_LISTED`]) and was
+    /// accepted before the point (within five minutes). Returns its id, or `None` when there is none.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn complete_unlisted(
+        &self,
+        target: &str,
+        point: &str,
+        recovery_point: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM backups WHERE target = ? AND status = 'failed' AND error_code = ?
+             AND accepted_at <= ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(target)
+        .bind(crate::record::POINT_NOT_LISTED)
+        .bind(to_ms(recovery_point + chrono::TimeDelta::minutes(5)))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE backups SET status = 'succeeded', artifact = ?, accepted_at = ?, expires_at = ?,
+                    error_code = NULL, error_message = NULL
+             WHERE id = ? AND status = 'failed'",
+        )
+        .bind(point)
+        .bind(to_ms(recovery_point))
+        .bind(to_ms(expires_at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            now,
+            "reconcile",
+            "completed",
+            target,
+            Some(id),
+            &format!("the system lists its recovery point {point} now"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
     /// How many backup attempts of a target started at or after `since` (imported backups not counted).
     ///
     /// # Errors

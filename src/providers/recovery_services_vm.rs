@@ -559,7 +559,7 @@ impl Provider for RecoveryServicesVmProvider {
         let Some(point) = made else {
             // Not retried: another POST would spend the daily budget on a backup that exists.
             let mut error = ProviderError::permanent(
-                "RecoveryPointNotListed",
+                crate::record::POINT_NOT_LISTED,
                 format!(
                     "backup job {job_id} completed, but the vault lists no recovery point of it yet; it does not \
                      count until the vault lists it (reconciliation imports it then)"

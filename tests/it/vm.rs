@@ -560,3 +560,57 @@ fn check_config_online_refuses_an_rpo_the_policy_and_the_budget_cannot_keep() {
     let _guard = runtime.enter();
     drop(cloud);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_the_vault_lists_late_completes_its_backup_at_the_next_reconciliation() {
+    let cloud = Cloud::fast(Duration::from_millis(200)).await;
+    cloud.emulator.add_protected_vm(vm_spec("vm-8"));
+    cloud.emulator.set_vm_job_duration(Duration::from_secs(2));
+    let config = cloud
+        .config(
+            "managed_identity",
+            &vm_target("vm", "vm-8", "", "rpo = \"1h\"\nmax_attempts = 1"),
+        )
+        .replace(
+            "evaluation_interval = \"300ms\"",
+            "evaluation_interval = \"300ms\"\nreconcile_interval = \"1s\"",
+        );
+    let app = cloud.spawn(&config).await;
+    eventually(Duration::from_secs(10), "the POST", || async {
+        (!backup_posts(&cloud, "vm-8").is_empty()).then_some(())
+    })
+    .await;
+    // While the backup runs reconciliation leaves the vault alone, so the backup's own listing gets this answer.
+    cloud.emulator.inject(Fault::new(
+        Route::VmRecoveryPoints,
+        FaultKind::answer(200, r#"{"value":[],"nextLink":null}"#),
+    ));
+    let failed = finished(&app, "vm", 1).await.remove(0);
+    let completed = eventually(Duration::from_secs(15), "the record completed", || async {
+        app.records("vm")
+            .await
+            .into_iter()
+            .find(|r| r.id == failed.id && r.status == Status::Succeeded)
+    })
+    .await;
+    let point = cloud
+        .emulator
+        .protected_vm(&vm_spec("vm-8").reference())
+        .unwrap()
+        .recovery_points
+        .pop()
+        .unwrap();
+    assert_eq!(completed.artifact.as_deref(), Some(point.name.as_str()));
+    let audit = app.catalog().await.audit_log("vm").await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|(_, _, action, id, _)| action == "completed" && *id == Some(failed.id)),
+        "completed by reconciliation, not by the backup itself: {audit:?}"
+    );
+    assert!(completed.is_restorable(Utc::now()), "{completed:?}");
+    let records = app.records("vm").await;
+    assert_eq!(records.len(), 1, "the point is recorded once: {records:#?}");
+    assert_eq!(backup_posts(&cloud, "vm-8").len(), 1);
+    app.stop().await;
+}
