@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::arm::{Journaled, followed, provider_error};
+use super::arm::{Journaled, followed, provider_error, save_accepted};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
     Provider, ProviderError, RestoreOutcome, RestoreRequest, Verdict,
@@ -625,18 +625,14 @@ impl ApimProvider {
                 let next_poll =
                     accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
                 let handle = Handle::new(Pattern::Location, location, next_poll);
-                if let Err(err) = request
-                    .journal
-                    .accepted(accepted_at, &handle.to_json(), Some(&recorded.to_string()))
-                    .await
-                {
-                    let mut error = ProviderError::transient(
-                        "CatalogUnavailable",
-                        format!("Azure accepted the restore but rpod could not record it: {err}"),
-                    );
-                    error.recovery_point = Some(accepted_at);
-                    return Err(error);
-                }
+                save_accepted(
+                    request.journal.as_ref(),
+                    &handle,
+                    accepted_at,
+                    &recorded.to_string(),
+                    "restore",
+                )
+                .await?;
                 info!(
                     target = %request.target, restore_id = request.restore_id, service = %place.service,
                     request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the restore."
@@ -855,20 +851,14 @@ impl ApimProvider {
         };
         let next_poll = accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
         let handle = Handle::new(Pattern::Location, location, next_poll);
-        let recorded = recorded.to_string();
-        if let Err(err) = request
-            .journal
-            .accepted(accepted_at, &handle.to_json(), Some(&recorded))
-            .await
-        {
-            // Polling an operation the catalog does not know would make a restart lose it.
-            let mut error = ProviderError::transient(
-                "CatalogUnavailable",
-                format!("Azure accepted the backup but rpod could not record it: {err}"),
-            );
-            error.recovery_point = Some(accepted_at);
-            return Err(error);
-        }
+        save_accepted(
+            request.journal.as_ref(),
+            &handle,
+            accepted_at,
+            &recorded.to_string(),
+            "backup",
+        )
+        .await?;
         info!(
             target = %request.target, backup_id = request.backup_id, backup_name = %request.artifact,
             request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the backup."

@@ -57,3 +57,26 @@ impl Progress for Journaled<'_> {
         self.0.polled(&handle.to_json()).await
     }
 }
+
+/// Saves an operation Azure accepted at `accepted_at`, before its first poll, with what was asked (`request`,
+/// never secrets). An operation the journal could not save is not polled: a restart would lose it, so the
+/// `what` (a backup, a restore) fails with `CatalogUnavailable`.
+pub(super) async fn save_accepted(
+    journal: &dyn OperationJournal,
+    handle: &Handle,
+    accepted_at: DateTime<Utc>,
+    request: &str,
+    what: &str,
+) -> Result<(), ProviderError> {
+    journal
+        .accepted(accepted_at, &handle.to_json(), Some(request))
+        .await
+        .map_err(|err| {
+            let mut error = ProviderError::transient(
+                "CatalogUnavailable",
+                format!("Azure accepted the {what} but rpod could not record it: {err}"),
+            );
+            error.recovery_point = Some(accepted_at);
+            error
+        })
+}

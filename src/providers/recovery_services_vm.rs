@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::arm::{Journaled, followed, provider_error};
+use super::arm::{Journaled, followed, provider_error, save_accepted};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport,
     ExternalPoint, Health, Provider, ProviderError,
@@ -517,18 +517,14 @@ impl Provider for RecoveryServicesVmProvider {
             let next_poll =
                 accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
             let handle = Handle::new(pattern, url, next_poll);
-            if let Err(err) = request
-                .journal
-                .accepted(accepted_at, &handle.to_json(), Some(&body.to_string()))
-                .await
-            {
-                let mut error = ProviderError::transient(
-                    "CatalogUnavailable",
-                    format!("Azure accepted the backup but rpod could not record it: {err}"),
-                );
-                error.recovery_point = Some(accepted_at);
-                return Err(error);
-            }
+            save_accepted(
+                request.journal.as_ref(),
+                &handle,
+                accepted_at,
+                &body.to_string(),
+                "backup",
+            )
+            .await?;
             info!(
                 target = %request.target, backup_id = request.backup_id, vm = %self.spec.vm,
                 request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the on-demand backup."
