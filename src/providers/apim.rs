@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::arm::{Journaled, followed, provider_error, save_accepted};
+use super::arm::{Journaled, followed, provider_error, start_following};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
     Provider, ProviderError, RestoreOutcome, RestoreRequest, Verdict,
@@ -611,23 +611,11 @@ impl ApimProvider {
             let response = response.map_err(|err| provider_error(&err, None))?;
             let accepted_at = request.clock.now();
             if response.status == 202 {
-                let Some(location) = response.location.clone() else {
-                    let mut error = ProviderError::permanent(
-                        "InvalidResponse",
-                        format!(
-                            "Azure accepted the restore (202) without a Location to follow (request id {})",
-                            response.request_id.as_deref().unwrap_or("-")
-                        ),
-                    );
-                    error.recovery_point = Some(accepted_at);
-                    return Err(error);
-                };
-                let next_poll =
-                    accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
-                let handle = Handle::new(Pattern::Location, location, next_poll);
-                save_accepted(
+                let handle = start_following(
+                    &self.arm,
                     request.journal.as_ref(),
-                    &handle,
+                    &response,
+                    &[Pattern::Location],
                     accepted_at,
                     &recorded.to_string(),
                     "restore",
@@ -838,22 +826,11 @@ impl ApimProvider {
             let outcome = self.outcome(&request, accepted_at, &resource);
             return self.observed(&request, outcome).await;
         }
-        let Some(location) = response.location else {
-            let mut error = ProviderError::permanent(
-                "InvalidResponse",
-                format!(
-                    "Azure accepted the backup (202) without a Location to follow (request id {})",
-                    response.request_id.as_deref().unwrap_or("-")
-                ),
-            );
-            error.recovery_point = Some(accepted_at);
-            return Err(error);
-        };
-        let next_poll = accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
-        let handle = Handle::new(Pattern::Location, location, next_poll);
-        save_accepted(
+        let handle = start_following(
+            &self.arm,
             request.journal.as_ref(),
-            &handle,
+            &response,
+            &[Pattern::Location],
             accepted_at,
             &recorded.to_string(),
             "backup",

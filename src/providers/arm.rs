@@ -1,11 +1,12 @@
 //! What the providers that reach Azure Resource Manager share: an ARM error as a provider error, how following a
-//! long-running operation ended, and the request's journal as the follower's progress.
+//! long-running operation ended, starting to follow an accepted one, and the request's journal as the follower's
+//! progress.
 
 use chrono::{DateTime, Utc};
 
 use super::interface::{OperationJournal, ProviderError};
-use crate::azure::ArmError;
-use crate::azure::lro::{FollowError, Handle, Progress};
+use crate::azure::lro::{FollowError, Handle, Pattern, Progress};
+use crate::azure::{ArmClient, ArmError, ArmResponse};
 
 /// An ARM error as a provider error: Azure's code, its message with the request id, retryable or not.
 pub(super) fn provider_error(
@@ -58,25 +59,51 @@ impl Progress for Journaled<'_> {
     }
 }
 
-/// Saves an operation Azure accepted at `accepted_at`, before its first poll, with what was asked (`request`,
-/// never secrets). An operation the journal could not save is not polled: a restart would lose it, so the
-/// `what` (a backup, a restore) fails with `CatalogUnavailable`.
-pub(super) async fn save_accepted(
+/// Starts following the operation an accepted request (`202`) began: the first header of `patterns` the answer
+/// carries (`Location`, `Azure-AsyncOperation`) is polled first at `Retry-After`, and saved through `journal`
+/// before that first poll, with what was asked (`request`, never secrets). An answer without any of them, or an
+/// operation the journal could not save (a restart would lose it), fails the `what` (a backup, a restore).
+pub(super) async fn start_following(
+    arm: &ArmClient,
     journal: &dyn OperationJournal,
-    handle: &Handle,
+    response: &ArmResponse,
+    patterns: &[Pattern],
     accepted_at: DateTime<Utc>,
     request: &str,
     what: &str,
-) -> Result<(), ProviderError> {
+) -> Result<Handle, ProviderError> {
+    let failed = |mut error: ProviderError| {
+        error.recovery_point = Some(accepted_at);
+        error
+    };
+    let found = patterns.iter().find_map(|pattern| {
+        let url = match pattern {
+            Pattern::Location => response.location.as_ref(),
+            Pattern::AsyncOperation => response.async_operation.as_ref(),
+            Pattern::Job => None,
+        };
+        url.map(|url| (*pattern, url.clone()))
+    });
+    let Some((pattern, url)) = found else {
+        return Err(failed(ProviderError::permanent(
+            "InvalidResponse",
+            format!(
+                "Azure accepted the {what} ({}) without an operation to follow (request id {})",
+                response.status,
+                response.request_id.as_deref().unwrap_or("-")
+            ),
+        )));
+    };
+    let next_poll = accepted_at + crate::policy::delta(arm.wait_for(response.retry_after));
+    let handle = Handle::new(pattern, url, next_poll);
     journal
         .accepted(accepted_at, &handle.to_json(), Some(request))
         .await
         .map_err(|err| {
-            let mut error = ProviderError::transient(
+            failed(ProviderError::transient(
                 "CatalogUnavailable",
                 format!("Azure accepted the {what} but rpod could not record it: {err}"),
-            );
-            error.recovery_point = Some(accepted_at);
-            error
-        })
+            ))
+        })?;
+    Ok(handle)
 }

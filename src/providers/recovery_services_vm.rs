@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::arm::{Journaled, followed, provider_error, save_accepted};
+use super::arm::{Journaled, followed, provider_error, start_following};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport,
     ExternalPoint, Health, Provider, ProviderError,
@@ -498,28 +498,11 @@ impl Provider for RecoveryServicesVmProvider {
             };
             let response = response.map_err(|err| provider_error(&err, None))?;
             let accepted_at = request.clock.now();
-            let (pattern, url) = match (&response.async_operation, &response.location) {
-                (Some(url), _) => (Pattern::AsyncOperation, url.clone()),
-                (None, Some(url)) => (Pattern::Location, url.clone()),
-                (None, None) => {
-                    let mut error = ProviderError::permanent(
-                        "InvalidResponse",
-                        format!(
-                            "Azure accepted the backup ({}) without an operation to follow (request id {})",
-                            response.status,
-                            response.request_id.as_deref().unwrap_or("-")
-                        ),
-                    );
-                    error.recovery_point = Some(accepted_at);
-                    return Err(error);
-                }
-            };
-            let next_poll =
-                accepted_at + crate::policy::delta(self.arm.wait_for(response.retry_after));
-            let handle = Handle::new(pattern, url, next_poll);
-            save_accepted(
+            let handle = start_following(
+                &self.arm,
                 request.journal.as_ref(),
-                &handle,
+                &response,
+                &[Pattern::AsyncOperation, Pattern::Location],
                 accepted_at,
                 &body.to_string(),
                 "backup",

@@ -869,6 +869,13 @@ async fn only_this_services_succeeded_resource_and_its_blob_make_a_backup() {
             "ArtifactMissing",
             "it is not there",
         ),
+        (
+            "nolocation",
+            Route::Backup,
+            FaultKind::answer(202, ""),
+            "InvalidResponse",
+            "without an operation to follow",
+        ),
     ];
     for (name, route, fault, code, reason) in cases {
         let service = format!("svc-{name}");
