@@ -291,7 +291,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // before the watchdog first looks, so a VM its vault keeps within the RPO costs no on-demand backup at start.
     let kept_by_system: Vec<Arc<TargetSpec>> = targets
         .iter()
-        .filter(|t| t.storage.kind() == "managed")
+        .filter(|t| t.kept_by_system())
         .cloned()
         .collect();
     if !kept_by_system.is_empty() {

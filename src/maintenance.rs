@@ -71,7 +71,7 @@ pub async fn prune(
         let policy = &spec.config.policy;
         let expired = expired.remove(name.as_str()).unwrap_or_default();
         // The system that keeps its recovery points (a vault) owns their retention: rpod never prunes them.
-        let kept_by_system = spec.storage.kind() == "managed";
+        let kept_by_system = spec.kept_by_system();
         if kept_by_system || !policy.prune || (expired.is_empty() && policy.keep_last.is_none()) {
             continue;
         }

@@ -67,7 +67,7 @@ pub async fn reconcile(
         // While a backup of a target whose system keeps its points runs, the point it is making may already be
         // listed: importing it would record it twice (the backup records it when it ends). Such a target waits
         // for the next round.
-        if spec.storage.kind() == "managed" && known.iter().any(|a| a.status == Status::Running) {
+        if spec.kept_by_system() && known.iter().any(|a| a.status == Status::Running) {
             continue;
         }
         let prefix = spec.config.artifact_name.prefix(name);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::TargetConfig;
 use crate::providers::Provider;
-use crate::storage::Storage;
+use crate::storage::{MANAGED_KIND, Storage};
 
 /// A target ready to run: its configuration with the provider and storage built from it.
 #[derive(Debug, Clone)]
@@ -16,4 +16,13 @@ pub struct TargetSpec {
     pub provider: Arc<dyn Provider>,
     /// Receives the artifacts.
     pub storage: Arc<dyn Storage>,
+}
+
+impl TargetSpec {
+    /// Whether the protected system keeps the target's recovery points itself (a vault): rpod neither writes nor
+    /// deletes them, and learns of them from the provider.
+    #[must_use]
+    pub fn kept_by_system(&self) -> bool {
+        self.storage.kind() == MANAGED_KIND
+    }
 }

@@ -6,6 +6,9 @@ use std::io;
 
 use super::interface::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
 
+/// The `kind` of [`ManagedStorage`].
+pub const MANAGED_KIND: &str = "managed";
+
 /// The "storage" of a target whose recovery points the system keeps.
 #[derive(Debug, Clone)]
 pub struct ManagedStorage {
@@ -29,7 +32,7 @@ impl Storage for ManagedStorage {
     }
 
     fn kind(&self) -> &'static str {
-        "managed"
+        MANAGED_KIND
     }
 
     fn create(&self, name: &str) -> Result<Box<dyn ArtifactWriter>, StorageError> {

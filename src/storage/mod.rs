@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub use azure_blob::AzureBlobStorage;
 pub use directory::DirectoryStorage;
 pub use interface::{ArtifactInfo, ArtifactWriter, Storage, StorageError};
-pub use managed::ManagedStorage;
+pub use managed::{MANAGED_KIND, ManagedStorage};
 
 use crate::azure::AzureClients;
 use crate::config::StorageConfig;
