@@ -38,6 +38,14 @@ pub struct Environment {
     /// Refuse ARM URLs that are not on loopback (tests).
     pub loopback_only: bool,
     azure: Arc<OnceLock<AzureRuntime>>,
+    profiles: Arc<std::sync::Mutex<std::collections::BTreeMap<String, ProfileRuntime>>>,
+}
+
+/// One `[azure.profiles.NAME]`'s ARM client (its own TLS settings and tokens), built at first use.
+#[derive(Debug, Clone)]
+struct ProfileRuntime {
+    settings: AzureConfig,
+    arm: Result<ArmClient, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +90,50 @@ impl Environment {
             warn!("Settings under [azure] changed; they take effect after a restart.");
         }
         runtime
+    }
+
+    /// The ARM client of `[azure.profiles.NAME]`, built from the first configuration that asks (later changes
+    /// need a restart). Its `ca_file` is read here.
+    ///
+    /// # Errors
+    /// The CA file cannot be used: a configuration problem with its key.
+    fn profile(&self, name: &str, config: &AzureConfig) -> Result<Result<ArmClient, String>, Problem> {
+        let mut profiles = self
+            .profiles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(runtime) = profiles.get(name) {
+            if format!("{:?}", runtime.settings) != format!("{config:?}") {
+                warn!(profile = %name, "Settings under [azure.profiles.{name}] changed; they take effect after a restart.");
+            }
+            return Ok(runtime.arm.clone());
+        }
+        let ca = match &config.ca_file {
+            Some(path) => Some(
+                crate::azure::tls::TrustedCa::load(path)
+                    .map_err(|message| Problem::at(format!("azure.profiles.{name}.ca_file"), message))?,
+            ),
+            None => None,
+        };
+        let arm = crate::azure::tls::client_config(ca.as_ref(), name).and_then(|tls| {
+            let mut options = ArmOptions::from_config(config, self.loopback_only);
+            options.tls = Some(Arc::new(tls));
+            let http = crate::azure::arm::http_client(&options).map_err(|err| err.to_string())?;
+            let tokens = Arc::new(crate::azure::profile::ProfileTokens::new(
+                config.clone(),
+                http,
+                self.loopback_only,
+            ));
+            ArmClient::new(tokens, self.metrics.clone(), options).map_err(|err| err.to_string())
+        });
+        profiles.insert(
+            name.to_owned(),
+            ProfileRuntime {
+                settings: config.clone(),
+                arm: arm.clone(),
+            },
+        );
+        Ok(arm)
     }
 
     /// The process's ARM client, for `check-config --online`.
@@ -139,10 +191,34 @@ pub fn build_targets_in(
         };
         problems.push(Problem::at(key, message));
     }
+    let mut profile_arms = std::collections::BTreeMap::new();
+    for name in config
+        .targets
+        .iter()
+        .filter_map(|t| t.kind.spec().azure_profile())
+    {
+        if profile_arms.contains_key(name) {
+            continue;
+        }
+        let Some(profile) = config.azure_profiles.get(name) else {
+            continue;
+        };
+        match environment.profile(name, profile) {
+            Ok(arm) => {
+                profile_arms.insert(name.to_owned(), arm);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
     let mut specs = Vec::new();
     for (index, target) in config.targets.iter().enumerate() {
         let arm = azure.map(|azure| &azure.arm);
-        let provider = match providers::build(index, target, config, arm) {
+        let profile_arm = target
+            .kind
+            .spec()
+            .azure_profile()
+            .and_then(|name| profile_arms.get(name));
+        let provider = match providers::build(index, target, config, arm, profile_arm) {
             Ok(Some(provider)) => provider,
             Ok(None) => continue,
             Err(problem) => {

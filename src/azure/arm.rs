@@ -42,6 +42,8 @@ pub struct ArmOptions {
     pub throttle: Throttle,
     /// Refuse every URL whose host is not a loopback address (tests: nothing may leave the machine).
     pub loopback_only: bool,
+    /// TLS settings of a cloud of its own (an `[azure.profiles.NAME]` with its CA); `None`: the system's roots.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl ArmOptions {
@@ -71,6 +73,7 @@ impl Default for ArmOptions {
             default_retry_after: Duration::from_mins(1),
             throttle: Throttle::default(),
             loopback_only: false,
+            tls: None,
         }
     }
 }
@@ -192,6 +195,21 @@ pub fn is_loopback(url: &str) -> bool {
     }
 }
 
+/// The reqwest client of `options`: rpod's user agent, its timeouts and, for a profile, its TLS settings.
+///
+/// # Errors
+/// The client could not be built (TLS set-up).
+pub fn http_client(options: &ArmOptions) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("rpod/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.request_timeout);
+    if let Some(tls) = &options.tls {
+        builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
+    }
+    builder.build()
+}
+
 fn status_class(status: StatusCode) -> &'static str {
     match status.as_u16() {
         200..=299 => "2xx",
@@ -211,11 +229,7 @@ impl ArmClient {
         metrics: Metrics,
         options: ArmOptions,
     ) -> Result<Self, ArmError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("rpod/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            .build()
+        let http = http_client(&options)
             .map_err(|err| ArmError::local("ClientSetup", err.to_string(), false))?;
         Ok(Self {
             http,
@@ -223,6 +237,12 @@ impl ArmClient {
             metrics,
             options,
         })
+    }
+
+    /// The HTTP client under this ARM client (a profile's token requests share its TLS settings).
+    #[must_use]
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// How long to wait before the next poll (or retry) when ARM said `retry_after`: its value clamped to sane
@@ -306,8 +326,13 @@ impl ArmClient {
                 } else {
                     "ConnectionFailed"
                 };
-                // reqwest's message names the URL; ARM URLs carry no secrets (SAS URLs never go through here).
-                return Err(ArmError::local(code, err.to_string(), true));
+                // The whole chain: reqwest's own message names only the URL, the reason (an untrusted
+                // certificate, a refused connection) is further down. ARM URLs carry no secrets.
+                return Err(ArmError::local(
+                    code,
+                    super::transport::describe_error(&err),
+                    true,
+                ));
             }
         };
         let status = response.status();

@@ -4,7 +4,9 @@
 pub mod arm;
 pub mod credential;
 pub mod lro;
+pub mod profile;
 pub mod throttle;
+pub mod tls;
 pub mod transport;
 
 use std::sync::Arc;

@@ -36,6 +36,9 @@ pub(super) struct RawAzure {
     max_retry_after: Option<HumanDuration>,
     #[serde(default)]
     throttle: Section<RawThrottle>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    profiles: std::collections::BTreeMap<String, Section<RawAzure>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -134,6 +137,8 @@ pub struct AzureConfig {
     pub write_limits: (f64, f64),
     /// Client-side read bucket per subscription.
     pub read_limits: (f64, f64),
+    /// PEM file of a private CA trusted for this cloud's connections (profiles only).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for AzureConfig {
@@ -147,6 +152,7 @@ impl Default for AzureConfig {
             max_retry_after: Duration::from_mins(10),
             write_limits: (200.0, 10.0),
             read_limits: (250.0, 25.0),
+            ca_file: None,
         }
     }
 }
@@ -315,15 +321,66 @@ fn non_empty(value: Option<&String>, key: &str, problems: &mut Vec<Problem>) -> 
     }
 }
 
-pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> AzureConfig {
+/// `[azure]` and its `[azure.profiles.NAME]`: the public cloud's settings, and each profile's by name.
+pub(super) fn validate_azure_section(
+    raw: &RawAzure,
+    problems: &mut Vec<Problem>,
+) -> (AzureConfig, std::collections::BTreeMap<String, AzureConfig>) {
+    let azure = validate_azure(raw, "azure", problems);
+    if raw.ca_file.is_some() {
+        problems.push(Problem::at(
+            "azure.ca_file",
+            "only used in [azure.profiles.NAME]: a private CA is trusted for one stamp's connections, not for \
+             the public cloud's",
+        ));
+    }
+    let mut profiles = std::collections::BTreeMap::new();
+    for (name, profile) in &raw.profiles {
+        let key = format!("azure.profiles.{name}");
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            || name.is_empty()
+        {
+            problems.push(Problem::at(
+                &key,
+                "profile names use only letters, digits, '-' and '_'",
+            ));
+        }
+        if !profile.profiles.is_empty() {
+            problems.push(Problem::at(
+                format!("{key}.profiles"),
+                "profiles do not nest: declare every profile under [azure.profiles]",
+            ));
+        }
+        if profile.resource_manager_endpoint.is_none() {
+            problems.push(Problem::at(
+                &key,
+                "a profile is a cloud of its own and needs resource_manager_endpoint, e.g. \
+                 \"https://adminmanagement.local.azurestack.external\"",
+            ));
+        }
+        let mut config = validate_azure(profile, &key, problems);
+        if let Some(ca_file) = &profile.ca_file {
+            if ca_file.as_os_str().is_empty() {
+                problems.push(Problem::at(format!("{key}.ca_file"), "must not be empty"));
+            }
+            config.ca_file = Some(ca_file.clone());
+        }
+        profiles.insert(name.clone(), config);
+    }
+    (azure, profiles)
+}
+
+fn validate_azure(raw: &RawAzure, prefix: &str, problems: &mut Vec<Problem>) -> AzureConfig {
     let defaults = AzureConfig::default();
     let kind = raw.credential.unwrap_or(CredentialKind::ManagedIdentity);
-    let client_id = non_empty(raw.client_id.as_ref(), "azure.client_id", problems);
-    let tenant_id = non_empty(raw.tenant_id.as_ref(), "azure.tenant_id", problems);
+    let client_id = non_empty(raw.client_id.as_ref(), &format!("{prefix}.client_id"), problems);
+    let tenant_id = non_empty(raw.tenant_id.as_ref(), &format!("{prefix}.tenant_id"), problems);
     let mut require = |value: &Option<String>, key: &str| {
         if value.is_none() && !problems.iter().any(|p| p.path == key) {
             problems.push(Problem::at(
-                "azure",
+                prefix,
                 format!("credential = {:?} needs {key}", kind.as_str()),
             ));
         }
@@ -338,15 +395,15 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
             token_file: raw.federated_token_file.clone(),
         },
         CredentialKind::ClientSecret => {
-            let tenant_id = require(&tenant_id, "azure.tenant_id");
-            let client_id = require(&client_id, "azure.client_id");
+            let tenant_id = require(&tenant_id, &format!("{prefix}.tenant_id"));
+            let client_id = require(&client_id, &format!("{prefix}.client_id"));
             let secret = SecretSource::from_pair(
                 raw.client_secret_file.as_ref(),
                 raw.client_secret_env.as_ref(),
                 "client_secret",
             )
             .unwrap_or_else(|message| {
-                problems.push(Problem::at("azure", message));
+                problems.push(Problem::at(prefix, message));
                 SecretSource::Env(String::new())
             });
             Credential::ClientSecret {
@@ -356,11 +413,11 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
             }
         }
         CredentialKind::ClientCertificate => {
-            let tenant_id = require(&tenant_id, "azure.tenant_id");
-            let client_id = require(&client_id, "azure.client_id");
+            let tenant_id = require(&tenant_id, &format!("{prefix}.tenant_id"));
+            let client_id = require(&client_id, &format!("{prefix}.client_id"));
             let certificate_file = raw.client_certificate_file.clone().unwrap_or_else(|| {
                 problems.push(Problem::at(
-                    "azure",
+                    prefix,
                     "credential = \"client_certificate\" needs client_certificate_file (PEM: certificate and \
                      PKCS#8 private key)",
                 ));
@@ -396,7 +453,7 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
     for (set, key, needs) in stray {
         if set {
             problems.push(Problem::at(
-                "azure",
+                prefix,
                 format!("{key} is only used with credential = {needs:?}"),
             ));
         }
@@ -404,13 +461,13 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
     let resource_manager_endpoint = endpoint(
         raw.resource_manager_endpoint.as_ref(),
         PUBLIC_RESOURCE_MANAGER,
-        "azure.resource_manager_endpoint",
+        &format!("{prefix}.resource_manager_endpoint"),
         problems,
     );
     let authority_host = endpoint(
         raw.authority_host.as_ref(),
         PUBLIC_AUTHORITY_HOST,
-        "azure.authority_host",
+        &format!("{prefix}.authority_host"),
         problems,
     );
     let request_timeout = raw
@@ -418,7 +475,7 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
         .map_or(defaults.request_timeout, |d| d.0);
     if request_timeout.is_zero() {
         problems.push(Problem::at(
-            "azure.request_timeout",
+            format!("{prefix}.request_timeout"),
             "must be longer than 0s",
         ));
     }
@@ -430,12 +487,12 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
         .map_or(defaults.max_retry_after, |d| d.0);
     if min_retry_after.is_zero() {
         problems.push(Problem::at(
-            "azure.min_retry_after",
+            format!("{prefix}.min_retry_after"),
             "must be longer than 0s",
         ));
     } else if max_retry_after < min_retry_after {
         problems.push(Problem::at(
-            "azure.max_retry_after",
+            format!("{prefix}.max_retry_after"),
             format!(
                 "max_retry_after {} is shorter than min_retry_after {}",
                 HumanDuration(max_retry_after),
@@ -453,13 +510,13 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
         let rate = rate.unwrap_or(default.1);
         if burst < 1.0 {
             problems.push(Problem::at(
-                format!("azure.throttle.{name}_burst"),
+                format!("{prefix}.throttle.{name}_burst"),
                 "must be at least 1",
             ));
         }
         if !rate.is_finite() || rate <= 0.0 {
             problems.push(Problem::at(
-                format!("azure.throttle.{name}_per_second"),
+                format!("{prefix}.throttle.{name}_per_second"),
                 "must be a positive number",
             ));
         }
@@ -488,6 +545,7 @@ pub(super) fn validate_azure(raw: &RawAzure, problems: &mut Vec<Problem>) -> Azu
         max_retry_after,
         write_limits,
         read_limits,
+        ca_file: None,
     }
 }
 

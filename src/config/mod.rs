@@ -12,6 +12,7 @@
 
 mod apim;
 mod azure;
+mod azure_stack_infra;
 mod change;
 mod command;
 mod duration;
@@ -34,7 +35,11 @@ pub use apim::{
     DEFAULT_APIM_TIMEOUT, RestoreInto,
 };
 pub use azure::{
-    ApimAccess, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth, Credential, CredentialKind,
+    PUBLIC_AUTHORITY_HOST, PUBLIC_RESOURCE_MANAGER, ApimAccess, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth, Credential, CredentialKind,
+};
+pub use azure_stack_infra::{
+    AzureStackInfraSpec, DEFAULT_STACK_API_VERSION, DEFAULT_STACK_SETTLE, DEFAULT_STACK_TIMEOUT,
+    StackMode,
 };
 pub use change::{DEFAULT_WEBHOOK_BODY_BYTES, EVENT_GRID, OnChange, SYNC_STATE, WebhookConfig};
 pub use command::{CommandSpec, DEFAULT_COMMAND_ARTIFACT, DEFAULT_COMMAND_TIMEOUT};

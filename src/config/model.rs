@@ -24,6 +24,8 @@ pub struct Config {
     pub daemon: Daemon,
     /// Azure credentials and Resource Manager settings (defaults when `[azure]` is absent).
     pub azure: AzureConfig,
+    /// `[azure.profiles.NAME]`: other clouds (Azure Stack Hub stamps), by name.
+    pub azure_profiles: BTreeMap<String, AzureConfig>,
     /// Event Grid deliveries, when `[webhook]` is configured.
     pub webhook: Option<WebhookConfig>,
     /// Named storages, by name.
@@ -103,6 +105,10 @@ macro_rules! target_kinds {
             RecoveryServicesVm = "recovery_services_vm":
                 $crate::config::recovery_services_vm::RawRecoveryServicesVmTarget
                 => $crate::config::recovery_services_vm::RecoveryServicesVmSpec,
+            /// An Azure Stack Hub stamp's infrastructure backup, through its administrator Resource Manager.
+            AzureStackInfra = "azure_stack_infra":
+                $crate::config::azure_stack_infra::RawAzureStackInfraTarget
+                => $crate::config::azure_stack_infra::AzureStackInfraSpec,
         }
     };
 }

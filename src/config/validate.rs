@@ -28,10 +28,10 @@ use super::{azure, change};
 pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     let daemon = validate_daemon(&raw.daemon, &mut problems);
-    let azure = raw
+    let (azure, azure_profiles) = raw
         .azure
         .as_ref()
-        .map(|azure| azure::validate_azure(azure, &mut problems))
+        .map(|azure| azure::validate_azure_section(azure, &mut problems))
         .unwrap_or_default();
     let webhook = raw.webhook.as_ref().and_then(|webhook| {
         change::validate_webhook(webhook, daemon.as_ref().map(|d| d.listen), &mut problems)
@@ -190,6 +190,22 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
             .and_then(|name| parse_timezone(name).ok())
             .unwrap_or(default_tz);
         let (drill, standby) = restore.validate(&path, target_tz, &mut problems);
+        if let Some(profile) = kind.as_ref().and_then(|kind| kind.spec().azure_profile())
+            && !azure_profiles.contains_key(profile)
+        {
+            let defined: Vec<&str> = azure_profiles.keys().map(String::as_str).collect();
+            problems.push(Problem::at(
+                format!("{path}.azure_profile"),
+                format!(
+                    "unknown Azure profile {profile:?}: declare it as [azure.profiles.{profile}] (defined: {})",
+                    if defined.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        defined.join(", ")
+                    }
+                ),
+            ));
+        }
         if let (Some(policy), Some(kind), Some(artifact_name)) = (policy, kind, artifact_name) {
             targets.push(TargetConfig {
                 name,
@@ -221,6 +237,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
         Some(daemon) if problems.is_empty() => Ok(Config {
             daemon,
             azure,
+            azure_profiles,
             webhook,
             storages,
             targets,

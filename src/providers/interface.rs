@@ -25,6 +25,8 @@ pub struct BuildSite<'a> {
     pub config: &'a Config,
     /// The Resource Manager client, when one was set up (or why it could not be).
     pub arm: Option<&'a Result<ArmClient, String>>,
+    /// The Resource Manager client of the `[azure.profiles.NAME]` the target names, when it names one.
+    pub profile_arm: Option<&'a Result<ArmClient, String>>,
 }
 
 impl BuildSite<'_> {
@@ -140,6 +142,9 @@ pub struct ExternalPoint {
     pub expires_at: Option<DateTime<Utc>>,
     /// Its size, when known.
     pub size: Option<u64>,
+    /// Listed, but not to be counted yet (a platform that lists a backup as done before it is): reconciliation
+    /// neither imports it nor takes its record for missing.
+    pub pending: bool,
 }
 
 /// Why an attempt stopped before its end.
@@ -336,6 +341,19 @@ pub struct Health {
     pub healthy: bool,
     /// What the system says, for the log.
     pub detail: String,
+    /// What a system that keeps its backups on a share says of it (Azure Stack Hub).
+    pub share: Option<ShareReading>,
+}
+
+/// The state of a backup share, as its system reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ShareReading {
+    /// Free space on the share.
+    pub available_bytes: Option<u64>,
+    /// How many more backups fit in it (by the recent backups' size, else the documented one).
+    pub backups_that_fit: Option<u64>,
+    /// When the encryption certificate was last seen to change.
+    pub encryption_cert_changed_at: Option<DateTime<Utc>>,
 }
 
 /// Backs up one kind of target.
@@ -392,6 +410,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// kinds whose system says nothing of it (the default).
     async fn health(&self) -> Option<Result<Health, ProviderError>> {
         None
+    }
+
+    /// Whether rpod starts this target's backups; `false`: its system backs itself up and rpod only measures
+    /// (no schedule, watchdog or manual backup starts an attempt).
+    fn starts_backups(&self) -> bool {
+        true
     }
 
     /// How many backup attempts the protected system allows per UTC day (a vault's on-demand budget); `None`: no

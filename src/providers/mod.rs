@@ -6,6 +6,7 @@
 
 mod apim;
 mod arm;
+mod azure_stack_infra;
 mod command;
 mod interface;
 mod recovery_services_vm;
@@ -13,11 +14,12 @@ mod recovery_services_vm;
 use std::sync::Arc;
 
 pub use apim::ApimProvider;
+pub use azure_stack_infra::{AzureStackInfraProvider, DOCUMENTED_BACKUP_BYTES, parse_capacity};
 pub use command::CommandProvider;
 pub use interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
     ExternalPoint, Health, OperationJournal, Provider, ProviderError, RestoreOutcome,
-    RestoreRequest, Resume, Stopped, Verdict,
+    RestoreRequest, Resume, ShareReading, Stopped, Verdict,
 };
 pub use recovery_services_vm::RecoveryServicesVmProvider;
 
@@ -36,12 +38,14 @@ pub fn build(
     target: &TargetConfig,
     config: &Config,
     arm: Option<&Result<ArmClient, String>>,
+    profile_arm: Option<&Result<ArmClient, String>>,
 ) -> Result<Option<Arc<dyn Provider>>, Problem> {
     let site = BuildSite {
         index,
         target,
         config,
         arm,
+        profile_arm,
     };
     build_by_kind(&target.kind, &site)
 }

@@ -448,6 +448,7 @@ impl Provider for RecoveryServicesVmProvider {
                             "protectionState {state}, healthStatus {health}, lastBackupStatus {}",
                             if last.is_empty() { "(none yet)" } else { &last }
                         ),
+                        share: None,
                     }
                 })
                 .map_err(|err| provider_error(&err, None)),
@@ -467,6 +468,7 @@ impl Provider for RecoveryServicesVmProvider {
                             recovery_point: p.time,
                             expires_at: p.expires_at,
                             size: None,
+                            pending: false,
                         })
                         .collect()
                 })
