@@ -647,6 +647,9 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
 
 /// The protection health a reconciliation read, into the metrics and, when unhealthy, the log.
 fn health_of(metrics: &Metrics, report: &reconcile::ReconcileReport) {
+    for (target, share) in &report.shares {
+        metrics.set_share(target, share);
+    }
     for (target, healthy, detail) in &report.health {
         metrics.set_protection_healthy(target, *healthy);
         if !healthy {

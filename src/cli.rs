@@ -510,6 +510,12 @@ fn lock_without_daemon(config: &Config) -> anyhow::Result<StateLock> {
 
 async fn backup(config: &Config, spec: TargetSpec) -> anyhow::Result<ExitCode> {
     let name = spec.config.name.clone();
+    if !spec.provider.starts_backups() {
+        anyhow::bail!(
+            "target {name} is only watched (mode = \"watch\"): its system backs itself up and rpod never starts \
+             a backup"
+        );
+    }
     let path = format!("/api/v1/targets/{name}/backup");
     if let Daemon::Answered(response) = ask_daemon(config, &path, None).await? {
         let answer: TriggerResponse = response.json().await?;

@@ -38,6 +38,20 @@ pub struct Metrics {
     last_evaluation: Gauge,
     dispatch_lateness: Histogram,
     restores: RestoreMetrics,
+    shares: ShareMetrics,
+}
+
+/// Backup failures by reason, and the series of systems that keep their backups on a share (docs/azure-stack.md).
+#[derive(Debug, Clone)]
+struct ShareMetrics {
+    failures_total: IntCounterVec,
+    available_bytes: GaugeVec,
+    backups_that_fit: GaugeVec,
+    cert_changed: GaugeVec,
+    /// The reasons each target has failed for, to remove their series with the target.
+    failure_reasons: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
+    >,
 }
 
 /// The restore, standby and drill series (docs/restore.md).
@@ -218,8 +232,37 @@ impl Metrics {
                 &["target"],
             ),
         };
+        let shares = ShareMetrics {
+            failures_total: counter(
+                "rpod_backup_failures_total",
+                "Failed backup attempts by reason: the error code recorded with the backup (for Azure Stack Hub \
+                 one of ShareOutOfCapacity, ShareUnreachable, SharePathNotFound, ShareAuthenticationFailed, \
+                 BackupFault).",
+                &["target", "reason"],
+            ),
+            available_bytes: gauge(
+                "rpod_storage_available_bytes",
+                "Free space on the target's backup share, as its system reports it (Azure Stack Hub's \
+                 availableCapacity).",
+                &["target"],
+            ),
+            backups_that_fit: gauge(
+                "rpod_target_backups_that_fit",
+                "How many more backups fit in the free space of the target's backup share, by the size of recent \
+                 backups (else the documented 10 GB).",
+                &["target"],
+            ),
+            cert_changed: gauge(
+                "rpod_target_encryption_cert_changed_timestamp_seconds",
+                "When the backup encryption certificate of the target's system was last seen to change; backups \
+                 taken before need the old certificate's private key (.PFX) to recover. 0 if no change was seen.",
+                &["target"],
+            ),
+            failure_reasons: std::sync::Arc::default(),
+        };
         Self {
             restores,
+            shares,
             arm_requests_total: counter(
                 "rpod_arm_requests_total",
                 "Azure Resource Manager requests by operation and status class (2xx, 4xx, 5xx, error).",
@@ -445,6 +488,37 @@ impl Metrics {
             .set(i64::from(remaining));
     }
 
+    /// Counts a failed backup attempt by its error code.
+    pub fn backup_failed(&self, target: &str, reason: &str) {
+        self.shares
+            .failures_total
+            .with_label_values(&[target, reason])
+            .inc();
+        self.shares
+            .failure_reasons
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(target.to_owned())
+            .or_default()
+            .insert(reason.to_owned());
+    }
+
+    /// What a target's system says of its backup share.
+    pub fn set_share(&self, target: &str, share: &crate::providers::ShareReading) {
+        let s = &self.shares;
+        #[allow(clippy::cast_precision_loss)]
+        if let Some(bytes) = share.available_bytes {
+            s.available_bytes.with_label_values(&[target]).set(bytes as f64);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        if let Some(fit) = share.backups_that_fit {
+            s.backups_that_fit.with_label_values(&[target]).set(fit as f64);
+        }
+        s.cert_changed
+            .with_label_values(&[target])
+            .set(ts(share.encryption_cert_changed_at));
+    }
+
     /// Removes every restore series of a target that is no longer configured.
     pub fn unregister_restores(&self, target: &str) {
         self.register_restores(target, None, None, None);
@@ -469,6 +543,20 @@ impl Metrics {
             .restores
             .protection_healthy
             .remove_label_values(&[target]);
+        let s = &self.shares;
+        for metric in [&s.available_bytes, &s.backups_that_fit, &s.cert_changed] {
+            let _ = metric.remove_label_values(&[target]);
+        }
+        // The failure series of a removed target go with it.
+        let reasons = s
+            .failure_reasons
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(target)
+            .unwrap_or_default();
+        for reason in reasons {
+            let _ = s.failures_total.remove_label_values(&[target, &reason]);
+        }
     }
 
     /// A restore ended; `seconds` is its measured restore time when it succeeded.

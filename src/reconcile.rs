@@ -3,7 +3,8 @@
 //! matches the target's naming scheme is imported as `discovered`, dated by its name (else the earlier of its
 //! storage times) and restorable only once its content checked out. Kinds whose system makes recovery points of
 //! its own (a vault's policy, a platform's scheduler) list them through their provider; those are imported as the
-//! system describes them, and one that disappears from its list is marked `missing`.
+//! system describes them (once the system's listing can be trusted), and one that disappears from its list is
+//! marked `missing`, or `pruned` by the platform when it had expired (the system deletes what it no longer keeps).
 //!
 //! What does not live here: deleting anything (`maintenance::prune`); reconciliation only corrects the record.
 
@@ -16,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::catalog::{Catalog, CatalogError, Discovered};
 use crate::policy;
+use crate::providers::ShareReading;
 use crate::record::Status;
 use crate::storage::ArtifactInfo;
 use crate::target::TargetSpec;
@@ -31,6 +33,10 @@ pub struct ReconcileReport {
     pub unlisted: Vec<String>,
     /// `(target, healthy, what the system says)` for the kinds whose system reports its protection's health.
     pub health: Vec<(String, bool, String)>,
+    /// `(target, reading)` for the kinds whose system keeps its backups on a share it reports on.
+    pub shares: Vec<(String, ShareReading)>,
+    /// `(target, backup id)` of records whose backup the platform deleted after it expired.
+    pub pruned_by_platform: Vec<(String, i64)>,
 }
 
 impl ReconcileReport {
@@ -42,6 +48,7 @@ impl ReconcileReport {
             .iter()
             .map(|(t, _)| t.clone())
             .chain(self.discovered.iter().map(|(t, _)| t.clone()))
+            .chain(self.pruned_by_platform.iter().map(|(t, _)| t.clone()))
             .collect();
         targets.sort();
         targets.dedup();
@@ -82,6 +89,9 @@ pub async fn reconcile(
         match spec.provider.health().await {
             None => {}
             Some(Ok(health)) => {
+                if let Some(share) = health.share {
+                    report.shares.push((name.to_owned(), share));
+                }
                 report
                     .health
                     .push((name.to_owned(), health.healthy, health.detail));
@@ -111,6 +121,21 @@ pub async fn reconcile(
                 continue;
             }
             let Some(info) = present.get(artifact.name.as_str()) else {
+                if matches!(artifact.status, Status::Succeeded | Status::Discovered)
+                    && spec.kept_by_system()
+                    && let Some(record) = catalog.backup(artifact.id).await?
+                    && record.expires_at.is_some_and(|at| at <= now)
+                {
+                    // The system deletes what it no longer keeps (a stamp prunes its share): expected, not missing.
+                    catalog
+                        .mark_pruned(&record, now, "platform", "deleted by its system after it expired")
+                        .await?;
+                    info!(target = %name, backup_id = artifact.id, artifact = %artifact.name, "The system deleted an expired backup; marked pruned.");
+                    report
+                        .pruned_by_platform
+                        .push((name.to_owned(), artifact.id));
+                    continue;
+                }
                 if matches!(artifact.status, Status::Succeeded | Status::Discovered) {
                     let detail = format!(
                         "artifact {} is no longer in storage {}",
@@ -142,7 +167,7 @@ pub async fn reconcile(
         }
         let names: HashSet<&str> = known.iter().map(|a| a.name.as_str()).collect();
         for point in &external {
-            if names.contains(point.name.as_str()) {
+            if point.pending || names.contains(point.name.as_str()) {
                 continue;
             }
             let expires_at = point

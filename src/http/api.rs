@@ -222,6 +222,15 @@ pub(super) async fn backup_now(
         ManualOutcome::UnknownTarget => {
             return error(StatusCode::NOT_FOUND, format!("unknown target {name:?}"));
         }
+        ManualOutcome::WatchOnly => {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "target {name:?} is only watched (mode = \"watch\"): its system backs itself up and rpod \
+                     never starts a backup"
+                ),
+            );
+        }
     };
     (
         StatusCode::ACCEPTED,

@@ -430,6 +430,11 @@ pub(super) async fn run(
             .metrics
             .backup_finished(&name, job.trigger, label, seconds);
     }
+    if outcome_label.is_some_and(|label| label != "succeeded")
+        && let Some(code) = &finish.error_code
+    {
+        shared.metrics.backup_failed(&name, code);
+    }
     match (&result, finish.status) {
         (Ok(outcome), Status::Succeeded) => info!(
             target = %name, backup_id = id, size_bytes = outcome.size_bytes.unwrap_or(0),

@@ -23,6 +23,10 @@ impl Scheduler {
         let Some(state) = self.targets.get_mut(name) else {
             return;
         };
+        if !state.spec.provider.starts_backups() {
+            // Only measured: the system backs itself up, and compliance shows when it stops.
+            return;
+        }
         let policy = &state.spec.config.policy;
         let mut due =
             policy::watchdog_due(state.newest_recovery_point, policy.rpo, state.lead, now);
@@ -135,6 +139,9 @@ impl Scheduler {
         let Some(state) = self.targets.get_mut(target) else {
             return ManualOutcome::UnknownTarget;
         };
+        if !state.spec.provider.starts_backups() {
+            return ManualOutcome::WatchOnly;
+        }
         if state.running.is_some() {
             return ManualOutcome::Coalesced;
         }
@@ -167,6 +174,14 @@ impl Scheduler {
         first_change_at: Option<DateTime<Utc>>,
     ) {
         let now = self.shared.clock.now();
+        if resume.is_none()
+            && self
+                .targets
+                .get(name)
+                .is_some_and(|state| !state.spec.provider.starts_backups())
+        {
+            return;
+        }
         if resume.is_none()
             && let Some(spec) = self.targets.get(name).map(|state| state.spec.clone())
             && self.restore_runs_on(&spec)

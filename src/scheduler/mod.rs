@@ -54,6 +54,8 @@ pub enum ManualOutcome {
     Coalesced,
     /// No such target.
     UnknownTarget,
+    /// rpod never starts this target's backups: its system backs itself up (`mode = "watch"`).
+    WatchOnly,
 }
 
 enum Message {
