@@ -60,6 +60,7 @@ async fn recovery_points_made_outside_rpod_count_as_the_system_describes_them() 
         recovery_point: now - TimeDelta::hours(age_hours),
         expires_at: expires,
         size: None,
+        pending: false,
     };
     let vault_expiry = now + TimeDelta::days(3);
     let vault = Arc::new(Vault(Mutex::new(vec![
