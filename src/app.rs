@@ -97,7 +97,11 @@ impl Environment {
     ///
     /// # Errors
     /// The CA file cannot be used: a configuration problem with its key.
-    fn profile(&self, name: &str, config: &AzureConfig) -> Result<Result<ArmClient, String>, Problem> {
+    fn profile(
+        &self,
+        name: &str,
+        config: &AzureConfig,
+    ) -> Result<Result<ArmClient, String>, Problem> {
         let mut profiles = self
             .profiles
             .lock()
@@ -109,10 +113,9 @@ impl Environment {
             return Ok(runtime.arm.clone());
         }
         let ca = match &config.ca_file {
-            Some(path) => Some(
-                crate::azure::tls::TrustedCa::load(path)
-                    .map_err(|message| Problem::at(format!("azure.profiles.{name}.ca_file"), message))?,
-            ),
+            Some(path) => Some(crate::azure::tls::TrustedCa::load(path).map_err(|message| {
+                Problem::at(format!("azure.profiles.{name}.ca_file"), message)
+            })?),
             None => None,
         };
         let arm = crate::azure::tls::client_config(ca.as_ref(), name).and_then(|tls| {
@@ -648,7 +651,12 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
 /// The protection health a reconciliation read, into the metrics and, when unhealthy, the log.
 fn health_of(metrics: &Metrics, report: &reconcile::ReconcileReport) {
     for (target, share) in &report.shares {
-        metrics.set_share(target, share);
+        metrics.set_share(
+            target,
+            share.available_bytes,
+            share.backups_that_fit,
+            share.encryption_cert_changed_at,
+        );
     }
     for (target, healthy, detail) in &report.health {
         metrics.set_protection_healthy(target, *healthy);

@@ -503,20 +503,29 @@ impl Metrics {
             .insert(reason.to_owned());
     }
 
-    /// What a target's system says of its backup share.
-    pub fn set_share(&self, target: &str, share: &crate::providers::ShareReading) {
+    /// What a target's system says of its backup share: its free space, how many more backups fit, and when
+    /// the encryption certificate was last seen to change.
+    pub fn set_share(
+        &self,
+        target: &str,
+        available_bytes: Option<u64>,
+        backups_that_fit: Option<u64>,
+        cert_changed_at: Option<DateTime<Utc>>,
+    ) {
         let s = &self.shares;
-        #[allow(clippy::cast_precision_loss)]
-        if let Some(bytes) = share.available_bytes {
-            s.available_bytes.with_label_values(&[target]).set(bytes as f64);
+        if let Some(bytes) = available_bytes {
+            s.available_bytes
+                .with_label_values(&[target])
+                .set(bytes as f64);
         }
-        #[allow(clippy::cast_precision_loss)]
-        if let Some(fit) = share.backups_that_fit {
-            s.backups_that_fit.with_label_values(&[target]).set(fit as f64);
+        if let Some(fit) = backups_that_fit {
+            s.backups_that_fit
+                .with_label_values(&[target])
+                .set(fit as f64);
         }
         s.cert_changed
             .with_label_values(&[target])
-            .set(ts(share.encryption_cert_changed_at));
+            .set(ts(cert_changed_at));
     }
 
     /// Removes every restore series of a target that is no longer configured.

@@ -128,7 +128,12 @@ pub async fn reconcile(
                 {
                     // The system deletes what it no longer keeps (a stamp prunes its share): expected, not missing.
                     catalog
-                        .mark_pruned(&record, now, "platform", "deleted by its system after it expired")
+                        .mark_pruned(
+                            &record,
+                            now,
+                            "platform",
+                            "deleted by its system after it expired",
+                        )
                         .await?;
                     info!(target = %name, backup_id = artifact.id, artifact = %artifact.name, "The system deleted an expired backup; marked pruned.");
                     report

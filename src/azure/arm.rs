@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 
 use super::throttle::{Access, Throttle};
+use super::transport::{describe_error, is_loopback};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 
@@ -181,20 +182,6 @@ fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Whether `url`'s host is 127.0.0.0/8, `::1` or `localhost`.
-#[must_use]
-pub fn is_loopback(url: &str) -> bool {
-    let Ok(url) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
 /// The reqwest client of `options`: rpod's user agent, its timeouts and, for a profile, its TLS settings.
 ///
 /// # Errors
@@ -328,11 +315,7 @@ impl ArmClient {
                 };
                 // The whole chain: reqwest's own message names only the URL, the reason (an untrusted
                 // certificate, a refused connection) is further down. ARM URLs carry no secrets.
-                return Err(ArmError::local(
-                    code,
-                    super::transport::describe_error(&err),
-                    true,
-                ));
+                return Err(ArmError::local(code, describe_error(&err), true));
             }
         };
         let status = response.status();

@@ -237,7 +237,11 @@ impl TokenCredential for Cached {
 
 /// A client assertion signed with the certificate and key of `path`, for the token endpoint `audience` (AD FS
 /// takes the same JWT as Entra ID).
-pub(super) fn client_assertion(path: &Path, audience: &str, client_id: &str) -> Result<String, String> {
+pub(super) fn client_assertion(
+    path: &Path,
+    audience: &str,
+    client_id: &str,
+) -> Result<String, String> {
     CertificateAssertion::load(path, audience.to_owned(), client_id.to_owned())?
         .assertion(chrono::Utc::now().timestamp())
 }

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::Transport;
 
-pub use arm::{ArmClient, ArmError, ArmOptions, ArmResponse, TokenSource, is_loopback};
+pub use arm::{ArmClient, ArmError, ArmOptions, ArmResponse, TokenSource};
 pub use credential::ArmTokens;
 pub use throttle::{Access, BucketLimits, Throttle};
+pub use transport::is_loopback;
 
 /// What every part of rpod that talks to Azure shares: one credential (its token cache included) and, in tests,
 /// the transport its SDK clients send through.

@@ -15,9 +15,9 @@ use azure_core::http::Transport;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::arm::{TokenSource, is_loopback};
+use super::arm::TokenSource;
 use super::credential::{self, CredentialOptions, client_assertion};
-use super::transport::{LoopbackOnly, redact};
+use super::transport::{LoopbackOnly, describe_error, is_loopback, redact};
 use crate::config::{AzureConfig, Credential, PUBLIC_AUTHORITY_HOST, Secret};
 
 /// The api-version of the metadata endpoint that Azure Stack Hub serves.
@@ -106,15 +106,23 @@ impl ProfileTokens {
             self.config.resource_manager_endpoint
         );
         self.guard(&url)?;
-        let failed = |why: String| format!("cannot read the cloud's metadata at {}: {why}", redact(&url));
+        let failed = |why: String| {
+            format!(
+                "cannot read the cloud's metadata at {}: {why}",
+                redact(&url)
+            )
+        };
         let response = self
             .http
             .get(&url)
             .send()
             .await
-            .map_err(|err| failed(super::transport::describe_error(&err)))?;
+            .map_err(|err| failed(describe_error(&err)))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|err| failed(err.to_string()))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| failed(err.to_string()))?;
         if !status.is_success() {
             return Err(failed(format!("it answered {}", status.as_u16())));
         }
@@ -145,7 +153,9 @@ impl ProfileTokens {
                 tenant_id.eq_ignore_ascii_case("adfs")
             }
             Credential::WorkloadIdentity { tenant_id, .. } | Credential::AzureCli { tenant_id } => {
-                tenant_id.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("adfs"))
+                tenant_id
+                    .as_deref()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("adfs"))
             }
             Credential::ManagedIdentity { .. } => false,
         };
@@ -212,7 +222,12 @@ impl ProfileTokens {
                 ));
             }
         }
-        let failed = |why: String| format!("{kind} credential: no token from AD FS at {}: {why}", redact(token_url));
+        let failed = |why: String| {
+            format!(
+                "{kind} credential: no token from AD FS at {}: {why}",
+                redact(token_url)
+            )
+        };
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -226,13 +241,20 @@ impl ProfileTokens {
             .body(body)
             .send()
             .await
-            .map_err(|err| failed(super::transport::describe_error(&err)))?;
+            .map_err(|err| failed(describe_error(&err)))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|err| failed(err.to_string()))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| failed(err.to_string()))?;
         if !status.is_success() {
             // AD FS answers {"error","error_description"}; neither carries the secret.
             let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
-            return Err(failed(format!("it answered {}: {}", status.as_u16(), redact(&text))));
+            return Err(failed(format!(
+                "it answered {}: {}",
+                status.as_u16(),
+                redact(&text)
+            )));
         }
         let token: AdfsToken =
             serde_json::from_slice(&bytes).map_err(|_| failed("unreadable answer".to_owned()))?;
@@ -258,7 +280,7 @@ impl TokenSource for ProfileTokens {
                 .get_token(&[scope.as_str()], None)
                 .await
                 .map(|token| Secret::new(token.token.secret().to_owned()))
-                .map_err(|err| super::transport::describe_error(&err)),
+                .map_err(|err| describe_error(&err)),
             Some(Signer::Adfs {
                 token_url,
                 resource,

@@ -24,11 +24,16 @@ impl TrustedCa {
     /// # Errors
     /// The file cannot be read, holds no certificate, or holds one that is not a CA's; the message says which.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path)
-            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
         let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
-            .map_err(|err| format!("{} is not a PEM file of certificates: {err}", path.display()))?;
+            .map_err(|err| {
+                format!(
+                    "{} is not a PEM file of certificates: {err}",
+                    path.display()
+                )
+            })?;
         if certificates.is_empty() {
             return Err(format!(
                 "{} holds no certificate: give the PEM (-----BEGIN CERTIFICATE-----) of the CA that issued the \
@@ -38,7 +43,10 @@ impl TrustedCa {
         }
         for certificate in &certificates {
             let (_, parsed) = x509_parser::parse_x509_certificate(certificate).map_err(|err| {
-                format!("{} holds a certificate rpod cannot read: {err}", path.display())
+                format!(
+                    "{} holds a certificate rpod cannot read: {err}",
+                    path.display()
+                )
             })?;
             if !parsed.is_ca() {
                 return Err(format!(
@@ -118,7 +126,10 @@ impl ServerCertVerifier for NamingVerifier {
 ///
 /// # Errors
 /// The system's roots could not be loaded.
-pub fn client_config(ca: Option<&TrustedCa>, profile: &str) -> Result<rustls::ClientConfig, String> {
+pub fn client_config(
+    ca: Option<&TrustedCa>,
+    profile: &str,
+) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let extra = ca.map(|ca| ca.certificates.clone()).unwrap_or_default();
     let inner = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())

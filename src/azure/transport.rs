@@ -14,8 +14,6 @@ use azure_core::http::{
 };
 use azure_core::time::Duration;
 
-use super::arm::is_loopback;
-
 /// The options rpod gives every SDK client and credential: `transport` when set (tests), Entra ID at
 /// `authority_host`, and a short retry budget.
 ///
@@ -118,6 +116,20 @@ impl LoopbackOnly {
             ));
         }
         self.inner.execute_request(request).await
+    }
+}
+
+/// Whether `url`'s host is 127.0.0.0/8, `::1` or `localhost`.
+#[must_use]
+pub fn is_loopback(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 

@@ -375,8 +375,16 @@ pub(super) fn validate_azure_section(
 fn validate_azure(raw: &RawAzure, prefix: &str, problems: &mut Vec<Problem>) -> AzureConfig {
     let defaults = AzureConfig::default();
     let kind = raw.credential.unwrap_or(CredentialKind::ManagedIdentity);
-    let client_id = non_empty(raw.client_id.as_ref(), &format!("{prefix}.client_id"), problems);
-    let tenant_id = non_empty(raw.tenant_id.as_ref(), &format!("{prefix}.tenant_id"), problems);
+    let client_id = non_empty(
+        raw.client_id.as_ref(),
+        &format!("{prefix}.client_id"),
+        problems,
+    );
+    let tenant_id = non_empty(
+        raw.tenant_id.as_ref(),
+        &format!("{prefix}.tenant_id"),
+        problems,
+    );
     let mut require = |value: &Option<String>, key: &str| {
         if value.is_none() && !problems.iter().any(|p| p.path == key) {
             problems.push(Problem::at(

@@ -118,7 +118,10 @@ fn validate_spec(
         .api_version
         .clone()
         .unwrap_or_else(|| DEFAULT_STACK_API_VERSION.to_owned());
-    if !matches!(api_version.as_str(), "2016-05-01" | "2018-09-01" | "2021-09-01") {
+    if !matches!(
+        api_version.as_str(),
+        "2016-05-01" | "2018-09-01" | "2021-09-01"
+    ) {
         problems.push(Problem::at(
             format!("{path}.api_version"),
             format!(

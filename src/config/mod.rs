@@ -35,7 +35,8 @@ pub use apim::{
     DEFAULT_APIM_TIMEOUT, RestoreInto,
 };
 pub use azure::{
-    PUBLIC_AUTHORITY_HOST, PUBLIC_RESOURCE_MANAGER, ApimAccess, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth, Credential, CredentialKind,
+    ApimAccess, AzureBlobConfig, AzureConfig, BlobAccess, BlobAuth, Credential, CredentialKind,
+    PUBLIC_AUTHORITY_HOST, PUBLIC_RESOURCE_MANAGER,
 };
 pub use azure_stack_infra::{
     AzureStackInfraSpec, DEFAULT_STACK_API_VERSION, DEFAULT_STACK_SETTLE, DEFAULT_STACK_TIMEOUT,

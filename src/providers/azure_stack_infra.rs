@@ -67,9 +67,15 @@ fn classify(code: &str, message: &str) -> (&'static str, &'static str) {
         .any(|w| text.contains(w))
     {
         0
-    } else if ["authentication", "credential", "logon", "access denied", "password"]
-        .iter()
-        .any(|w| text.contains(w))
+    } else if [
+        "authentication",
+        "credential",
+        "logon",
+        "access denied",
+        "password",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
     {
         1
     } else if ["path", "not found", "notfound", "does not exist"]
@@ -91,7 +97,10 @@ fn classify(code: &str, message: &str) -> (&'static str, &'static str) {
 /// A failure the stamp reported, as a provider error of its class.
 fn stamp_failure(code: &str, message: &str, accepted_at: Option<DateTime<Utc>>) -> ProviderError {
     let (class, remedy) = classify(code, message);
-    let mut error = ProviderError::permanent(class, format!("{remedy} (the stamp said {code}: {message})"));
+    let mut error = ProviderError::permanent(
+        class,
+        format!("{remedy} (the stamp said {code}: {message})"),
+    );
     error.recovery_point = accepted_at;
     error
 }
@@ -304,7 +313,13 @@ impl AzureStackInfraProvider {
     async fn get(&self, operation: &str, url: &str) -> Result<Value, ArmError> {
         let response = self
             .arm
-            .send(operation, &self.spec.subscription_id, Method::GET, url, None)
+            .send(
+                operation,
+                &self.spec.subscription_id,
+                Method::GET,
+                url,
+                None,
+            )
             .await?;
         serde_json::from_slice(&response.body)
             .map_err(|err| ArmError::invalid_answer(&response, format!("unreadable answer: {err}")))
@@ -442,7 +457,10 @@ impl AzureStackInfraProvider {
             Ok(value) if value.pointer("/properties/backupInfo").is_some() => Ok(value),
             // The operation ended without the resource: the newest backup since it was accepted is its.
             _ => {
-                let backups = self.backups().await.map_err(|err| provider_error(&err, Some(accepted_at)))?;
+                let backups = self
+                    .backups()
+                    .await
+                    .map_err(|err| provider_error(&err, Some(accepted_at)))?;
                 backups
                     .into_iter()
                     .filter(|b| b.created.is_some_and(|c| c >= accepted_at - TimeDelta::minutes(5)))
@@ -544,7 +562,10 @@ impl AzureStackInfraProvider {
             .filter(|b| b.created.is_some() && b.thumbprint.is_some())
             .collect();
         dated.sort_by_key(|b| b.created);
-        let mut seen = self.certificate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = self
+            .certificate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match seen.as_ref() {
             Some((last, _)) if *last != current => {
                 warn!(
@@ -642,7 +663,9 @@ impl Provider for AzureStackInfraProvider {
             problems.push(err.message);
         }
         let per_backup = self.recent_backup_size().unwrap_or(DOCUMENTED_BACKUP_BYTES);
-        let fit = location.available.map(|available| available / per_backup.max(1));
+        let fit = location
+            .available
+            .map(|available| available / per_backup.max(1));
         if fit.is_some_and(|fit| fit < 2) {
             problems.push(format!(
                 "the backup share has room for {} more backup(s) ({} free)",
@@ -720,8 +743,10 @@ impl Provider for AzureStackInfraProvider {
         }
         let (accepted_at, resource, before) = self.run(&request).await?;
         let backup = StackBackup::read(&resource).ok_or_else(|| {
-            let mut error =
-                ProviderError::permanent("BackupFault", "the stamp answered a backup rpod cannot read");
+            let mut error = ProviderError::permanent(
+                "BackupFault",
+                "the stamp answered a backup rpod cannot read",
+            );
             error.recovery_point = Some(accepted_at);
             error
         })?;
@@ -758,7 +783,10 @@ impl Provider for AzureStackInfraProvider {
             error.recovery_point = Some(accepted_at);
             error
         })?;
-        let after = self.location().await.map_err(|err| provider_error(&err, Some(accepted_at)))?;
+        let after = self
+            .location()
+            .await
+            .map_err(|err| provider_error(&err, Some(accepted_at)))?;
         let retention = after.retention().map_err(|mut err| {
             err.recovery_point = Some(accepted_at);
             err
@@ -813,7 +841,10 @@ impl AzureStackInfraProvider {
     }
 
     fn measured(&self, size: u64) {
-        let mut sizes = self.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sizes = self
+            .sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         sizes.push(size);
         if sizes.len() > 5 {
             sizes.remove(0);
@@ -842,11 +873,38 @@ mod tests {
     #[test]
     fn every_failure_is_one_of_the_five_classes() {
         let class = |code, message| classify(code, message).0;
-        assert_eq!(class("ExternalStoreOutOfCapacity", "The external storage location has exceeded its capacity."), "ShareOutOfCapacity");
-        assert_eq!(class("ExternalStoreUnreachable", "The external storage location could not be reached."), "ShareUnreachable");
-        assert_eq!(class("ExternalStorePathNotFound", "The external storage location path could not be found."), "SharePathNotFound");
-        assert_eq!(class("ExternalStoreAuthenticationFailed", "The credentials for the external storage location are not valid."), "ShareAuthenticationFailed");
-        assert_eq!(class("BackupFault", "Backup failed due to an internal error."), "BackupFault");
+        assert_eq!(
+            class(
+                "ExternalStoreOutOfCapacity",
+                "The external storage location has exceeded its capacity."
+            ),
+            "ShareOutOfCapacity"
+        );
+        assert_eq!(
+            class(
+                "ExternalStoreUnreachable",
+                "The external storage location could not be reached."
+            ),
+            "ShareUnreachable"
+        );
+        assert_eq!(
+            class(
+                "ExternalStorePathNotFound",
+                "The external storage location path could not be found."
+            ),
+            "SharePathNotFound"
+        );
+        assert_eq!(
+            class(
+                "ExternalStoreAuthenticationFailed",
+                "The credentials for the external storage location are not valid."
+            ),
+            "ShareAuthenticationFailed"
+        );
+        assert_eq!(
+            class("BackupFault", "Backup failed due to an internal error."),
+            "BackupFault"
+        );
         assert_eq!(class("Whatever", "something odd"), "BackupFault");
     }
 }

@@ -16,6 +16,7 @@ use crate::cloud::{CONTAINER, Cloud, target};
 use crate::support::{eventually, run_rpod, spawn_app_in};
 
 const CLIENT_SECRET: &str = "canary-client-secret-9f3e2d";
+const STAMP_SECRET: &str = "canary-stamp-secret-4be970";
 const TOKEN_PREFIX: &str = "canary-token-51c8a0-";
 const WEBHOOK_SECRET: &str = "canary-webhook-secret-0d7e41";
 const WRONG_SECRET: &str = "canary-wrong-webhook-secret-b2a9f6";
@@ -79,6 +80,27 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             "rg-vm",
             "vm-canary",
         ));
+    // An Azure Stack Hub stamp over HTTPS, signed in to through its AD FS with a secret of its own.
+    let mut stamp_config = EmulatorConfig::fast();
+    stamp_config.tls = true;
+    stamp_config.token_prefix = TOKEN_PREFIX.to_owned();
+    stamp_config.stack_backup_duration = Duration::from_millis(300);
+    let stamp = azure_emulator::Emulator::start(stamp_config).await.unwrap();
+    stamp.add_backup_location(azure_emulator::BackupLocationSpec::new(
+        crate::cloud::SUB,
+        "System.local",
+        "local",
+    ));
+    let stamp_ca = stamp.ca_pem().unwrap();
+    let stamp_target = format!(
+        "[azure.profiles.stamp]\nresource_manager_endpoint = \"{}\"\ncredential = \"client_secret\"\n\
+         tenant_id = \"adfs\"\nclient_id = \"rpod-backup\"\nclient_secret_file = \"{{dir}}/stamp-secret\"\n\
+         ca_file = \"{{dir}}/stamp-ca.pem\"\nmin_retry_after = \"1s\"\nmax_retry_after = \"1s\"\n\
+         [[targets]]\nname = \"canary-stamp\"\nkind = \"azure_stack_infra\"\nazure_profile = \"stamp\"\n\
+         region = \"local\"\nsubscription_id = \"{}\"\n[targets.policy]\nrpo = \"1h\"\n",
+        stamp.base_url(),
+        crate::cloud::SUB
+    );
     let identity = age::x25519::Identity::generate();
     let age_secret = {
         use age::secrecy::ExposeSecret as _;
@@ -99,7 +121,8 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
     );
     let sas_and_vm = target("canary-sas", "svc-canary-sas", "rpo = \"1h\"")
         .replace("storage = \"blob\"", "storage = \"sas\"")
-        + &vm_target;
+        + &vm_target
+        + &stamp_target;
     let config = cloud
         .config(
             "access_key",
@@ -147,6 +170,8 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
             ("key", key.as_bytes()),
             ("sas", sas.as_bytes()),
             ("client-secret", CLIENT_SECRET.as_bytes()),
+            ("stamp-secret", STAMP_SECRET.as_bytes()),
+            ("stamp-ca.pem", stamp_ca.as_bytes()),
             ("webhook-secret", WEBHOOK_SECRET.as_bytes()),
             ("api-token", API_TOKEN.as_bytes()),
             ("recipients", recipients.as_bytes()),
@@ -156,14 +181,21 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         Clock::system(),
     )
     .await;
-    for name in ["canary", "canary-sas", "canary-cmd", "canary-vm"] {
+    for name in [
+        "canary",
+        "canary-sas",
+        "canary-cmd",
+        "canary-vm",
+        "canary-stamp",
+    ] {
         eventually(Duration::from_secs(30), "a completed backup", || async {
             app.records(name)
                 .await
                 .into_iter()
                 // A vault reports no size for its recovery points.
                 .find(|r| {
-                    r.status == Status::Succeeded && (r.size_bytes.is_some() || name == "canary-vm")
+                    r.status == Status::Succeeded
+                        && (r.size_bytes.is_some() || name == "canary-vm" || name == "canary-stamp")
                 })
         })
         .await;
@@ -271,8 +303,16 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
     );
 
     let token = cloud.emulator.issue_token();
+    assert!(
+        stamp
+            .token_requests()
+            .iter()
+            .any(|t| t.kind == Some(azure_emulator::TokenKind::Adfs) && t.issued),
+        "the stamp's secret was used with its AD FS"
+    );
     let canaries = [
         CLIENT_SECRET,
+        STAMP_SECRET,
         key.as_str(),
         signature.as_str(),
         TOKEN_PREFIX,
