@@ -26,7 +26,7 @@ const OPERATIONS: &str = "docs/operations.md";
 const RUNBOOK_BASE: &str = "https://github.com/rpod-project/rpod/blob/main/docs/operations.md";
 
 /// The alerts rpod ships (docs/operations.md, "Alerts and runbooks").
-const ALERTS: [&str; 13] = [
+const ALERTS: [&str; 14] = [
     "RpodRpoBreached",
     "RpodBackupsFailing",
     "RpodNoRestorableBackup",
@@ -40,6 +40,7 @@ const ALERTS: [&str; 13] = [
     "RpodRestoreDrillFailing",
     "RpodRestoreDrillStale",
     "RpodRtoExceeded",
+    "RpodBackupShareFilling",
 ];
 
 fn read(relative: &str) -> String {
@@ -290,10 +291,29 @@ fn every_alert_has_severity_annotations_a_runbook_and_unit_tests_both_ways() {
     }
 }
 
-/// rpod with `command` targets into a directory and an API Management target (with change detection) against the
-/// Azure emulator, once every target has completed a backup: every metric family has its series.
+/// rpod with `command` targets into a directory, an API Management target (with change detection) against the
+/// Azure emulator and an Azure Stack Hub stamp behind its test CA, once every target has completed a backup:
+/// every metric family has its series.
 async fn exercised_metrics() -> String {
     let cloud = Cloud::fast(Duration::from_millis(200)).await;
+    let mut stamp_config = azure_emulator::EmulatorConfig::fast();
+    stamp_config.tls = true;
+    stamp_config.stack_backup_duration = Duration::from_millis(200);
+    let stamp = azure_emulator::Emulator::start(stamp_config).await.unwrap();
+    stamp.add_backup_location(azure_emulator::BackupLocationSpec::new(
+        crate::cloud::SUB,
+        "System.local",
+        "local",
+    ));
+    let stamp_target = format!(
+        "\n[azure.profiles.stamp]\nresource_manager_endpoint = \"{}\"\ncredential = \"client_secret\"\n\
+         tenant_id = \"adfs\"\nclient_id = \"rpod-backup\"\nclient_secret_file = \"{{dir}}/stamp-secret\"\n\
+         ca_file = \"{{dir}}/stamp-ca.pem\"\nmin_retry_after = \"1s\"\nmax_retry_after = \"1s\"\n\
+         [[targets]]\nname = \"stamp\"\nkind = \"azure_stack_infra\"\nazure_profile = \"stamp\"\n\
+         region = \"local\"\nsubscription_id = \"{}\"\n[targets.policy]\nrpo = \"1h\"\n",
+        stamp.base_url(),
+        crate::cloud::SUB
+    );
     cloud.service("svc-alerting");
     cloud.service("svc-alerting-standby");
     let apim = target(
@@ -309,7 +329,7 @@ async fn exercised_metrics() -> String {
     let config = cloud.config(
         "managed_identity",
         &format!(
-            "{}{apim}",
+            "{}{apim}{stamp_target}",
             command_config(
                 "",
                 &[
@@ -323,13 +343,25 @@ async fn exercised_metrics() -> String {
             )
         ),
     );
-    let app = cloud.spawn(&config).await;
+    let (key_name, key) = cloud.key_file();
+    let ca = stamp.ca_pem().unwrap();
+    let app = crate::support::spawn_app_in(
+        &config,
+        &[
+            (key_name, key.as_slice()),
+            ("stamp-ca.pem", ca.as_bytes()),
+            ("stamp-secret", b"stamp-secret".as_slice()),
+        ],
+        cloud.environment(),
+        rpod::clock::Clock::system(),
+    )
+    .await;
     let text = eventually(
         Duration::from_secs(40),
         "a completed backup of every target, a drill, a standby restore and Azure Resource Manager requests",
         || async {
             let text = app.metrics().await.text;
-            let done = ["apim", "etc", "db"].iter().all(|t| {
+            let done = ["apim", "etc", "db", "stamp"].iter().all(|t| {
                 text.contains(&format!(
                     "rpod_backups_total{{outcome=\"succeeded\",target=\"{t}\",trigger=\"rpo\"}} 1"
                 )) && text.contains(&format!(
@@ -338,7 +370,8 @@ async fn exercised_metrics() -> String {
             });
             let drilled = text.contains("rpod_restore_drill_duration_seconds{target=\"etc\"}")
                 && text.contains("rpod_restore_duration_seconds_count{target=\"apim\"}");
-            (done && drilled && text.contains("rpod_arm_requests_total{")).then_some(text)
+            let share = text.contains("rpod_target_backups_that_fit{target=\"stamp\"}");
+            (done && drilled && share && text.contains("rpod_arm_requests_total{")).then_some(text)
         },
     )
     .await;

@@ -24,6 +24,7 @@ mod prune;
 mod restore;
 mod scheduler;
 mod secrets;
+mod stack;
 mod support;
 mod systemd;
 mod vm;

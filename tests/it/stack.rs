@@ -1,0 +1,709 @@
+//! Azure Stack Hub infrastructure backups against the emulator over HTTPS with a test CA (docs/azure-stack.md):
+//! trigger mode end to end, one backup at a time and kill -9, watch mode, failure classes, capacity and
+//! certificate metrics, and the list's early "succeeded".
+
+use std::time::Duration;
+
+use azure_emulator::{
+    BackupLocationRef, BackupLocationSpec, Emulator, EmulatorConfig, LoggedRequest, ShareCondition,
+    TokenKind,
+};
+use chrono::TimeDelta;
+use rpod::app::Environment;
+use rpod::azure::transport::LoopbackOnly;
+use rpod::clock::Clock;
+use rpod::record::{BackupRecord, Status};
+
+use crate::support::{TestApp, eventually, spawn_app_in};
+
+const SUB: &str = "00000000-0000-0000-0000-00000000a5a5";
+const REGION: &str = "local";
+const RG: &str = "System.local";
+
+/// A stamp: the emulator over HTTPS with its test CA, and one backup location.
+struct Stamp {
+    emulator: Emulator,
+    location: BackupLocationRef,
+}
+
+impl Stamp {
+    async fn start(tweak: impl FnOnce(&mut EmulatorConfig), spec: BackupLocationSpec) -> Self {
+        let mut config = EmulatorConfig::fast();
+        config.tls = true;
+        tweak(&mut config);
+        let emulator = Emulator::start(config).await.unwrap();
+        let location = spec.reference();
+        emulator.add_backup_location(spec);
+        Self { emulator, location }
+    }
+
+    async fn trigger(duration: Duration, spec: BackupLocationSpec) -> Self {
+        Self::start(|c| c.stack_backup_duration = duration, spec).await
+    }
+
+    fn ca(&self) -> Vec<u8> {
+        self.emulator
+            .ca_pem()
+            .expect("served over TLS")
+            .into_bytes()
+    }
+
+    /// The daemon's settings, the stamp's profile (its CA in `{dir}/stamp-ca.pem` when `with_ca`) and `targets`.
+    fn config(&self, with_ca: bool, targets: &str) -> String {
+        let ca = if with_ca {
+            "ca_file = \"{dir}/stamp-ca.pem\""
+        } else {
+            ""
+        };
+        format!(
+            r#"
+[daemon]
+state_dir = "{{dir}}/state"
+listen = "127.0.0.1:0"
+evaluation_interval = "300ms"
+reconcile_interval = "1s"
+shutdown_timeout = "2s"
+log_format = "json"
+
+[azure.profiles.stamp]
+resource_manager_endpoint = "{arm}"
+credential = "client_secret"
+tenant_id = "adfs"
+client_id = "rpod-backup"
+client_secret_file = "{{dir}}/stamp-secret"
+min_retry_after = "1s"
+max_retry_after = "1s"
+request_timeout = "5s"
+{ca}
+{targets}
+"#,
+            arm = self.emulator.base_url(),
+        )
+    }
+
+    async fn spawn(&self, with_ca: bool, targets: &str) -> TestApp {
+        let ca = self.ca();
+        spawn_app_in(
+            &self.config(with_ca, targets),
+            &[
+                ("stamp-ca.pem", ca.as_slice()),
+                ("stamp-secret", b"stamp-secret-value".as_slice()),
+            ],
+            Environment::loopback(LoopbackOnly::transport(Vec::new())),
+            Clock::system(),
+        )
+        .await
+    }
+
+    fn create_posts(&self) -> Vec<LoggedRequest> {
+        self.emulator
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.method == "POST" && r.path().to_ascii_lowercase().ends_with("/createbackup")
+            })
+            .collect()
+    }
+}
+
+fn location() -> BackupLocationSpec {
+    BackupLocationSpec::new(SUB, RG, REGION)
+}
+
+fn target(name: &str, extra: &str, policy: &str) -> String {
+    format!(
+        r#"
+[[targets]]
+name = "{name}"
+kind = "azure_stack_infra"
+azure_profile = "stamp"
+region = "{REGION}"
+subscription_id = "{SUB}"
+{extra}
+[targets.policy]
+{policy}
+"#
+    )
+}
+
+/// The target's own (not imported) records once `count` of them ended.
+async fn ended(app: &TestApp, target: &str, count: usize) -> Vec<BackupRecord> {
+    eventually(Duration::from_secs(40), "ended stamp backups", || async {
+        let records: Vec<BackupRecord> = app
+            .records(target)
+            .await
+            .into_iter()
+            .filter(|r| r.status != Status::Running && r.trigger != "discovered")
+            .collect();
+        (records.len() >= count).then_some(records)
+    })
+    .await
+}
+
+async fn backup_now(app: &TestApp, target: &str) -> (u16, String) {
+    let response = app
+        .http
+        .post(app.url(&format!("/api/v1/targets/{target}/backup")))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_mode_over_https_with_the_stamps_ca_records_the_stamps_backup() {
+    let stamp = Stamp::trigger(
+        Duration::from_millis(1500),
+        location().with_retention_days(5),
+    )
+    .await;
+    let app = stamp
+        .spawn(true, &target("stamp", "", "rpo = \"1h\""))
+        .await;
+    let record = ended(&app, "stamp", 1).await.remove(0);
+    assert_eq!(record.status, Status::Succeeded, "{record:?}");
+    assert_eq!(stamp.create_posts().len(), 1, "one createBackup");
+
+    let state = stamp.emulator.backup_location(&stamp.location).unwrap();
+    let made = &state.backups[0];
+    assert_eq!(
+        record.artifact.as_deref(),
+        Some(made.name.as_str()),
+        "the artifact is the stamp's backup id"
+    );
+    let recovery_point = record.accepted_at.unwrap();
+    assert_eq!(
+        recovery_point.timestamp_millis(),
+        made.created.timestamp_millis(),
+        "the recovery point is createdDateTime"
+    );
+    assert_eq!(
+        record.expires_at.unwrap() - recovery_point,
+        TimeDelta::days(5),
+        "expiry from the location's retention"
+    );
+    let ended_at = made.ended.expect("the operation ended");
+    assert!(
+        record.completed_at.unwrap() >= ended_at,
+        "completed only once the operation ended"
+    );
+    let content: serde_json::Value = serde_json::from_str(
+        record
+            .content
+            .as_deref()
+            .expect("recorded with its content"),
+    )
+    .unwrap();
+    assert_eq!(content["backup"], made.name.as_str());
+    assert!(
+        content["time_taken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("PT")),
+        "timeTakenToCreate recorded: {content}"
+    );
+    assert_eq!(
+        content["encryption_cert_thumbprint"].as_str(),
+        state.spec.encryption_cert_thumbprint.as_deref(),
+        "the certificate recorded with the backup"
+    );
+
+    // AD FS signed rpod in, for the audience the stamp's metadata names.
+    let tokens = stamp.emulator.token_requests();
+    assert!(
+        tokens.iter().any(|t| t.kind == Some(TokenKind::Adfs)
+            && t.issued
+            && t.scope.as_deref() == Some(azure_emulator::DEFAULT_STACK_AUDIENCE)),
+        "{tokens:?}"
+    );
+    app.stop().await;
+
+    // Without the CA, the stamp is not trusted and the error names the CA to add; nothing reaches its ARM.
+    let other = Stamp::trigger(Duration::from_millis(500), location()).await;
+    let app = other
+        .spawn(
+            false,
+            &target("stamp", "", "rpo = \"1h\"\nmax_attempts = 1"),
+        )
+        .await;
+    let record = ended(&app, "stamp", 1).await.remove(0);
+    assert_ne!(record.status, Status::Succeeded);
+    let message = record.error_message.clone().unwrap_or_default();
+    assert!(message.contains("rpod emulator test root CA"), "{message}");
+    assert!(
+        message.contains("ca_file in [azure.profiles.stamp]"),
+        "{message}"
+    );
+    assert!(other.create_posts().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_trigger_while_one_runs_sends_nothing_and_a_running_stamp_backup_is_waited_for() {
+    // Backups take 3 s; the stamp's scheduler, once on, starts one every 4 "hours" of 1 s.
+    let stamp = Stamp::start(
+        |c| {
+            c.stack_backup_duration = Duration::from_secs(3);
+            c.stack_scheduler_hour = Duration::from_secs(1);
+        },
+        location().with_frequency_hours(4),
+    )
+    .await;
+    let app = stamp
+        .spawn(true, &target("stamp", "", "rpo = \"1h\""))
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the first createBackup",
+        || async { (!stamp.create_posts().is_empty()).then_some(()) },
+    )
+    .await;
+    let (status, body) = backup_now(&app, "stamp").await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("coalesced"), "{body}");
+    let first = ended(&app, "stamp", 1).await;
+    assert_eq!(first[0].status, Status::Succeeded, "{first:?}");
+    assert_eq!(
+        stamp.create_posts().len(),
+        1,
+        "the second trigger sent nothing"
+    );
+
+    // A backup the stamp's own scheduler runs: rpod's next one waits for it to end, then asks.
+    stamp.emulator.set_backup_scheduler(&stamp.location, true);
+    let foreign = eventually(
+        Duration::from_secs(20),
+        "a backup of the stamp's scheduler",
+        || async {
+            let state = stamp.emulator.backup_location(&stamp.location)?;
+            state
+                .backups
+                .iter()
+                .find(|b| b.by_scheduler && b.ended.is_none())
+                .cloned()
+        },
+    )
+    .await;
+    stamp.emulator.set_backup_scheduler(&stamp.location, false);
+    let (status, body) = backup_now(&app, "stamp").await;
+    assert_eq!(status, 202, "{body}");
+    let second = ended(&app, "stamp", 2).await.remove(1);
+    assert_eq!(second.status, Status::Succeeded, "{second:?}");
+    // The stamp lists its own backup as done before it ends: a request rpod sent in that window was refused
+    // (409) and waited out, never accepted.
+    let accepted: Vec<_> = stamp
+        .create_posts()
+        .into_iter()
+        .filter(|p| p.status == Some(202))
+        .collect();
+    assert_eq!(
+        accepted.len(),
+        2,
+        "one more backup accepted, after the stamp's own"
+    );
+    let foreign_ended = stamp
+        .emulator
+        .backup_location(&stamp.location)
+        .unwrap()
+        .backups
+        .iter()
+        .find(|b| b.name == foreign.name)
+        .and_then(|b| b.ended)
+        .unwrap();
+    assert!(
+        second.requested_at <= foreign_ended && second.accepted_at.unwrap() >= foreign_ended,
+        "rpod's backup was asked for while the stamp's ran and created after it ended: {second:?}, {foreign_ended}"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn kill_9_during_create_backup_resumes_the_same_operation() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stamp = runtime.block_on(Stamp::trigger(Duration::from_secs(6), location()));
+    let _guard = runtime.enter();
+    let (dir, path) =
+        crate::support::write_config(&stamp.config(true, &target("stamp", "", "rpo = \"1h\"")));
+    std::fs::write(dir.path().join("stamp-ca.pem"), stamp.ca()).unwrap();
+    std::fs::write(dir.path().join("stamp-secret"), "stamp-secret-value").unwrap();
+    let mut daemon = crate::support::DaemonProcess::start(&path);
+    runtime.block_on(eventually(
+        Duration::from_secs(20),
+        "the operation being polled",
+        || async {
+            stamp
+                .emulator
+                .requests()
+                .iter()
+                .any(|r| {
+                    r.method == "GET"
+                        && r.path().to_ascii_lowercase().contains("/operationresults/")
+                })
+                .then_some(())
+        },
+    ));
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(5)).expect("killed");
+
+    let daemon = crate::support::DaemonProcess::start(&path);
+    let state = dir.path().join("state");
+    let records = runtime.block_on(eventually(
+        Duration::from_secs(40),
+        "the resumed backup",
+        || async {
+            let records = crate::support::records_in(&state, "stamp").await;
+            records
+                .iter()
+                .any(|r| r.status == Status::Succeeded && r.trigger != "discovered")
+                .then_some(records)
+        },
+    ));
+    assert_eq!(stamp.create_posts().len(), 1, "exactly one createBackup");
+    let own: Vec<_> = records
+        .iter()
+        .filter(|r| r.trigger != "discovered")
+        .collect();
+    assert_eq!(own.len(), 1, "one backup, completed once: {records:#?}");
+    assert!(daemon.log_contains("Resuming"), "the resume is logged");
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_imports_the_stamps_backups_and_breaks_at_the_rpo_when_they_stop() {
+    // The stamp's scheduler starts a 2 s backup every 4 "hours" of 1 s, and lists it as done 0.8 s early; rpod
+    // watches with an RPO of 12 s and counts a listed backup once it has been listed as done for 1 s.
+    let stamp = Stamp::start(
+        |c| {
+            c.stack_backup_duration = Duration::from_secs(2);
+            c.stack_scheduler_hour = Duration::from_secs(1);
+        },
+        location().with_scheduler(true).with_frequency_hours(4),
+    )
+    .await;
+    let app = stamp
+        .spawn(
+            true,
+            &target(
+                "stamp",
+                "mode = \"watch\"\nsettle = \"1s\"",
+                "rpo = \"12s\"",
+            ),
+        )
+        .await;
+    let imported = eventually(
+        Duration::from_secs(30),
+        "two imported stamp backups",
+        || async {
+            let records: Vec<BackupRecord> = app
+                .records("stamp")
+                .await
+                .into_iter()
+                .filter(|r| r.trigger == "discovered")
+                .collect();
+            (records.len() >= 2).then_some(records)
+        },
+    )
+    .await;
+    let state = stamp.emulator.backup_location(&stamp.location).unwrap();
+    for record in &imported {
+        let made = state
+            .backups
+            .iter()
+            .find(|b| Some(b.name.as_str()) == record.artifact.as_deref())
+            .expect("an imported backup is the stamp's");
+        assert!(made.by_scheduler, "{made:?}");
+        let really_ended = made.ended.unwrap_or_else(|| {
+            panic!("imported while the stamp still ran it (its list said succeeded early): {record:?} {made:?}")
+        });
+        assert!(
+            record.completed_at.unwrap() >= really_ended - TimeDelta::milliseconds(100),
+            "imported only once it really ended, not at the list's early success: {record:?} {made:?}"
+        );
+        assert_eq!(
+            record.expires_at.unwrap() - record.accepted_at.unwrap(),
+            TimeDelta::days(7),
+            "expiry from the location's default retention"
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "compliance from the stamp's backups",
+        || async {
+            (app.metrics()
+                .await
+                .get("rpod_target_rpo_compliant", &[("target", "stamp")])
+                == Some(1.0))
+            .then_some(())
+        },
+    )
+    .await;
+    let (status, body) = backup_now(&app, "stamp").await;
+    assert_eq!(
+        status, 409,
+        "a watched target is never backed up by rpod: {body}"
+    );
+
+    // The stamp's scheduler stops: compliance breaks at the RPO, and rpod still never asks for a backup.
+    stamp.emulator.set_backup_scheduler(&stamp.location, false);
+    eventually(Duration::from_secs(30), "the RPO breached", || async {
+        (app.metrics()
+            .await
+            .get("rpod_target_rpo_compliant", &[("target", "stamp")])
+            == Some(0.0))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        stamp.create_posts().is_empty(),
+        "rpod never POSTs in watch mode"
+    );
+    assert!(
+        app.records("stamp")
+            .await
+            .iter()
+            .all(|r| r.trigger == "discovered"),
+        "no backup of rpod's own"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_map_to_the_stamps_classes_and_share_metrics_follow_the_stamp() {
+    let stamp = Stamp::trigger(
+        Duration::from_millis(300),
+        location().with_available_capacity(45 * 1024 * 1024 * 1024),
+    )
+    .await;
+    let app = stamp
+        .spawn(true, &target("stamp", "", "rpo = \"1h\"\nmax_attempts = 1"))
+        .await;
+    let first = ended(&app, "stamp", 1).await;
+    assert_eq!(first[0].status, Status::Succeeded, "{first:?}");
+    assert_eq!(
+        first[0].size_bytes,
+        Some(10 * 1024 * 1024 * 1024),
+        "the share's loss is the backup's size"
+    );
+
+    // One role fails: the backup counts, with the role as a warning.
+    stamp.emulator.fail_roles(&stamp.location, &["NRP"]);
+    backup_now(&app, "stamp").await;
+    let partial = ended(&app, "stamp", 2).await.remove(1);
+    assert_eq!(partial.status, Status::Succeeded, "{partial:?}");
+    assert!(
+        partial
+            .content
+            .as_deref()
+            .unwrap_or_default()
+            .contains("role NRP failed"),
+        "{partial:?}"
+    );
+
+    // The share fills up: the failure is ShareOutOfCapacity with its remedy, counted by reason.
+    stamp
+        .emulator
+        .set_share_condition(&stamp.location, Some(ShareCondition::OutOfCapacity));
+    backup_now(&app, "stamp").await;
+    let full = ended(&app, "stamp", 3).await.remove(2);
+    assert_eq!(full.status, Status::Failed, "{full:?}");
+    assert_eq!(full.error_code.as_deref(), Some("ShareOutOfCapacity"));
+    assert!(
+        full.error_message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("the backup share is full"),
+        "{full:?}"
+    );
+    for (condition, code) in [
+        (ShareCondition::Unreachable, "ShareUnreachable"),
+        (ShareCondition::PathNotFound, "SharePathNotFound"),
+        (
+            ShareCondition::AuthenticationFailed,
+            "ShareAuthenticationFailed",
+        ),
+        (ShareCondition::Fault, "BackupFault"),
+    ] {
+        stamp
+            .emulator
+            .set_share_condition(&stamp.location, Some(condition));
+        let before = ended(&app, "stamp", 1).await.len();
+        backup_now(&app, "stamp").await;
+        let failed = ended(&app, "stamp", before + 1).await.remove(before);
+        assert_eq!(failed.error_code.as_deref(), Some(code), "{failed:?}");
+    }
+    stamp.emulator.set_share_condition(&stamp.location, None);
+    // Every role fails: Failed, as a BackupFault naming them.
+    stamp.emulator.fail_roles(
+        &stamp.location,
+        &[
+            "ACS",
+            "ADFS",
+            "BRP",
+            "CA",
+            "CRP",
+            "Domain",
+            "ECE",
+            "KeyVaultDataPlane",
+            "NRP",
+            "SRP",
+            "WAS",
+        ],
+    );
+    let before = ended(&app, "stamp", 1).await.len();
+    backup_now(&app, "stamp").await;
+    let failed = ended(&app, "stamp", before + 1).await.remove(before);
+    assert_eq!(
+        failed.error_code.as_deref(),
+        Some("BackupFault"),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("NRP"),
+        "{failed:?}"
+    );
+
+    // The certificate changes and the share shrinks: the metrics follow at the next reconciliation.
+    stamp.emulator.set_encryption_cert(
+        &stamp.location,
+        Some("0123456789ABCDEF0123456789ABCDEF01234567"),
+    );
+    stamp
+        .emulator
+        .set_available_capacity(&stamp.location, 15 * 1024 * 1024 * 1024);
+    let metrics = eventually(Duration::from_secs(20), "the share's metrics", || async {
+        let metrics = app.metrics().await;
+        let changed = metrics.get(
+            "rpod_target_encryption_cert_changed_timestamp_seconds",
+            &[("target", "stamp")],
+        );
+        let available = metrics.get("rpod_storage_available_bytes", &[("target", "stamp")]);
+        (changed.is_some_and(|c| c > 0.0) && available == Some(15.0 * 1024.0 * 1024.0 * 1024.0))
+            .then_some(metrics)
+    })
+    .await;
+    assert_eq!(
+        metrics.value("rpod_target_backups_that_fit", &[("target", "stamp")]),
+        1.0,
+        "15 GiB free holds one more 10 GiB backup"
+    );
+    assert_eq!(
+        metrics.value("rpod_target_protection_healthy", &[("target", "stamp")]),
+        0.0,
+        "a share with room for fewer than two backups is unhealthy"
+    );
+    for (reason, count) in [
+        ("ShareOutOfCapacity", 1.0),
+        ("ShareUnreachable", 1.0),
+        ("SharePathNotFound", 1.0),
+        ("ShareAuthenticationFailed", 1.0),
+        ("BackupFault", 2.0),
+    ] {
+        assert_eq!(
+            metrics.value(
+                "rpod_backup_failures_total",
+                &[("target", "stamp"), ("reason", reason)]
+            ),
+            count,
+            "{reason}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lists_early_success_does_not_complete_a_backup_before_its_operation() {
+    // A 5 s backup that the list shows as succeeded after 3 s; reconciliation runs every second meanwhile.
+    let stamp = Stamp::trigger(Duration::from_secs(5), location()).await;
+    let app = stamp
+        .spawn(true, &target("stamp", "settle = \"0s\"", "rpo = \"1h\""))
+        .await;
+    let early = eventually(
+        Duration::from_secs(20),
+        "the list's early success",
+        || async {
+            let state = stamp.emulator.backup_location(&stamp.location)?;
+            let backup = state.backups.first()?.clone();
+            let listed_done =
+                stamp.emulator.now() >= backup.created + TimeDelta::milliseconds(3200);
+            (listed_done && backup.ended.is_none()).then_some(backup)
+        },
+    )
+    .await;
+    // Two reconciliation rounds while the list says "succeeded" and the operation still runs.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let still_running = stamp.emulator.backup_location(&stamp.location).unwrap();
+    assert!(
+        still_running.backups[0].ended.is_none(),
+        "the test outran the backup"
+    );
+    let records = app.records("stamp").await;
+    assert!(
+        records
+            .iter()
+            .all(|r| r.status == Status::Running && r.trigger != "discovered"),
+        "nothing completed or imported before the operation ended: {records:#?}"
+    );
+    let record = ended(&app, "stamp", 1).await.remove(0);
+    assert_eq!(record.status, Status::Succeeded);
+    assert_eq!(record.artifact.as_deref(), Some(early.name.as_str()));
+    let ended_at = stamp
+        .emulator
+        .backup_location(&stamp.location)
+        .unwrap()
+        .backups[0]
+        .ended
+        .unwrap();
+    assert!(
+        record.completed_at.unwrap() >= ended_at,
+        "completed after the operation ended"
+    );
+    assert!(
+        app.records("stamp")
+            .await
+            .iter()
+            .all(|r| r.trigger != "discovered"),
+        "the backup was recorded once"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn check_config_online_says_how_to_turn_the_stamps_scheduler_off() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stamp = runtime.block_on(Stamp::trigger(
+        Duration::from_secs(1),
+        location().with_scheduler(true),
+    ));
+    let _guard = runtime.enter();
+    let (dir, path) =
+        crate::support::write_config(&stamp.config(true, &target("stamp", "", "rpo = \"12h\"")));
+    std::fs::write(dir.path().join("stamp-ca.pem"), stamp.ca()).unwrap();
+    std::fs::write(dir.path().join("stamp-secret"), "stamp-secret-value").unwrap();
+    let output = crate::support::run_rpod(&path, &["check-config", "--online"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("Disable automatic backups"),
+        "{stdout}{stderr}"
+    );
+
+    stamp.emulator.set_backup_scheduler(&stamp.location, false);
+    let output = crate::support::run_rpod(&path, &["check-config", "--online"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("backup location local"), "{stdout}");
+    assert!(
+        stamp.create_posts().is_empty(),
+        "check-config never starts a backup"
+    );
+}
