@@ -707,3 +707,79 @@ fn check_config_online_says_how_to_turn_the_stamps_scheduler_off() {
         "check-config never starts a backup"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entra_id_stamp_signs_in_for_the_audience_of_its_metadata_and_a_scheduler_left_on_is_unhealthy()
+ {
+    // An Entra ID stamp whose built-in scheduler (every 12 "hours" of an hour: not within this test) is on while
+    // rpod triggers.
+    let stamp = Stamp::start(
+        |c| {
+            c.stack_backup_duration = Duration::from_millis(300);
+            c.stack_identity = azure_emulator::StackIdentity::EntraId;
+        },
+        location().with_scheduler(true),
+    )
+    .await;
+    let config = stamp
+        .config(true, &target("stamp", "", "rpo = \"1h\""))
+        .replace(
+            "tenant_id = \"adfs\"",
+            "tenant_id = \"tenant-of-the-stamp\"",
+        );
+    let ca = stamp.ca();
+    let app = spawn_app_in(
+        &config,
+        &[
+            ("stamp-ca.pem", ca.as_slice()),
+            ("stamp-secret", b"stamp-secret-value".as_slice()),
+        ],
+        Environment::loopback(LoopbackOnly::transport(Vec::new())),
+        Clock::system(),
+    )
+    .await;
+    let record = ended(&app, "stamp", 1).await.remove(0);
+    assert_eq!(record.status, Status::Succeeded, "{record:?}");
+    let tokens = stamp.emulator.token_requests();
+    let audience_scope = format!("{}/.default", azure_emulator::DEFAULT_STACK_AUDIENCE);
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t.kind == Some(TokenKind::ClientSecret)
+                && t.tenant.as_deref() == Some("tenant-of-the-stamp")
+                && t.scope.as_deref() == Some(audience_scope.as_str())
+                && t.issued),
+        "{tokens:?}"
+    );
+    assert_eq!(
+        app.metrics()
+            .await
+            .value("rpod_target_protection_healthy", &[("target", "stamp")]),
+        0.0,
+        "the stamp's scheduler is on while rpod triggers"
+    );
+
+    // A location without an encryption certificate: the backup fails saying so, and nothing is asked of the stamp.
+    stamp.emulator.set_encryption_cert(&stamp.location, None);
+    backup_now(&app, "stamp").await;
+    let failed = ended(&app, "stamp", 2).await.remove(1);
+    assert_eq!(
+        failed.error_code.as_deref(),
+        Some("BackupFault"),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no encryption certificate"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        stamp.create_posts().len(),
+        1,
+        "no createBackup without a certificate"
+    );
+    app.stop().await;
+}
