@@ -112,20 +112,7 @@ impl ProfileTokens {
                 redact(&url)
             )
         };
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|err| failed(describe_error(&err)))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| failed(err.to_string()))?;
-        if !status.is_success() {
-            return Err(failed(format!("it answered {}", status.as_u16())));
-        }
+        let bytes = answer(self.http.get(&url)).await.map_err(failed)?;
         let metadata: Metadata = serde_json::from_slice(&bytes)
             .map_err(|err| failed(format!("unreadable answer: {err}")))?;
         if metadata.authentication.audiences.is_empty() {
@@ -231,31 +218,15 @@ impl ProfileTokens {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let response = self
+        let request = self
             .http
             .post(token_url)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .body(body)
-            .send()
-            .await
-            .map_err(|err| failed(describe_error(&err)))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| failed(err.to_string()))?;
-        if !status.is_success() {
-            // AD FS answers {"error","error_description"}; neither carries the secret.
-            let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
-            return Err(failed(format!(
-                "it answered {}: {}",
-                status.as_u16(),
-                redact(&text)
-            )));
-        }
+            .body(body);
+        let bytes = answer(request).await.map_err(failed)?;
         let token: AdfsToken =
             serde_json::from_slice(&bytes).map_err(|_| failed("unreadable answer".to_owned()))?;
         let lifetime = match token.expires_in {
@@ -265,6 +236,23 @@ impl ProfileTokens {
         };
         Ok((Secret::new(token.access_token), lifetime))
     }
+}
+
+/// The body of a successful answer to `request`, or why there is none: the error's whole chain, or the status
+/// with the start of the body (the metadata and AD FS's `{"error","error_description"}` carry no secret).
+async fn answer(request: reqwest::RequestBuilder) -> Result<Vec<u8>, String> {
+    let response = request.send().await.map_err(|err| describe_error(&err))?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|err| describe_error(&err))?;
+    if !status.is_success() {
+        let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
+        return Err(format!(
+            "it answered {}: {}",
+            status.as_u16(),
+            redact(&text)
+        ));
+    }
+    Ok(bytes.to_vec())
 }
 
 #[async_trait::async_trait]

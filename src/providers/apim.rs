@@ -15,12 +15,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::arm::{Journaled, followed, provider_error, start_following};
+use super::arm::{follow_for, followed, provider_error, start_following};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
     Provider, ProviderError, RestoreOutcome, RestoreRequest, Verdict,
 };
-use crate::azure::lro::{Follower, Handle, Pattern};
+use crate::azure::lro::{Handle, Pattern};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::changes::ChangeSignals;
 use crate::config::{ApimSpec, AzureBlobConfig, BlobAccess, Problem, StorageConfig};
@@ -359,16 +359,7 @@ impl ApimProvider {
         handle: Handle,
         accepted_at: DateTime<Utc>,
     ) -> Result<BackupOutcome, ProviderError> {
-        let follower = Follower {
-            arm: &self.arm,
-            subscription: &self.spec.subscription_id,
-            clock: &request.clock,
-            deadline: request.deadline_at,
-            cancel: &request.cancel,
-            stopping: &request.stopping,
-        };
-        let response = follower
-            .follow(handle, &Journaled(request.journal.as_ref()))
+        let response = follow_for(&self.arm, &self.spec.subscription_id, request, handle)
             .await
             .map_err(|err| followed(err, accepted_at))?;
         let resource =
@@ -575,20 +566,10 @@ impl ApimProvider {
         let place = self
             .place(request.into.as_deref())
             .map_err(|message| ProviderError::permanent("UnknownDestination", message))?;
-        let follower = Follower {
-            arm: &self.arm,
-            subscription: &place.subscription,
-            clock: &request.clock,
-            deadline: request.deadline_at,
-            cancel: &request.cancel,
-            stopping: &request.stopping,
-        };
-        let journal = Journaled(request.journal.as_ref());
         let (accepted_at, response) = if let Some(resume) = &request.resume {
             let handle = Handle::from_json(&resume.handle)
                 .map_err(|message| ProviderError::permanent("InvalidOperation", message))?;
-            let response = follower
-                .follow(handle, &journal)
+            let response = follow_for(&self.arm, &place.subscription, &request, handle)
                 .await
                 .map_err(|err| followed(err, resume.accepted_at))?;
             (resume.accepted_at, response)
@@ -625,8 +606,7 @@ impl ApimProvider {
                     target = %request.target, restore_id = request.restore_id, service = %place.service,
                     request_id = response.request_id.as_deref().unwrap_or("-"), "Azure accepted the restore."
                 );
-                let response = follower
-                    .follow(handle, &journal)
+                let response = follow_for(&self.arm, &place.subscription, &request, handle)
                     .await
                     .map_err(|err| followed(err, accepted_at))?;
                 (accepted_at, response)

@@ -3,10 +3,14 @@
 //! progress.
 
 use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
-use super::interface::{OperationJournal, ProviderError};
-use crate::azure::lro::{FollowError, Handle, Pattern, Progress};
+use super::interface::{BackupRequest, OperationJournal, ProviderError, RestoreRequest};
+use crate::azure::lro::{FollowError, Follower, Handle, Pattern, Progress};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
+use crate::clock::Clock;
 
 /// An ARM error as a provider error: Azure's code, its message with the request id, retryable or not.
 pub(super) fn provider_error(
@@ -106,4 +110,97 @@ pub(super) async fn start_following(
             ))
         })?;
     Ok(handle)
+}
+
+/// What following an operation needs of the request it serves, a backup's or a restore's: its clock, deadline,
+/// cancellation, stop signal and journal.
+pub(super) trait Followed {
+    fn clock(&self) -> &Clock;
+    fn deadline(&self) -> DateTime<Utc>;
+    fn cancel(&self) -> &CancellationToken;
+    fn stopping(&self) -> &CancellationToken;
+    fn journal(&self) -> &dyn OperationJournal;
+}
+
+macro_rules! followed_request {
+    ($request:ty) => {
+        impl Followed for $request {
+            fn clock(&self) -> &Clock {
+                &self.clock
+            }
+            fn deadline(&self) -> DateTime<Utc> {
+                self.deadline_at
+            }
+            fn cancel(&self) -> &CancellationToken {
+                &self.cancel
+            }
+            fn stopping(&self) -> &CancellationToken {
+                &self.stopping
+            }
+            fn journal(&self) -> &dyn OperationJournal {
+                self.journal.as_ref()
+            }
+        }
+    };
+}
+followed_request!(BackupRequest);
+followed_request!(RestoreRequest);
+
+/// Follows `handle` to its end for `request`, within its deadline, saving each step through its journal.
+pub(super) async fn follow_for(
+    arm: &ArmClient,
+    subscription: &str,
+    request: &impl Followed,
+    handle: Handle,
+) -> Result<ArmResponse, FollowError> {
+    let follower = Follower {
+        arm,
+        subscription,
+        clock: request.clock(),
+        deadline: request.deadline(),
+        cancel: request.cancel(),
+        stopping: request.stopping(),
+    };
+    follower.follow(handle, &Journaled(request.journal())).await
+}
+
+/// GETs `url` and reads its JSON answer.
+pub(super) async fn get_json(
+    arm: &ArmClient,
+    operation: &str,
+    subscription: &str,
+    url: &str,
+) -> Result<Value, ArmError> {
+    let response = arm
+        .send(operation, subscription, Method::GET, url, None)
+        .await?;
+    serde_json::from_slice(&response.body)
+        .map_err(|err| ArmError::invalid_answer(&response, format!("unreadable answer: {err}")))
+}
+
+/// Every item of an ARM list starting at `url`, following `nextLink` (at most 1000 pages), read by `read`.
+pub(super) async fn list_all<T>(
+    arm: &ArmClient,
+    operation: &str,
+    subscription: &str,
+    url: String,
+    read: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>, ArmError> {
+    let mut url = url;
+    let mut items = Vec::new();
+    for _ in 0..1000 {
+        let page = get_json(arm, operation, subscription, &url).await?;
+        items.extend(
+            page.get("value")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(&read),
+        );
+        match page.get("nextLink").and_then(Value::as_str) {
+            Some(next) if !next.is_empty() => next.clone_into(&mut url),
+            _ => break,
+        }
+    }
+    Ok(items)
 }

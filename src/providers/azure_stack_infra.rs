@@ -16,12 +16,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::arm::{Journaled, followed, provider_error, start_following};
+use super::arm::{follow_for, followed, get_json, list_all, provider_error, start_following};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport,
     ExternalPoint, Health, Provider, ProviderError, ShareReading,
 };
-use crate::azure::lro::{FollowError, Follower, Handle, Pattern};
+use crate::azure::lro::{FollowError, Handle, Pattern};
 use crate::azure::{ArmClient, ArmError};
 use crate::config::{AzureStackInfraSpec, Problem, StackMode};
 use crate::storage::Storage;
@@ -310,47 +310,29 @@ impl AzureStackInfraProvider {
         format!("{url}{join}api-version={}", self.spec.api_version)
     }
 
-    async fn get(&self, operation: &str, url: &str) -> Result<Value, ArmError> {
-        let response = self
-            .arm
-            .send(
-                operation,
-                &self.spec.subscription_id,
-                Method::GET,
-                url,
-                None,
-            )
-            .await?;
-        serde_json::from_slice(&response.body)
-            .map_err(|err| ArmError::invalid_answer(&response, format!("unreadable answer: {err}")))
-    }
-
     async fn location(&self) -> Result<Location, ArmError> {
-        let value = self
-            .get("stack_location", &self.with_version(&self.location_url))
-            .await?;
-        Ok(Location::read(&value))
+        let url = self.with_version(&self.location_url);
+        get_json(
+            &self.arm,
+            "stack_location",
+            &self.spec.subscription_id,
+            &url,
+        )
+        .await
+        .map(|value| Location::read(&value))
     }
 
     /// Every backup the stamp lists, following `nextLink`.
     async fn backups(&self) -> Result<Vec<StackBackup>, ArmError> {
-        let mut url = self.with_version(&format!("{}/backups", self.location_url));
-        let mut backups = Vec::new();
-        for _ in 0..1000 {
-            let page = self.get("stack_backups", &url).await?;
-            backups.extend(
-                page.get("value")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(StackBackup::read),
-            );
-            match page.get("nextLink").and_then(Value::as_str) {
-                Some(next) if !next.is_empty() => next.clone_into(&mut url),
-                _ => break,
-            }
-        }
-        Ok(backups)
+        let url = self.with_version(&format!("{}/backups", self.location_url));
+        list_all(
+            &self.arm,
+            "stack_backups",
+            &self.spec.subscription_id,
+            url,
+            StackBackup::read,
+        )
+        .await
     }
 
     /// The remedy for a scheduler in the wrong state for the mode, if it is.
@@ -430,17 +412,7 @@ impl AzureStackInfraProvider {
         handle: Handle,
         accepted_at: DateTime<Utc>,
     ) -> Result<Value, ProviderError> {
-        let follower = Follower {
-            arm: &self.arm,
-            subscription: &self.spec.subscription_id,
-            clock: &request.clock,
-            deadline: request.deadline_at,
-            cancel: &request.cancel,
-            stopping: &request.stopping,
-        };
-        let ended = follower
-            .follow(handle, &Journaled(request.journal.as_ref()))
-            .await;
+        let ended = follow_for(&self.arm, &self.spec.subscription_id, request, handle).await;
         let response = match ended {
             Ok(response) => response,
             // A failure the stamp reported on the operation is one of its backup failures.

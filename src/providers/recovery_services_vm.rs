@@ -11,12 +11,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::arm::{Journaled, followed, provider_error, start_following};
+use super::arm::{follow_for, followed, get_json, list_all, provider_error, start_following};
 use super::interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport,
     ExternalPoint, Health, Provider, ProviderError,
 };
-use crate::azure::lro::{Follower, Handle, Pattern};
+use crate::azure::lro::{Handle, Pattern};
 use crate::azure::{ArmClient, ArmError, ArmResponse};
 use crate::config::{Problem, RecoveryServicesVmSpec};
 use crate::storage::Storage;
@@ -190,18 +190,7 @@ impl RecoveryServicesVmProvider {
     }
 
     async fn get(&self, operation: &str, url: &str) -> Result<Value, ArmError> {
-        let response = self
-            .arm
-            .send(
-                operation,
-                &self.spec.subscription_id,
-                Method::GET,
-                url,
-                None,
-            )
-            .await?;
-        serde_json::from_slice(&response.body)
-            .map_err(|err| ArmError::invalid_answer(&response, format!("unreadable answer: {err}")))
+        get_json(&self.arm, operation, &self.spec.subscription_id, url).await
     }
 
     /// The protected item: its `protectionState`, `healthStatus` and `lastBackupStatus`.
@@ -212,23 +201,15 @@ impl RecoveryServicesVmProvider {
 
     /// Every recovery point of the item, following `nextLink`.
     async fn points(&self) -> Result<Vec<VaultPoint>, ArmError> {
-        let mut url = self.with_version(&format!("{}/recoveryPoints", self.item_url));
-        let mut points = Vec::new();
-        for _ in 0..1000 {
-            let page = self.get("rsv_recovery_points", &url).await?;
-            points.extend(
-                page.get("value")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(VaultPoint::read),
-            );
-            match page.get("nextLink").and_then(Value::as_str) {
-                Some(next) if !next.is_empty() => next.clone_into(&mut url),
-                _ => break,
-            }
-        }
-        Ok(points)
+        let url = self.with_version(&format!("{}/recoveryPoints", self.item_url));
+        list_all(
+            &self.arm,
+            "rsv_recovery_points",
+            &self.spec.subscription_id,
+            url,
+            VaultPoint::read,
+        )
+        .await
     }
 
     /// Refuses a backup of an item the vault does not protect, saying what to do.
@@ -257,18 +238,9 @@ impl RecoveryServicesVmProvider {
         mut handle: Handle,
         accepted_at: DateTime<Utc>,
     ) -> Result<Value, ProviderError> {
-        let follower = Follower {
-            arm: &self.arm,
-            subscription: &self.spec.subscription_id,
-            clock: &request.clock,
-            deadline: request.deadline_at,
-            cancel: &request.cancel,
-            stopping: &request.stopping,
-        };
-        let journal = Journaled(request.journal.as_ref());
+        let subscription = &self.spec.subscription_id;
         if handle.pattern != Pattern::Job {
-            let status = follower
-                .follow(handle, &journal)
+            let status = follow_for(&self.arm, subscription, request, handle)
                 .await
                 .map_err(|err| followed(err, accepted_at))?;
             let job = json_at(&status, "/properties/jobId").ok_or_else(|| {
@@ -288,8 +260,7 @@ impl RecoveryServicesVmProvider {
                 warn!(error = %err, "Could not save the backup job; a restart follows the operation again.");
             }
         }
-        let job = follower
-            .follow(handle, &journal)
+        let job = follow_for(&self.arm, subscription, request, handle)
             .await
             .map_err(|err| followed(err, accepted_at))?;
         serde_json::from_slice(&job.body).map_err(|err| {

@@ -14,7 +14,7 @@ use rpod::azure::transport::LoopbackOnly;
 use rpod::clock::Clock;
 use rpod::record::{BackupRecord, Status};
 
-use crate::support::{TestApp, eventually, spawn_app_in};
+use crate::support::{TestApp, ended_backups as ended, eventually, spawn_app_in};
 
 const SUB: &str = "00000000-0000-0000-0000-00000000a5a5";
 const REGION: &str = "local";
@@ -81,18 +81,37 @@ request_timeout = "5s"
         )
     }
 
+    /// The files the configuration names: the CA and the client secret.
+    fn files(&self) -> [(&'static str, Vec<u8>); 2] {
+        [
+            ("stamp-ca.pem", self.ca()),
+            ("stamp-secret", b"stamp-secret-value".to_vec()),
+        ]
+    }
+
     async fn spawn(&self, with_ca: bool, targets: &str) -> TestApp {
-        let ca = self.ca();
+        self.spawn_config(&self.config(with_ca, targets)).await
+    }
+
+    async fn spawn_config(&self, config: &str) -> TestApp {
+        let files = self.files();
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_slice())).collect();
         spawn_app_in(
-            &self.config(with_ca, targets),
-            &[
-                ("stamp-ca.pem", ca.as_slice()),
-                ("stamp-secret", b"stamp-secret-value".as_slice()),
-            ],
+            config,
+            &files,
             Environment::loopback(LoopbackOnly::transport(Vec::new())),
             Clock::system(),
         )
         .await
+    }
+
+    /// The configuration with `targets` and its files written for a child process.
+    fn write(&self, targets: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let (dir, path) = crate::support::write_config(&self.config(true, targets));
+        for (name, content) in self.files() {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        (dir, path)
     }
 
     fn create_posts(&self) -> Vec<LoggedRequest> {
@@ -124,20 +143,6 @@ subscription_id = "{SUB}"
 {policy}
 "#
     )
-}
-
-/// The target's own (not imported) records once `count` of them ended.
-async fn ended(app: &TestApp, target: &str, count: usize) -> Vec<BackupRecord> {
-    eventually(Duration::from_secs(40), "ended stamp backups", || async {
-        let records: Vec<BackupRecord> = app
-            .records(target)
-            .await
-            .into_iter()
-            .filter(|r| r.status != Status::Running && r.trigger != "discovered")
-            .collect();
-        (records.len() >= count).then_some(records)
-    })
-    .await
 }
 
 async fn backup_now(app: &TestApp, target: &str) -> (u16, String) {
@@ -322,10 +327,7 @@ fn kill_9_during_create_backup_resumes_the_same_operation() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stamp = runtime.block_on(Stamp::trigger(Duration::from_secs(6), location()));
     let _guard = runtime.enter();
-    let (dir, path) =
-        crate::support::write_config(&stamp.config(true, &target("stamp", "", "rpo = \"1h\"")));
-    std::fs::write(dir.path().join("stamp-ca.pem"), stamp.ca()).unwrap();
-    std::fs::write(dir.path().join("stamp-secret"), "stamp-secret-value").unwrap();
+    let (dir, path) = stamp.write(&target("stamp", "", "rpo = \"1h\""));
     let mut daemon = crate::support::DaemonProcess::start(&path);
     runtime.block_on(eventually(
         Duration::from_secs(20),
@@ -533,22 +535,9 @@ async fn failures_map_to_the_stamps_classes_and_share_metrics_follow_the_stamp()
     }
     stamp.emulator.set_share_condition(&stamp.location, None);
     // Every role fails: Failed, as a BackupFault naming them.
-    stamp.emulator.fail_roles(
-        &stamp.location,
-        &[
-            "ACS",
-            "ADFS",
-            "BRP",
-            "CA",
-            "CRP",
-            "Domain",
-            "ECE",
-            "KeyVaultDataPlane",
-            "NRP",
-            "SRP",
-            "WAS",
-        ],
-    );
+    stamp
+        .emulator
+        .fail_roles(&stamp.location, &azure_emulator::STACK_ROLES);
     let before = ended(&app, "stamp", 1).await.len();
     backup_now(&app, "stamp").await;
     let failed = ended(&app, "stamp", before + 1).await.remove(before);
@@ -679,10 +668,7 @@ fn check_config_online_says_how_to_turn_the_stamps_scheduler_off() {
         location().with_scheduler(true),
     ));
     let _guard = runtime.enter();
-    let (dir, path) =
-        crate::support::write_config(&stamp.config(true, &target("stamp", "", "rpo = \"12h\"")));
-    std::fs::write(dir.path().join("stamp-ca.pem"), stamp.ca()).unwrap();
-    std::fs::write(dir.path().join("stamp-secret"), "stamp-secret-value").unwrap();
+    let (_dir, path) = stamp.write(&target("stamp", "", "rpo = \"12h\""));
     let output = crate::support::run_rpod(&path, &["check-config", "--online"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -727,17 +713,7 @@ async fn an_entra_id_stamp_signs_in_for_the_audience_of_its_metadata_and_a_sched
             "tenant_id = \"adfs\"",
             "tenant_id = \"tenant-of-the-stamp\"",
         );
-    let ca = stamp.ca();
-    let app = spawn_app_in(
-        &config,
-        &[
-            ("stamp-ca.pem", ca.as_slice()),
-            ("stamp-secret", b"stamp-secret-value".as_slice()),
-        ],
-        Environment::loopback(LoopbackOnly::transport(Vec::new())),
-        Clock::system(),
-    )
-    .await;
+    let app = stamp.spawn_config(&config).await;
     let record = ended(&app, "stamp", 1).await.remove(0);
     assert_eq!(record.status, Status::Succeeded, "{record:?}");
     let tokens = stamp.emulator.token_requests();

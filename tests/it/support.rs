@@ -293,6 +293,20 @@ impl Metrics {
     }
 }
 
+/// The target's own (not imported) records, oldest first, once `count` of them have ended.
+pub async fn ended_backups(app: &TestApp, target: &str, count: usize) -> Vec<BackupRecord> {
+    eventually(Duration::from_secs(40), "ended backups", || async {
+        let records: Vec<BackupRecord> = app
+            .records(target)
+            .await
+            .into_iter()
+            .filter(|r| r.status != Status::Running && r.trigger != "discovered")
+            .collect();
+        (records.len() >= count).then_some(records)
+    })
+    .await
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where

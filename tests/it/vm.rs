@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use azure_emulator::{Fault, FaultKind, ProtectedVmRef, ProtectedVmSpec, ProtectionState, Route};
 use chrono::{TimeDelta, Utc};
-use rpod::record::{BackupRecord, Status};
+use rpod::record::Status;
 use serde_json::Value;
 
 use crate::cloud::{Cloud, SUB};
-use crate::support::{TestApp, eventually};
+use crate::support::{TestApp, ended_backups as finished, eventually};
 
 const VAULT_RG: &str = "rg-vault";
 const VAULT: &str = "vault-1";
@@ -45,19 +45,6 @@ fn backup_posts(cloud: &Cloud, vm: &str) -> Vec<azure_emulator::LoggedRequest> {
         .into_iter()
         .filter(|r| r.method == "POST" && r.path().to_ascii_lowercase().ends_with(&needle))
         .collect()
-}
-
-async fn finished(app: &TestApp, target: &str, count: usize) -> Vec<BackupRecord> {
-    eventually(Duration::from_secs(30), "finished VM backups", || async {
-        let records: Vec<BackupRecord> = app
-            .records(target)
-            .await
-            .into_iter()
-            .filter(|r| r.status != Status::Running && r.trigger != "discovered")
-            .collect();
-        (records.len() >= count).then_some(records)
-    })
-    .await
 }
 
 async fn spawn(cloud: &Cloud, targets: &str) -> TestApp {
