@@ -1,10 +1,12 @@
 //! The runnable emulator, for trying rpod by hand:
 //! `cargo run --example azure-emulator -- [--port N] [--retry-after S] [--duration 30s]
 //! [--restore-duration 2m] [--service SUB/RG/NAME[:SKU]]... [--protected-vm SUB/VAULT_RG/VAULT/VM_RG/VM]...
-//! [--vm-job-duration 5m] [--azurite]`.
+//! [--vm-job-duration 5m] [--backup-location SUB/RG/LOCATION]... [--stack-backup-duration 30m]
+//! [--tls [--ca-file PATH]] [--azurite]`.
 //!
 //! It prints the base URL, an rpod configuration snippet, the managed identity environment and how to make a
-//! change to a service by hand (the control endpoints), then serves until Ctrl-C.
+//! change to a service by hand (the control endpoints), then serves until Ctrl-C. With `--tls` it serves HTTPS
+//! and writes its test CA's certificate to `--ca-file` (or prints it).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -13,8 +15,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::{
-    Azurite, Emulator, EmulatorConfig, ProtectedVmSpec, ServiceSpec, StorageAccount, control,
-    vm_control,
+    Azurite, BackupLocationSpec, Emulator, EmulatorConfig, ProtectedVmSpec, ServiceSpec,
+    StorageAccount, control, stack_control, vm_control,
 };
 
 /// Container created in Azurite for backups.
@@ -49,6 +51,19 @@ pub struct Args {
     /// How long a VM backup job runs, e.g. 5m (Azure: about an hour).
     #[arg(long, default_value = "71m", value_parser = humantime::parse_duration)]
     pub vm_job_duration: Duration,
+    /// An Azure Stack Hub backup location, `SUBSCRIPTION/RESOURCE_GROUP/LOCATION` (e.g. `sub/System.local/local`;
+    /// 7 days of retention, scheduler off, an encryption certificate, 60 GB free).
+    #[arg(long = "backup-location", value_name = "SUB/RG/LOCATION", value_parser = parse_backup_location)]
+    pub backup_locations: Vec<BackupLocationSpec>,
+    /// How long an Azure Stack Hub backup runs, e.g. 2m (a stamp: 20 to 40 minutes).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub stack_backup_duration: Duration,
+    /// Serve HTTPS only, with a certificate from a test CA generated at start.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: where to write the test CA's certificate (PEM); without, it is printed.
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Start Azurite (from `node_modules`) and register its account, so backups write real blobs.
     #[arg(long)]
     pub azurite: bool,
@@ -88,6 +103,18 @@ fn parse_protected_vm(text: &str) -> Result<ProtectedVmSpec, String> {
     }
 }
 
+/// Parses `SUB/RG/LOCATION`.
+fn parse_backup_location(text: &str) -> Result<BackupLocationSpec, String> {
+    match text.split('/').collect::<Vec<_>>().as_slice() {
+        [sub, rg, location] if [sub, rg, location].iter().all(|s| !s.is_empty()) => {
+            Ok(BackupLocationSpec::new(sub, rg, location))
+        }
+        _ => Err(format!(
+            "expected SUBSCRIPTION/RESOURCE_GROUP/LOCATION, got {text:?}"
+        )),
+    }
+}
+
 /// Parses the process's arguments, runs until Ctrl-C, and reports failures on stderr.
 #[must_use]
 pub fn main() -> ExitCode {
@@ -111,8 +138,8 @@ pub fn main() -> ExitCode {
 /// Starts the emulator (and Azurite if asked), prints how to point rpod at it, and serves until Ctrl-C.
 ///
 /// # Errors
-/// When the port cannot be bound, Azurite cannot start or its container cannot be created, or Ctrl-C cannot
-/// be listened for.
+/// When the port cannot be bound, the CA file cannot be written, Azurite cannot start or its container cannot
+/// be created, or Ctrl-C cannot be listened for.
 pub async fn run(args: Args) -> std::io::Result<()> {
     let config = EmulatorConfig {
         port: args.port,
@@ -121,9 +148,17 @@ pub async fn run(args: Args) -> std::io::Result<()> {
         restore_duration: args.restore_duration,
         vm_job_duration: args.vm_job_duration,
         identity_header: args.identity_header,
+        stack_backup_duration: args.stack_backup_duration,
+        tls: args.tls,
         ..EmulatorConfig::default()
     };
     let emulator = Emulator::start(config).await?;
+    if let (Some(path), Some(pem)) = (&args.ca_file, emulator.ca_pem()) {
+        std::fs::write(path, pem)?;
+    }
+    for location in &args.backup_locations {
+        emulator.add_backup_location(location.clone());
+    }
     for service in &args.services {
         emulator.add_service(service.clone());
     }
@@ -149,6 +184,10 @@ pub async fn run(args: Args) -> std::io::Result<()> {
             &args.protected_vms,
             azurite.as_ref()
         )
+    );
+    println!(
+        "{}",
+        stack_instructions(&emulator, &args.backup_locations, args.ca_file.as_deref())
     );
     tokio::signal::ctrl_c().await?;
     emulator.shutdown().await;
@@ -256,6 +295,54 @@ fn instructions(
     }
     text.push_str(&vm_instructions(&base, vms));
     text.push_str("\nServing until Ctrl-C.");
+    text
+}
+
+/// What the emulator prints about Azure Stack Hub: the stamp's endpoints, its backup locations with their
+/// control endpoints, and the CA to trust over HTTPS.
+fn stack_instructions(
+    emulator: &Emulator,
+    locations: &[BackupLocationSpec],
+    ca_file: Option<&std::path::Path>,
+) -> String {
+    let base = emulator.base_url();
+    let mut text = String::new();
+    match (emulator.ca_pem(), ca_file) {
+        (Some(_), Some(path)) => {
+            let _ = writeln!(
+                text,
+                "\n# HTTPS: trust the test CA written to {}",
+                path.display()
+            );
+        }
+        (Some(pem), None) => {
+            let _ = write!(text, "\n# HTTPS: trust this test CA\n{pem}");
+        }
+        (None, _) => {}
+    }
+    if locations.is_empty() {
+        return text;
+    }
+    let _ = writeln!(
+        text,
+        "\n# Azure Stack Hub: metadata {base}/metadata/endpoints?api-version=2015-01-01, AD FS \
+         {base}/adfs/oauth2/token\n# backup locations (Microsoft.Backup.Admin), then control endpoints (see the \
+         crate documentation)"
+    );
+    for location in locations {
+        let reference = location.reference();
+        let control = stack_control::location_path(&reference);
+        let _ = writeln!(text, "# {base}{}", reference.location_id());
+        let _ = writeln!(
+            text,
+            "curl -X PUT -H 'Content-Type: application/json' -d '{{\"enabled\":true}}' {base}{control}/scheduler"
+        );
+        let _ = writeln!(
+            text,
+            "curl -X PUT -H 'Content-Type: application/json' -d '{{\"condition\":\"Unreachable\"}}' \
+             {base}{control}/shareCondition"
+        );
+    }
     text
 }
 
@@ -375,5 +462,43 @@ mod tests {
             (Duration::from_mins(9), Some(Duration::from_mins(30)))
         );
         assert!(Args::try_parse_from(["azure-emulator", "--restore-duration", "soon"]).is_err());
+        let args = Args::try_parse_from([
+            "azure-emulator",
+            "--backup-location",
+            "s/System.local/local",
+            "--stack-backup-duration",
+            "2m",
+            "--tls",
+        ])
+        .unwrap();
+        assert_eq!(args.backup_locations[0].location, "local");
+        assert_eq!(args.stack_backup_duration, Duration::from_mins(2));
+        assert!(args.tls);
+        assert!(Args::try_parse_from(["azure-emulator", "--backup-location", "s/rg"]).is_err());
+        assert!(Args::try_parse_from(["azure-emulator", "--ca-file", "ca.pem"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_banner_shows_the_stamp_and_the_ca() {
+        let emulator = Emulator::start(EmulatorConfig {
+            tls: true,
+            ..EmulatorConfig::fast()
+        })
+        .await
+        .unwrap();
+        let base = emulator.base_url();
+        assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+        let locations = [BackupLocationSpec::new("s", "System.local", "local")];
+        let text = stack_instructions(&emulator, &locations, None);
+        assert!(text.contains("-----BEGIN CERTIFICATE-----"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "{base}/emulator/subscriptions/s/resourceGroups/System.local/backupLocations/local/scheduler\n"
+            )),
+            "{text}"
+        );
+        let text = stack_instructions(&emulator, &[], Some(std::path::Path::new("ca.pem")));
+        assert!(text.contains("written to ca.pem"), "{text}");
+        emulator.shutdown().await;
     }
 }

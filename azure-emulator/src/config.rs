@@ -7,6 +7,13 @@ use std::time::Duration;
 use crate::azurite::Azurite;
 use crate::settings::{CertificateSource, CustomHostname, VirtualNetworkType};
 
+/// The audience an Azure Stack Hub administrator endpoint lists by default.
+pub const DEFAULT_STACK_AUDIENCE: &str =
+    "https://adminmanagement.adfs.azurestack.local/4de154de-f8a8-4017-af41-df619da68155";
+
+/// One gibibyte.
+pub(crate) const GIB: u64 = 1024 * 1024 * 1024;
+
 /// Settings of one emulator instance. [`Default`] mimics Azure; tests shorten the durations.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
@@ -47,6 +54,41 @@ pub struct EmulatorConfig {
     /// Whether ARM calls need `Authorization: Bearer <a token this emulator issued>` (default true); without one
     /// they are answered 401 `InvalidAuthenticationToken`.
     pub require_token: bool,
+    /// Whether the emulator serves HTTPS only (default false): with a leaf certificate for `127.0.0.1`, `::1`
+    /// and `localhost` issued by a test CA generated at start ([`crate::Emulator::ca_pem`]). The base URL is then
+    /// `https://127.0.0.1:PORT`.
+    pub tls: bool,
+    /// Azure Stack Hub: who issues the stamp's tokens, as `GET /metadata/endpoints` tells (default AD FS).
+    pub stack_identity: StackIdentity,
+    /// Azure Stack Hub: the audience `GET /metadata/endpoints` lists (default
+    /// `https://adminmanagement.adfs.azurestack.local/4de154de-f8a8-4017-af41-df619da68155`).
+    pub stack_audience: String,
+    /// Azure Stack Hub: how long an infrastructure backup runs from its start to its end (default 30 minutes;
+    /// the docs say 20 to 40). A backup location may override it.
+    pub stack_backup_duration: Duration,
+    /// Azure Stack Hub: the part of a backup's duration after which the backups list already shows it
+    /// `Succeeded` while its operation still runs (default 0.6: a 30-minute backup looks done 12 minutes early).
+    /// Taken within 0 to 1; anything else (NaN included) counts as 1, never early.
+    pub stack_list_early_fraction: f64,
+    /// Azure Stack Hub: how many bytes a backup takes on the external share (default 10 GiB).
+    pub stack_backup_size_bytes: u64,
+    /// Azure Stack Hub: backups per page of `GET .../backups` (default 50; at least 1).
+    pub stack_backup_page_size: usize,
+    /// Azure Stack Hub: the length of one hour of `backupFrequencyInHours` for the built-in scheduler (default
+    /// one hour; tests shorten it, e.g. to one second). The scheduler starts a backup every
+    /// `backupFrequencyInHours` times this.
+    pub stack_scheduler_hour: Duration,
+}
+
+/// Who issues the tokens of an Azure Stack Hub stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StackIdentity {
+    /// AD FS on the stamp (disconnected deployments): `loginEndpoint` is `{base}/adfs/`.
+    #[default]
+    Adfs,
+    /// Entra ID (connected deployments): `loginEndpoint` is `{base}/`, the Entra ID authority the emulator
+    /// also serves.
+    EntraId,
 }
 
 impl Default for EmulatorConfig {
@@ -67,13 +109,21 @@ impl Default for EmulatorConfig {
             token_prefix: "emulator-token-".to_owned(),
             token_lifetime: Duration::from_secs(3599),
             require_token: true,
+            tls: false,
+            stack_identity: StackIdentity::Adfs,
+            stack_audience: DEFAULT_STACK_AUDIENCE.to_owned(),
+            stack_backup_duration: Duration::from_mins(30),
+            stack_list_early_fraction: 0.6,
+            stack_backup_size_bytes: 10 * GIB,
+            stack_backup_page_size: 50,
+            stack_scheduler_hour: Duration::from_hours(1),
         }
     }
 }
 
 impl EmulatorConfig {
     /// Settings for fast tests: operations (backups and restores) take 200 ms and `Retry-After` is 1 s; VM
-    /// backup operations take 100 ms and their jobs 500 ms.
+    /// backup operations take 100 ms and their jobs 500 ms; Azure Stack Hub backups take 1 s. Plain HTTP.
     #[must_use]
     pub fn fast() -> Self {
         Self {
@@ -81,6 +131,7 @@ impl EmulatorConfig {
             operation_duration: Duration::from_millis(200),
             vm_operation_duration: Duration::from_millis(100),
             vm_job_duration: Duration::from_millis(500),
+            stack_backup_duration: Duration::from_secs(1),
             ..Self::default()
         }
     }

@@ -23,32 +23,63 @@ use crate::vm::{HealthStatus, ProtectedVmRef, ProtectedVmSpec, ProtectedVmState,
 /// dropping the Tokio runtime it runs on).
 #[derive(Debug, Clone)]
 pub struct Emulator {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     base_url: String,
     server: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// The CA and leaf certificates (PEM) when serving HTTPS.
+    certificates: Option<Arc<(String, String)>>,
 }
 
 impl Emulator {
-    /// Binds `127.0.0.1:{config.port}` and starts serving. The listener is bound before this returns, so the
-    /// emulator answers as soon as the caller has it.
+    /// Binds `127.0.0.1:{config.port}` and starts serving (HTTPS with a fresh test CA when
+    /// [`EmulatorConfig::tls`] is set). The listener is bound before this returns, so the emulator answers as
+    /// soon as the caller has it.
     ///
     /// # Errors
-    /// When the port cannot be bound.
+    /// When the port cannot be bound (or, with TLS, the certificates cannot be made).
     pub async fn start(config: EmulatorConfig) -> io::Result<Self> {
+        let tls = if config.tls {
+            Some(crate::tls::generate()?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{}", listener.local_addr()?);
         let shared = Arc::new(Shared::new(State::new(config, base_url.clone())));
-        let server = tokio::spawn(server::serve(listener, Arc::clone(&shared)));
+        let certificates = tls
+            .as_ref()
+            .map(|tls| Arc::new((tls.ca_pem.clone(), tls.leaf_pem.clone())));
+        let acceptor = tls.map(|tls| tls.acceptor);
+        let server = tokio::spawn(server::serve(listener, Arc::clone(&shared), acceptor));
         Ok(Self {
             shared,
             base_url,
             server: Arc::new(Mutex::new(Some(server))),
+            certificates,
         })
     }
 
-    /// `http://127.0.0.1:{port}`: the ARM endpoint (`resource_manager_endpoint`), the Entra ID authority
+    /// The test CA's certificate (PEM) when the emulator serves HTTPS, `None` otherwise. A client that trusts
+    /// it alone (and not the system's roots) reaches the emulator; one with the usual roots refuses it as an
+    /// unknown issuer. The CA has `basicConstraints` `CA:TRUE`, the key usage `keyCertSign` and the common name
+    /// `rpod emulator test root CA`.
+    #[must_use]
+    pub fn ca_pem(&self) -> Option<String> {
+        self.certificates.as_ref().map(|pems| pems.0.clone())
+    }
+
+    /// The server's leaf certificate (PEM) when the emulator serves HTTPS, `None` otherwise: issued by the CA
+    /// of [`Self::ca_pem`] for `127.0.0.1`, `::1` and `localhost`; not a CA (handy as a wrong "CA file").
+    #[must_use]
+    pub fn leaf_pem(&self) -> Option<String> {
+        self.certificates.as_ref().map(|pems| pems.1.clone())
+    }
+
+    /// `http://127.0.0.1:{port}` (`https://` with [`EmulatorConfig::tls`]): the ARM endpoint (`resource_manager_endpoint`), the Entra ID authority
     /// (`{base}/{tenant}/oauth2/v2.0/token`) and the managed identity endpoints (`{base}/msi/token`,
-    /// `{base}/metadata/identity/oauth2/token`). The emulator's own control endpoints live under
+    /// `{base}/metadata/identity/oauth2/token`), an Azure Stack Hub stamp's metadata (`{base}/metadata/endpoints`)
+    /// and AD FS (`{base}/adfs/oauth2/token`). The emulator's own control endpoints live under
     /// `{base}/emulator/` (see the crate documentation).
     #[must_use]
     pub fn base_url(&self) -> String {

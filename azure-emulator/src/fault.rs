@@ -5,10 +5,13 @@
 //! `SkipBlob` and `JobOutcome` are the exceptions: they are not answers to requests but outcomes for operations.
 //! `FailOperation` is taken by the next poll that finds a matching API Management operation still running (on
 //! the Recovery Services routes: by the next VM backup accepted); `SkipBlob` by the next API Management backup
-//! that completes; `JobOutcome` by the next VM backup accepted.
+//! that completes; `JobOutcome` by the next VM backup accepted. None of them applies to the Azure Stack Hub
+//! routes, whose backups end as the location's knobs say (`Emulator::fail_roles`,
+//! `Emulator::set_share_condition`).
 
 use std::collections::VecDeque;
 
+use crate::backup_location::BackupLocationRef;
 use crate::vm::{JobOutcome, ProtectedVmRef};
 
 /// Which requests a fault applies to.
@@ -43,23 +46,36 @@ pub enum Route {
     VmRecoveryPoints,
     /// Recovery Services: `GET .../protectedItems/{item}`.
     VmProtectedItem,
-    /// Any token endpoint (Entra ID, App Service managed identity, IMDS).
+    /// Azure Stack Hub: `GET .../providers/Microsoft.Backup.Admin/backupLocations` and
+    /// `GET .../backupLocations/{location}`.
+    StackLocation,
+    /// Azure Stack Hub: `POST .../backupLocations/{location}/createBackup`.
+    StackCreateBackup,
+    /// Azure Stack Hub: `GET .../backupLocations/{location}/operationResults/{id}`.
+    StackOperation,
+    /// Azure Stack Hub: `GET .../backupLocations/{location}/backups` and `.../backups/{name}`.
+    StackBackups,
+    /// Azure Stack Hub: `GET /metadata/endpoints`. Not covered by `AnyArm`: only a fault on this route applies.
+    StackMetadata,
+    /// Any token endpoint (Entra ID, App Service managed identity, IMDS, AD FS).
     Token,
-    /// Any ARM request (every route above except `Token`).
+    /// Any ARM request (every route above except `StackMetadata` and `Token`).
     AnyArm,
 }
 
 impl Route {
     /// Whether a fault on `self` applies to a request on `request`.
     fn covers(self, request: Route) -> bool {
-        self == request || (self == Route::AnyArm && request != Route::Token)
+        self == request
+            || (self == Route::AnyArm && !matches!(request, Route::Token | Route::StackMetadata))
     }
 }
 
 /// What goes wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
-    /// Answer with this status and an error body in the route's usual shape (ARM or Entra ID).
+    /// Answer with this status and an error body in the route's usual shape (ARM, Entra ID, or AD FS's OAuth
+    /// shape `{"error","error_description"}` on `POST /adfs/oauth2/token`).
     Status {
         /// HTTP status, e.g. 429, 500, 503, 400.
         code: u16,
@@ -186,6 +202,16 @@ impl FaultKind {
         Self::authorization_failed(
             "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/backup/action",
             &vm.item_id(),
+        )
+    }
+
+    /// ARM's 403 `AuthorizationFailed` for `createBackup` on a backup location (use it on
+    /// [`Route::StackCreateBackup`]).
+    #[must_use]
+    pub fn create_backup_authorization_failed(location: &BackupLocationRef) -> Self {
+        Self::authorization_failed(
+            "Microsoft.Backup.Admin/backupLocations/createBackup/action",
+            &location.location_id(),
         )
     }
 

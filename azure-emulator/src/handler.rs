@@ -86,7 +86,9 @@ fn fault_outcome(kind: FaultKind, endpoint: &Endpoint) -> Outcome {
             error_code,
             message,
         } => {
-            let reply = if endpoint.route() == Some(Route::Token) {
+            let reply = if *endpoint == Endpoint::AdfsToken {
+                crate::stack_auth::adfs_error(code, &error_code, &message)
+            } else if endpoint.route() == Some(Route::Token) {
                 entra_error(code, &error_code, 90_000, &message)
             } else {
                 arm_error(code, &error_code, &message)
@@ -136,14 +138,20 @@ fn answer(
             request.query(),
             &request.headers,
         ),
-        Endpoint::Apim { .. } | Endpoint::RecoveryServices { .. } | Endpoint::OtherArm { .. } => {
-            arm(state, shared, endpoint, request)
-        }
+        Endpoint::AdfsToken => crate::stack_auth::token(state, method, &request.body),
+        Endpoint::StackMetadata => crate::stack_auth::metadata(state, method, request.query()),
+        Endpoint::Apim { .. }
+        | Endpoint::RecoveryServices { .. }
+        | Endpoint::BackupAdmin { .. }
+        | Endpoint::OtherArm { .. } => arm(state, shared, endpoint, request),
         Endpoint::VmControl { vm, action } => {
             crate::vm_control::answer(state, vm, *action, method, &request.body)
         }
         Endpoint::RecoveryServicesSettings => {
             crate::vm_control::settings(state, method, &request.body)
+        }
+        Endpoint::StackControl { location, action } => {
+            crate::stack_control::answer(state, location, *action, method, &request.body)
         }
         Endpoint::Control { service, action } => {
             crate::control::answer(state, service, *action, method, &request.body)
@@ -152,7 +160,8 @@ fn answer(
     }
 }
 
-/// An ARM request: token, throttling, api-version, then the API Management or Recovery Services handlers.
+/// An ARM request: token, throttling, api-version, then the API Management, Recovery Services or Backup admin
+/// handlers.
 fn arm(state: &mut State, shared: &Arc<Shared>, endpoint: &Endpoint, request: &Received) -> Reply {
     if let Some(reply) = check_token(state, request) {
         return reply;
@@ -260,7 +269,7 @@ fn looks_like_api_version(version: &str) -> bool {
         && (bytes.len() == 10 || bytes[10] == b'-')
 }
 
-/// Dispatches an authorized ARM request to the API Management or Recovery Services handlers.
+/// Dispatches an authorized ARM request to the API Management, Recovery Services or Backup admin handlers.
 fn apim_action(
     state: &mut State,
     shared: &Arc<Shared>,
@@ -268,6 +277,17 @@ fn apim_action(
     request: &Received,
     version: &str,
 ) -> Reply {
+    if let Endpoint::BackupAdmin { location, action } = endpoint {
+        return crate::stack::answer(
+            state,
+            location,
+            action,
+            &request.method,
+            version,
+            request.query(),
+            &request.body,
+        );
+    }
     if let Endpoint::RecoveryServices { vault, action } = endpoint {
         return crate::recovery::answer(
             state,

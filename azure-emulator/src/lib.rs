@@ -219,6 +219,7 @@
 //!   `vault_json`, `timefmt` (.NET dates and durations) and `vm_control` (its control endpoints).
 
 pub mod azurite;
+pub mod backup_location;
 pub mod blob;
 pub mod cli;
 pub mod config;
@@ -240,17 +241,30 @@ mod reply;
 mod routes;
 mod server;
 mod setting;
+mod stack;
+mod stack_auth;
+mod stack_control;
+mod stack_handle;
+mod stack_json;
+mod stack_state;
 mod state;
 mod throttle;
 mod timefmt;
+mod tls;
 mod token;
 mod vault;
 mod vault_json;
 mod vm_control;
 
 pub use azurite::Azurite;
+pub use backup_location::{
+    BackupLocationRef, BackupLocationSpec, BackupLocationState, DEFAULT_ENCRYPTION_CERT_THUMBPRINT,
+    STACK_ROLES, ShareCondition, StackBackupState,
+};
 pub use blob::{BlobEntry, BlobError, BlobStore, CorsRule};
-pub use config::{EmulatorConfig, ServiceSpec, StorageAccount};
+pub use config::{
+    DEFAULT_STACK_AUDIENCE, EmulatorConfig, ServiceSpec, StackIdentity, StorageAccount,
+};
 pub use emulator::Emulator;
 pub use fault::{Fault, FaultKind, Route};
 pub use log::{LoggedRequest, TokenKind, TokenRequest};

@@ -48,6 +48,9 @@ pub enum TokenKind {
     AppServiceManagedIdentity,
     /// Instance Metadata Service managed identity.
     Imds,
+    /// An Azure Stack Hub stamp's AD FS, `client_credentials` with a client secret or a client assertion
+    /// (`POST /adfs/oauth2/token`; logged with tenant `adfs` and the `resource` as its scope).
+    Adfs,
 }
 
 /// One call to a token endpoint. Secrets are not recorded.
@@ -55,11 +58,11 @@ pub enum TokenKind {
 pub struct TokenRequest {
     /// Which endpoint and grant; `None` when the request was too malformed to tell.
     pub kind: Option<TokenKind>,
-    /// Entra ID tenant from the path.
+    /// Entra ID tenant from the path (`adfs` for AD FS).
     pub tenant: Option<String>,
     /// `client_id` (Entra ID form field, or managed identity query parameter for a user-assigned identity).
     pub client_id: Option<String>,
-    /// Entra ID `scope`, or managed identity `resource`.
+    /// Entra ID `scope`, or managed identity and AD FS `resource`.
     pub scope: Option<String>,
     /// Whether a token was issued.
     pub issued: bool,

@@ -462,7 +462,7 @@ fn list_points(
 }
 
 /// A stable order that is not the order of time: FNV-1a of the name.
-fn scramble(name: &str) -> u64 {
+pub(crate) fn scramble(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -521,7 +521,7 @@ fn filter(query: &str) -> Option<String> {
 }
 
 /// A query parameter, decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.into_owned())

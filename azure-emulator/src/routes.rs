@@ -2,6 +2,7 @@
 //! `Location` contained `//operationresults/`, which a framework router would not match. Empty segments
 //! (double slashes) are skipped anywhere and segments are percent-decoded.
 
+use crate::backup_location::BackupLocationRef;
 use crate::fault::Route;
 use crate::vm::ProtectedVmRef;
 
@@ -14,6 +15,10 @@ pub(crate) enum Endpoint {
     AppServiceToken,
     /// `/metadata/identity/oauth2/token` (IMDS).
     ImdsToken,
+    /// `/metadata/endpoints`: an Azure Stack Hub stamp's endpoint discovery.
+    StackMetadata,
+    /// `/adfs/oauth2/token`: an Azure Stack Hub stamp's AD FS.
+    AdfsToken,
     /// Under `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ApiManagement/service/{name}`.
     Apim {
         service: ServicePath,
@@ -24,6 +29,12 @@ pub(crate) enum Endpoint {
     RecoveryServices {
         vault: ServicePath,
         action: VaultAction,
+    },
+    /// Under `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Backup.Admin/backupLocations`: the
+    /// subscription, group and location (empty for the collection itself) in a [`ServicePath`].
+    BackupAdmin {
+        location: ServicePath,
+        action: StackAction,
     },
     /// Another path under `/subscriptions/`.
     OtherArm { subscription: String },
@@ -41,6 +52,12 @@ pub(crate) enum Endpoint {
     },
     /// `/emulator/recoveryServices`: the Recovery Services knobs (durations, page size).
     RecoveryServicesSettings,
+    /// `/emulator/subscriptions/{sub}/resourceGroups/{rg}/backupLocations/{location}/{action}`: control
+    /// endpoints for an Azure Stack Hub backup location.
+    StackControl {
+        location: BackupLocationRef,
+        action: StackControl,
+    },
     /// Anything else.
     Unknown,
 }
@@ -83,6 +100,40 @@ pub(crate) enum ItemAction {
     RecoveryPoint { id: String },
     /// Anything else under the item.
     Other,
+}
+
+/// What is asked of `Microsoft.Backup.Admin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StackAction {
+    /// `backupLocations`: the collection.
+    Locations,
+    /// `backupLocations/{location}`.
+    Location,
+    /// `backupLocations/{location}/createBackup`.
+    CreateBackup,
+    /// `backupLocations/{location}/operationResults/{id}`.
+    Operation { id: String },
+    /// `backupLocations/{location}/backups`.
+    Backups,
+    /// `backupLocations/{location}/backups/{name}`.
+    Backup { name: String },
+    /// Anything else under the provider.
+    Other,
+}
+
+/// What a control request does to a backup location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StackControl {
+    /// `scheduler`, like [`crate::Emulator::set_backup_scheduler`].
+    Scheduler,
+    /// `shareCondition`, like [`crate::Emulator::set_share_condition`].
+    ShareCondition,
+    /// `encryptionCert`, like [`crate::Emulator::set_encryption_cert`].
+    EncryptionCert,
+    /// `availableCapacity`, like [`crate::Emulator::set_available_capacity`].
+    AvailableCapacity,
+    /// `failedRoles`, like [`crate::Emulator::fail_roles`].
+    FailedRoles,
 }
 
 /// What a control request does to a protected VM.
@@ -170,7 +221,17 @@ impl Endpoint {
     /// The fault route a request on this endpoint belongs to; `None` for paths nothing can be injected on.
     pub(crate) fn route(&self) -> Option<Route> {
         match self {
-            Self::EntraToken { .. } | Self::AppServiceToken | Self::ImdsToken => Some(Route::Token),
+            Self::EntraToken { .. } | Self::AppServiceToken | Self::ImdsToken | Self::AdfsToken => {
+                Some(Route::Token)
+            }
+            Self::StackMetadata => Some(Route::StackMetadata),
+            Self::BackupAdmin { action, .. } => Some(match action {
+                StackAction::Locations | StackAction::Location => Route::StackLocation,
+                StackAction::CreateBackup => Route::StackCreateBackup,
+                StackAction::Operation { .. } => Route::StackOperation,
+                StackAction::Backups | StackAction::Backup { .. } => Route::StackBackups,
+                StackAction::Other => Route::AnyArm,
+            }),
             Self::Apim { action, .. } => match action {
                 Action::Get => Some(Route::GetService),
                 Action::SyncState => Some(Route::SyncState),
@@ -203,6 +264,7 @@ impl Endpoint {
             Self::OtherArm { .. } => Some(Route::AnyArm),
             Self::Control { .. }
             | Self::VmControl { .. }
+            | Self::StackControl { .. }
             | Self::RecoveryServicesSettings
             | Self::Unknown => None,
         }
@@ -213,6 +275,7 @@ impl Endpoint {
         match self {
             Self::Apim { service, .. } => Some(&service.subscription),
             Self::RecoveryServices { vault, .. } => Some(&vault.subscription),
+            Self::BackupAdmin { location, .. } => Some(&location.subscription),
             Self::OtherArm { subscription } => Some(subscription),
             _ => None,
         }
@@ -231,6 +294,8 @@ pub(crate) fn parse(path: &str) -> Endpoint {
     match lower.as_slice() {
         ["msi", "token"] => Endpoint::AppServiceToken,
         ["metadata", "identity", "oauth2", "token"] => Endpoint::ImdsToken,
+        ["metadata", "endpoints"] => Endpoint::StackMetadata,
+        ["adfs", "oauth2", "token"] => Endpoint::AdfsToken,
         [_, "oauth2", "v2.0", "token"] => Endpoint::EntraToken {
             tenant: segments[0].clone(),
         },
@@ -275,7 +340,38 @@ pub(crate) fn parse(path: &str) -> Endpoint {
             _,
             rest @ ..,
         ] => recovery_services(rest, &segments),
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.backup.admin",
+            "backuplocations",
+            rest @ ..,
+        ] => backup_admin(rest, &segments),
+        ["emulator", ..] => emulator_control(&lower, &segments),
+        ["subscriptions", ..] => Endpoint::OtherArm {
+            subscription: segments.get(1).cloned().unwrap_or_default(),
+        },
+        _ => Endpoint::Unknown,
+    }
+}
+
+/// Under `/emulator/`: the emulator's own control endpoints (`lower` and `segments` are the whole path).
+fn emulator_control(lower: &[&str], segments: &[String]) -> Endpoint {
+    match lower {
         ["emulator", "recoveryservices"] => Endpoint::RecoveryServicesSettings,
+        [
+            "emulator",
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "backuplocations",
+            _,
+            action,
+        ] => stack_control(action, segments),
         [
             "emulator",
             "subscriptions",
@@ -284,7 +380,7 @@ pub(crate) fn parse(path: &str) -> Endpoint {
             _,
             "vaults",
             ..,
-        ] => vm_control(&lower, &segments),
+        ] => vm_control(lower, segments),
         [
             "emulator",
             "subscriptions",
@@ -314,9 +410,6 @@ pub(crate) fn parse(path: &str) -> Endpoint {
                 action,
             }
         }
-        ["subscriptions", ..] => Endpoint::OtherArm {
-            subscription: segments.get(1).cloned().unwrap_or_default(),
-        },
         _ => Endpoint::Unknown,
     }
 }
@@ -331,6 +424,50 @@ fn recovery_services(rest: &[&str], segments: &[String]) -> Endpoint {
             name: segments[7].clone(),
         },
         action: vault_action(rest, &segments[8..]),
+    }
+}
+
+/// Under `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Backup.Admin/backupLocations`: `rest`
+/// (lower-cased) follows `backupLocations`.
+fn backup_admin(rest: &[&str], segments: &[String]) -> Endpoint {
+    let location = segments.get(7).cloned().unwrap_or_default();
+    let action = match rest {
+        [] => StackAction::Locations,
+        [_] => StackAction::Location,
+        [_, "createbackup"] => StackAction::CreateBackup,
+        [_, "operationresults", _] => StackAction::Operation {
+            id: segments[9].clone(),
+        },
+        [_, "backups"] => StackAction::Backups,
+        [_, "backups", _] => StackAction::Backup {
+            name: segments[9].clone(),
+        },
+        _ => StackAction::Other,
+    };
+    Endpoint::BackupAdmin {
+        location: ServicePath {
+            subscription: segments[1].clone(),
+            resource_group: segments[3].clone(),
+            name: location,
+        },
+        action,
+    }
+}
+
+/// `/emulator/subscriptions/{sub}/resourceGroups/{rg}/backupLocations/{location}/{action}` (`action`
+/// lower-cased).
+fn stack_control(action: &str, segments: &[String]) -> Endpoint {
+    let action = match action {
+        "scheduler" => StackControl::Scheduler,
+        "sharecondition" => StackControl::ShareCondition,
+        "encryptioncert" => StackControl::EncryptionCert,
+        "availablecapacity" => StackControl::AvailableCapacity,
+        "failedroles" => StackControl::FailedRoles,
+        _ => return Endpoint::Unknown,
+    };
+    Endpoint::StackControl {
+        location: BackupLocationRef::new(&segments[2], &segments[4], &segments[6]),
+        action,
     }
 }
 
@@ -646,6 +783,64 @@ mod tests {
             Endpoint::ImdsToken
         );
         assert_eq!(parse("/favicon.ico"), Endpoint::Unknown);
+        assert_eq!(parse("/metadata/endpoints"), Endpoint::StackMetadata);
+        assert_eq!(parse("/ADFS/oauth2/token"), Endpoint::AdfsToken);
+        assert_eq!(parse("/adfs/oauth2/token").route(), Some(Route::Token));
+        assert_eq!(
+            parse("/metadata/endpoints").route(),
+            Some(Route::StackMetadata)
+        );
+    }
+
+    #[test]
+    fn backup_admin_paths_are_case_insensitive() {
+        const LOC: &str = "/Subscriptions/S1/resourcegroups/System.Local/providers/Microsoft.Backup.Admin/backupLocations";
+        let at = |name: &str, action| Endpoint::BackupAdmin {
+            location: ServicePath {
+                subscription: "S1".into(),
+                resource_group: "System.Local".into(),
+                name: name.into(),
+            },
+            action,
+        };
+        assert_eq!(parse(LOC), at("", StackAction::Locations));
+        assert_eq!(
+            parse(&format!("{LOC}/Local")),
+            at("Local", StackAction::Location)
+        );
+        assert_eq!(
+            parse(&format!("{LOC}/local/CREATEBACKUP")),
+            at("local", StackAction::CreateBackup)
+        );
+        assert_eq!(
+            parse(&format!("{LOC}/local/operationResults/Op-1")),
+            at("local", StackAction::Operation { id: "Op-1".into() })
+        );
+        assert_eq!(
+            parse(&format!("{LOC}/local/backups")),
+            at("local", StackAction::Backups)
+        );
+        assert_eq!(
+            parse(&format!("{LOC}/local/backups/B-1")),
+            at("local", StackAction::Backup { name: "B-1".into() })
+        );
+        let restore = parse(&format!("{LOC}/local/backups/b/restore"));
+        assert_eq!(restore, at("local", StackAction::Other));
+        assert_eq!(restore.route(), Some(Route::AnyArm));
+        assert_eq!(parse(LOC).subscription(), Some("S1"));
+        assert_eq!(
+            parse(
+                "/emulator/subscriptions/s/resourceGroups/rg/backupLocations/local/shareCondition"
+            ),
+            Endpoint::StackControl {
+                location: BackupLocationRef::new("s", "rg", "local"),
+                action: StackControl::ShareCondition,
+            }
+        );
+        assert_eq!(
+            parse("/emulator/subscriptions/s/resourceGroups/rg/backupLocations/local/other"),
+            Endpoint::Unknown
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The HTTP/1.1 server: an accept loop on a loopback listener and one Tokio task per connection, using hyper
-//! directly so that a fault can reset the TCP connection or leave a request unanswered.
+//! directly so that a fault can reset the TCP connection or leave a request unanswered. With TLS
+//! ([`crate::EmulatorConfig::tls`]) each connection first completes a TLS handshake; a client that refuses the
+//! certificate simply ends its connection. Faults behave the same over TLS: a reset closes the socket under the
+//! TLS session (no `close_notify`), a hang never answers.
 //!
 //! To reset a connection, each connection task keeps a duplicate of the socket's descriptor. A `Reset` fault
 //! sets `SO_LINGER` to zero on it and closes both descriptors, which makes the kernel send a TCP RST instead of a
@@ -15,9 +18,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::handler::{self, Received};
 use crate::reply::{Outcome, Reply};
@@ -26,15 +31,16 @@ use crate::state::Shared;
 /// Largest request body read; requests to the emulator are small.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// Accepts connections until the emulator is cancelled, then closes them all.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections until the emulator is cancelled, then closes them all. With `tls`, every connection
+/// speaks HTTPS.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             () = shared.cancel.cancelled() => break,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    connections.spawn(connection(stream, Arc::clone(&shared)));
+                    connections.spawn(connection(stream, Arc::clone(&shared), tls.clone()));
                 } else {
                     // Out of descriptors or similar: let connections finish before trying again.
                     tokio::task::yield_now().await;
@@ -46,11 +52,32 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     connections.shutdown().await;
 }
 
-/// Serves one connection until the client closes it, a fault resets it, or the emulator stops.
-async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+/// Serves one connection (after its TLS handshake, with `tls`) until the client closes it, a fault resets it, or
+/// the emulator stops.
+async fn connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     let Ok((stream, spare)) = with_spare_descriptor(stream) else {
         return;
     };
+    match tls {
+        None => serve_http(stream, spare, shared).await,
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                handshake = acceptor.accept(stream) => handshake,
+                () = shared.cancel.cancelled() => return,
+            };
+            // A failed handshake (say, a client that does not trust the CA) ends the connection.
+            if let Ok(stream) = handshake {
+                serve_http(stream, spare, shared).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `stream`, whose socket `spare` also holds.
+async fn serve_http<S>(stream: S, spare: std::net::TcpStream, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let reset = Arc::new(Notify::new());
     let service = {
         let (shared, reset) = (Arc::clone(&shared), Arc::clone(&reset));

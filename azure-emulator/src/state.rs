@@ -1,11 +1,11 @@
 //! Everything the emulator knows, behind one lock: settings, services, accounts, operations, remembered backups,
-//! issued tokens, faults, throttling buckets and the request logs.
+//! Recovery Services vaults, Azure Stack Hub backup locations, issued tokens, faults, throttling buckets and the request logs.
 //!
 //! A `std::sync::Mutex` is enough (and simpler than an async one): every handler does its bookkeeping without
 //! awaiting while it holds the lock; storage I/O for operations happens in tasks that take the lock only around
 //! their reads and writes of the state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::fault::FaultQueue;
 use crate::log::{LoggedRequest, TokenRequest};
 use crate::service::{Content, Service};
 use crate::setting::Setting;
+use crate::stack_state::{Location, LocationKey};
 use crate::throttle::Buckets;
 use crate::vault::{Vault, VaultKey};
 
@@ -76,6 +77,8 @@ pub(crate) struct State {
     pub(crate) backups: HashMap<BackupKey, BackupRecord>,
     /// Recovery Services vaults.
     pub(crate) vaults: HashMap<VaultKey, Vault>,
+    /// Azure Stack Hub backup locations.
+    pub(crate) stack_locations: BTreeMap<LocationKey, Location>,
     /// Issued access tokens and when each stops being accepted.
     tokens: HashMap<String, Instant>,
     pub(crate) faults: FaultQueue,
@@ -111,6 +114,7 @@ impl State {
             operations: HashMap::new(),
             backups: HashMap::new(),
             vaults: HashMap::new(),
+            stack_locations: BTreeMap::new(),
             tokens: HashMap::new(),
             faults: FaultQueue::default(),
             requests: Vec::new(),

@@ -140,7 +140,7 @@ pub(crate) fn settings(state: &mut State, method: &str, body: &[u8]) -> Reply {
 }
 
 /// 405 with `Allow` unless `method` is `allowed`.
-fn check_method(allowed: &str, method: &str) -> Option<Reply> {
+pub(crate) fn check_method(allowed: &str, method: &str) -> Option<Reply> {
     (method != allowed).then(|| {
         arm_error(
             405,
@@ -152,7 +152,7 @@ fn check_method(allowed: &str, method: &str) -> Option<Reply> {
 }
 
 /// A JSON object with no keys besides `allowed`.
-fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, String> {
+pub(crate) fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(fields)) => match fields.keys().find(|k| !allowed.contains(&k.as_str())) {
             Some(unknown) => Err(format!(

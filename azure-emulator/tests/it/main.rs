@@ -9,6 +9,8 @@ mod faults;
 mod recovery;
 mod requests;
 mod restore;
+mod stack;
 mod support;
 mod throttling;
+mod tls;
 mod tokens;
