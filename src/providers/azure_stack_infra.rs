@@ -78,10 +78,7 @@ fn classify(code: &str, message: &str) -> (&'static str, &'static str) {
     .any(|w| text.contains(w))
     {
         1
-    } else if ["path", "not found", "notfound", "does not exist"]
-        .iter()
-        .any(|w| text.contains(w))
-    {
+    } else if text.contains("path") {
         2
     } else if ["unreachable", "reach", "network", "connect"]
         .iter()
@@ -878,5 +875,13 @@ mod tests {
             "BackupFault"
         );
         assert_eq!(class("Whatever", "something odd"), "BackupFault");
+        assert_eq!(
+            class(
+                "EncryptionCertificateNotFound",
+                "An encryption certificate must be set on the backup location before a backup can be taken."
+            ),
+            "BackupFault",
+            "a missing certificate is not a missing path"
+        );
     }
 }
