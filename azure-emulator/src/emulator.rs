@@ -134,7 +134,7 @@ impl Emulator {
     /// Moves the emulator's calendar forward (ages backups, moves the dates it reports). Running API Management
     /// operations are not affected: they follow Tokio's clock (advance it with `tokio::time::advance` under
     /// paused time). Recovery Services backups follow the calendar: this moves them (and the UTC day of the
-    /// on-demand limit) too.
+    /// on-demand limit) too, and so do Azure Stack Hub backups, their scheduler and their retention.
     pub fn advance_clock(&self, by: Duration) {
         self.shared.lock().clock.advance(by);
     }
@@ -362,8 +362,8 @@ impl Emulator {
         );
     }
 
-    /// The emulator's calendar now: the clock Recovery Services jobs and the UTC day of the on-demand limit
-    /// follow (it moves with Tokio's clock, paused or not, and with [`Self::advance_clock`]).
+    /// The emulator's calendar now: the clock Recovery Services jobs, the UTC day of the on-demand limit and
+    /// Azure Stack Hub backups follow (it moves with Tokio's clock, paused or not, and with [`Self::advance_clock`]).
     #[must_use]
     pub fn now(&self) -> DateTime<Utc> {
         self.shared.lock().now()

@@ -8,8 +8,10 @@
 //! `x-ms-request-id` on every answer and token-bucket throttling. A completed backup writes a real blob into the
 //! storage account (Azurite in tests). It also hosts Recovery Services vaults with protected VMs (Azure Backup
 //! of `IaaS` VMs: on-demand backups, their operations and jobs, recovery points; see [Recovery
-//! Services](#recovery-services-azure-backup-of-iaas-vms)). Faults can be injected per route, and every request
-//! is logged for assertions.
+//! Services](#recovery-services-azure-backup-of-iaas-vms)) and the backup locations of Azure Stack Hub stamps
+//! (infrastructure backup; see [Azure Stack Hub](#azure-stack-hub-microsoftbackupadmin)), and it can serve
+//! HTTPS with a certificate from a test CA ([HTTPS](#https-with-a-test-ca)). Faults can be injected per route,
+//! and every request is logged for assertions.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -182,6 +184,162 @@
 //! `{"recoveryPointTime":"…Z","expiryTime":"…Z"}` (answers 200 `{"name":"…"}`). The runnable emulator takes
 //! `--protected-vm SUB/VAULT_RG/VAULT/VM_RG/VM` and `--vm-job-duration`.
 //!
+//! # HTTPS with a test CA
+//! With [`EmulatorConfig::tls`] the emulator serves HTTPS only (HTTP/1.1, rustls) and [`Emulator::base_url`] is
+//! `https://127.0.0.1:PORT`. At start it generates a CA (self-signed, `basicConstraints` `CA:TRUE`, key usages
+//! `keyCertSign` and `cRLSign`, common name `rpod emulator test root CA`) and a leaf certificate it issues for
+//! the names `127.0.0.1`, `::1` and `localhost` (not self-signed, `CA:FALSE`, server authentication); keys stay
+//! in memory. [`Emulator::ca_pem`] gives the CA's PEM, which a client trusts alone to reach the emulator (one
+//! with the usual roots refuses it as an unknown issuer); [`Emulator::leaf_pem`] the leaf's, a certificate that
+//! is no CA. Faults behave as over HTTP: `Reset` closes the socket under the TLS session, `Hang` never answers.
+//! The runnable emulator takes `--tls` and `--ca-file PATH` (where to write the CA's PEM).
+//!
+//! # Azure Stack Hub: metadata and AD FS
+//! Wire contracts §5 and §10. A stamp's administrator endpoint is discovered, then tokens come from its AD FS
+//! (or Entra ID):
+//! - `GET {base}/metadata/endpoints?api-version=2015-01-01` (no token, never throttled, no ARM headers; any
+//!   api-version, but one is required: 400 `MissingApiVersionParameter`; another method: 405) → 200
+//!   `{"galleryEndpoint":"{base}/gallery/","graphEndpoint":"{base}/graph/","portalEndpoint":"{base}/portal/",
+//!   "authentication":{"loginEndpoint":L,"audiences":[A]}}`: `L` is `{base}/adfs/` for
+//!   [`StackIdentity::Adfs`] (the default) and `{base}/` for [`StackIdentity::EntraId`]
+//!   ([`EmulatorConfig::stack_identity`]); `A` is [`EmulatorConfig::stack_audience`] (default
+//!   [`DEFAULT_STACK_AUDIENCE`]). Faults: [`Route::StackMetadata`], which [`Route::AnyArm`] does not cover.
+//! - `POST {base}/adfs/oauth2/token`, form `grant_type=client_credentials`, `client_id`, `resource`, and
+//!   `client_secret` or `client_assertion` with `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`
+//!   → 200 `{"access_token":"…","token_type":"bearer","expires_in":N}` (`N` a number, the token lifetime); ARM
+//!   accepts the token. Refusals in AD FS's OAuth shape `{"error","error_description"}`: 400 `invalid_request`
+//!   (a missing `grant_type`, `client_id` or `resource`, a wrong `client_assertion_type`), 400
+//!   `unsupported_grant_type`, 401 `invalid_client` (no secret nor assertion), 405 for another method; the
+//!   `MSIS…` descriptions are look-alikes (UNVERIFIED). Logged as a [`TokenRequest`] of kind
+//!   [`TokenKind::Adfs`], tenant `adfs`, scope the `resource`, and `client_id`. [`Route::Token`] faults apply,
+//!   answered in the AD FS shape. With Entra ID, clients use `{base}/{tenant}/oauth2/v2.0/token` as usual with
+//!   the scope `{audience}/.default`.
+//!
+//! # Azure Stack Hub: `Microsoft.Backup.Admin`
+//! Infrastructure backup of a stamp to its external share (wire contracts §5 and §10). A test hosts a backup
+//! location, then the client works over ARM:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use azure_emulator::{BackupLocationSpec, Emulator, EmulatorConfig, ShareCondition};
+//! let emulator = Emulator::start(EmulatorConfig { tls: true, ..EmulatorConfig::fast() }).await?;
+//! let spec = BackupLocationSpec::new("sub-1", "System.local", "local").with_retention_days(7);
+//! emulator.add_backup_location(spec.clone());
+//! let location = spec.reference();
+//! emulator.set_share_condition(&location, Some(ShareCondition::Unreachable));
+//! // ... let the client back up the stamp (trusting emulator.ca_pem()), then:
+//! let state = emulator.backup_location(&location).expect("hosted");
+//! assert_eq!(state.create_backup_posts, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Paths live under `{loc}` = `{base}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Backup.Admin/backupLocations/{location}`
+//! and match ignoring case. api-versions `2016-05-01`, `2018-09-01` (the shapes below) and `2021-09-01` are
+//! taken; another: 400 `NoRegisteredProviderFound`; none: 400 `MissingApiVersionParameter`. The token check,
+//! throttling buckets, `x-ms-request-id` and the request log apply as to every ARM path.
+//!
+//! - `GET .../backupLocations` → 200 `{"value":[location…]}` (the group's hosted locations). `GET {loc}` → 200
+//!   `{"id","name":location,"type":"Microsoft.Backup.Admin/backupLocations","location":location,"tags":{},
+//!   "properties":{"externalStoreDefault":{"path":"\\\\fileserver\\share\\stamp","userName":"DOMAIN\\backupadmin",
+//!   "encryptionCertThumbprint":T|null,"backupFrequencyInHours":N,"backupRetentionPeriodInDays":D,
+//!   "isBackupSchedulerEnabled":bool,"availableCapacity":"60 GB","nextBackupTime":…|null,"lastBackupTime":…|null}}}`.
+//!   The password and `encryptionCertBase64` are never returned. `availableCapacity` is a string: the free
+//!   bytes in the largest unit they reach (`B`, `KB`, `MB`, `GB`, `TB`; 1024-based, `TB` at most), rounded half
+//!   up to one decimal, the decimal left out when zero (`"60 GB"`, `"29.6 TB"`, `"512 B"`; a value rounding to
+//!   1024 of a unit moves to the next). `nextBackupTime` is set while the scheduler is on; `lastBackupTime` is
+//!   the `createdDateTime` of the newest backup that really ended `Succeeded` or `PartialSucceeded`.
+//! - `POST {loc}/createBackup` (an empty body, `{}` or any JSON object; anything else: 400
+//!   `InvalidRequestContent`) → **202**, empty body,
+//!   `Location: {base}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Backup.Admin/backupLocations/{location}/operationResults/{opId}?api-version={v}`,
+//!   `Retry-After` ([`EmulatorConfig::retry_after_secs`]), `x-ms-request-id`; no `Azure-AsyncOperation`. A
+//!   location without an encryption certificate: 400 `EncryptionCertificateNotFound` "An encryption certificate
+//!   must be set on the backup location before a backup can be taken.". While a backup runs there (started by
+//!   a POST or by the scheduler, until its operation ends): 409 `BackupOperationInProgress`, one backup at a
+//!   time per location.
+//! - `GET` of the operation's `Location` → 202 (the same `Location` and `Retry-After`, empty body) while the
+//!   backup runs; once it ended, 200 with the backup resource as it ended, again and again (even after
+//!   retention pruned the backup); a backup ended by a share condition → 400
+//!   `{"error":{"code":C,"message":M}}`, again and again. A backup whose roles failed is not an operation
+//!   failure: 200 with the backup, status `PartialSucceeded` or `Failed` (clients must read it).
+//! - `GET {loc}/backups` → 200 `{"value":[backup…],"nextLink":…}`,
+//!   [`EmulatorConfig::stack_backup_page_size`] backups a page in a stable order that is *not* by time
+//!   (clients must sort); `nextLink` is absolute, carries `%24skipToken=N`, and is null on the last page (a bad
+//!   token: 400 `InvalidSkipToken`). `GET {loc}/backups/{name}` (the GUID) → one backup; unknown or pruned: 404
+//!   `ResourceNotFound`.
+//! - A backup: `{"id":"{loc id}/backups/{guid}","name":"{location}/{guid}","type":"Microsoft.Backup.Admin/backupLocations/backups",
+//!   "location":location,"tags":{},"properties":{"backupInfo":{"backupDataVersion","roleStatus":[{"roleName","status"}…],
+//!   "status","createdDateTime","timeTakenToCreate","deploymentID","stampVersion","oemVersion",
+//!   "isCloudRecoveryReady","encryptionCertThumbprint"}}}`. `roleStatus` lists [`STACK_ROLES`] in order;
+//!   `createdDateTime` is the start (the POST), written as .NET writes dates (`…T10:00:00.0000000Z`);
+//!   `timeTakenToCreate` a .NET duration (`PT30M`, `PT20M48.5970829S`), null while running;
+//!   `encryptionCertThumbprint` the location's when the backup started; `isCloudRecoveryReady` true when
+//!   `Succeeded`.
+//! - **The early list.** A backup is listed from its start, `Running` (every role `Running`), and already
+//!   `Succeeded` (every role `Succeeded`, `timeTakenToCreate` up to then) once
+//!   [`EmulatorConfig::stack_list_early_fraction`] of its duration has passed (default 0.6: a 30-minute backup
+//!   looks done 12 minutes early), while its operation keeps answering 202 until the whole duration is over;
+//!   then the list shows its real status. This follows the docs, which say the portal shows a backup as
+//!   completed 10 to 15 minutes before it finishes: trust the operation.
+//! - **Outcomes**, decided when the backup ends: a share condition in force when it started fails it
+//!   (`Failed`, every role `Failed`, the operation 400 below); less free space than a backup's size
+//!   ([`EmulatorConfig::stack_backup_size_bytes`], default 10 GiB) fails it as `OutOfCapacity`; roles set by
+//!   [`Emulator::fail_roles`] for the next backup to start make it `PartialSucceeded` with those roles `Failed`,
+//!   or `Failed` when every role is listed; else `Succeeded`. Share conditions ([`ShareCondition`], modelled on
+//!   the stamp's five backup alerts): `OutOfCapacity` → `ExternalStoreOutOfCapacity` "The external storage
+//!   location has exceeded its capacity."; `Unreachable` → `ExternalStoreUnreachable` "The external storage
+//!   location could not be reached."; `PathNotFound` → `ExternalStorePathNotFound` "The external storage
+//!   location path could not be found."; `AuthenticationFailed` → `ExternalStoreAuthenticationFailed` "The
+//!   credentials for the external storage location are not valid."; `Fault` → `BackupFault` "Backup failed due
+//!   to an internal error.".
+//! - **Capacity and retention.** A backup ending `Succeeded` or `PartialSucceeded` takes its size from the
+//!   share's free bytes; a backup whose `createdDateTime` plus `backupRetentionPeriodInDays` has passed is
+//!   pruned (no longer listed nor found) and gives its size back.
+//! - **The built-in scheduler.** While `isBackupSchedulerEnabled`, the emulator starts a backup by itself every
+//!   `backupFrequencyInHours` × [`EmulatorConfig::stack_scheduler_hour`] (default one hour; tests shorten it),
+//!   the first one period after it was turned on, skipping a run while a backup runs; `nextBackupTime` shows
+//!   the next run. Its backups have no operation and count as running for the 409. After a long pause, at most
+//!   10 000 missed runs are replayed.
+//! - Any other method on these paths (DELETE, PUT and PATCH included) is logged and answered 405
+//!   `MethodNotAllowed`: nothing is ever changed or deleted through them. Other paths under the provider
+//!   (`…/backups/{name}/restore`, `pruneExternalStore`): 404 `NotFound`. Unknown location: 404
+//!   `ResourceNotFound` (ARM's message, `x-ms-failure-cause: gateway`); unknown operation: 404
+//!   `ResourceNotFound`.
+//!
+//! Time: everything follows the emulator's calendar ([`Emulator::now`]), which moves with Tokio's clock (paused
+//! or not) and with [`Emulator::advance_clock`]; backups end, the scheduler runs and retention prunes with it,
+//! lazily when a request or a knob reads the location.
+//!
+//! UNVERIFIED (emulator choices where the sources give no answer): the `Location` of `createBackup` (the spec
+//! example shows the POST's own URL; the real format is unknown); the 409 `BackupOperationInProgress`; the 400
+//! `EncryptionCertificateNotFound` and its message; the five share codes and their messages; 200 (not an
+//! error) for a backup whose roles failed; what the early list shows (every role `Succeeded`, whatever the
+//! real outcome; `timeTakenToCreate` to that moment); `Running` role statuses; `isCloudRecoveryReady`; the
+//! `backupDataVersion`, `stampVersion`, `oemVersion` and `deploymentID` values; the role names; the list order,
+//! `InvalidSkipToken`; when the scheduler runs (from when it was turned on, skipping runs during a backup);
+//! `availableCapacity`'s rounding; that failed backups also count for retention.
+//!
+//! Test knobs: [`Emulator::add_backup_location`] ([`BackupLocationSpec::new`] with `with_retention_days` (2–14,
+//! default 7), `with_frequency_hours` (4–12, default 12), `with_scheduler` (default off),
+//! `with_encryption_cert` (default [`DEFAULT_ENCRYPTION_CERT_THUMBPRINT`]), `with_available_capacity` (default
+//! 60 GiB), `with_backup_duration`), [`Emulator::set_backup_scheduler`], [`Emulator::set_encryption_cert`],
+//! [`Emulator::set_share_condition`], [`Emulator::fail_roles`], [`Emulator::set_available_capacity`],
+//! [`Emulator::add_stack_backup`] (a finished backup already on the share), [`Emulator::set_stack_backup_duration`]
+//! ([`EmulatorConfig::stack_backup_duration`], default 30 minutes, fast 1 s),
+//! [`Emulator::set_stack_backup_page_size`], and the snapshot [`Emulator::backup_location`]
+//! ([`BackupLocationState`]: `create_backup_posts`, `backups` with each one's status as its operation sees it,
+//! `available_bytes`, `scheduler_enabled`, …). Faults: [`Route::StackLocation`], [`Route::StackCreateBackup`],
+//! [`Route::StackOperation`], [`Route::StackBackups`] (list and get) take `Status` (429 with
+//! [`FaultKind::throttled`], 5xx), `Reset`, `Hang`, `BadJson` and `Answer` like any route, and are covered by
+//! [`Route::AnyArm`]; [`FaultKind::create_backup_authorization_failed`] gives ARM's 403 `AuthorizationFailed`.
+//! The operation outcomes of the other providers (`FailOperation`, `SkipBlob`, `JobOutcome`) do not apply.
+//!
+//! Control endpoints (not ARM, like those below), under
+//! `{base}/emulator/subscriptions/{sub}/resourceGroups/{rg}/backupLocations/{location}`, all `PUT`, 204:
+//! `.../scheduler` `{"enabled":true}`, `.../shareCondition` `{"condition":"OutOfCapacity"}` (or `null`),
+//! `.../encryptionCert` `{"thumbprint":"…"}` (or `null`), `.../availableCapacity` `{"bytes":N}`,
+//! `.../failedRoles` `{"roles":["ECE"]}`. The runnable emulator takes `--backup-location SUB/RG/LOCATION`
+//! and `--stack-backup-duration`.
+//!
 //! # Control endpoints
 //! The same changes can be made over HTTP, which is handy against the runnable emulator. These control
 //! endpoints are not ARM: they need no token, are never throttled or faulted, and are logged like every request.
@@ -205,6 +363,8 @@
 //! - [`service`]: a hosted API Management service, its JSON, and the [`ServiceState`] snapshot.
 //! - [`vm`]: protected VMs in Recovery Services vaults: [`ProtectedVmSpec`], [`ProtectedVmRef`],
 //!   [`BackupPolicy`], [`JobOutcome`] and the [`ProtectedVmState`] snapshot.
+//! - [`backup_location`]: Azure Stack Hub backup locations: [`BackupLocationSpec`], [`BackupLocationRef`],
+//!   [`ShareCondition`] and the [`BackupLocationState`] snapshot.
 //! - [`settings`]: what a restore leaves alone: [`CustomHostname`], [`CertificateSource`],
 //!   [`VirtualNetworkType`].
 //! - [`azurite`]: start Azurite as a child process on a free loopback port; stopped and cleaned up on drop.
@@ -216,7 +376,10 @@
 //!   products and portal revisions collections), `control` (the control endpoints), `setting` (a change to a
 //!   service, from the handle or a control body), `state`, `reply`, `throttle`, `clock`; for Recovery
 //!   Services `recovery` (the ARM handlers), `vault` (vaults, backups, jobs and points on the calendar),
-//!   `vault_json`, `timefmt` (.NET dates and durations) and `vm_control` (its control endpoints).
+//!   `vault_json`, `timefmt` (.NET dates and durations) and `vm_control` (its control endpoints); for Azure
+//!   Stack Hub `stack` (the ARM handlers), `stack_state` (locations and backups on the calendar, the
+//!   scheduler, retention), `stack_json`, `stack_auth` (metadata and AD FS), `stack_control` (its control
+//!   endpoints) and `stack_handle` (the [`Emulator`] knobs); `tls` (the test CA and the server certificate).
 
 pub mod azurite;
 pub mod backup_location;

@@ -408,7 +408,7 @@ impl AzureStackInfraProvider {
         request: &BackupRequest,
         handle: Handle,
         accepted_at: DateTime<Utc>,
-    ) -> Result<Value, ProviderError> {
+    ) -> Result<StackBackup, ProviderError> {
         let ended = follow_for(&self.arm, &self.spec.subscription_id, request, handle).await;
         let response = match ended {
             Ok(response) => response,
@@ -422,43 +422,38 @@ impl AzureStackInfraProvider {
             }
             Err(err) => return Err(followed(err, accepted_at)),
         };
-        match serde_json::from_slice::<Value>(&response.body) {
-            Ok(value) if value.pointer("/properties/backupInfo").is_some() => Ok(value),
-            // The operation ended without the resource: the newest backup since it was accepted is its.
-            _ => {
-                let backups = self
-                    .backups()
-                    .await
-                    .map_err(|err| provider_error(&err, Some(accepted_at)))?;
-                backups
-                    .into_iter()
-                    .filter(|b| b.created.is_some_and(|c| c >= accepted_at - TimeDelta::minutes(5)))
-                    .max_by_key(|b| b.created)
-                    .map(|b| json!({"name": b.name, "properties": {"backupInfo": {
-                        "status": b.status,
-                        "createdDateTime": b.created.map(|c| c.to_rfc3339()),
-                        "timeTakenToCreate": b.time_taken,
-                        "encryptionCertThumbprint": b.thumbprint,
-                        "roleStatus": b.failed_roles.iter().map(|r| json!({"roleName": r, "status": "Failed"})).collect::<Vec<_>>(),
-                    }}}))
-                    .ok_or_else(|| {
-                        let mut error = ProviderError::permanent(
-                            "BackupFault",
-                            "the backup operation ended without naming its backup, and the stamp lists none since: \
-                             read the stamp's infrastructure backup alerts",
-                        );
-                        error.recovery_point = Some(accepted_at);
-                        error
-                    })
-            }
+        if let Some(backup) = serde_json::from_slice::<Value>(&response.body)
+            .ok()
+            .as_ref()
+            .and_then(StackBackup::read)
+        {
+            return Ok(backup);
         }
+        // The operation ended without the resource: the newest backup since it was accepted is its.
+        let backups = self
+            .backups()
+            .await
+            .map_err(|err| provider_error(&err, Some(accepted_at)))?;
+        backups
+            .into_iter()
+            .filter(|b| b.created.is_some_and(|c| c >= accepted_at - TimeDelta::minutes(5)))
+            .max_by_key(|b| b.created)
+            .ok_or_else(|| {
+                let mut error = ProviderError::permanent(
+                    "BackupFault",
+                    "the backup operation ended without naming its backup, and the stamp lists none since: read \
+                     the stamp's infrastructure backup alerts",
+                );
+                error.recovery_point = Some(accepted_at);
+                error
+            })
     }
 
     /// Starts a backup, or takes the one an earlier rpod started; returns its `Backup` resource.
     async fn run(
         &self,
         request: &BackupRequest,
-    ) -> Result<(DateTime<Utc>, Value, Option<Location>), ProviderError> {
+    ) -> Result<(DateTime<Utc>, StackBackup, Option<Location>), ProviderError> {
         if let Some(resume) = &request.resume {
             let handle = Handle::from_json(&resume.handle)
                 .map_err(|message| ProviderError::permanent("InvalidOperation", message))?;
@@ -496,9 +491,16 @@ impl AzureStackInfraProvider {
                 request_id = response.request_id.as_deref().unwrap_or("-"), "The stamp accepted the backup."
             );
             if response.status == 200 && !response.body.is_empty() {
-                let backup = serde_json::from_slice(&response.body).map_err(|err| {
-                    ProviderError::transient("InvalidResponse", format!("unreadable backup: {err}"))
-                })?;
+                let backup = serde_json::from_slice::<Value>(&response.body)
+                    .ok()
+                    .as_ref()
+                    .and_then(StackBackup::read)
+                    .ok_or_else(|| {
+                        ProviderError::transient(
+                            "InvalidResponse",
+                            "the stamp answered a backup rpod cannot read",
+                        )
+                    })?;
                 return Ok((accepted_at, backup, Some(before)));
             }
             let handle = start_following(
@@ -710,15 +712,7 @@ impl Provider for AzureStackInfraProvider {
                 "mode = \"watch\": the stamp's own scheduler backs it up; rpod never starts a backup",
             ));
         }
-        let (accepted_at, resource, before) = self.run(&request).await?;
-        let backup = StackBackup::read(&resource).ok_or_else(|| {
-            let mut error = ProviderError::permanent(
-                "BackupFault",
-                "the stamp answered a backup rpod cannot read",
-            );
-            error.recovery_point = Some(accepted_at);
-            error
-        })?;
+        let (accepted_at, backup, before) = self.run(&request).await?;
         let failed = |message: String| stamp_failure("BackupFailed", &message, Some(accepted_at));
         let warnings: Vec<String> = if backup.status.eq_ignore_ascii_case("Succeeded") {
             Vec::new()
