@@ -824,7 +824,8 @@ mod tests {
         assert_eq!(parse_capacity("60 GB"), Some(60 * 1024 * 1024 * 1024));
         assert_eq!(
             parse_capacity("29.6 TB"),
-            Some((29.6 * 1024f64.powi(4)).round() as u64)
+            Some(32_545_544_182_170),
+            "29.6 TiB, rounded to the byte"
         );
         assert_eq!(parse_capacity("512 MB"), Some(512 * 1024 * 1024));
         assert_eq!(parse_capacity("0 B"), Some(0));
