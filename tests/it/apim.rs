@@ -15,7 +15,7 @@ use rpod::record::Status;
 
 use crate::cloud::{CONTAINER, Cloud, RG, SUB, THIRTY_DAYS_MS, target};
 use crate::support::{
-    DaemonProcess, eventually, records_in, run_rpod, run_rpod_with_env, spawn_app_in,
+    DaemonProcess, eventually, run_rpod, run_rpod_with_env, spawn_app_in,
     succeeded_backups as succeeded, write_config,
 };
 
@@ -292,17 +292,7 @@ fn kill_9_while_polling_resumes_the_operation_without_a_second_post() {
 
     let daemon = DaemonProcess::start_with_env(&path, &env);
     let state = dir.path().join("state");
-    let records = runtime.block_on(eventually(
-        Duration::from_secs(30),
-        "the resumed backup to complete",
-        || async {
-            let records = records_in(&state, "crash").await;
-            records
-                .iter()
-                .any(|r| r.status == Status::Succeeded)
-                .then_some(records)
-        },
-    ));
+    let records = runtime.block_on(crate::support::resumed_backup(&state, "crash"));
     assert_eq!(cloud.backup_posts("svc-crash").len(), 1, "no second POST");
     assert_eq!(records.len(), 1, "one backup, completed once: {records:#?}");
     assert!(

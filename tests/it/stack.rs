@@ -145,6 +145,26 @@ subscription_id = "{SUB}"
     )
 }
 
+/// Starts a backup of the target by hand and returns its record once it has ended.
+async fn next_backup(app: &TestApp, target: &str) -> BackupRecord {
+    let before = ended(app, target, 0).await.len();
+    backup_now(app, target).await;
+    ended(app, target, before + 1).await.remove(before)
+}
+
+/// The record failed with `code`, and its message says `says`.
+fn assert_failed(record: &BackupRecord, code: &str, says: &str) {
+    assert_eq!(record.error_code.as_deref(), Some(code), "{record:?}");
+    assert!(
+        record
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains(says),
+        "{record:?}"
+    );
+}
+
 async fn backup_now(app: &TestApp, target: &str) -> (u16, String) {
     let response = app
         .http
@@ -349,17 +369,7 @@ fn kill_9_during_create_backup_resumes_the_same_operation() {
 
     let daemon = crate::support::DaemonProcess::start(&path);
     let state = dir.path().join("state");
-    let records = runtime.block_on(eventually(
-        Duration::from_secs(40),
-        "the resumed backup",
-        || async {
-            let records = crate::support::records_in(&state, "stamp").await;
-            records
-                .iter()
-                .any(|r| r.status == Status::Succeeded && r.trigger != "discovered")
-                .then_some(records)
-        },
-    ));
+    let records = runtime.block_on(crate::support::resumed_backup(&state, "stamp"));
     assert_eq!(stamp.create_posts().len(), 1, "exactly one createBackup");
     let own: Vec<_> = records
         .iter()
@@ -489,8 +499,7 @@ async fn failures_map_to_the_stamps_classes_and_share_metrics_follow_the_stamp()
 
     // One role fails: the backup counts, with the role as a warning.
     stamp.emulator.fail_roles(&stamp.location, &["NRP"]);
-    backup_now(&app, "stamp").await;
-    let partial = ended(&app, "stamp", 2).await.remove(1);
+    let partial = next_backup(&app, "stamp").await;
     assert_eq!(partial.status, Status::Succeeded, "{partial:?}");
     assert!(
         partial
@@ -501,59 +510,56 @@ async fn failures_map_to_the_stamps_classes_and_share_metrics_follow_the_stamp()
         "{partial:?}"
     );
 
-    // The share fills up: the failure is ShareOutOfCapacity with its remedy, counted by reason.
-    stamp
-        .emulator
-        .set_share_condition(&stamp.location, Some(ShareCondition::OutOfCapacity));
-    backup_now(&app, "stamp").await;
-    let full = ended(&app, "stamp", 3).await.remove(2);
-    assert_eq!(full.status, Status::Failed, "{full:?}");
-    assert_eq!(full.error_code.as_deref(), Some("ShareOutOfCapacity"));
-    assert!(
-        full.error_message
-            .as_deref()
-            .unwrap_or_default()
-            .starts_with("the backup share is full"),
-        "{full:?}"
-    );
-    for (condition, code) in [
-        (ShareCondition::Unreachable, "ShareUnreachable"),
-        (ShareCondition::PathNotFound, "SharePathNotFound"),
+    // The share fills up: the failure is ShareOutOfCapacity with its remedy first, counted by reason; and so on
+    // for each of the stamp's classes.
+    for (condition, code, says) in [
+        (
+            ShareCondition::OutOfCapacity,
+            "ShareOutOfCapacity",
+            "the backup share is full",
+        ),
+        (
+            ShareCondition::Unreachable,
+            "ShareUnreachable",
+            "the stamp cannot reach the backup share",
+        ),
+        (
+            ShareCondition::PathNotFound,
+            "SharePathNotFound",
+            "the backup path does not exist",
+        ),
         (
             ShareCondition::AuthenticationFailed,
             "ShareAuthenticationFailed",
+            "the stamp cannot sign in to the backup share",
         ),
-        (ShareCondition::Fault, "BackupFault"),
+        (
+            ShareCondition::Fault,
+            "BackupFault",
+            "the stamp's backup failed",
+        ),
     ] {
         stamp
             .emulator
             .set_share_condition(&stamp.location, Some(condition));
-        let before = ended(&app, "stamp", 1).await.len();
-        backup_now(&app, "stamp").await;
-        let failed = ended(&app, "stamp", before + 1).await.remove(before);
-        assert_eq!(failed.error_code.as_deref(), Some(code), "{failed:?}");
+        let failed = next_backup(&app, "stamp").await;
+        assert_eq!(failed.status, Status::Failed, "{failed:?}");
+        assert_failed(&failed, code, says);
+        assert!(
+            failed
+                .error_message
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with(says),
+            "the remedy comes first: {failed:?}"
+        );
     }
     stamp.emulator.set_share_condition(&stamp.location, None);
     // Every role fails: Failed, as a BackupFault naming them.
     stamp
         .emulator
         .fail_roles(&stamp.location, &azure_emulator::STACK_ROLES);
-    let before = ended(&app, "stamp", 1).await.len();
-    backup_now(&app, "stamp").await;
-    let failed = ended(&app, "stamp", before + 1).await.remove(before);
-    assert_eq!(
-        failed.error_code.as_deref(),
-        Some("BackupFault"),
-        "{failed:?}"
-    );
-    assert!(
-        failed
-            .error_message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("NRP"),
-        "{failed:?}"
-    );
+    assert_failed(&next_backup(&app, "stamp").await, "BackupFault", "NRP");
 
     // The certificate changes and the share shrinks: the metrics follow at the next reconciliation.
     stamp.emulator.set_encryption_cert(
@@ -737,20 +743,10 @@ async fn an_entra_id_stamp_signs_in_for_the_audience_of_its_metadata_and_a_sched
 
     // A location without an encryption certificate: the backup fails saying so, and nothing is asked of the stamp.
     stamp.emulator.set_encryption_cert(&stamp.location, None);
-    backup_now(&app, "stamp").await;
-    let failed = ended(&app, "stamp", 2).await.remove(1);
-    assert_eq!(
-        failed.error_code.as_deref(),
-        Some("BackupFault"),
-        "{failed:?}"
-    );
-    assert!(
-        failed
-            .error_message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("no encryption certificate"),
-        "{failed:?}"
+    assert_failed(
+        &next_backup(&app, "stamp").await,
+        "BackupFault",
+        "no encryption certificate",
     );
     assert_eq!(
         stamp.create_posts().len(),

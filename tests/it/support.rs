@@ -293,6 +293,19 @@ impl Metrics {
     }
 }
 
+/// The target's records in `state_dir` once one of rpod's own backups (not an imported one) succeeded: after a
+/// restart, the backup it resumed.
+pub async fn resumed_backup(state_dir: &Path, target: &str) -> Vec<BackupRecord> {
+    eventually(Duration::from_secs(40), "the resumed backup", || async {
+        let records = records_in(state_dir, target).await;
+        records
+            .iter()
+            .any(|r| r.status == Status::Succeeded && r.trigger != "discovered")
+            .then_some(records)
+    })
+    .await
+}
+
 /// The target's own (not imported) records, oldest first, once `count` of them have ended.
 pub async fn ended_backups(app: &TestApp, target: &str, count: usize) -> Vec<BackupRecord> {
     eventually(Duration::from_secs(40), "ended backups", || async {

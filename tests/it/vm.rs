@@ -435,17 +435,7 @@ fn kill_9_during_the_job_follows_it_after_the_restart_without_a_second_post() {
 
     let daemon = crate::support::DaemonProcess::start_with_env(&path, &env);
     let state = dir.path().join("state");
-    let records = runtime.block_on(eventually(
-        Duration::from_secs(40),
-        "the resumed backup",
-        || async {
-            let records = crate::support::records_in(&state, "vm").await;
-            records
-                .iter()
-                .any(|r| r.status == Status::Succeeded && r.trigger != "discovered")
-                .then_some(records)
-        },
-    ));
+    let records = runtime.block_on(crate::support::resumed_backup(&state, "vm"));
     assert_eq!(backup_posts(&cloud, "vm-7").len(), 1, "exactly one POST");
     let own: Vec<_> = records
         .iter()
