@@ -379,7 +379,8 @@
 //!   `vault_json`, `timefmt` (.NET dates and durations) and `vm_control` (its control endpoints); for Azure
 //!   Stack Hub `stack` (the ARM handlers), `stack_state` (locations and backups on the calendar, the
 //!   scheduler, retention), `stack_json`, `stack_auth` (metadata and AD FS), `stack_control` (its control
-//!   endpoints) and `stack_handle` (the [`Emulator`] knobs); `tls` (the test CA and the server certificate).
+//!   endpoints) and `stack_handle` (the [`Emulator`] knobs); `tls` (the test CA and the server certificate);
+//!   for the unit tests only, `test_support` (an in-process client of the request handler, RFC 3339 dates).
 
 pub mod azurite;
 pub mod backup_location;
@@ -411,6 +412,8 @@ mod stack_handle;
 mod stack_json;
 mod stack_state;
 mod state;
+#[cfg(test)]
+mod test_support;
 mod throttle;
 mod timefmt;
 mod tls;

@@ -1,28 +1,32 @@
 //! Tests of Recovery Services through the one request handler (routing, faults, token, throttling, logging),
 //! with the emulator's clock moved by hand or by paused Tokio time.
 
-use std::sync::Arc;
+use std::ops::Deref;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
-use http::HeaderMap;
+use chrono::{Datelike as _, Timelike as _};
 use serde_json::{Value, json};
 
 use crate::config::EmulatorConfig;
 use crate::fault::{Fault, FaultKind, Route};
-use crate::handler::{Received, handle};
-use crate::reply::{Outcome, Reply};
-use crate::state::{Shared, State};
+use crate::reply::Reply;
+use crate::state::State;
+use crate::test_support::{BASE, InProcess};
 use crate::vm::{JobStatus, ProtectedVmRef, ProtectedVmSpec, ProtectionState};
 
-const BASE: &str = "http://127.0.0.1:1";
 const API: &str = "2025-08-01";
 const VAULT: &str = "/subscriptions/sub-1/resourceGroups/rg-vault/providers/Microsoft.RecoveryServices/vaults/vault-1";
 const ITEM: &str = "/subscriptions/sub-1/resourceGroups/rg-vault/providers/Microsoft.RecoveryServices/vaults/vault-1/backupFabrics/Azure/protectionContainers/IaasVMContainer%3Biaasvmcontainerv2%3Brg-vm%3Bvm-1/protectedItems/VM%3Biaasvmcontainerv2%3Brg-vm%3Bvm-1";
 
-struct Harness {
-    shared: Arc<Shared>,
-    token: String,
+/// The in-process client, with the requests and reads of a protected VM.
+struct Harness(InProcess);
+
+impl Deref for Harness {
+    type Target = InProcess;
+
+    fn deref(&self) -> &InProcess {
+        &self.0
+    }
 }
 
 fn vm() -> ProtectedVmRef {
@@ -45,42 +49,10 @@ fn harness_with(config: EmulatorConfig) -> Harness {
         &mut state,
         ProtectedVmSpec::new("sub-1", "rg-vault", "vault-1", "rg-vm", "vm-1"),
     );
-    let token = state.issue_token();
-    Harness {
-        shared: Arc::new(Shared::new(state)),
-        token,
-    }
+    Harness(InProcess::new(state))
 }
 
 impl Harness {
-    fn send(&self, method: &str, path_and_query: &str, body: &str) -> Reply {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        let request = Received {
-            method: method.to_owned(),
-            path_and_query: path_and_query.to_owned(),
-            headers,
-            body: body.as_bytes().to_vec(),
-        };
-        match handle(&self.shared, &request) {
-            Outcome::Reply(reply) => reply,
-            other => panic!("no reply: {other:?}"),
-        }
-    }
-
-    fn get(&self, path_and_query: &str) -> Reply {
-        self.send("GET", path_and_query, "")
-    }
-
-    fn get_json(&self, path_and_query: &str) -> Value {
-        let reply = self.get(path_and_query);
-        assert_eq!(reply.status, 200, "{path_and_query}: {}", reply.body);
-        serde_json::from_str(&reply.body).unwrap()
-    }
-
     /// POSTs a backup; returns the reply.
     fn backup(&self, body: &Value) -> Reply {
         self.send(
@@ -101,18 +73,6 @@ impl Harness {
             .and_then(|rest| rest.split('?').next())
             .unwrap()
             .to_owned()
-    }
-
-    fn advance(&self, by: Duration) {
-        self.shared.lock().clock.advance(by);
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.shared.lock().now()
-    }
-
-    fn inject(&self, fault: Fault) {
-        self.shared.lock().faults.push(fault);
     }
 
     fn state(&self) -> crate::vm::ProtectedVmState {

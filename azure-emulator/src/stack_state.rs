@@ -505,12 +505,7 @@ pub(crate) fn chrono_duration(duration: std::time::Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::config::GIB;
-
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
+    use crate::test_support::at;
 
     fn calendar() -> Calendar {
         Calendar {

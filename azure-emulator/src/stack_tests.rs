@@ -1,11 +1,10 @@
 //! Tests of Azure Stack Hub infrastructure backup through the one request handler (routing, faults, token,
 //! throttling, logging), with the emulator's calendar moved by hand under paused Tokio time.
 
-use std::sync::Arc;
+use std::ops::Deref;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::backup_location::{
@@ -14,19 +13,24 @@ use crate::backup_location::{
 };
 use crate::config::{EmulatorConfig, GIB};
 use crate::fault::{Fault, FaultKind, Route};
-use crate::handler::{Received, handle};
 use crate::reply::{Outcome, Reply};
 use crate::stack_state::{Calendar, Location};
-use crate::state::{Shared, State};
+use crate::state::State;
+use crate::test_support::{BASE, InProcess};
 use crate::timefmt::dotnet;
 
-const BASE: &str = "http://127.0.0.1:1";
 const API: &str = "2018-09-01";
 const LOC: &str = "/subscriptions/sub-1/resourceGroups/System.local/providers/Microsoft.Backup.Admin/backupLocations/local";
 
-struct Harness {
-    shared: Arc<Shared>,
-    token: String,
+/// The in-process client, with the requests and reads of a backup location.
+struct Harness(InProcess);
+
+impl Deref for Harness {
+    type Target = InProcess;
+
+    fn deref(&self) -> &InProcess {
+        &self.0
+    }
 }
 
 fn location() -> BackupLocationRef {
@@ -55,51 +59,10 @@ fn harness() -> Harness {
 fn harness_with(config: EmulatorConfig, spec: BackupLocationSpec) -> Harness {
     let mut state = State::new(config, BASE.to_owned());
     crate::stack::host(&mut state, spec);
-    let token = state.issue_token();
-    Harness {
-        shared: Arc::new(Shared::new(state)),
-        token,
-    }
+    Harness(InProcess::new(state))
 }
 
 impl Harness {
-    fn outcome(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        body: &str,
-        token: Option<&str>,
-    ) -> Outcome {
-        let mut headers = HeaderMap::new();
-        if let Some(token) = token {
-            headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-        }
-        let request = Received {
-            method: method.to_owned(),
-            path_and_query: path_and_query.to_owned(),
-            headers,
-            body: body.as_bytes().to_vec(),
-        };
-        handle(&self.shared, &request)
-    }
-
-    fn send(&self, method: &str, path_and_query: &str, body: &str) -> Reply {
-        match self.outcome(method, path_and_query, body, Some(&self.token.clone())) {
-            Outcome::Reply(reply) => reply,
-            other => panic!("no reply: {other:?}"),
-        }
-    }
-
-    fn get(&self, path_and_query: &str) -> Reply {
-        self.send("GET", path_and_query, "")
-    }
-
-    fn get_json(&self, path_and_query: &str) -> Value {
-        let reply = self.get(path_and_query);
-        assert_eq!(reply.status, 200, "{path_and_query}: {}", reply.body);
-        serde_json::from_str(&reply.body).unwrap()
-    }
-
     fn create_backup(&self) -> Reply {
         self.send("POST", &format!("{LOC}/createBackup?api-version={API}"), "")
     }
@@ -132,18 +95,6 @@ impl Harness {
                 None => return all,
             }
         }
-    }
-
-    fn advance(&self, by: Duration) {
-        self.shared.lock().clock.advance(by);
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.shared.lock().now()
-    }
-
-    fn inject(&self, fault: Fault) {
-        self.shared.lock().faults.push(fault);
     }
 
     fn state(&self) -> BackupLocationState {

@@ -410,12 +410,7 @@ impl Item {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
+    use crate::test_support::at;
 
     fn vault_with_vm(now: DateTime<Utc>) -> (Vault, ItemKey) {
         let mut vault = Vault::new("s", "rg", "v");
