@@ -417,18 +417,9 @@ fn list_points(
         Some(Ok(range)) => range,
         Some(Err(why)) => return arm_error(400, "BMSUserErrorInvalidInput", &why),
     };
-    let skip = match query_param(query, "$skipToken") {
-        None => 0,
-        Some(token) => match token.parse::<usize>() {
-            Ok(skip) => skip,
-            Err(_) => {
-                return arm_error(
-                    400,
-                    "BMSUserErrorInvalidInput",
-                    &format!("The skip token '{token}' is invalid."),
-                );
-            }
-        },
+    let skip = match skip_token(query, "BMSUserErrorInvalidInput") {
+        Ok(skip) => skip,
+        Err(refused) => return refused,
     };
     let mut points: Vec<_> = item
         .live_points(now)
@@ -525,6 +516,17 @@ pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.into_owned())
+}
+
+/// The offset a page's `$skipToken` carries, 0 without one; a token that is not an offset is refused with 400
+/// and the error `code` of the API.
+pub(crate) fn skip_token(query: &str, code: &str) -> Result<usize, Reply> {
+    let Some(token) = query_param(query, "$skipToken") else {
+        return Ok(0);
+    };
+    token
+        .parse()
+        .map_err(|_| arm_error(400, code, &format!("The skip token '{token}' is invalid.")))
 }
 
 /// The protected VM an item path names: container `IaasVMContainer;iaasvmcontainerv2;{rg};{vm}` and item

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::backup_location::{BackupLocationRef, BackupLocationSpec, BackupLocationState};
-use crate::recovery::{query_param, scramble};
+use crate::recovery::{scramble, skip_token};
 use crate::reply::{Reply, arm_error};
 use crate::routes::{ServicePath, StackAction};
 use crate::stack_json;
@@ -268,18 +268,9 @@ fn list_backups(
     page_size: usize,
     now: DateTime<Utc>,
 ) -> Reply {
-    let skip = match query_param(query, "$skipToken") {
-        None => 0,
-        Some(token) => match token.parse::<usize>() {
-            Ok(skip) => skip,
-            Err(_) => {
-                return arm_error(
-                    400,
-                    "InvalidSkipToken",
-                    &format!("The skip token '{token}' is invalid."),
-                );
-            }
-        },
+    let skip = match skip_token(query, "InvalidSkipToken") {
+        Ok(skip) => skip,
+        Err(refused) => return refused,
     };
     let mut backups: Vec<_> = location.backups.iter().collect();
     // Not by time: clients must sort.
