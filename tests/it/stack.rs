@@ -755,3 +755,66 @@ async fn an_entra_id_stamp_signs_in_for_the_audience_of_its_metadata_and_a_sched
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_the_stamp_prunes_after_its_retention_is_marked_pruned_by_the_platform() {
+    // The stamp keeps backups 2 days; one of its backups has 4 seconds left.
+    let stamp = Stamp::trigger(
+        Duration::from_millis(300),
+        location().with_retention_days(2),
+    )
+    .await;
+    let created = stamp.emulator.now() - TimeDelta::days(2) + TimeDelta::seconds(4);
+    let name = stamp
+        .emulator
+        .add_stack_backup(&stamp.location, created, "Succeeded");
+    let app = stamp
+        .spawn(
+            true,
+            &target("stamp", "mode = \"watch\"\nsettle = \"0s\"", "rpo = \"1h\""),
+        )
+        .await;
+    let imported = eventually(
+        Duration::from_secs(20),
+        "the stamp's backup imported",
+        || async {
+            app.records("stamp")
+                .await
+                .into_iter()
+                .find(|r| r.artifact.as_deref() == Some(name.as_str()))
+        },
+    )
+    .await;
+    assert_eq!(imported.status, Status::Discovered, "{imported:?}");
+    assert_eq!(
+        imported.expires_at.unwrap().timestamp_millis(),
+        (created + TimeDelta::days(2)).timestamp_millis(),
+        "expiry from the stamp's retention"
+    );
+    let pruned = eventually(
+        Duration::from_secs(20),
+        "the backup pruned by the stamp",
+        || async {
+            app.records("stamp")
+                .await
+                .into_iter()
+                .find(|r| r.id == imported.id && r.status != Status::Discovered)
+        },
+    )
+    .await;
+    assert_eq!(
+        pruned.status,
+        Status::Pruned,
+        "gone after its expiry is pruned, not missing: {pruned:?}"
+    );
+    let audit = app.catalog().await.audit_log("stamp").await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|(_, actor, action, backup_id, _)| actor == "platform"
+                && action == "pruned"
+                && *backup_id == Some(imported.id)),
+        "{audit:#?}"
+    );
+    app.stop().await;
+}
