@@ -12,7 +12,7 @@ use crate::apim;
 use crate::content::{self, Collection};
 use crate::fault::{FaultKind, Route};
 use crate::log::{LoggedRequest, TokenKind};
-use crate::reply::{Outcome, Reply, arm_error, bad_json, entra_error, uuid_like};
+use crate::reply::{Outcome, Reply, arm_error, bad_json, entra_error, oauth_error, uuid_like};
 use crate::routes::{self, Action, Endpoint};
 use crate::state::OperationKind;
 use crate::state::{Shared, State, TokenCheck};
@@ -87,7 +87,7 @@ fn fault_outcome(kind: FaultKind, endpoint: &Endpoint) -> Outcome {
             message,
         } => {
             let reply = if *endpoint == Endpoint::AdfsToken {
-                crate::stack_auth::adfs_error(code, &error_code, &message)
+                oauth_error(code, &error_code, &message)
             } else if endpoint.route() == Some(Route::Token) {
                 entra_error(code, &error_code, 90_000, &message)
             } else {

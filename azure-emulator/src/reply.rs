@@ -79,6 +79,14 @@ pub(crate) fn apim_error(status: u16, code: &str, message: &str) -> Reply {
     )
 }
 
+/// A plain OAuth error, as AD FS and the managed identity endpoints write it: `{"error","error_description"}`.
+pub(crate) fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
+    Reply::json(
+        status,
+        &json!({"error": error, "error_description": description}),
+    )
+}
+
 /// An Entra ID (AADSTS) error: `{"error","error_description","error_codes",...}`.
 pub(crate) fn entra_error(status: u16, error: &str, aadsts: u32, description: &str) -> Reply {
     Reply::json(

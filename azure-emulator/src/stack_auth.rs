@@ -14,18 +14,14 @@
 //!   secret or an assertion, 405 `invalid_request` for another method. The `MSIS` texts are look-alikes
 //!   (UNVERIFIED), not copies of AD FS's. Secrets are never stored.
 
-use std::collections::HashMap;
-
 use serde_json::json;
 use tokio::time::Instant;
 
 use crate::config::StackIdentity;
 use crate::log::{TokenKind, TokenRequest};
-use crate::reply::{Reply, arm_error};
+use crate::reply::{Reply, arm_error, oauth_error};
 use crate::state::State;
-
-/// The only `client_assertion_type` AD FS takes.
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+use crate::token::{ASSERTION_TYPE, form_fields, issue};
 
 /// `GET /metadata/endpoints`.
 pub(crate) fn metadata(state: &State, method: &str, query: &str) -> Reply {
@@ -62,18 +58,9 @@ pub(crate) fn metadata(state: &State, method: &str, query: &str) -> Reply {
     )
 }
 
-/// An AD FS OAuth error.
-pub(crate) fn adfs_error(status: u16, error: &str, description: &str) -> Reply {
-    Reply::json(
-        status,
-        &json!({"error": error, "error_description": description}),
-    )
-}
-
 /// `POST /adfs/oauth2/token`.
 pub(crate) fn token(state: &mut State, method: &str, body: &[u8]) -> Reply {
-    let form: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
-    let field = |name: &str| form.get(name).filter(|v| !v.is_empty()).cloned();
+    let field = form_fields(body);
     let mut record = TokenRequest {
         kind: Some(TokenKind::Adfs),
         tenant: Some("adfs".to_owned()),
@@ -85,7 +72,7 @@ pub(crate) fn token(state: &mut State, method: &str, body: &[u8]) -> Reply {
     let has_secret = field("client_secret").is_some();
     let has_assertion = field("client_assertion").is_some();
     let reply = if method != "POST" {
-        adfs_error(
+        oauth_error(
             405,
             "invalid_request",
             "MSIS9921: The token endpoint only accepts POST requests.",
@@ -94,34 +81,32 @@ pub(crate) fn token(state: &mut State, method: &str, body: &[u8]) -> Reply {
         .into_iter()
         .find(|n| field(n).is_none())
     {
-        adfs_error(
+        oauth_error(
             400,
             "invalid_request",
             &format!("MSIS9609: The '{name}' parameter is missing from the request."),
         )
     } else if field("grant_type").as_deref() != Some("client_credentials") {
-        adfs_error(
+        oauth_error(
             400,
             "unsupported_grant_type",
             "MSIS9611: The authorization server does not support the requested 'grant_type'; only \
              'client_credentials' is emulated.",
         )
     } else if !has_secret && !has_assertion {
-        adfs_error(
+        oauth_error(
             401,
             "invalid_client",
             "MSIS9622: Client authentication failed: send 'client_secret' or 'client_assertion'.",
         )
     } else if !has_secret && field("client_assertion_type").as_deref() != Some(ASSERTION_TYPE) {
-        adfs_error(
+        oauth_error(
             400,
             "invalid_request",
             &format!("MSIS9623: The 'client_assertion_type' must be '{ASSERTION_TYPE}'."),
         )
     } else {
-        record.issued = true;
-        let lifetime = state.token_lifetime_secs();
-        let token = state.issue_token();
+        let (token, lifetime) = issue(state, &mut record);
         Reply::json(
             200,
             &json!({

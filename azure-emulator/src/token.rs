@@ -18,16 +18,28 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::log::{TokenKind, TokenRequest};
-use crate::reply::{Reply, entra_error};
+use crate::reply::{Reply, entra_error, oauth_error};
 use crate::state::State;
 
-/// The only `client_assertion_type` Entra ID takes.
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The only `client_assertion_type` Entra ID and AD FS take.
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The fields of a form body (or a query string) by name; an empty field counts as missing.
+pub(crate) fn form_fields(form: &[u8]) -> impl Fn(&str) -> Option<String> {
+    let fields: HashMap<String, String> = form_urlencoded::parse(form).into_owned().collect();
+    move |name| fields.get(name).filter(|v| !v.is_empty()).cloned()
+}
+
+/// Issues a token to the request `record` describes and marks it issued; returns the token and its lifetime
+/// in seconds.
+pub(crate) fn issue(state: &mut State, record: &mut TokenRequest) -> (String, u64) {
+    record.issued = true;
+    (state.issue_token(), state.token_lifetime_secs())
+}
 
 /// `POST /{tenant}/oauth2/v2.0/token`.
 pub(crate) fn entra(state: &mut State, tenant: &str, method: &str, body: &[u8]) -> Reply {
-    let form: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
-    let field = |name: &str| form.get(name).filter(|v| !v.is_empty()).cloned();
+    let field = form_fields(body);
     let kind = if field("client_secret").is_some() {
         Some(TokenKind::ClientSecret)
     } else if field("client_assertion").is_some() {
@@ -82,9 +94,7 @@ pub(crate) fn entra(state: &mut State, tenant: &str, method: &str, body: &[u8]) 
     {
         missing("client_assertion_type")
     } else {
-        record.issued = true;
-        let lifetime = state.token_lifetime_secs();
-        let token = state.issue_token();
+        let (token, lifetime) = issue(state, &mut record);
         Reply::json(
             200,
             &json!({
@@ -107,10 +117,7 @@ pub(crate) fn managed_identity(
     query: &str,
     headers: &HeaderMap,
 ) -> Reply {
-    let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let param = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
+    let param = form_fields(query.as_bytes());
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let mut record = TokenRequest {
         kind: Some(kind),
@@ -120,12 +127,8 @@ pub(crate) fn managed_identity(
         issued: false,
         at: Instant::now(),
     };
-    let error = |status: u16, description: &str| {
-        Reply::json(
-            status,
-            &json!({"error": "invalid_request", "error_description": description}),
-        )
-    };
+    let error =
+        |status: u16, description: &str| oauth_error(status, "invalid_request", description);
     let reply = if method != "GET" {
         error(405, "Only GET is supported.")
     } else if kind == TokenKind::AppServiceManagedIdentity
@@ -142,9 +145,7 @@ pub(crate) fn managed_identity(
     } else if param("api-version").is_none() {
         error(400, "Required query variable 'api-version' is missing")
     } else if let Some(resource) = param("resource") {
-        record.issued = true;
-        let lifetime = state.token_lifetime_secs();
-        let token = state.issue_token();
+        let (token, lifetime) = issue(state, &mut record);
         // Unix seconds on the real clock: the SDK compares them with its own wall clock.
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
