@@ -18,7 +18,10 @@
 //!
 //! Every endpoint answers 400 `InvalidRequestContent` to a body it cannot read, 404 `NotFound` when no such
 //! service is hosted and 405 `MethodNotAllowed` to another method, with a short JSON error; a refused request
-//! changes nothing.
+//! changes nothing. The method check, the 404 and the body reader are shared with the Recovery Services and
+//! Azure Stack Hub control endpoints (`vm_control`, `stack_control`).
+
+use serde_json::{Map, Value};
 
 use crate::config::ServiceSpec;
 use crate::reply::{Reply, arm_error};
@@ -43,25 +46,15 @@ pub(crate) fn answer(
     method: &str,
     body: &[u8],
 ) -> Reply {
-    let allowed = action.method();
-    if method != allowed {
-        return arm_error(
-            405,
-            "MethodNotAllowed",
-            &format!("This emulator control endpoint takes {allowed}, not {method}."),
-        )
-        .header("Allow", allowed);
+    if let Some(reply) = check_method(action.method(), method) {
+        return reply;
     }
     let key = service_key(&path.subscription, &path.resource_group, &path.name);
     if !state.services.contains_key(&key) {
-        return arm_error(
-            404,
-            "NotFound",
-            &format!(
-                "The emulator hosts no API Management service {}/{}/{}.",
-                path.subscription, path.resource_group, path.name
-            ),
-        );
+        return not_hosted(&format!(
+            "API Management service {}/{}/{}",
+            path.subscription, path.resource_group, path.name
+        ));
     }
     let setting = match Setting::parse(action, body) {
         Ok(setting) => setting,
@@ -70,6 +63,37 @@ pub(crate) fn answer(
     let found = state.apply(&key, setting);
     debug_assert!(found, "checked above under the same lock");
     Reply::empty(204)
+}
+
+/// 405 with `Allow` unless `method` is `allowed`.
+pub(crate) fn check_method(allowed: &str, method: &str) -> Option<Reply> {
+    (method != allowed).then(|| {
+        arm_error(
+            405,
+            "MethodNotAllowed",
+            &format!("This emulator control endpoint takes {allowed}, not {method}."),
+        )
+        .header("Allow", allowed)
+    })
+}
+
+/// A JSON object with no keys besides `allowed`.
+pub(crate) fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(fields)) => match fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(unknown) => Err(format!(
+                "'{unknown}' is not a field here; expected some of {allowed:?}."
+            )),
+            None => Ok(fields),
+        },
+        Ok(_) => Err("the body must be a JSON object.".to_owned()),
+        Err(e) => Err(format!("the body is not JSON: {e}")),
+    }
+}
+
+/// 404 `NotFound`: the emulator hosts no `what`.
+pub(crate) fn not_hosted(what: &str) -> Reply {
+    arm_error(404, "NotFound", &format!("The emulator hosts no {what}."))
 }
 
 #[cfg(test)]

@@ -372,15 +372,17 @@
 //!   rules), independent of rpod.
 //! - [`cli`]: the command line of the runnable emulator (`cargo run --example azure-emulator`).
 //! - Internal: `server` (hyper accept loop, resets, hangs), `handler` (routing, faults, auth, throttling),
-//!   `routes` (path parsing), `token`, `apim`, `operation` (backup and restore tasks), `content` (the APIs,
-//!   products and portal revisions collections), `control` (the control endpoints), `setting` (a change to a
-//!   service, from the handle or a control body), `state`, `reply`, `throttle`, `clock`; for Recovery
-//!   Services `recovery` (the ARM handlers), `vault` (vaults, backups, jobs and points on the calendar),
-//!   `vault_json`, `timefmt` (.NET dates and durations) and `vm_control` (its control endpoints); for Azure
-//!   Stack Hub `stack` (the ARM handlers), `stack_state` (locations and backups on the calendar, the
-//!   scheduler, retention), `stack_json`, `stack_auth` (metadata and AD FS), `stack_control` (its control
-//!   endpoints) and `stack_handle` (the [`Emulator`] knobs); `tls` (the test CA and the server certificate);
-//!   for the unit tests only, `test_support` (an in-process client of the request handler, RFC 3339 dates).
+//!   `routes` (path parsing), `token` (the Entra ID and managed identity endpoints, and the form reader and token
+//!   issue AD FS shares), `apim`, `operation` (backup and restore tasks), `content` (the APIs, products and
+//!   portal revisions collections), `control` (the control endpoints, and what all of them share), `setting` (a
+//!   change to a service, from the handle or a control body), `state`, `reply` (answers and the ARM, Entra ID and
+//!   OAuth error shapes), `throttle`, `clock`; for Recovery Services `recovery` (the ARM handlers, the query and
+//!   `$skipToken` readers), `vault` (vaults, backups, jobs and points on the calendar), `vault_json`, `timefmt`
+//!   (.NET dates and durations) and `vm_control` (its control endpoints); for Azure Stack Hub `stack` (the ARM
+//!   handlers), `stack_state` (locations and backups on the calendar, the scheduler, retention), `stack_json`,
+//!   `stack_auth` (metadata and AD FS), `stack_control` (its control endpoints) and `stack_handle` (the
+//!   [`Emulator`] knobs); `tls` (the test CA and the server certificate); for the unit tests only, `test_support`
+//!   (an in-process client of the request handler, RFC 3339 dates).
 
 pub mod azurite;
 pub mod backup_location;

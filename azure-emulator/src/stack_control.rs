@@ -18,12 +18,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::backup_location::{BackupLocationRef, ShareCondition};
+use crate::control::{check_method, not_hosted, object};
 use crate::reply::{Reply, arm_error};
 use crate::routes::StackControl;
 use crate::stack::with_location;
 use crate::stack_state::{Calendar, Location, location_key};
 use crate::state::State;
-use crate::vm_control::{check_method, object};
 
 /// The path under which a backup location's control endpoints live.
 pub(crate) fn location_path(location: &BackupLocationRef) -> String {
@@ -53,14 +53,10 @@ pub(crate) fn answer(
         &location.location,
     );
     if !state.stack_locations.contains_key(&key) {
-        return arm_error(
-            404,
-            "NotFound",
-            &format!(
-                "The emulator hosts no backup location {}/{}/{}.",
-                location.subscription, location.resource_group, location.location
-            ),
-        );
+        return not_hosted(&format!(
+            "backup location {}/{}/{}",
+            location.subscription, location.resource_group, location.location
+        ));
     }
     let change = match parse(action, body) {
         Ok(change) => change,

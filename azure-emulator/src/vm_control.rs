@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::control::{check_method, object};
 use crate::recovery;
 use crate::reply::{Reply, arm_error};
 use crate::routes::VmControl;
@@ -136,32 +137,6 @@ pub(crate) fn settings(state: &mut State, method: &str, body: &[u8]) -> Reply {
             Reply::empty(204)
         }
         Err(why) => arm_error(400, "InvalidRequestContent", &why),
-    }
-}
-
-/// 405 with `Allow` unless `method` is `allowed`.
-pub(crate) fn check_method(allowed: &str, method: &str) -> Option<Reply> {
-    (method != allowed).then(|| {
-        arm_error(
-            405,
-            "MethodNotAllowed",
-            &format!("This emulator control endpoint takes {allowed}, not {method}."),
-        )
-        .header("Allow", allowed)
-    })
-}
-
-/// A JSON object with no keys besides `allowed`.
-pub(crate) fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(fields)) => match fields.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(unknown) => Err(format!(
-                "'{unknown}' is not a field here; expected some of {allowed:?}."
-            )),
-            None => Ok(fields),
-        },
-        Ok(_) => Err("the body must be a JSON object.".to_owned()),
-        Err(e) => Err(format!("the body is not JSON: {e}")),
     }
 }
 
