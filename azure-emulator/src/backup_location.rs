@@ -4,6 +4,7 @@
 //! [`StackBackupState`]).
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -215,11 +216,7 @@ impl BackupLocationSpec {
     /// Outside 2 to 14, which a stamp does not offer: that is a mistake in the test.
     #[must_use]
     pub fn with_retention_days(mut self, days: u32) -> Self {
-        assert!(
-            (2..=14).contains(&days),
-            "a stamp keeps backups 2 to 14 days, not {days}"
-        );
-        self.retention_days = days;
+        self.retention_days = offered(days, 2..=14, "keeps backups", "days");
         self
     }
 
@@ -229,11 +226,7 @@ impl BackupLocationSpec {
     /// Outside 4 to 12, which a stamp does not offer: that is a mistake in the test.
     #[must_use]
     pub fn with_frequency_hours(mut self, hours: u32) -> Self {
-        assert!(
-            (4..=12).contains(&hours),
-            "a stamp backs up every 4 to 12 hours, not {hours}"
-        );
-        self.frequency_hours = hours;
+        self.frequency_hours = offered(hours, 4..=12, "backs up every", "hours");
         self
     }
 
@@ -270,6 +263,21 @@ impl BackupLocationSpec {
     pub fn reference(&self) -> BackupLocationRef {
         BackupLocationRef::new(&self.subscription, &self.resource_group, &self.location)
     }
+}
+
+/// `value`, which must lie in `range`, what a stamp offers ("a stamp {does} {start} to {end} {unit}").
+///
+/// # Panics
+/// Outside `range`: that is a mistake in the test.
+#[track_caller]
+fn offered(value: u32, range: RangeInclusive<u32>, does: &str, unit: &str) -> u32 {
+    assert!(
+        range.contains(&value),
+        "a stamp {does} {} to {} {unit}, not {value}",
+        range.start(),
+        range.end()
+    );
+    value
 }
 
 /// One backup of a location.
