@@ -382,7 +382,8 @@
 //!   handlers), `stack_state` (locations and backups on the calendar, the scheduler, retention), `stack_json`,
 //!   `stack_auth` (metadata and AD FS), `stack_control` (its control endpoints) and `stack_handle` (the
 //!   [`Emulator`] knobs); `tls` (the test CA and the server certificate); for the unit tests only, `test_support`
-//!   (an in-process client of the request handler, RFC 3339 dates).
+//!   (an in-process client of the request handler, error codes and operation ids of its answers, RFC 3339
+//!   dates).
 
 pub mod azurite;
 pub mod backup_location;

@@ -1,7 +1,6 @@
 //! Tests of Recovery Services through the one request handler (routing, faults, token, throttling, logging),
 //! with the emulator's clock moved by hand or by paused Tokio time.
 
-use std::ops::Deref;
 use std::time::Duration;
 
 use chrono::{Datelike as _, Timelike as _};
@@ -11,23 +10,17 @@ use crate::config::EmulatorConfig;
 use crate::fault::{Fault, FaultKind, Route};
 use crate::reply::Reply;
 use crate::state::State;
-use crate::test_support::{BASE, InProcess};
+use crate::test_support::{BASE, InProcess, error_code, operation_id};
 use crate::vm::{JobStatus, ProtectedVmRef, ProtectedVmSpec, ProtectionState};
 
 const API: &str = "2025-08-01";
 const VAULT: &str = "/subscriptions/sub-1/resourceGroups/rg-vault/providers/Microsoft.RecoveryServices/vaults/vault-1";
 const ITEM: &str = "/subscriptions/sub-1/resourceGroups/rg-vault/providers/Microsoft.RecoveryServices/vaults/vault-1/backupFabrics/Azure/protectionContainers/IaasVMContainer%3Biaasvmcontainerv2%3Brg-vm%3Bvm-1/protectedItems/VM%3Biaasvmcontainerv2%3Brg-vm%3Bvm-1";
 
-/// The in-process client, with the requests and reads of a protected VM.
-struct Harness(InProcess);
+/// Marks the in-process client of these tests, which adds the requests and reads of a protected VM.
+enum Recovery {}
 
-impl Deref for Harness {
-    type Target = InProcess;
-
-    fn deref(&self) -> &InProcess {
-        &self.0
-    }
-}
+type Harness = InProcess<Recovery>;
 
 fn vm() -> ProtectedVmRef {
     ProtectedVmRef::new("sub-1", "rg-vault", "vault-1", "rg-vm", "vm-1")
@@ -49,7 +42,7 @@ fn harness_with(config: EmulatorConfig) -> Harness {
         &mut state,
         ProtectedVmSpec::new("sub-1", "rg-vault", "vault-1", "rg-vm", "vm-1"),
     );
-    Harness(InProcess::new(state))
+    InProcess::new(state)
 }
 
 impl Harness {
@@ -67,12 +60,7 @@ impl Harness {
         let reply = self.backup(body);
         assert_eq!(reply.status, 202, "{}", reply.body);
         let location = reply.header_value("Location").unwrap();
-        location
-            .split("/operationResults/")
-            .nth(1)
-            .and_then(|rest| rest.split('?').next())
-            .unwrap()
-            .to_owned()
+        operation_id(location).to_owned()
     }
 
     fn state(&self) -> crate::vm::ProtectedVmState {
@@ -86,11 +74,6 @@ fn plain_request() -> Value {
 
 fn request_expiring(expiry: &str) -> Value {
     json!({"properties": {"objectType": "IaasVMBackupRequest", "recoveryPointExpiryTimeInUTC": expiry}})
-}
-
-fn error_code(reply: &Reply) -> String {
-    let body: Value = serde_json::from_str(&reply.body).unwrap();
-    body["error"]["code"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -192,11 +175,7 @@ fn a_backup_is_accepted_with_202_and_exactly_the_recorded_headers() {
     assert_eq!(reply.body, "");
     assert_eq!(reply.header_value("Content-Type"), None);
     let location = reply.header_value("Location").unwrap();
-    let id = location
-        .split("/operationResults/")
-        .nth(1)
-        .and_then(|rest| rest.split('?').next())
-        .unwrap();
+    let id = operation_id(location);
     assert_eq!(
         id.split('-').map(str::len).collect::<Vec<_>>(),
         [8, 4, 4, 4, 12]

@@ -1,7 +1,6 @@
 //! Tests of Azure Stack Hub infrastructure backup through the one request handler (routing, faults, token,
 //! throttling, logging), with the emulator's calendar moved by hand under paused Tokio time.
 
-use std::ops::Deref;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,22 +15,16 @@ use crate::fault::{Fault, FaultKind, Route};
 use crate::reply::{Outcome, Reply};
 use crate::stack_state::{Calendar, Location};
 use crate::state::State;
-use crate::test_support::{BASE, InProcess};
+use crate::test_support::{BASE, InProcess, error_code, operation_id};
 use crate::timefmt::dotnet;
 
 const API: &str = "2018-09-01";
 const LOC: &str = "/subscriptions/sub-1/resourceGroups/System.local/providers/Microsoft.Backup.Admin/backupLocations/local";
 
-/// The in-process client, with the requests and reads of a backup location.
-struct Harness(InProcess);
+/// Marks the in-process client of these tests, which adds the requests and reads of a backup location.
+enum Stack {}
 
-impl Deref for Harness {
-    type Target = InProcess;
-
-    fn deref(&self) -> &InProcess {
-        &self.0
-    }
-}
+type Harness = InProcess<Stack>;
 
 fn location() -> BackupLocationRef {
     BackupLocationRef::new("sub-1", "System.local", "local")
@@ -59,7 +52,7 @@ fn harness() -> Harness {
 fn harness_with(config: EmulatorConfig, spec: BackupLocationSpec) -> Harness {
     let mut state = State::new(config, BASE.to_owned());
     crate::stack::host(&mut state, spec);
-    Harness(InProcess::new(state))
+    InProcess::new(state)
 }
 
 impl Harness {
@@ -107,11 +100,6 @@ impl Harness {
     }
 }
 
-fn error_code(reply: &Reply) -> String {
-    let body: Value = serde_json::from_str(&reply.body).unwrap();
-    body["error"]["code"].as_str().unwrap().to_owned()
-}
-
 fn info(backup: &Value) -> &Value {
     &backup["properties"]["backupInfo"]
 }
@@ -138,11 +126,7 @@ async fn a_backup_is_accepted_then_polled_to_the_backup_resource() {
     assert_eq!(reply.body, "");
     assert_eq!(reply.header_value("Content-Type"), None);
     let location = reply.header_value("Location").unwrap();
-    let id = location
-        .split("/operationResults/")
-        .nth(1)
-        .and_then(|rest| rest.split('?').next())
-        .unwrap();
+    let id = operation_id(location);
     assert_eq!(
         location,
         format!("{BASE}{LOC}/operationResults/{id}?api-version={API}")

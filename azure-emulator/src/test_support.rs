@@ -1,6 +1,8 @@
 //! What the unit tests share: an in-process client that sends requests through the one request handler
-//! (routing, faults, token, throttling, logging) without a socket, and dates written as RFC 3339.
+//! (routing, faults, token, throttling, logging) without a socket, the readers of an answer's ARM error code and
+//! operation id, and dates written as RFC 3339.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,19 +18,22 @@ use crate::state::{Shared, State};
 /// The base URL the state is hosted under (nothing listens there).
 pub(crate) const BASE: &str = "http://127.0.0.1:1";
 
-/// A hosted state and a token it accepts; requests go straight to the handler.
-pub(crate) struct InProcess {
+/// A hosted state and a token it accepts; requests go straight to the handler. `Area` is a marker type of the
+/// test module, which adds the requests and reads of its area in its own `impl InProcess<Area>`.
+pub(crate) struct InProcess<Area> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) token: String,
+    area: PhantomData<Area>,
 }
 
-impl InProcess {
+impl<Area> InProcess<Area> {
     /// Issues a token from `state`, then shares it.
     pub(crate) fn new(mut state: State) -> Self {
         let token = state.issue_token();
         Self {
             shared: Arc::new(Shared::new(state)),
             token,
+            area: PhantomData,
         }
     }
 
@@ -84,6 +89,20 @@ impl InProcess {
     pub(crate) fn inject(&self, fault: Fault) {
         self.shared.lock().faults.push(fault);
     }
+}
+
+/// The ARM error code of a reply.
+pub(crate) fn error_code(reply: &Reply) -> String {
+    let body: Value = serde_json::from_str(&reply.body).unwrap();
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// The operation id in an operation URL, `.../operationResults/{id}?...`.
+pub(crate) fn operation_id(url: &str) -> &str {
+    url.split("/operationResults/")
+        .nth(1)
+        .and_then(|rest| rest.split('?').next())
+        .unwrap()
 }
 
 /// An RFC 3339 date, in UTC.
