@@ -226,12 +226,6 @@ impl ArmClient {
         })
     }
 
-    /// The HTTP client under this ARM client (a profile's token requests share its TLS settings).
-    #[must_use]
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// How long to wait before the next poll (or retry) when ARM said `retry_after`: its value clamped to sane
     /// bounds, or ARM's documented default of 60 s when it said nothing.
     #[must_use]

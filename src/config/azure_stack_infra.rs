@@ -175,10 +175,6 @@ impl KindSpec for AzureStackInfraSpec {
     fn azure_profile(&self) -> Option<&str> {
         Some(&self.azure_profile)
     }
-
-    fn starts_backups(&self) -> bool {
-        self.mode == StackMode::Trigger
-    }
 }
 
 impl RawKind for RawAzureStackInfraTarget {

@@ -74,11 +74,6 @@ pub trait KindSpec: std::fmt::Debug {
     fn azure_profile(&self) -> Option<&str> {
         None
     }
-    /// Whether rpod starts its backups; `false` for a target whose system backs itself up and rpod only
-    /// measures (no schedule, watchdog or manual backup then).
-    fn starts_backups(&self) -> bool {
-        true
-    }
 }
 
 /// What a target kind's own validation gives the target around it (each kind's configuration file has a

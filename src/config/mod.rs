@@ -3,10 +3,10 @@
 //!
 //! The files, from the top: this one reads a file (`Config::load`); `validate` checks the raw model into the
 //! validated one; `file` is the file as read, each target resolved to its kind; `model` the validated model,
-//! with the one list of target kinds; `command` and `apim` each kind's own part (raw model, validation,
-//! defaults); `kind` what a kind implements and is given; `azure`, `change`, `schedule`, `template`,
-//! `duration`, `secret` the sections and values they name; `raw` the raw pieces they share; `error` problems
-//! with key paths and positions.
+//! with the one list of target kinds; `command`, `apim`, `recovery_services_vm` and `azure_stack_infra` each
+//! kind's own part (raw model, validation, defaults); `kind` what a kind implements and is given; `azure`,
+//! `change`, `schedule`, `template`, `duration`, `secret` the sections and values they name; `raw` the raw
+//! pieces they share; `error` problems with key paths and positions.
 //!
 //! What does not live here: anything that performs I/O beyond reading the file itself (see `app::build`).
 
