@@ -29,6 +29,13 @@ use crate::storage::Storage;
 /// What one backup takes on the share when no backup of the stamp says otherwise (the documentation's ~10 GB).
 pub const DOCUMENTED_BACKUP_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
+/// The class of every failure of the stamp that is not about its share.
+const BACKUP_FAULT: (&str, &str) = (
+    "BackupFault",
+    "the stamp's backup failed: read the stamp's infrastructure backup alerts and logs; if it persists, open a \
+     support case",
+);
+
 /// The classes of a stamp's backup failures, modelled on the stamp's own five backup alerts; the error code of
 /// a failed backup is one of them, and its message begins with the remedy.
 const CLASSES: [(&str, &str); 5] = [
@@ -52,11 +59,7 @@ const CLASSES: [(&str, &str); 5] = [
         "the stamp cannot reach the backup share: check that the file server is up and reachable from the stamp \
          (network, DNS, firewall for SMB on port 445)",
     ),
-    (
-        "BackupFault",
-        "the stamp's backup failed: read the stamp's infrastructure backup alerts and logs; if it persists, open a \
-         support case",
-    ),
+    BACKUP_FAULT,
 ];
 
 /// The class of a failure the stamp reported, by its code and message.
@@ -93,7 +96,16 @@ fn classify(code: &str, message: &str) -> (&'static str, &'static str) {
 
 /// A failure the stamp reported, as a provider error of its class.
 fn stamp_failure(code: &str, message: &str, accepted_at: Option<DateTime<Utc>>) -> ProviderError {
-    let (class, remedy) = classify(code, message);
+    class_failure(classify(code, message), code, message, accepted_at)
+}
+
+/// A failure of class `(class, remedy)`: the remedy first, then what the stamp said.
+fn class_failure(
+    (class, remedy): (&'static str, &'static str),
+    code: &str,
+    message: &str,
+    accepted_at: Option<DateTime<Utc>>,
+) -> ProviderError {
     let mut error = ProviderError::permanent(
         class,
         format!("{remedy} (the stamp said {code}: {message})"),
@@ -713,7 +725,11 @@ impl Provider for AzureStackInfraProvider {
             ));
         }
         let (accepted_at, backup, before) = self.run(&request).await?;
-        let failed = |message: String| stamp_failure("BackupFailed", &message, Some(accepted_at));
+        // A backup the stamp ended as failed is a general fault, whatever its roles are called (a role's name is
+        // not a description of the failure).
+        let failed = |message: String| {
+            class_failure(BACKUP_FAULT, "BackupFailed", &message, Some(accepted_at))
+        };
         let warnings: Vec<String> = if backup.status.eq_ignore_ascii_case("Succeeded") {
             Vec::new()
         } else if backup.status.eq_ignore_ascii_case("PartialSucceeded") {
