@@ -20,6 +20,7 @@ mod honest;
 mod kinds;
 mod lifecycle;
 mod policy;
+mod postgres;
 mod prune;
 mod restore;
 mod scheduler;
