@@ -216,6 +216,42 @@ pub(super) async fn backup_now(
     if let Some(refused) = refusal(&state, &headers) {
         return refused;
     }
+    // A spent daily budget is said here: the attempt would start and send nothing.
+    let budget = state
+        .targets()
+        .iter()
+        .find(|t| t.config.name == name)
+        .and_then(|t| t.provider.daily_budget());
+    if let Some(budget) = budget {
+        let now = state.clock.now();
+        match state
+            .catalog
+            .attempts_since(&name, policy::utc_day_start(now))
+            .await
+        {
+            Ok(used) => {
+                if let Some((why, back)) = policy::budget_spent(used, budget, now) {
+                    let mut refused = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!("target {name:?}: {why}"),
+                    );
+                    let wait = (back - now).num_seconds().max(1).to_string();
+                    if let Ok(value) = axum::http::HeaderValue::from_str(&wait) {
+                        refused
+                            .headers_mut()
+                            .insert(axum::http::header::RETRY_AFTER, value);
+                    }
+                    return refused;
+                }
+            }
+            Err(err) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the day's backups of {name:?} cannot be counted: {err}"),
+                );
+            }
+        }
+    }
     let status = match state.scheduler.backup_now(&name).await {
         ManualOutcome::Started => "started",
         ManualOutcome::Coalesced => "coalesced",

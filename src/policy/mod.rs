@@ -130,6 +130,24 @@ pub fn utc_day_start(now: DateTime<Utc>) -> DateTime<Utc> {
         .map_or(now, |midnight| midnight.and_utc())
 }
 
+/// When a daily budget of `budget` attempts is spent, with `used` of them started since the UTC day of `now`
+/// began: why (for logs and answers) and when it is back (the next 00:00 UTC); `None` while some are left.
+#[must_use]
+pub fn budget_spent(used: u32, budget: u32, now: DateTime<Utc>) -> Option<(String, DateTime<Utc>)> {
+    if used < budget {
+        return None;
+    }
+    let back = utc_day_start(now) + chrono::TimeDelta::days(1);
+    Some((
+        format!(
+            "{used} of {budget} on-demand backups were started this UTC day (max_on_demand_per_day); the budget \
+             is back at {}",
+            back.format("%Y-%m-%d 00:00 UTC")
+        ),
+        back,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

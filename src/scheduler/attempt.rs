@@ -112,13 +112,9 @@ async fn spend_budget(
         .attempts_since(target, day)
         .await
         .map_err(|err| format!("the day's attempts cannot be counted: {err}"))?;
-    if used >= budget {
+    if let Some((why, _)) = policy::budget_spent(used, budget, now) {
         shared.metrics.set_budget_remaining(target, 0);
-        return Err(format!(
-            "{used} of {budget} on-demand backups were started this UTC day (max_on_demand_per_day); the budget \
-             is back at {}",
-            (day + chrono::TimeDelta::days(1)).format("%Y-%m-%d 00:00 UTC")
-        ));
+        return Err(why);
     }
     shared
         .metrics

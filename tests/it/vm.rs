@@ -226,6 +226,30 @@ async fn the_daily_budget_stops_posts_and_says_why() {
     );
     let view = app.get_json("/api/v1/targets").await;
     assert_eq!(view[0]["on_demand_budget_remaining"], 0);
+    // A backup asked for by hand is refused, saying when the budget is back, instead of answering "started" for
+    // an attempt that would not send anything.
+    let response = app
+        .http
+        .post(app.url("/api/v1/targets/vm/backup"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("00:00 UTC"), "{body}");
+    let until_midnight =
+        (crate::support::utc_midnight_after(Utc::now()) - Utc::now()).num_seconds();
+    assert!(
+        retry_after.is_some_and(|s| s.abs_diff(until_midnight.unsigned_abs()) <= 5),
+        "Retry-After until 00:00 UTC: {retry_after:?}"
+    );
+    assert_eq!(backup_posts(&cloud, "vm-3").len(), 2, "nothing was sent");
     app.stop().await;
 }
 
