@@ -274,4 +274,18 @@ mod tests {
         p.prune = false;
         assert!(select_prunes(&p, &restorable, &expired, Some(5)).is_empty());
     }
+
+    #[test]
+    fn a_daily_budget_is_spent_at_its_count_and_back_at_the_next_utc_midnight() {
+        let now = DateTime::parse_from_rfc3339("2026-12-02T23:59:30+01:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(budget_spent(2, 3, now).is_none());
+        let (why, back) = budget_spent(3, 3, now).unwrap();
+        assert_eq!(back.to_rfc3339(), "2026-12-03T00:00:00+00:00");
+        assert!(
+            why.contains("3 of 3") && why.ends_with("2026-12-03 00:00 UTC"),
+            "{why}"
+        );
+    }
 }
