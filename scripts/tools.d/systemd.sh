@@ -9,22 +9,8 @@ if command -v systemd-analyze >/dev/null 2>&1 && command -v systemd-sysusers >/d
     exit 0
 fi
 
-sudo=()
-if [ "$(id -u)" -ne 0 ]; then
-    sudo=(sudo)
-fi
-apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300)
-
-# Without package lists (a fresh machine) there is no candidate to install.
-if ! apt-cache show systemd >/dev/null 2>&1; then
-    "${apt[@]}" update >/dev/null
-fi
-
-if ! log=$("${apt[@]}" install -y --no-install-recommends systemd 2>&1); then
-    echo "$log" >&2
-    echo "installing systemd (systemd-analyze, systemd-sysusers) failed" >&2
-    exit 1
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+apt_install systemd
 
 for tool in systemd-analyze systemd-sysusers; do
     if ! command -v "$tool" >/dev/null 2>&1; then
