@@ -29,10 +29,9 @@ use rpod::clock::Clock;
 use rpod::config::{Config, Schedule};
 use rpod::metrics::Metrics;
 use rpod::providers::{BackupOutcome, BackupRequest, Provider, ProviderError};
-use rpod::record::Trigger;
+use rpod::record::{BackupRecord, Status, Trigger};
 use rpod::scheduler::{self, Shared};
 use rpod::target::TargetSpec;
-use sqlx::{QueryBuilder, Sqlite};
 use tokio_util::sync::CancellationToken;
 
 /// Job fires recorded by tokio-cron-scheduler jobs: job index and wall time.
@@ -298,7 +297,7 @@ fn fixture(targets: usize, policy: &str, daemon_extra: &str) -> Result<Fixture> 
     })
 }
 
-/// One row of `backups` (`migrations/0001_catalog.sql`).
+/// One backup record to load, in the catalog's units (Unix milliseconds).
 struct Row {
     target: String,
     trigger: &'static str,
@@ -317,57 +316,46 @@ struct Row {
 
 const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
-/// Inserts rows of one kind of target and one storage with multi-row `INSERT`s inside the caller's transaction.
-async fn insert_rows(
-    tx: &mut sqlx::SqliteConnection,
-    rows: Vec<Row>,
-    kind: &str,
-    storage: &str,
-) -> Result<()> {
-    for chunk in rows.chunks(1000) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at, \
-             expires_at, storage, artifact, size_bytes, sha256, error_code, error_message, pruned_at) ",
-        );
-        query.push_values(chunk, |mut b, r| {
-            b.push_bind(r.target.clone())
-                .push_bind(kind.to_owned())
-                .push_bind(r.trigger)
-                .push_bind(r.status)
-                .push_bind(1_i64)
-                .push_bind(r.requested_at)
-                .push_bind(r.accepted_at)
-                .push_bind(r.completed_at)
-                .push_bind(r.expires_at)
-                .push_bind(storage.to_owned())
-                .push_bind(r.artifact.clone())
-                .push_bind(r.size_bytes)
-                .push_bind(r.sha256)
-                .push_bind(r.error_code)
-                .push_bind(r.error_message)
-                .push_bind(r.pruned_at);
-        });
-        query.build().execute(&mut *tx).await?;
+impl Row {
+    /// The record of a target of `kind` whose backups go to `storage`.
+    fn record(self, kind: &str, storage: &str) -> BackupRecord {
+        let time = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
+        BackupRecord {
+            id: 0,
+            target: self.target,
+            kind: kind.to_owned(),
+            trigger: self.trigger.to_owned(),
+            status: Status::parse(self.status),
+            attempt: 1,
+            requested_at: DateTime::from_timestamp_millis(self.requested_at).unwrap_or_default(),
+            accepted_at: time(self.accepted_at),
+            completed_at: time(self.completed_at),
+            expires_at: time(self.expires_at),
+            storage: Some(storage.to_owned()),
+            artifact: self.artifact,
+            size_bytes: self.size_bytes,
+            sha256: self.sha256.map(str::to_owned),
+            sku: None,
+            etag: None,
+            error_code: self.error_code.map(str::to_owned),
+            error_message: self.error_message.map(str::to_owned),
+            first_change_at: None,
+            pruned_at: time(self.pruned_at),
+            verified_at: None,
+            content: None,
+            replica: None,
+            slot: None,
+        }
     }
-    Ok(())
 }
 
-async fn insert_target_state(
-    tx: &mut sqlx::SqliteConnection,
-    names: &[String],
-    last_slot: i64,
-) -> Result<()> {
-    for chunk in names.chunks(5000) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO target_state (target, last_slot_at, updated_at) ",
-        );
-        query.push_values(chunk, |mut b, n| {
-            b.push_bind(n.clone())
-                .push_bind(last_slot)
-                .push_bind(last_slot);
-        });
-        query.build().execute(&mut *tx).await?;
-    }
+/// Loads rows of one kind of target and one storage through the catalog, in one transaction.
+async fn insert_rows(catalog: &Catalog, rows: Vec<Row>, kind: &str, storage: &str) -> Result<()> {
+    let records: Vec<BackupRecord> = rows
+        .into_iter()
+        .map(|row| row.record(kind, storage))
+        .collect();
+    catalog.load_backups(&records).await?;
     Ok(())
 }
 
@@ -394,15 +382,13 @@ async fn seed_restorable(catalog: &Catalog, targets: usize, anchor: DateTime<Utc
             pruned_at: None,
         })
         .collect();
-    let mut tx = catalog.pool().begin().await?;
-    insert_rows(&mut tx, rows, "command", "local").await?;
-    insert_target_state(&mut tx, &names, to_ms(anchor)).await?;
-    tx.commit().await?;
+    insert_rows(catalog, rows, "command", "local").await?;
+    catalog.set_last_slots(&names, anchor).await?;
     Ok(())
 }
 
 /// `rows` backups per target, one every 2 hours up to an hour ago, expiring after 60 hours: about 30 restorable
-/// per target; older ones pruned (1 in 500 `missing`); 3 % failed, 1 % timed out. One transaction.
+/// per target; older ones pruned (1 in 500 `missing`); 3 % failed, 1 % timed out. One transaction per target.
 async fn seed_history(
     catalog: &Catalog,
     targets: usize,
@@ -411,7 +397,6 @@ async fn seed_history(
 ) -> Result<()> {
     let newest = to_ms(now) - 3_600_000;
     let names: Vec<String> = (0..targets).map(name).collect();
-    let mut tx = catalog.pool().begin().await?;
     for n in &names {
         let mut batch = Vec::with_capacity(rows);
         for j in 0..rows {
@@ -467,10 +452,14 @@ async fn seed_history(
             };
             batch.push(row);
         }
-        insert_rows(&mut tx, batch, "command", "local").await?;
+        insert_rows(catalog, batch, "command", "local").await?;
     }
-    insert_target_state(&mut tx, &names, newest).await?;
-    tx.commit().await?;
+    catalog
+        .set_last_slots(
+            &names,
+            DateTime::from_timestamp_millis(newest).unwrap_or_default(),
+        )
+        .await?;
     Ok(())
 }
 
@@ -752,11 +741,12 @@ async fn dispatch(options: &Options) -> Result<()> {
         all.len(),
         cpu_used.as_secs_f64() * 1e6 / all.len().max(1) as f64
     );
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT trigger, status, attempt, COUNT(*) FROM backups GROUP BY 1, 2, 3 ORDER BY 4 DESC",
-    )
-    .fetch_all(catalog.pool())
-    .await?;
+    let rows: Vec<(String, String, i64, i64)> = catalog
+        .record_counts(0)
+        .await?
+        .into_iter()
+        .map(|c| (c.trigger, c.status, c.attempt, c.count))
+        .collect();
     println!(
         "catalog_rows_after (trigger/status/attempt=count): {}",
         rows.iter()
@@ -967,11 +957,16 @@ async fn status(options: &Options) -> Result<()> {
     let seeding = Instant::now();
     let now = Utc::now();
     seed_history(&catalog, targets, rows, now).await?;
-    println!("seed: {} (one transaction)", ms(seeding.elapsed()));
-    let mix: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM backups GROUP BY status ORDER BY 2 DESC")
-            .fetch_all(catalog.pool())
-            .await?;
+    println!(
+        "seed: {} (one transaction per target)",
+        ms(seeding.elapsed())
+    );
+    let mut by_status = std::collections::BTreeMap::<String, i64>::new();
+    for count in catalog.record_counts(0).await? {
+        *by_status.entry(count.status).or_default() += count.count;
+    }
+    let mut mix: Vec<(String, i64)> = by_status.into_iter().collect();
+    mix.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     println!(
         "status_mix: {}",
         mix.iter()
@@ -1926,9 +1921,7 @@ async fn seed_apim_backups(
             pruned_at: None,
         })
         .collect();
-    let mut tx = catalog.pool().begin().await?;
-    insert_rows(&mut tx, rows, "apim", "blob").await?;
-    tx.commit().await?;
+    insert_rows(catalog, rows, "apim", "blob").await?;
     Ok(artifacts)
 }
 
@@ -2359,12 +2352,14 @@ async fn changes(options: &Options) -> Result<()> {
     daemon.stop().await;
     // What the catalog recorded besides the seeded backups.
     let catalog = Catalog::open(&state_dir).await?;
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT trigger, status, COUNT(*) FROM backups WHERE id > ? GROUP BY trigger, status ORDER BY 1, 2",
-    )
-    .bind(i64::try_from(n)?)
-    .fetch_all(catalog.pool())
-    .await?;
+    let mut by_outcome = std::collections::BTreeMap::<(String, String), i64>::new();
+    for count in catalog.record_counts(i64::try_from(n)?).await? {
+        *by_outcome.entry((count.trigger, count.status)).or_default() += count.count;
+    }
+    let rows: Vec<(String, String, i64)> = by_outcome
+        .into_iter()
+        .map(|((trigger, status), count)| (trigger, status, count))
+        .collect();
     catalog.close().await;
     let recorded: Vec<String> = rows
         .iter()

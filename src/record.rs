@@ -153,6 +153,12 @@ pub struct BackupRecord {
     /// Management's API and product counts); a drill compares the restored destination with it.
     #[serde(default)]
     pub content: Option<String>,
+    /// The replica that ran it (docs/high-availability.md); `None` for imported backups and older records.
+    #[serde(default)]
+    pub replica: Option<String>,
+    /// The schedule slot it served, when a slot started it.
+    #[serde(default)]
+    pub slot: Option<DateTime<Utc>>,
 }
 
 impl BackupRecord {

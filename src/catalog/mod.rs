@@ -1,34 +1,38 @@
 //! The catalog: every backup, its recovery point and expiry, per-target scheduler state, long-running
-//! operations and an audit trail, in one `SQLite` file (`<state_dir>/rpod.db`) via sqlx.
+//! operations and an audit trail, via sqlx: in one `SQLite` file (`<state_dir>/rpod.db`) for a single node, or in
+//! a PostgreSQL database that several replicas share (`driver`, docs/high-availability.md).
 //!
 //! What does not live here: deciding what is restorable or prunable (`policy`), or when to run (`scheduler`).
 
+mod bulk;
+mod driver;
 mod model;
+mod postgres;
 mod restores;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use driver::{Pool, SQLITE_MIGRATOR, each};
+
+pub use bulk::RecordCount;
 pub use model::{
     Discovered, Finish, KnownArtifact, NewBackup, OperationAccepted, PendingOperation,
 };
 pub use restores::{NewRestore, RestoreFinish, RunningRestore};
 
-use crate::record::{
-    BackupRecord, Restorability, RestoreRecord, RestoreTrigger, Status, TargetSummary, Trigger,
-};
-use model::{audit, backup_columns, from_ms, record_from_row, restorable, to_ms};
+use crate::record::{BackupRecord, Restorability, Status, TargetSummary, Trigger};
+use model::{Writes as _, backup_columns, from_ms, record_from_row, restorable, to_ms};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Why the catalog could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +62,8 @@ pub enum CatalogError {
          upgrade rpod or restore the catalog's backup"
     )]
     TooNew {
-        /// The database file.
-        path: PathBuf,
+        /// The database file, or the PostgreSQL server and database.
+        path: String,
         /// Newest schema version found in the file.
         found: i64,
         /// Newest schema version this build knows.
@@ -72,7 +76,7 @@ pub enum CatalogError {
     )]
     TooOld {
         /// The database file.
-        path: PathBuf,
+        path: String,
         /// Newest schema version found in the file.
         found: i64,
         /// Newest schema version this build knows.
@@ -89,6 +93,27 @@ pub enum CatalogError {
     /// A restore was no longer running (another writer closed it): nothing was written.
     #[error("restore {0} is no longer running in the catalog; nothing was recorded")]
     RestoreConflict(i64),
+    /// The PostgreSQL catalog cannot be reached or refused the login.
+    #[error("catalog {server} cannot be used: {detail}")]
+    Unreachable {
+        /// The server and database (never the password).
+        server: String,
+        /// What went wrong, and what to do.
+        detail: String,
+    },
+    /// This replica no longer holds the lease it wrote under (another replica took the target over): nothing
+    /// was written (docs/high-availability.md, "Terms").
+    #[error(
+        "replica {replica} no longer holds target {target} (term {term}); nothing was recorded"
+    )]
+    Fenced {
+        /// The target.
+        target: String,
+        /// This replica.
+        replica: String,
+        /// The term it wrote under.
+        term: i64,
+    },
     /// The state directory cannot be used.
     #[error(transparent)]
     StateDir(#[from] crate::state_dir::StateDirError),
@@ -100,7 +125,30 @@ pub enum CatalogError {
 /// A handle to the catalog; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pool: SqlitePool,
+    pool: Pool,
+    /// The replica this process is, as its backup records name it.
+    replica: Arc<str>,
+}
+
+/// Where a PostgreSQL catalog is and how to reach it (`[catalog]`). Its `Debug` never shows the password.
+#[derive(Clone)]
+pub struct PostgresCatalog {
+    /// `postgres://user@host:port/database?...`, without a password.
+    pub url: String,
+    /// The password, read from `password_file` or `password_env`.
+    pub password: Option<String>,
+    /// A CA certificate (PEM) to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for PostgresCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresCatalog")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// Waits for, and holds until dropped, the exclusive lock on `<catalog>-open.lock` beside the catalog file, so
@@ -126,8 +174,19 @@ async fn opening_turn(catalog: &Path) -> Result<std::fs::File, CatalogError> {
         .map_err(unusable)
 }
 
+/// The name a replica gives itself when `[daemon] replica_id` is not set: its host name and process id.
+#[must_use]
+pub fn default_replica_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "rpod".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
 impl Catalog {
-    /// Opens (creating if needed) the catalog in `state_dir` and applies pending migrations. A missing
+    /// Opens (creating if needed) the `SQLite` catalog in `state_dir` and applies pending migrations. A missing
     /// `state_dir` whose parent exists is created (see [`crate::state_dir::prepare`]). Only one process should
     /// write: the daemon holds [`crate::state_dir::StateLock`] while it does.
     ///
@@ -159,9 +218,46 @@ impl Catalog {
             .connect_with(options)
             .await
             .map_err(corrupt)?;
-        let catalog = Self { pool };
-        catalog.migrate(&path).await?;
-        Ok(catalog)
+        migrate_sqlite(&pool, &path).await?;
+        Ok(Self::with_pool(Pool::Sqlite(pool)))
+    }
+
+    /// Connects to a PostgreSQL catalog that several replicas share, creating its tables or applying pending
+    /// migrations (one replica at a time; docs/high-availability.md).
+    ///
+    /// # Errors
+    /// The URL is not a PostgreSQL URL, the server cannot be reached or refuses the login, or its catalog was
+    /// written by a newer rpod.
+    pub async fn open_postgres(config: &PostgresCatalog) -> Result<Self, CatalogError> {
+        let pool = postgres::connect(config).await?;
+        postgres::migrate(&pool, &config.url).await?;
+        Ok(Self::with_pool(Pool::Postgres(pool)))
+    }
+
+    fn with_pool(pool: Pool) -> Self {
+        Self {
+            pool,
+            replica: default_replica_id().into(),
+        }
+    }
+
+    /// The same catalog, with backup records naming `replica` as the one that ran them.
+    #[must_use]
+    pub fn with_replica(mut self, replica: &str) -> Self {
+        self.replica = replica.into();
+        self
+    }
+
+    /// The replica this process is.
+    #[must_use]
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Whether several replicas share this catalog (PostgreSQL), so targets are leased (docs/high-availability.md).
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// Opens the catalog in `state_dir` for reading only, as `rpod status` and `rpod backups` do while the daemon
@@ -179,12 +275,11 @@ impl Catalog {
                 .max_lifetime(None)
                 .connect_with(SqliteConnectOptions::from_str("sqlite::memory:")?)
                 .await?;
-            let catalog = Self { pool };
-            MIGRATOR
-                .run(&catalog.pool)
+            SQLITE_MIGRATOR
+                .run(&pool)
                 .await
                 .map_err(|err| CatalogError::Database(err.into()))?;
-            return Ok(catalog);
+            return Ok(Self::with_pool(Pool::Sqlite(pool)));
         }
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -195,19 +290,20 @@ impl Catalog {
             .connect_with(options)
             .await
             .map_err(|err| classify(err, &path))?;
-        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let known = newest(&SQLITE_MIGRATOR);
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&pool)
             .await
             .map_err(|err| classify(err, &path))?;
         let found = found.unwrap_or(0);
+        let path = path.display().to_string();
         if found > known {
             return Err(CatalogError::TooNew { path, found, known });
         }
         if found < known {
             return Err(CatalogError::TooOld { path, found, known });
         }
-        Ok(Self { pool })
+        Ok(Self::with_pool(Pool::Sqlite(pool)))
     }
 
     /// Writes one row, to prove the catalog accepts writes (readiness). Fails rather than waits when another
@@ -216,67 +312,33 @@ impl Catalog {
     /// # Errors
     /// The write failed or did not finish in time.
     pub async fn probe_write(&self, now: DateTime<Utc>, within: Duration) -> Result<(), String> {
-        let write = sqlx::query(
-            "INSERT INTO liveness (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1",
-        )
-        .bind(to_ms(now))
-        .execute(&self.pool);
-        match tokio::time::timeout(within, write).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!(
-                "a write did not finish within {}",
-                humantime::format_duration(within)
-            )),
-        }
-    }
-
-    async fn migrate(&self, path: &Path) -> Result<(), CatalogError> {
-        // Reading the schema touches the header and the schema pages: a file that is not a database, or whose
-        // first pages are damaged, is reported as corrupt here. (A full `quick_check` would read the whole file
-        // on every start and every `rpod status`; damage deeper in surfaces as an error on the rows it hits.)
-        sqlx::query("SELECT COUNT(*) FROM sqlite_master")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|err| classify(err, path))?;
-        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let has_table: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        if has_table {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-                    .fetch_one(&self.pool)
-                    .await?;
-            if let Some(found) = found
-                && found > known
-            {
-                return Err(CatalogError::TooNew {
-                    path: path.into(),
-                    found,
-                    known,
-                });
+        each!(&self.pool, |pool| {
+            let write = sqlx::query(
+                "INSERT INTO liveness (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = $1",
+            )
+            .bind(to_ms(now))
+            .execute(pool);
+            match tokio::time::timeout(within, write).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err(format!(
+                    "a write did not finish within {}",
+                    humantime::format_duration(within)
+                )),
             }
-        }
-        MIGRATOR.run(&self.pool).await.map_err(|err| match err {
-            sqlx::migrate::MigrateError::Execute(inner) => classify(inner, path),
-            other => CatalogError::Corrupt {
-                path: path.into(),
-                detail: other.to_string(),
-            },
         })
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the pool (for `SQLite`, checkpointing the WAL).
     pub async fn close(&self) {
-        self.pool.close().await;
+        each!(&self.pool, |pool| pool.close().await);
     }
 
     /// Whether the catalog answers.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        each!(&self.pool, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await.is_ok()
+        })
     }
 
     /// Records a new attempt in status `running` and returns its id.
@@ -284,21 +346,26 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn insert_backup(&self, new: &NewBackup<'_>) -> Result<i64, CatalogError> {
-        let id = sqlx::query(
-            "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, storage, first_change_at)
-             VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
-        )
-        .bind(new.target)
-        .bind(new.kind)
-        .bind(new.trigger.as_str())
-        .bind(new.attempt)
-        .bind(to_ms(new.requested_at))
-        .bind(new.storage)
-        .bind(new.first_change_at.map(to_ms))
-        .execute(&self.pool)
-        .await?
-        .last_insert_rowid();
-        Ok(id)
+        each!(&self.pool, |pool| {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, storage, first_change_at,
+                                      replica, slot_at)
+                 VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9)
+                 RETURNING id",
+            )
+            .bind(new.target)
+            .bind(new.kind)
+            .bind(new.trigger.as_str())
+            .bind(i64::from(new.attempt))
+            .bind(to_ms(new.requested_at))
+            .bind(new.storage)
+            .bind(new.first_change_at.map(to_ms))
+            .bind(&*self.replica)
+            .bind(new.slot.map(to_ms))
+            .fetch_one(pool)
+            .await?;
+            Ok(id)
+        })
     }
 
     /// Records how an attempt ended.
@@ -306,47 +373,49 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn finish_backup(&self, id: i64, finish: &Finish) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            // A backup that never got accepted leaves no artifact: its claimed name is released. One that was
-            // accepted keeps the name, so reconciliation never imports what its operation left behind.
-            "UPDATE backups SET status = ?1, accepted_at = COALESCE(?2, accepted_at), completed_at = ?3,
-                    expires_at = ?4,
-                    artifact = CASE WHEN ?5 IS NOT NULL THEN ?5
-                                    WHEN COALESCE(?2, accepted_at) IS NOT NULL THEN artifact END,
-                    size_bytes = ?6, sha256 = ?7, sku = ?8, etag = ?9, error_code = ?10, error_message = ?11,
-                    content = ?13
-             WHERE id = ?12 AND status = 'running'",
-        )
-        .bind(finish.status.as_str())
-        .bind(finish.accepted_at.map(to_ms))
-        .bind(to_ms(finish.completed_at))
-        .bind(finish.expires_at.map(to_ms))
-        .bind(finish.artifact.as_deref())
-        .bind(finish.size_bytes)
-        .bind(finish.sha256.as_deref())
-        .bind(finish.sku.as_deref())
-        .bind(finish.etag.as_deref())
-        .bind(finish.error_code.as_deref())
-        .bind(finish.error_message.as_deref())
-        .bind(id)
-        .bind(finish.content.as_deref())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            // Another writer closed this record (it can only be `running` while this attempt owns it).
-            return Err(CatalogError::Conflict {
-                id,
-                expected: "running",
-            });
-        }
-        sqlx::query("DELETE FROM operations WHERE backup_id = ?")
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                // A backup that never got accepted leaves no artifact: its claimed name is released. One that was
+                // accepted keeps the name, so reconciliation never imports what its operation left behind.
+                "UPDATE backups SET status = $1, accepted_at = COALESCE($2, accepted_at), completed_at = $3,
+                        expires_at = $4,
+                        artifact = CASE WHEN $5 IS NOT NULL THEN $5
+                                        WHEN COALESCE($2, accepted_at) IS NOT NULL THEN artifact END,
+                        size_bytes = $6, sha256 = $7, sku = $8, etag = $9, error_code = $10, error_message = $11,
+                        content = $13
+                 WHERE id = $12 AND status = 'running'",
+            )
+            .bind(finish.status.as_str())
+            .bind(finish.accepted_at.map(to_ms))
+            .bind(to_ms(finish.completed_at))
+            .bind(finish.expires_at.map(to_ms))
+            .bind(finish.artifact.as_deref())
+            .bind(finish.size_bytes)
+            .bind(finish.sha256.as_deref())
+            .bind(finish.sku.as_deref())
+            .bind(finish.etag.as_deref())
+            .bind(finish.error_code.as_deref())
+            .bind(finish.error_message.as_deref())
             .bind(id)
+            .bind(finish.content.as_deref())
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                // Another writer closed this record (it can only be `running` while this attempt owns it).
+                return Err(CatalogError::Conflict {
+                    id,
+                    expected: "running",
+                });
+            }
+            sqlx::query("DELETE FROM operations WHERE backup_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Names the artifact of a running backup. When another backup of the target already has that name, the
@@ -360,29 +429,33 @@ impl Catalog {
         target: &str,
         name: &str,
     ) -> Result<String, CatalogError> {
-        const CLAIM: &str = "UPDATE backups SET artifact = ?1 WHERE id = ?2 AND NOT EXISTS
-             (SELECT 1 FROM backups WHERE target = ?3 AND artifact = ?1 AND id != ?2)";
-        let claimed = sqlx::query(CLAIM)
-            .bind(name)
-            .bind(id)
-            .bind(target)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        if claimed == 1 {
-            return Ok(name.to_owned());
-        }
-        let (stem, extension) = match name.rfind('.') {
-            Some(dot) if dot > name.rfind('/').map_or(0, |slash| slash + 1) => name.split_at(dot),
-            _ => (name, ""),
-        };
-        let unique = format!("{stem}-{id}{extension}");
-        sqlx::query("UPDATE backups SET artifact = ? WHERE id = ?")
-            .bind(&unique)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(unique)
+        each!(&self.pool, |pool| {
+            const CLAIM: &str = "UPDATE backups SET artifact = $1 WHERE id = $2 AND NOT EXISTS
+                 (SELECT 1 FROM backups WHERE target = $3 AND artifact = $1 AND id != $2)";
+            let claimed = sqlx::query(CLAIM)
+                .bind(name)
+                .bind(id)
+                .bind(target)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if claimed == 1 {
+                return Ok(name.to_owned());
+            }
+            let (stem, extension) = match name.rfind('.') {
+                Some(dot) if dot > name.rfind('/').map_or(0, |slash| slash + 1) => {
+                    name.split_at(dot)
+                }
+                _ => (name, ""),
+            };
+            let unique = format!("{stem}-{id}{extension}");
+            sqlx::query("UPDATE backups SET artifact = $1 WHERE id = $2")
+                .bind(&unique)
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(unique)
+        })
     }
 
     /// Records that a provider's long-running operation was accepted, before its first poll: the recovery point,
@@ -394,36 +467,40 @@ impl Catalog {
         &self,
         accepted: &OperationAccepted<'_>,
     ) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        let updated =
-            sqlx::query("UPDATE backups SET accepted_at = ? WHERE id = ? AND status = 'running'")
-                .bind(to_ms(accepted.accepted_at))
-                .bind(accepted.backup_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if updated != 1 {
-            return Err(CatalogError::Conflict {
-                id: accepted.backup_id,
-                expected: "running",
-            });
-        }
-        sqlx::query(
-            "INSERT INTO operations (backup_id, kind, handle, request, deadline_at, slot_at)
-             VALUES (?, 'backup', ?, ?, ?, ?)",
-        )
-        .bind(accepted.backup_id)
-        .bind(accepted.handle)
-        .bind(accepted.request)
-        .bind(to_ms(accepted.deadline_at))
-        .bind(accepted.slot.map(to_ms))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(slot) = accepted.slot {
-            set_last_slot(&mut tx, accepted.target, slot, accepted.accepted_at).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE backups SET accepted_at = $1 WHERE id = $2 AND status = 'running'",
+            )
+            .bind(to_ms(accepted.accepted_at))
+            .bind(accepted.backup_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                return Err(CatalogError::Conflict {
+                    id: accepted.backup_id,
+                    expected: "running",
+                });
+            }
+            sqlx::query(
+                "INSERT INTO operations (backup_id, kind, handle, request, deadline_at, slot_at)
+                 VALUES ($1, 'backup', $2, $3, $4, $5)",
+            )
+            .bind(accepted.backup_id)
+            .bind(accepted.handle)
+            .bind(accepted.request)
+            .bind(to_ms(accepted.deadline_at))
+            .bind(accepted.slot.map(to_ms))
+            .execute(&mut *tx)
+            .await?;
+            if let Some(slot) = accepted.slot {
+                tx.set_last_slot(accepted.target, slot, accepted.accepted_at)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Moves an operation on: what its provider needs to poll it next (where, and when).
@@ -431,12 +508,14 @@ impl Catalog {
     /// # Errors
     /// The catalog could not be written.
     pub async fn operation_polled(&self, backup_id: i64, handle: &str) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE operations SET handle = ? WHERE backup_id = ?")
-            .bind(handle)
-            .bind(backup_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        each!(&self.pool, |pool| {
+            sqlx::query("UPDATE operations SET handle = $1 WHERE backup_id = $2")
+                .bind(handle)
+                .bind(backup_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
     }
 
     /// Every artifact name the catalog knows for a target.
@@ -444,24 +523,26 @@ impl Catalog {
     /// # Errors
     /// The catalog could not be read.
     pub async fn artifacts(&self, target: &str) -> Result<Vec<KnownArtifact>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT id, artifact, status,
-                    status = 'discovered' AND verified_at IS NULL AND error_code = 'Unverified'
-                    AND error_message LIKE 'imported before%'
-             FROM backups WHERE target = ? AND artifact IS NOT NULL",
-        )
-        .bind(target)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|row| KnownArtifact {
-                id: row.get(0),
-                name: row.get(1),
-                status: Status::parse(row.get::<&str, _>(2)),
-                imported_unchecked: row.get(3),
-            })
-            .collect())
+        each!(&self.pool, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, artifact, status,
+                        status = 'discovered' AND verified_at IS NULL AND error_code = 'Unverified'
+                        AND error_message LIKE 'imported before%'
+                 FROM backups WHERE target = $1 AND artifact IS NOT NULL",
+            )
+            .bind(target)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|row| KnownArtifact {
+                    id: row.get(0),
+                    name: row.get(1),
+                    status: Status::parse(row.get::<&str, _>(2)),
+                    imported_unchecked: row.get(3),
+                })
+                .collect())
+        })
     }
 
     /// Marks a restorable backup whose artifact vanished from storage as `missing`, with an audit row.
@@ -475,28 +556,22 @@ impl Catalog {
         now: DateTime<Utc>,
         detail: &str,
     ) -> Result<bool, CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE backups SET status = 'missing' WHERE id = ? AND status IN ('succeeded', 'discovered')",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 1 {
-            audit(
-                &mut tx,
-                now,
-                "reconcile",
-                "missing",
-                target,
-                Some(id),
-                detail,
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE backups SET status = 'missing' WHERE id = $1 AND status IN ('succeeded', 'discovered')",
             )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(changed == 1)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 1 {
+                tx.audit(now, "reconcile", "missing", target, Some(id), detail)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(changed == 1)
+        })
     }
 
     /// Imports an artifact found in storage that no record names, as a `discovered` backup dated and checked as
@@ -509,48 +584,49 @@ impl Catalog {
         found: &Discovered<'_>,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        let (verified_at, error_code) = match &found.unverified {
-            None => (Some(to_ms(now)), None),
-            Some(_) => (None, Some(UNVERIFIED)),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at,
-                                  expires_at, storage, artifact, size_bytes, verified_at, error_code, error_message)
-             SELECT ?1, ?2, 'discovered', 'discovered', 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
-             WHERE NOT EXISTS (SELECT 1 FROM backups WHERE target = ?1 AND artifact = ?8)",
-        )
-        .bind(found.target)
-        .bind(found.kind)
-        .bind(to_ms(found.recovery_point.unwrap_or(now)))
-        .bind(found.recovery_point.map(to_ms))
-        .bind(to_ms(now))
-        .bind(found.expires_at.map(to_ms))
-        .bind(found.storage)
-        .bind(found.artifact)
-        .bind(i64::try_from(found.size).unwrap_or(i64::MAX))
-        .bind(verified_at)
-        .bind(error_code)
-        .bind(found.unverified.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let id = inserted.last_insert_rowid();
-        let detail = discovered_detail(found);
-        audit(
-            &mut tx,
-            now,
-            "reconcile",
-            "discovered",
-            found.target,
-            Some(id),
-            &detail,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(id))
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let (verified_at, error_code) = match &found.unverified {
+                None => (Some(to_ms(now)), None),
+                Some(_) => (None, Some(UNVERIFIED)),
+            };
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at,
+                                      expires_at, storage, artifact, size_bytes, verified_at, error_code, error_message)
+                 SELECT $1, $2, 'discovered', 'discovered', 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+                 WHERE NOT EXISTS (SELECT 1 FROM backups WHERE target = $1 AND artifact = $8)
+                 RETURNING id",
+            )
+            .bind(found.target)
+            .bind(found.kind)
+            .bind(to_ms(found.recovery_point.unwrap_or(now)))
+            .bind(found.recovery_point.map(to_ms))
+            .bind(to_ms(now))
+            .bind(found.expires_at.map(to_ms))
+            .bind(found.storage)
+            .bind(found.artifact)
+            .bind(i64::try_from(found.size).unwrap_or(i64::MAX))
+            .bind(verified_at)
+            .bind(error_code)
+            .bind(found.unverified.as_deref())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(id) = inserted else {
+                return Ok(None);
+            };
+            let detail = discovered_detail(found);
+            tx.audit(
+                now,
+                "reconcile",
+                "discovered",
+                found.target,
+                Some(id),
+                &detail,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some(id))
+        })
     }
 
     /// Records a new check of a discovered backup that an earlier rpod imported unchecked (error code
@@ -564,39 +640,40 @@ impl Catalog {
         found: &Discovered<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool, CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        let verified_at = found.unverified.is_none().then(|| to_ms(now));
-        let updated = sqlx::query(
-            "UPDATE backups SET accepted_at = ?1, expires_at = ?2, size_bytes = ?3, verified_at = ?4,
-                    error_code = ?5, error_message = ?6
-             WHERE id = ?7 AND status = 'discovered' AND verified_at IS NULL AND error_code = 'Unverified'
-               AND error_message LIKE 'imported before%'",
-        )
-        .bind(found.recovery_point.map(to_ms))
-        .bind(found.expires_at.map(to_ms))
-        .bind(i64::try_from(found.size).unwrap_or(i64::MAX))
-        .bind(verified_at)
-        .bind(found.unverified.as_ref().map(|_| UNVERIFIED))
-        .bind(found.unverified.as_deref())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 1 {
-            let detail = discovered_detail(found);
-            audit(
-                &mut tx,
-                now,
-                "reconcile",
-                "verified",
-                found.target,
-                Some(id),
-                &detail,
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let verified_at = found.unverified.is_none().then(|| to_ms(now));
+            let updated = sqlx::query(
+                "UPDATE backups SET accepted_at = $1, expires_at = $2, size_bytes = $3, verified_at = $4,
+                        error_code = $5, error_message = $6
+                 WHERE id = $7 AND status = 'discovered' AND verified_at IS NULL AND error_code = 'Unverified'
+                   AND error_message LIKE 'imported before%'",
             )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(updated == 1)
+            .bind(found.recovery_point.map(to_ms))
+            .bind(found.expires_at.map(to_ms))
+            .bind(i64::try_from(found.size).unwrap_or(i64::MAX))
+            .bind(verified_at)
+            .bind(found.unverified.as_ref().map(|_| UNVERIFIED))
+            .bind(found.unverified.as_deref())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 1 {
+                let detail = discovered_detail(found);
+                tx.audit(
+                    now,
+                    "reconcile",
+                    "verified",
+                    found.target,
+                    Some(id),
+                    &detail,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(updated == 1)
+        })
     }
 
     /// Every operation that was accepted and has not finished, oldest first.
@@ -604,30 +681,34 @@ impl Catalog {
     /// # Errors
     /// The catalog could not be read.
     pub async fn pending_operations(&self) -> Result<Vec<PendingOperation>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT o.backup_id, b.target, b.trigger, b.attempt, b.requested_at, b.accepted_at, b.artifact,
-                    o.handle, o.deadline_at, o.slot_at
-             FROM operations o JOIN backups b ON b.id = o.backup_id
-             WHERE b.status = 'running'
-             ORDER BY o.backup_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|row| PendingOperation {
-                backup_id: row.get(0),
-                target: row.get(1),
-                trigger: row.get::<String, _>(2).parse().unwrap_or(Trigger::Manual),
-                attempt: u32::try_from(row.get::<i64, _>(3)).unwrap_or(1),
-                requested_at: from_ms(row.get(4)),
-                accepted_at: from_ms(row.get::<Option<i64>, _>(5).unwrap_or_else(|| row.get(4))),
-                artifact: row.get::<Option<String>, _>(6).unwrap_or_default(),
-                handle: row.get(7),
-                deadline_at: from_ms(row.get(8)),
-                slot: row.get::<Option<i64>, _>(9).map(from_ms),
-            })
-            .collect())
+        each!(&self.pool, |pool| {
+            let rows = sqlx::query(
+                "SELECT o.backup_id, b.target, b.trigger, b.attempt, b.requested_at, b.accepted_at, b.artifact,
+                        o.handle, o.deadline_at, o.slot_at
+                 FROM operations o JOIN backups b ON b.id = o.backup_id
+                 WHERE b.status = 'running'
+                 ORDER BY o.backup_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|row| PendingOperation {
+                    backup_id: row.get(0),
+                    target: row.get(1),
+                    trigger: row.get::<String, _>(2).parse().unwrap_or(Trigger::Manual),
+                    attempt: u32::try_from(row.get::<i64, _>(3)).unwrap_or(1),
+                    requested_at: from_ms(row.get(4)),
+                    accepted_at: from_ms(
+                        row.get::<Option<i64>, _>(5).unwrap_or_else(|| row.get(4)),
+                    ),
+                    artifact: row.get::<Option<String>, _>(6).unwrap_or_default(),
+                    handle: row.get(7),
+                    deadline_at: from_ms(row.get(8)),
+                    slot: row.get::<Option<i64>, _>(9).map(from_ms),
+                })
+                .collect())
+        })
     }
 
     /// Marks every `running` attempt as `interrupted` (called at start: whatever ran before a crash is gone) and
@@ -636,43 +717,44 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn interrupt_running(&self, now: DateTime<Utc>) -> Result<Vec<String>, CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        // Rows with an accepted operation are not interrupted: the operation goes on in the cloud and is resumed.
-        let rows = sqlx::query(
-            "SELECT id, target FROM backups WHERE status = 'running'
-             AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.backup_id = backups.id)",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut targets = Vec::new();
-        for row in rows {
-            let id: i64 = row.get(0);
-            let target: String = row.get(1);
-            sqlx::query(
-                "UPDATE backups SET status = 'interrupted', completed_at = ?, error_code = 'Interrupted',
-                        error_message = 'rpod stopped while this backup was running; it will be retried'
-                 WHERE id = ? AND status = 'running'",
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            // Rows with an accepted operation are not interrupted: the operation goes on in the cloud and is resumed.
+            let rows = sqlx::query(
+                "SELECT id, target FROM backups WHERE status = 'running'
+                 AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.backup_id = backups.id)",
             )
-            .bind(to_ms(now))
-            .bind(id)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            audit(
-                &mut tx,
-                now,
-                "rpod",
-                "interrupted",
-                &target,
-                Some(id),
-                "found running at start",
-            )
-            .await?;
-            if !targets.contains(&target) {
-                targets.push(target);
+            let mut targets = Vec::new();
+            for row in rows {
+                let id: i64 = row.get(0);
+                let target: String = row.get(1);
+                sqlx::query(
+                    "UPDATE backups SET status = 'interrupted', completed_at = $1, error_code = 'Interrupted',
+                            error_message = 'rpod stopped while this backup was running; it will be retried'
+                     WHERE id = $2 AND status = 'running'",
+                )
+                .bind(to_ms(now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                tx.audit(
+                    now,
+                    "rpod",
+                    "interrupted",
+                    &target,
+                    Some(id),
+                    "found running at start",
+                )
+                .await?;
+                if !targets.contains(&target) {
+                    targets.push(target);
+                }
             }
-        }
-        tx.commit().await?;
-        Ok(targets)
+            tx.commit().await?;
+            Ok(targets)
+        })
     }
 
     /// The instant up to which schedule slots are used, if recorded.
@@ -680,12 +762,14 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn last_slot(&self, target: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
-        let ms: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT last_slot_at FROM target_state WHERE target = ?")
-                .bind(target)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(ms.flatten().map(from_ms))
+        each!(&self.pool, |pool| {
+            let ms: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT last_slot_at FROM target_state WHERE target = $1")
+                    .bind(target)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(ms.flatten().map(from_ms))
+        })
     }
 
     /// Records that every slot at or before `at` is used.
@@ -693,9 +777,11 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn set_last_slot(&self, target: &str, at: DateTime<Utc>) -> Result<(), CatalogError> {
-        let mut connection = self.pool.acquire().await?;
-        set_last_slot(&mut connection, target, at, at).await?;
-        Ok(())
+        each!(&self.pool, |pool| {
+            let mut connection = pool.acquire().await?;
+            connection.set_last_slot(target, at, at).await?;
+            Ok(())
+        })
     }
 
     /// The target's change-detection state (docs/design.md, "Change-driven backups"), as the scheduler last wrote it.
@@ -703,12 +789,14 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn change_state(&self, target: &str) -> Result<Option<String>, CatalogError> {
-        let state: Option<Option<String>> =
-            sqlx::query_scalar("SELECT change_watermark FROM target_state WHERE target = ?")
-                .bind(target)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(state.flatten())
+        each!(&self.pool, |pool| {
+            let state: Option<Option<String>> =
+                sqlx::query_scalar("SELECT change_watermark FROM target_state WHERE target = $1")
+                    .bind(target)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(state.flatten())
+        })
     }
 
     /// Replaces the target's change-detection state.
@@ -721,16 +809,18 @@ impl Catalog {
         state: &str,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        sqlx::query(
-            "INSERT INTO target_state (target, change_watermark, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (target) DO UPDATE SET change_watermark = ?2, updated_at = ?3",
-        )
-        .bind(target)
-        .bind(state)
-        .bind(to_ms(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        each!(&self.pool, |pool| {
+            sqlx::query(
+                "INSERT INTO target_state (target, change_watermark, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (target) DO UPDATE SET change_watermark = $2, updated_at = $3",
+            )
+            .bind(target)
+            .bind(state)
+            .bind(to_ms(now))
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Restorable backups, the newest recovery point and the last success of one target.
@@ -742,39 +832,40 @@ impl Catalog {
         target: &str,
         now: DateTime<Utc>,
     ) -> Result<TargetSummary, CatalogError> {
-        // One round trip: five index lookups as scalar subqueries. Newest-first walks along (target, id) stop at
-        // the first matching row instead of reading the target's whole history.
-        let (newest, count, until, last_success, last_attempt): (
-            Option<i64>,
-            i64,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        ) = sqlx::query_as(
-            concat!(
-            "SELECT
-               (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
-                 WHERE target = ?1 AND ", restorable!(), " AND expires_at > ?2
-                 ORDER BY accepted_at DESC LIMIT 1),
-               (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
-                 WHERE target = ?1 AND ", restorable!(), " AND expires_at > ?2),
-               (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
-                 WHERE target = ?1 AND ", restorable!(), " AND expires_at > ?2),
-               (SELECT accepted_at FROM backups INDEXED BY backups_by_target
-                 WHERE target = ?1 AND status IN ('succeeded', 'pruned', 'missing') ORDER BY id DESC LIMIT 1),
-               (SELECT requested_at FROM backups INDEXED BY backups_by_target
-                 WHERE target = ?1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)"),
-        )
-        .bind(target)
-        .bind(to_ms(now))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(TargetSummary {
-            newest_recovery_point: newest.map(from_ms),
-            restorable_backups: u64::try_from(count).unwrap_or(0),
-            restorable_until: until.map(from_ms),
-            last_success: last_success.map(from_ms),
-            last_attempt: last_attempt.map(from_ms),
+        each!(&self.pool, |pool, d| {
+            // One round trip: five index lookups as scalar subqueries. Newest-first walks along (target, id) stop at
+            // the first matching row instead of reading the target's whole history.
+            let (newest, count, until, last_success, last_attempt): (
+                Option<i64>,
+                i64,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+            ) = sqlx::query_as(d.sql(
+                concat!(
+                "SELECT
+                   (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
+                     WHERE target = $1 AND ", restorable!(), " AND expires_at > $2
+                     ORDER BY accepted_at DESC LIMIT 1),
+                   (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
+                     WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
+                   (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
+                     WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
+                   (SELECT accepted_at FROM backups INDEXED BY backups_by_target
+                     WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') ORDER BY id DESC LIMIT 1),
+                   (SELECT requested_at FROM backups INDEXED BY backups_by_target
+                     WHERE target = $1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)")))
+            .bind(target)
+            .bind(to_ms(now))
+            .fetch_one(pool)
+            .await?;
+            Ok(TargetSummary {
+                newest_recovery_point: newest.map(from_ms),
+                restorable_backups: u64::try_from(count).unwrap_or(0),
+                restorable_until: until.map(from_ms),
+                last_success: last_success.map(from_ms),
+                last_attempt: last_attempt.map(from_ms),
+            })
         })
     }
 
@@ -786,29 +877,31 @@ impl Catalog {
         &self,
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, Restorability>, CatalogError> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(concat!(
-            "SELECT target, COUNT(*), MAX(accepted_at), MAX(expires_at) FROM backups INDEXED BY backups_expiring
-             WHERE ",
-            restorable!(),
-            " AND expires_at > ?
-             GROUP BY target"
-        ))
-        .bind(to_ms(now))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(target, count, newest, until)| {
-                (
-                    target,
-                    Restorability {
-                        count: u64::try_from(count).unwrap_or(0),
-                        newest_recovery_point: Some(from_ms(newest)),
-                        until: Some(from_ms(until)),
-                    },
-                )
-            })
-            .collect())
+        each!(&self.pool, |pool, d| {
+            let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(d.sql(concat!(
+                "SELECT target, COUNT(*), MAX(accepted_at), MAX(expires_at) FROM backups INDEXED BY backups_expiring
+                 WHERE ",
+                restorable!(),
+                " AND expires_at > $1
+                 GROUP BY target"
+            )))
+            .bind(to_ms(now))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(target, count, newest, until)| {
+                    (
+                        target,
+                        Restorability {
+                            count: u64::try_from(count).unwrap_or(0),
+                            newest_recovery_point: Some(from_ms(newest)),
+                            until: Some(from_ms(until)),
+                        },
+                    )
+                })
+                .collect())
+        })
     }
 
     /// Id of the target's newest successful backup of rpod's own whose artifact has not been deleted, expired or
@@ -818,14 +911,15 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn newest_success_id(&self, target: &str) -> Result<Option<i64>, CatalogError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM backups INDEXED BY backups_restorable_by_point
-             WHERE target = ? AND status IN ('succeeded', 'discovered') AND status = 'succeeded'
-             ORDER BY accepted_at DESC LIMIT 1",
-        )
-        .bind(target)
-        .fetch_optional(&self.pool)
-        .await?)
+        each!(&self.pool, |pool, d| {
+            Ok(sqlx::query_scalar(d.sql(
+                "SELECT id FROM backups INDEXED BY backups_restorable_by_point
+                 WHERE target = $1 AND status IN ('succeeded', 'discovered') AND status = 'succeeded'
+                 ORDER BY accepted_at DESC LIMIT 1"))
+            .bind(target)
+            .fetch_optional(pool)
+            .await?)
+        })
     }
 
     /// Durations of the target's most recent successful backups, newest first.
@@ -837,19 +931,20 @@ impl Catalog {
         target: &str,
         limit: u32,
     ) -> Result<Vec<Duration>, CatalogError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT requested_at, completed_at FROM backups INDEXED BY backups_by_target
-             WHERE target = ? AND status IN ('succeeded', 'pruned', 'missing') AND completed_at IS NOT NULL
-             ORDER BY id DESC LIMIT ?",
-        )
-        .bind(target)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(start, end)| Duration::from_millis(u64::try_from(end - start).unwrap_or(0)))
-            .collect())
+        each!(&self.pool, |pool, d| {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(d.sql(
+                "SELECT requested_at, completed_at FROM backups INDEXED BY backups_by_target
+                 WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') AND completed_at IS NOT NULL
+                 ORDER BY id DESC LIMIT $2"))
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(start, end)| Duration::from_millis(u64::try_from(end - start).unwrap_or(0)))
+                .collect())
+        })
     }
 
     /// Restorable backups of one target, newest recovery point first.
@@ -861,20 +956,22 @@ impl Catalog {
         target: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<BackupRecord>, CatalogError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            backup_columns!(),
-            " FROM backups INDEXED BY backups_restorable_by_point
-             WHERE target = ? AND ",
-            restorable!(),
-            " AND expires_at > ?
-             ORDER BY accepted_at DESC"
-        ))
-        .bind(target)
-        .bind(to_ms(now))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(record_from_row).collect())
+        each!(&self.pool, |pool, d| {
+            let rows = sqlx::query(d.sql(concat!(
+                "SELECT ",
+                backup_columns!(),
+                " FROM backups INDEXED BY backups_restorable_by_point
+                 WHERE target = $1 AND ",
+                restorable!(),
+                " AND expires_at > $2
+                 ORDER BY accepted_at DESC"
+            )))
+            .bind(target)
+            .bind(to_ms(now))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.iter().map(record_from_row).collect())
+        })
     }
 
     /// Backups whose expiry has passed but whose artifact has not been pruned yet, oldest first: rpod's own, and
@@ -888,19 +985,21 @@ impl Catalog {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<BackupRecord>, CatalogError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            backup_columns!(),
-            " FROM backups INDEXED BY backups_expiring
-             WHERE status IN ('succeeded', 'discovered') AND expires_at <= ?
-               AND (status = 'succeeded' OR (verified_at IS NOT NULL AND expires_at > completed_at))
-             ORDER BY expires_at LIMIT ?"
-        ))
-        .bind(to_ms(now))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(record_from_row).collect())
+        each!(&self.pool, |pool, d| {
+            let rows = sqlx::query(d.sql(concat!(
+                "SELECT ",
+                backup_columns!(),
+                " FROM backups INDEXED BY backups_expiring
+                 WHERE status IN ('succeeded', 'discovered') AND expires_at <= $1
+                   AND (status = 'succeeded' OR (verified_at IS NOT NULL AND expires_at > completed_at))
+                 ORDER BY expires_at LIMIT $2"
+            )))
+            .bind(to_ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.iter().map(record_from_row).collect())
+        })
     }
 
     /// Marks a backup's artifact as deleted, with an audit row saying who and why.
@@ -914,37 +1013,38 @@ impl Catalog {
         actor: &str,
         reason: &str,
     ) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE backups SET status = 'pruned', pruned_at = ? WHERE id = ? AND status IN ('succeeded', 'discovered')",
-        )
-        .bind(to_ms(now))
-        .bind(record.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Err(CatalogError::Conflict {
-                id: record.id,
-                expected: "restorable",
-            });
-        }
-        let detail = format!(
-            "{reason}; artifact {}",
-            record.artifact.as_deref().unwrap_or("-")
-        );
-        audit(
-            &mut tx,
-            now,
-            actor,
-            "pruned",
-            &record.target,
-            Some(record.id),
-            &detail,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE backups SET status = 'pruned', pruned_at = $1 WHERE id = $2 AND status IN ('succeeded', 'discovered')",
+            )
+            .bind(to_ms(now))
+            .bind(record.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                return Err(CatalogError::Conflict {
+                    id: record.id,
+                    expected: "restorable",
+                });
+            }
+            let detail = format!(
+                "{reason}; artifact {}",
+                record.artifact.as_deref().unwrap_or("-")
+            );
+            tx.audit(
+                now,
+                actor,
+                "pruned",
+                &record.target,
+                Some(record.id),
+                &detail,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Marks that the expiry warning for this backup was given; returns false if it already was.
@@ -956,15 +1056,17 @@ impl Catalog {
         id: i64,
         now: DateTime<Utc>,
     ) -> Result<bool, CatalogError> {
-        let changed = sqlx::query(
-            "UPDATE backups SET expiry_warned_at = ? WHERE id = ? AND expiry_warned_at IS NULL",
-        )
-        .bind(to_ms(now))
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed == 1)
+        each!(&self.pool, |pool| {
+            let changed = sqlx::query(
+                "UPDATE backups SET expiry_warned_at = $1 WHERE id = $2 AND expiry_warned_at IS NULL",
+            )
+            .bind(to_ms(now))
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(changed == 1)
+        })
     }
 
     /// The newest attempts of a target (all targets when `None`), newest first.
@@ -976,22 +1078,24 @@ impl Catalog {
         target: Option<&str>,
         limit: u32,
     ) -> Result<Vec<BackupRecord>, CatalogError> {
-        let rows = match target {
-            Some(target) => {
-                sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups INDEXED BY backups_by_target WHERE target = ? ORDER BY id DESC LIMIT ?"))
-                .bind(target)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups ORDER BY id DESC LIMIT ?"))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
+        each!(&self.pool, |pool, d| {
+            let rows = match target {
+                Some(target) => {
+                    sqlx::query(d.sql(concat!("SELECT ", backup_columns!(), " FROM backups INDEXED BY backups_by_target WHERE target = $1 ORDER BY id DESC LIMIT $2")))
+                    .bind(target)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
                     .await?
-            }
-        };
-        Ok(rows.iter().map(record_from_row).collect())
+                }
+                None => {
+                    sqlx::query(concat!("SELECT ", backup_columns!(), " FROM backups ORDER BY id DESC LIMIT $1"))
+                        .bind(i64::from(limit))
+                        .fetch_all(pool)
+                        .await?
+                }
+            };
+            Ok(rows.iter().map(record_from_row).collect())
+        })
     }
 
     /// One backup by id.
@@ -999,15 +1103,17 @@ impl Catalog {
     /// # Errors
     /// Database failures.
     pub async fn backup(&self, id: i64) -> Result<Option<BackupRecord>, CatalogError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            backup_columns!(),
-            " FROM backups WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(record_from_row))
+        each!(&self.pool, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                backup_columns!(),
+                " FROM backups WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.as_ref().map(record_from_row))
+        })
     }
 
     /// Audit rows of one target, newest first: `(at, actor, action, backup_id, detail)`.
@@ -1018,121 +1124,18 @@ impl Catalog {
         &self,
         target: &str,
     ) -> Result<Vec<(DateTime<Utc>, String, String, Option<i64>, String)>, CatalogError> {
-        let rows: Vec<(i64, String, String, Option<i64>, String)> = sqlx::query_as(
-            "SELECT at, actor, action, backup_id, detail FROM audit WHERE target = ? ORDER BY id DESC",
-        )
-        .bind(target)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(at, actor, action, id, detail)| (from_ms(at), actor, action, id, detail))
-            .collect())
-    }
-
-    /// Records a restore about to start (status `running`, with an audit row); returns its id.
-    ///
-    /// # Errors
-    /// The catalog could not be written.
-    pub async fn insert_restore(&self, new: &NewRestore<'_>) -> Result<i64, CatalogError> {
-        Ok(restores::insert(&self.pool, new).await?)
-    }
-
-    /// Records a refused restore in the audit trail (no restore record).
-    ///
-    /// # Errors
-    /// The catalog could not be written.
-    pub async fn restore_refused(
-        &self,
-        at: DateTime<Utc>,
-        actor: &str,
-        target: &str,
-        backup_id: Option<i64>,
-        why: &str,
-    ) -> Result<(), CatalogError> {
-        Ok(restores::refused(&self.pool, at, actor, target, backup_id, why).await?)
-    }
-
-    /// Records that the system accepted a restore, with the operation to follow (before its first poll).
-    ///
-    /// # Errors
-    /// The catalog could not be written, or the restore is no longer running.
-    pub async fn restore_accepted(
-        &self,
-        id: i64,
-        accepted_at: DateTime<Utc>,
-        handle: Option<&str>,
-    ) -> Result<(), CatalogError> {
-        if restores::accepted(&self.pool, id, accepted_at, handle).await? {
-            Ok(())
-        } else {
-            Err(CatalogError::RestoreConflict(id))
-        }
-    }
-
-    /// Moves a restore's operation on.
-    ///
-    /// # Errors
-    /// The catalog could not be written.
-    pub async fn restore_polled(&self, id: i64, handle: &str) -> Result<(), CatalogError> {
-        Ok(restores::polled(&self.pool, id, handle).await?)
-    }
-
-    /// Records how a restore ended; its duration is accepted to completed when it succeeded.
-    ///
-    /// # Errors
-    /// The catalog could not be written, or the restore is no longer running.
-    pub async fn finish_restore(
-        &self,
-        id: i64,
-        finish: &RestoreFinish,
-    ) -> Result<(), CatalogError> {
-        if restores::finish(&self.pool, id, finish).await? {
-            Ok(())
-        } else {
-            Err(CatalogError::RestoreConflict(id))
-        }
-    }
-
-    /// One restore.
-    ///
-    /// # Errors
-    /// The catalog could not be read.
-    pub async fn restore(&self, id: i64) -> Result<Option<RestoreRecord>, CatalogError> {
-        Ok(restores::one(&self.pool, id).await?)
-    }
-
-    /// A target's restores, newest first, of one trigger or all.
-    ///
-    /// # Errors
-    /// The catalog could not be read.
-    pub async fn restores(
-        &self,
-        target: &str,
-        trigger: Option<RestoreTrigger>,
-        limit: u32,
-    ) -> Result<Vec<RestoreRecord>, CatalogError> {
-        Ok(restores::of_target(&self.pool, target, trigger, limit).await?)
-    }
-
-    /// Every restore still `running`, oldest first (at start: to follow again, or to close).
-    ///
-    /// # Errors
-    /// The catalog could not be read.
-    pub async fn running_restores(&self) -> Result<Vec<RunningRestore>, CatalogError> {
-        Ok(restores::running(&self.pool).await?)
-    }
-
-    /// The newest successful restore of `trigger` for a target.
-    ///
-    /// # Errors
-    /// The catalog could not be read.
-    pub async fn last_restore_succeeded(
-        &self,
-        target: &str,
-        trigger: RestoreTrigger,
-    ) -> Result<Option<RestoreRecord>, CatalogError> {
-        Ok(restores::last_succeeded(&self.pool, target, trigger).await?)
+        each!(&self.pool, |pool| {
+            let rows: Vec<(i64, String, String, Option<i64>, String)> = sqlx::query_as(
+                "SELECT at, actor, action, backup_id, detail FROM audit WHERE target = $1 ORDER BY id DESC",
+            )
+            .bind(target)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(at, actor, action, id, detail)| (from_ms(at), actor, action, id, detail))
+                .collect())
+        })
     }
 
     /// Completes, with the recovery point `point` its system lists now, the newest backup of `target` that failed
@@ -1149,42 +1152,43 @@ impl Catalog {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM backups WHERE target = ? AND status = 'failed' AND error_code = ?
-             AND accepted_at <= ? ORDER BY id DESC LIMIT 1",
-        )
-        .bind(target)
-        .bind(crate::record::POINT_NOT_LISTED)
-        .bind(to_ms(recovery_point + chrono::TimeDelta::minutes(5)))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = id else {
-            return Ok(None);
-        };
-        sqlx::query(
-            "UPDATE backups SET status = 'succeeded', artifact = ?, accepted_at = ?, expires_at = ?,
-                    error_code = NULL, error_message = NULL
-             WHERE id = ? AND status = 'failed'",
-        )
-        .bind(point)
-        .bind(to_ms(recovery_point))
-        .bind(to_ms(expires_at))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        audit(
-            &mut tx,
-            now,
-            "reconcile",
-            "completed",
-            target,
-            Some(id),
-            &format!("the system lists its recovery point {point} now"),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(id))
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM backups WHERE target = $1 AND status = 'failed' AND error_code = $2
+                 AND accepted_at <= $3 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(target)
+            .bind(crate::record::POINT_NOT_LISTED)
+            .bind(to_ms(recovery_point + chrono::TimeDelta::minutes(5)))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            sqlx::query(
+                "UPDATE backups SET status = 'succeeded', artifact = $1, accepted_at = $2, expires_at = $3,
+                        error_code = NULL, error_message = NULL
+                 WHERE id = $4 AND status = 'failed'",
+            )
+            .bind(point)
+            .bind(to_ms(recovery_point))
+            .bind(to_ms(expires_at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.audit(
+                now,
+                "reconcile",
+                "completed",
+                target,
+                Some(id),
+                &format!("the system lists its recovery point {point} now"),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some(id))
+        })
     }
 
     /// How many backup attempts of a target started at or after `since` (imported backups not counted).
@@ -1196,39 +1200,17 @@ impl Catalog {
         target: &str,
         since: DateTime<Utc>,
     ) -> Result<u32, CatalogError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM backups WHERE target = ? AND trigger != 'discovered' AND requested_at >= ?",
-        )
-        .bind(target)
-        .bind(to_ms(since))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+        each!(&self.pool, |pool| {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM backups WHERE target = $1 AND trigger != 'discovered' AND requested_at >= $2",
+            )
+            .bind(target)
+            .bind(to_ms(since))
+            .fetch_one(pool)
+            .await?;
+            Ok(u32::try_from(count).unwrap_or(u32::MAX))
+        })
     }
-
-    /// The pool, for tools (benchmarks) that load data in bulk.
-    #[must_use]
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-}
-
-async fn set_last_slot(
-    connection: &mut sqlx::SqliteConnection,
-    target: &str,
-    slot: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO target_state (target, last_slot_at, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (target) DO UPDATE SET last_slot_at = MAX(COALESCE(last_slot_at, 0), ?2), updated_at = ?3",
-    )
-    .bind(target)
-    .bind(to_ms(slot))
-    .bind(to_ms(now))
-    .execute(connection)
-    .await?;
-    Ok(())
 }
 
 /// The error code of a discovered backup that does not count as restorable.
@@ -1247,6 +1229,49 @@ fn discovered_detail(found: &Discovered<'_>) -> String {
         "found in storage {} as {} ({} bytes, {point}); {verdict}",
         found.storage, found.artifact, found.size
     )
+}
+
+/// The newest schema version `migrator` knows.
+fn newest(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Refuses a catalog written by a newer rpod, then applies pending migrations to a `SQLite` catalog.
+async fn migrate_sqlite(pool: &SqlitePool, path: &Path) -> Result<(), CatalogError> {
+    // Reading the schema touches the header and the schema pages: a file that is not a database, or whose
+    // first pages are damaged, is reported as corrupt here. (A full `quick_check` would read the whole file
+    // on every start and every `rpod status`; damage deeper in surfaces as an error on the rows it hits.)
+    sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+        .fetch_one(pool)
+        .await
+        .map_err(|err| classify(err, path))?;
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if has_table {
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await?;
+        let known = newest(&SQLITE_MIGRATOR);
+        if let Some(found) = found
+            && found > known
+        {
+            return Err(CatalogError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known,
+            });
+        }
+    }
+    SQLITE_MIGRATOR.run(pool).await.map_err(|err| match err {
+        sqlx::migrate::MigrateError::Execute(inner) => classify(inner, path),
+        other => CatalogError::Corrupt {
+            path: path.into(),
+            detail: other.to_string(),
+        },
+    })
 }
 
 fn classify(err: sqlx::Error, path: &Path) -> CatalogError {

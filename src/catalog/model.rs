@@ -2,8 +2,9 @@
 //! its rows.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::{PgConnection, SqliteConnection};
+
+use super::driver::CatalogRow;
 
 use crate::record::{BackupRecord, Status, Trigger};
 
@@ -24,6 +25,8 @@ pub struct NewBackup<'a> {
     pub storage: &'a str,
     /// First unbacked change, for change-triggered backups.
     pub first_change_at: Option<DateTime<Utc>>,
+    /// The schedule slot it serves, when a slot started it.
+    pub slot: Option<DateTime<Utc>>,
 }
 
 /// A long-running operation a provider got accepted (see [`super::Catalog::operation_accepted`]).
@@ -159,7 +162,7 @@ macro_rules! backup_columns {
     () => {
         "id, target, kind, trigger, status, attempt, requested_at, accepted_at, completed_at, expires_at, \
          storage, artifact, size_bytes, sha256, sku, error_code, error_message, first_change_at, pruned_at, etag, \
-         verified_at, content"
+         verified_at, content, replica, slot_at"
     };
 }
 pub(super) use backup_columns;
@@ -174,31 +177,33 @@ macro_rules! restorable {
 pub(super) use restorable;
 
 /// Decodes a row of [`backup_columns!`] as a [`BackupRecord`].
-pub(super) fn record_from_row(row: &SqliteRow) -> BackupRecord {
-    let time = |i: usize| row.get::<Option<i64>, _>(i).map(from_ms);
+pub(super) fn record_from_row(row: &impl CatalogRow) -> BackupRecord {
+    let time = |i: usize| row.opt_int(i).map(from_ms);
     BackupRecord {
-        id: row.get(0),
-        target: row.get(1),
-        kind: row.get(2),
-        trigger: row.get(3),
-        status: Status::parse(row.get::<&str, _>(4)),
-        attempt: row.get(5),
-        requested_at: from_ms(row.get(6)),
+        id: row.int(0),
+        target: row.text(1),
+        kind: row.text(2),
+        trigger: row.text(3),
+        status: Status::parse(&row.text(4)),
+        attempt: u32::try_from(row.int(5)).unwrap_or(1),
+        requested_at: from_ms(row.int(6)),
         accepted_at: time(7),
         completed_at: time(8),
         expires_at: time(9),
-        storage: row.get(10),
-        artifact: row.get(11),
-        size_bytes: row.get(12),
-        sha256: row.get(13),
-        sku: row.get(14),
-        error_code: row.get(15),
-        error_message: row.get(16),
+        storage: row.opt_text(10),
+        artifact: row.opt_text(11),
+        size_bytes: row.opt_int(12),
+        sha256: row.opt_text(13),
+        sku: row.opt_text(14),
+        error_code: row.opt_text(15),
+        error_message: row.opt_text(16),
         first_change_at: time(17),
         pruned_at: time(18),
-        etag: row.get(19),
+        etag: row.opt_text(19),
         verified_at: time(20),
-        content: row.get(21),
+        content: row.opt_text(21),
+        replica: row.opt_text(22),
+        slot: time(23),
     }
 }
 
@@ -212,24 +217,76 @@ pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Writes one audit row.
-pub(super) async fn audit(
-    tx: &mut sqlx::SqliteConnection,
-    at: DateTime<Utc>,
-    actor: &str,
-    action: &str,
-    target: &str,
-    backup_id: Option<i64>,
-    detail: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO audit (at, actor, action, target, backup_id, detail) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(to_ms(at))
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(backup_id)
-        .bind(detail)
-        .execute(tx)
-        .await?;
-    Ok(())
+/// Writes that several catalog operations share, inside their transactions, on either database.
+pub(super) trait Writes {
+    /// Writes one audit row.
+    async fn audit(
+        &mut self,
+        at: DateTime<Utc>,
+        actor: &str,
+        action: &str,
+        target: &str,
+        backup_id: Option<i64>,
+        detail: &str,
+    ) -> Result<(), sqlx::Error>;
+
+    /// Records that every schedule slot of `target` at or before `slot` is used (never moving it back).
+    async fn set_last_slot(
+        &mut self,
+        target: &str,
+        slot: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error>;
 }
+
+macro_rules! writes {
+    ($connection:ty) => {
+        impl Writes for $connection {
+            async fn audit(
+                &mut self,
+                at: DateTime<Utc>,
+                actor: &str,
+                action: &str,
+                target: &str,
+                backup_id: Option<i64>,
+                detail: &str,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "INSERT INTO audit (at, actor, action, target, backup_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(to_ms(at))
+                .bind(actor)
+                .bind(action)
+                .bind(target)
+                .bind(backup_id)
+                .bind(detail)
+                .execute(&mut *self)
+                .await?;
+                Ok(())
+            }
+
+            async fn set_last_slot(
+                &mut self,
+                target: &str,
+                slot: DateTime<Utc>,
+                now: DateTime<Utc>,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "INSERT INTO target_state (target, last_slot_at, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (target) DO UPDATE
+                        SET last_slot_at = CASE WHEN target_state.last_slot_at > $2 THEN target_state.last_slot_at
+                                                ELSE $2 END,
+                            updated_at = $3",
+                )
+                .bind(target)
+                .bind(to_ms(slot))
+                .bind(to_ms(now))
+                .execute(&mut *self)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+writes!(SqliteConnection);
+writes!(PgConnection);

@@ -2,10 +2,10 @@
 //! follows while it runs; refusals leave an audit row and no restore.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
 
-use super::model::{audit, from_ms, to_ms};
+use super::driver::{CatalogRow, each};
+use super::model::{Writes as _, from_ms, to_ms};
+use super::{Catalog, CatalogError};
 use crate::record::{RestoreRecord, RestoreTrigger, Status};
 
 /// A restore about to start.
@@ -67,215 +67,271 @@ macro_rules! columns {
     };
 }
 
-fn record_from_row(row: &SqliteRow) -> RestoreRecord {
-    let time = |i: usize| row.get::<Option<i64>, _>(i).map(from_ms);
+fn record_from_row(row: &impl CatalogRow) -> RestoreRecord {
+    let time = |i: usize| row.opt_int(i).map(from_ms);
     RestoreRecord {
-        id: row.get(0),
-        target: row.get(1),
-        backup_id: row.get(2),
-        into: row.get(3),
-        destination: row.get(4),
-        trigger: RestoreTrigger::parse(row.get::<&str, _>(5)),
-        status: Status::parse(row.get::<&str, _>(6)),
-        requested_at: from_ms(row.get(7)),
+        id: row.int(0),
+        target: row.text(1),
+        backup_id: row.int(2),
+        into: row.opt_text(3),
+        destination: row.text(4),
+        trigger: RestoreTrigger::parse(&row.text(5)),
+        status: Status::parse(&row.text(6)),
+        requested_at: from_ms(row.int(7)),
         accepted_at: time(8),
         completed_at: time(9),
         #[allow(clippy::cast_precision_loss)]
-        duration_seconds: row.get::<Option<i64>, _>(10).map(|ms| ms as f64 / 1000.0),
+        duration_seconds: row.opt_int(10).map(|ms| ms as f64 / 1000.0),
         warnings: row
-            .get::<Option<String>, _>(11)
+            .opt_text(11)
             .and_then(|json| serde_json::from_str(&json).ok())
             .unwrap_or_default(),
-        verified: row.get(12),
-        error_code: row.get(13),
-        error_message: row.get(14),
+        verified: row.opt_text(12),
+        error_code: row.opt_text(13),
+        error_message: row.opt_text(14),
     }
 }
 
-pub(super) async fn insert(pool: &SqlitePool, new: &NewRestore<'_>) -> Result<i64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let id = sqlx::query(
-        "INSERT INTO restores (target, backup_id, into_name, destination, trigger, status, requested_at, deadline_at)
-         VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-    )
-    .bind(new.target)
-    .bind(new.backup_id)
-    .bind(new.into)
-    .bind(new.destination)
-    .bind(new.trigger.as_str())
-    .bind(to_ms(new.requested_at))
-    .bind(to_ms(new.deadline_at))
-    .execute(&mut *tx)
-    .await?
-    .last_insert_rowid();
-    let detail = format!(
-        "restore {id} ({}) into {}",
-        new.trigger.as_str(),
-        new.destination
-    );
-    audit(
-        &mut tx,
-        new.requested_at,
-        new.actor,
-        "restore",
-        new.target,
-        Some(new.backup_id),
-        &detail,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(id)
-}
-
-pub(super) async fn refused(
-    pool: &SqlitePool,
-    at: DateTime<Utc>,
-    actor: &str,
-    target: &str,
-    backup_id: Option<i64>,
-    why: &str,
-) -> Result<(), sqlx::Error> {
-    let mut connection = pool.acquire().await?;
-    audit(
-        &mut connection,
-        at,
-        actor,
-        "restore_refused",
-        target,
-        backup_id,
-        why,
-    )
-    .await
-}
-
-/// Returns whether the row was still running.
-pub(super) async fn accepted(
-    pool: &SqlitePool,
-    id: i64,
-    accepted_at: DateTime<Utc>,
-    handle: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE restores SET accepted_at = ?, handle = ? WHERE id = ? AND status = 'running'",
-    )
-    .bind(to_ms(accepted_at))
-    .bind(handle)
-    .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
-}
-
-pub(super) async fn polled(pool: &SqlitePool, id: i64, handle: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE restores SET handle = ? WHERE id = ? AND status = 'running'")
-        .bind(handle)
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Returns whether the row was still running (nothing is written otherwise).
-pub(super) async fn finish(
-    pool: &SqlitePool,
-    id: i64,
-    finish: &RestoreFinish,
-) -> Result<bool, sqlx::Error> {
-    let duration_ms = match (finish.status, finish.accepted_at) {
-        (Status::Succeeded, Some(accepted)) => {
-            Some((finish.completed_at - accepted).num_milliseconds().max(0))
-        }
-        _ => None,
-    };
-    let warnings = if finish.warnings.is_empty() {
-        None
-    } else {
-        serde_json::to_string(&finish.warnings).ok()
-    };
-    let updated = sqlx::query(
-        "UPDATE restores SET status = ?1, accepted_at = COALESCE(?2, accepted_at), completed_at = ?3,
-                duration_ms = ?4, warnings = ?5, verified = ?6, error_code = ?7, error_message = ?8, handle = NULL
-         WHERE id = ?9 AND status = 'running'",
-    )
-    .bind(finish.status.as_str())
-    .bind(finish.accepted_at.map(to_ms))
-    .bind(to_ms(finish.completed_at))
-    .bind(duration_ms)
-    .bind(warnings)
-    .bind(finish.verified.as_deref())
-    .bind(finish.error_code.as_deref())
-    .bind(finish.error_message.as_deref())
-    .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
-}
-
-pub(super) async fn one(pool: &SqlitePool, id: i64) -> Result<Option<RestoreRecord>, sqlx::Error> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM restores WHERE id = ?"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.as_ref().map(record_from_row))
-}
-
-pub(super) async fn of_target(
-    pool: &SqlitePool,
-    target: &str,
-    trigger: Option<RestoreTrigger>,
-    limit: u32,
-) -> Result<Vec<RestoreRecord>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM restores WHERE target = ?1 AND (?2 IS NULL OR trigger = ?2) ORDER BY id DESC LIMIT ?3"
-    ))
-    .bind(target)
-    .bind(trigger.map(RestoreTrigger::as_str))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.iter().map(record_from_row).collect())
-}
-
-pub(super) async fn running(pool: &SqlitePool) -> Result<Vec<RunningRestore>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM restores WHERE status = 'running' ORDER BY id"
-    ))
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|row| RunningRestore {
-            record: record_from_row(row),
-            handle: row.get(15),
-            deadline_at: from_ms(row.get(16)),
+impl Catalog {
+    /// Records a restore about to start (status `running`, with an audit row); returns its id.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn insert_restore(&self, new: &NewRestore<'_>) -> Result<i64, CatalogError> {
+        each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO restores (target, backup_id, into_name, destination, trigger, status, requested_at,
+                                       deadline_at)
+                 VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)
+                 RETURNING id",
+            )
+            .bind(new.target)
+            .bind(new.backup_id)
+            .bind(new.into)
+            .bind(new.destination)
+            .bind(new.trigger.as_str())
+            .bind(to_ms(new.requested_at))
+            .bind(to_ms(new.deadline_at))
+            .fetch_one(&mut *tx)
+            .await?;
+            let detail = format!(
+                "restore {id} ({}) into {}",
+                new.trigger.as_str(),
+                new.destination
+            );
+            tx.audit(
+                new.requested_at,
+                new.actor,
+                "restore",
+                new.target,
+                Some(new.backup_id),
+                &detail,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(id)
         })
-        .collect())
-}
+    }
 
-/// The newest successful restore of `trigger` for a target, if any.
-pub(super) async fn last_succeeded(
-    pool: &SqlitePool,
-    target: &str,
-    trigger: RestoreTrigger,
-) -> Result<Option<RestoreRecord>, sqlx::Error> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM restores WHERE target = ? AND trigger = ? AND status = 'succeeded' ORDER BY id DESC LIMIT 1"
-    ))
-    .bind(target)
-    .bind(trigger.as_str())
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.as_ref().map(record_from_row))
+    /// Records a refused restore in the audit trail (no restore record).
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn restore_refused(
+        &self,
+        at: DateTime<Utc>,
+        actor: &str,
+        target: &str,
+        backup_id: Option<i64>,
+        why: &str,
+    ) -> Result<(), CatalogError> {
+        each!(&self.pool, |pool| {
+            let mut connection = pool.acquire().await?;
+            connection
+                .audit(at, actor, "restore_refused", target, backup_id, why)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Records that the system accepted a restore, with the operation to follow (before its first poll).
+    ///
+    /// # Errors
+    /// The catalog could not be written, or the restore is no longer running.
+    pub async fn restore_accepted(
+        &self,
+        id: i64,
+        accepted_at: DateTime<Utc>,
+        handle: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        let updated = each!(&self.pool, |pool| {
+            sqlx::query(
+                "UPDATE restores SET accepted_at = $1, handle = $2 WHERE id = $3 AND status = 'running'",
+            )
+            .bind(to_ms(accepted_at))
+            .bind(handle)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(CatalogError::RestoreConflict(id))
+        }
+    }
+
+    /// Moves a restore's operation on.
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn restore_polled(&self, id: i64, handle: &str) -> Result<(), CatalogError> {
+        each!(&self.pool, |pool| {
+            sqlx::query("UPDATE restores SET handle = $1 WHERE id = $2 AND status = 'running'")
+                .bind(handle)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Records how a restore ended; its duration is accepted to completed when it succeeded.
+    ///
+    /// # Errors
+    /// The catalog could not be written, or the restore is no longer running.
+    pub async fn finish_restore(
+        &self,
+        id: i64,
+        finish: &RestoreFinish,
+    ) -> Result<(), CatalogError> {
+        let duration_ms = match (finish.status, finish.accepted_at) {
+            (Status::Succeeded, Some(accepted)) => {
+                Some((finish.completed_at - accepted).num_milliseconds().max(0))
+            }
+            _ => None,
+        };
+        let warnings = if finish.warnings.is_empty() {
+            None
+        } else {
+            serde_json::to_string(&finish.warnings).ok()
+        };
+        let updated = each!(&self.pool, |pool| {
+            sqlx::query(
+                "UPDATE restores SET status = $1, accepted_at = COALESCE($2, accepted_at), completed_at = $3,
+                        duration_ms = $4, warnings = $5, verified = $6, error_code = $7, error_message = $8,
+                        handle = NULL
+                 WHERE id = $9 AND status = 'running'",
+            )
+            .bind(finish.status.as_str())
+            .bind(finish.accepted_at.map(to_ms))
+            .bind(to_ms(finish.completed_at))
+            .bind(duration_ms)
+            .bind(warnings.as_deref())
+            .bind(finish.verified.as_deref())
+            .bind(finish.error_code.as_deref())
+            .bind(finish.error_message.as_deref())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(CatalogError::RestoreConflict(id))
+        }
+    }
+
+    /// One restore.
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn restore(&self, id: i64) -> Result<Option<RestoreRecord>, CatalogError> {
+        each!(&self.pool, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM restores WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.as_ref().map(record_from_row))
+        })
+    }
+
+    /// A target's restores, newest first, of one trigger or all.
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn restores(
+        &self,
+        target: &str,
+        trigger: Option<RestoreTrigger>,
+        limit: u32,
+    ) -> Result<Vec<RestoreRecord>, CatalogError> {
+        each!(&self.pool, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM restores WHERE target = $1 AND ($2 IS NULL OR trigger = $2) ORDER BY id DESC LIMIT $3"
+            ))
+            .bind(target)
+            .bind(trigger.map(RestoreTrigger::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.iter().map(record_from_row).collect())
+        })
+    }
+
+    /// Every restore still `running`, oldest first (at start: to follow again, or to close).
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn running_restores(&self) -> Result<Vec<RunningRestore>, CatalogError> {
+        each!(&self.pool, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM restores WHERE status = 'running' ORDER BY id"
+            ))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|row| RunningRestore {
+                    record: record_from_row(row),
+                    handle: row.opt_text(15),
+                    deadline_at: from_ms(row.int(16)),
+                })
+                .collect())
+        })
+    }
+
+    /// The newest successful restore of `trigger` for a target.
+    ///
+    /// # Errors
+    /// The catalog could not be read.
+    pub async fn last_restore_succeeded(
+        &self,
+        target: &str,
+        trigger: RestoreTrigger,
+    ) -> Result<Option<RestoreRecord>, CatalogError> {
+        each!(&self.pool, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM restores WHERE target = $1 AND trigger = $2 AND status = 'succeeded' ORDER BY id DESC LIMIT 1"
+            ))
+            .bind(target)
+            .bind(trigger.as_str())
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.as_ref().map(record_from_row))
+        })
+    }
 }

@@ -196,6 +196,8 @@ mod tests {
             pruned_at: None,
             verified_at: None,
             content: None,
+            replica: None,
+            slot: None,
         }
     }
 

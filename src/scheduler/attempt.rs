@@ -282,6 +282,7 @@ pub(super) async fn run(
                 requested_at: now,
                 storage: job.spec.storage.name(),
                 first_change_at: job.first_change_at,
+                slot: job.slot,
             })
             .await;
         let rendered =

@@ -19,6 +19,7 @@ async fn running(catalog: &Catalog, target: &str, kind: &str, storage: &str) -> 
             requested_at: chrono::Utc::now(),
             storage,
             first_change_at: None,
+            slot: None,
         })
         .await
         .unwrap()
@@ -97,7 +98,7 @@ async fn a_catalog_from_a_newer_rpod_is_refused() {
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
          VALUES (9999, 'from the future', 1, x'00', 0)",
     )
-    .execute(catalog.pool())
+    .execute(&crate::support::catalog_file(&dir.path().join("state")).await)
     .await
     .unwrap();
     catalog.close().await;
@@ -121,7 +122,7 @@ async fn reopening_keeps_the_records_and_is_idempotent() {
     let catalog = Catalog::open(&state).await.unwrap();
     assert!(catalog.backup(id).await.unwrap().is_some());
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(catalog.pool())
+        .fetch_one(&crate::support::catalog_file(&state).await)
         .await
         .unwrap();
     assert_eq!(mode, "wal");
@@ -242,7 +243,9 @@ async fn catalog_before(
 ) -> sqlx::SqlitePool {
     let earlier = dir.join("migrations");
     std::fs::create_dir(&earlier).unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join("sqlite");
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();

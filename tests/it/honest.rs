@@ -230,7 +230,7 @@ async fn refuse_successes(state: &Path) {
         "CREATE TRIGGER refuse_success BEFORE UPDATE OF status ON backups WHEN NEW.status = 'succeeded'
          BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
     )
-    .execute(catalog.pool())
+    .execute(&crate::support::catalog_file(state).await)
     .await
     .unwrap();
     catalog.close().await;
@@ -292,10 +292,9 @@ struct Liveness {
     socket: std::os::unix::net::UnixDatagram,
     metrics: Metrics,
     scheduler: scheduler::SchedulerHandle,
-    catalog: Catalog,
     address: std::net::SocketAddr,
     shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Liveness {
@@ -338,10 +337,9 @@ impl Liveness {
             socket,
             metrics,
             scheduler,
-            catalog,
             address,
             shutdown,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -413,7 +411,8 @@ async fn a_frozen_scheduler_turns_the_heartbeat_the_watchdog_and_readiness_stale
     .await;
 
     // A catalog that cannot take a write is not ready either.
-    let mut blocker = live.catalog.pool().begin().await.unwrap();
+    let file = crate::support::catalog_file(&live.dir.path().join("state")).await;
+    let mut blocker = file.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO liveness (id, at) VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET at = 0",
     )

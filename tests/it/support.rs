@@ -441,6 +441,15 @@ pub fn unzstd(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// A target's records, oldest first, from the catalog in `state_dir` (opened and closed around the read).
+/// The `SQLite` catalog file in `state_dir` opened directly, beside rpod: for tests that break the database on
+/// purpose or read its file format, never for what the catalog itself answers.
+pub async fn catalog_file(state_dir: &Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(state_dir.join(rpod::catalog::CATALOG_FILE))
+        .busy_timeout(Duration::from_secs(10));
+    sqlx::SqlitePool::connect_with(options).await.unwrap()
+}
+
 pub async fn records_in(state_dir: &Path, target: &str) -> Vec<BackupRecord> {
     let catalog = Catalog::open(state_dir).await.unwrap();
     let mut records = catalog.backups(Some(target), 1_000_000).await.unwrap();
@@ -466,6 +475,7 @@ pub async fn insert_succeeded(
             requested_at: at,
             storage: "local",
             first_change_at: None,
+            slot: None,
         })
         .await
         .unwrap();
