@@ -198,7 +198,8 @@ impl Catalog {
         Ok(())
     }
 
-    /// Records how a restore ended; its duration is accepted to completed when it succeeded.
+    /// Records how a restore ended; its duration is accepted (as `finish` says, else as recorded) to completed
+    /// when it succeeded.
     ///
     /// # Errors
     /// The catalog could not be written, or the restore is no longer running.
@@ -207,12 +208,6 @@ impl Catalog {
         id: i64,
         finish: &RestoreFinish,
     ) -> Result<(), CatalogError> {
-        let duration_ms = match (finish.status, finish.accepted_at) {
-            (Status::Succeeded, Some(accepted)) => {
-                Some((finish.completed_at - accepted).num_milliseconds().max(0))
-            }
-            _ => None,
-        };
         let warnings = if finish.warnings.is_empty() {
             None
         } else {
@@ -220,15 +215,17 @@ impl Catalog {
         };
         let updated = each!(&self.pool, |pool| {
             sqlx::query(
+                // The measured restore time runs from acceptance (as given now, else as recorded) to the end.
                 "UPDATE restores SET status = $1, accepted_at = COALESCE($2, accepted_at), completed_at = $3,
-                        duration_ms = $4, warnings = $5, verified = $6, error_code = $7, error_message = $8,
-                        handle = NULL
-                 WHERE id = $9 AND status = 'running'",
+                        duration_ms = CASE WHEN $1 = 'succeeded' AND COALESCE($2, accepted_at) IS NOT NULL
+                                           THEN CASE WHEN $3 > COALESCE($2, accepted_at)
+                                                     THEN $3 - COALESCE($2, accepted_at) ELSE 0 END END,
+                        warnings = $4, verified = $5, error_code = $6, error_message = $7, handle = NULL
+                 WHERE id = $8 AND status = 'running'",
             )
             .bind(finish.status.as_str())
             .bind(finish.accepted_at.map(to_ms))
             .bind(to_ms(finish.completed_at))
-            .bind(duration_ms)
             .bind(warnings.as_deref())
             .bind(finish.verified.as_deref())
             .bind(finish.error_code.as_deref())

@@ -9,6 +9,7 @@ mod apim_restore;
 mod arm;
 mod azure_blob;
 mod catalog;
+mod catalog_suite;
 mod changes;
 mod cloud;
 mod config;

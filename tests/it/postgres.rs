@@ -76,6 +76,49 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs the server of the cluster in `data` on `port`, its socket in `dir`; returns once it accepts connections.
+fn serve(data: &Path, dir: &Path, port: u16, user: Option<(u32, u32)>) -> Child {
+    let mut child = command("postgres", user)
+        .arg("-D")
+        .arg(data)
+        .arg("-p")
+        .arg(port.to_string())
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.display()))
+        .args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready when the server says so in its log, not after a sleep.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("ready to accept connections") {
+                let _ = ready.send(());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    if is_ready.recv_timeout(Duration::from_mins(1)).is_err() {
+        let _ = child.kill();
+        panic!("PostgreSQL did not start: {:#?}", log.lock().unwrap());
+    }
+    child
+}
+
 impl Postgres {
     /// Creates and starts a cluster whose superuser `rpod` connects from loopback without a password.
     pub fn start() -> Self {
@@ -112,50 +155,49 @@ impl Postgres {
             String::from_utf8_lossy(&initdb.stderr)
         );
         let port = free_port();
-        let mut child = command("postgres", user)
-            .arg("-D")
-            .arg(&data)
-            .arg("-p")
-            .arg(port.to_string())
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.path().display()))
-            .args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Ready when the server says so in its log, not after a sleep.
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready, is_ready) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ready to accept connections") {
-                    let _ = ready.send(());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        if is_ready.recv_timeout(Duration::from_mins(1)).is_err() {
-            let _ = child.kill();
-            panic!("PostgreSQL did not start: {:#?}", log.lock().unwrap());
-        }
+        let child = serve(&data, dir.path(), port, user);
         Self { dir, child, port }
+    }
+
+    /// Stops the server (fast shutdown: clients are cut off), keeping its data, as an outage would.
+    pub fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again on the same port with the same data.
+    pub fn start_again(&mut self) {
+        self.child = serve(
+            &self.dir.path().join("data"),
+            self.dir.path(),
+            self.port,
+            unprivileged(),
+        );
+    }
+
+    /// A new, empty database `name`, and its URL.
+    pub async fn database(&self, name: &str) -> String {
+        let pool = sqlx::PgPool::connect(&self.url()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        format!(
+            "postgres://rpod@127.0.0.1:{}/{name}?sslmode=disable",
+            self.port
+        )
     }
 
     /// The connection URL of the superuser `rpod` to database `postgres`.
     pub fn url(&self) -> String {
-        format!("postgres://rpod@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://rpod@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
     }
 
     /// The server's process id.
