@@ -26,3 +26,8 @@ CREATE TABLE leader (
     expires_at       TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
 );
 INSERT INTO leader (id) VALUES (1);
+
+-- Durable schedule ticks: the newest slot claimed for each target, and the term it was claimed under. A slot is
+-- claimed by compare-and-set, so it runs once across all replicas.
+ALTER TABLE target_state ADD COLUMN claimed_slot_at BIGINT;
+ALTER TABLE target_state ADD COLUMN claimed_term BIGINT;

@@ -6,6 +6,7 @@
 
 mod bulk;
 mod driver;
+mod leases;
 mod model;
 mod postgres;
 mod restores;
@@ -23,13 +24,17 @@ use sqlx::{Row, SqlitePool};
 use driver::{Pool, SQLITE_MIGRATOR, each};
 
 pub use bulk::RecordCount;
+pub use leases::{Held, LeaseBook, LeaseRound, LeaseView, ReplicaView};
 pub use model::{
     Discovered, Finish, KnownArtifact, NewBackup, OperationAccepted, PendingOperation,
 };
 pub use restores::{NewRestore, RestoreFinish, RunningRestore};
 
 use crate::record::{BackupRecord, Restorability, Status, TargetSummary, Trigger};
-use model::{Writes as _, backup_columns, from_ms, record_from_row, restorable, to_ms};
+use leases::Fence;
+use model::{
+    Fenced as _, Writes as _, backup_columns, from_ms, record_from_row, restorable, to_ms,
+};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";
@@ -128,6 +133,10 @@ pub struct Catalog {
     pool: Pool,
     /// The replica this process is, as its backup records name it.
     replica: Arc<str>,
+    /// What this replica holds, when several share the catalog.
+    leases: Option<Arc<LeaseBook>>,
+    /// A target whose writes are made under a given term (see [`Catalog::pinned`]).
+    pin: Option<(Arc<str>, i64)>,
 }
 
 /// Where a PostgreSQL catalog is and how to reach it (`[catalog]`). Its `Debug` never shows the password.
@@ -238,6 +247,8 @@ impl Catalog {
         Self {
             pool,
             replica: default_replica_id().into(),
+            leases: None,
+            pin: None,
         }
     }
 
@@ -347,6 +358,8 @@ impl Catalog {
     /// Database failures.
     pub async fn insert_backup(&self, new: &NewBackup<'_>) -> Result<i64, CatalogError> {
         each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Target(new.target)).await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, storage, first_change_at,
                                       replica, slot_at)
@@ -362,8 +375,9 @@ impl Catalog {
             .bind(new.first_change_at.map(to_ms))
             .bind(&*self.replica)
             .bind(new.slot.map(to_ms))
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(id)
         })
     }
@@ -375,6 +389,7 @@ impl Catalog {
     pub async fn finish_backup(&self, id: i64, finish: &Finish) -> Result<(), CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Backup(id)).await?;
             let updated = sqlx::query(
                 // A backup that never got accepted leaves no artifact: its claimed name is released. One that was
                 // accepted keeps the name, so reconciliation never imports what its operation left behind.
@@ -432,14 +447,17 @@ impl Catalog {
         each!(&self.pool, |pool| {
             const CLAIM: &str = "UPDATE backups SET artifact = $1 WHERE id = $2 AND NOT EXISTS
                  (SELECT 1 FROM backups WHERE target = $3 AND artifact = $1 AND id != $2)";
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Target(target)).await?;
             let claimed = sqlx::query(CLAIM)
                 .bind(name)
                 .bind(id)
                 .bind(target)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
             if claimed == 1 {
+                tx.commit().await?;
                 return Ok(name.to_owned());
             }
             let (stem, extension) = match name.rfind('.') {
@@ -452,8 +470,9 @@ impl Catalog {
             sqlx::query("UPDATE backups SET artifact = $1 WHERE id = $2")
                 .bind(&unique)
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(unique)
         })
     }
@@ -469,6 +488,7 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Target(accepted.target)).await?;
             let updated = sqlx::query(
                 "UPDATE backups SET accepted_at = $1 WHERE id = $2 AND status = 'running'",
             )
@@ -509,11 +529,14 @@ impl Catalog {
     /// The catalog could not be written.
     pub async fn operation_polled(&self, backup_id: i64, handle: &str) -> Result<(), CatalogError> {
         each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Backup(backup_id)).await?;
             sqlx::query("UPDATE operations SET handle = $1 WHERE backup_id = $2")
                 .bind(handle)
                 .bind(backup_id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -558,6 +581,7 @@ impl Catalog {
     ) -> Result<bool, CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Leader).await?;
             let changed = sqlx::query(
                 "UPDATE backups SET status = 'missing' WHERE id = $1 AND status IN ('succeeded', 'discovered')",
             )
@@ -586,6 +610,7 @@ impl Catalog {
     ) -> Result<Option<i64>, CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Leader).await?;
             let (verified_at, error_code) = match &found.unverified {
                 None => (Some(to_ms(now)), None),
                 Some(_) => (None, Some(UNVERIFIED)),
@@ -642,6 +667,7 @@ impl Catalog {
     ) -> Result<bool, CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Leader).await?;
             let verified_at = found.unverified.is_none().then(|| to_ms(now));
             let updated = sqlx::query(
                 "UPDATE backups SET accepted_at = $1, expires_at = $2, size_bytes = $3, verified_at = $4,
@@ -676,19 +702,23 @@ impl Catalog {
         })
     }
 
-    /// Every operation that was accepted and has not finished, oldest first.
+    /// Every operation that was accepted and has not finished (of `target`, or of all targets), oldest first.
     ///
     /// # Errors
     /// The catalog could not be read.
-    pub async fn pending_operations(&self) -> Result<Vec<PendingOperation>, CatalogError> {
+    pub async fn pending_operations(
+        &self,
+        target: Option<&str>,
+    ) -> Result<Vec<PendingOperation>, CatalogError> {
         each!(&self.pool, |pool| {
             let rows = sqlx::query(
                 "SELECT o.backup_id, b.target, b.trigger, b.attempt, b.requested_at, b.accepted_at, b.artifact,
                         o.handle, o.deadline_at, o.slot_at
                  FROM operations o JOIN backups b ON b.id = o.backup_id
-                 WHERE b.status = 'running'
+                 WHERE b.status = 'running' AND ($1 IS NULL OR b.target = $1)
                  ORDER BY o.backup_id",
             )
+            .bind(target)
             .fetch_all(pool)
             .await?;
             Ok(rows
@@ -711,19 +741,28 @@ impl Catalog {
         })
     }
 
-    /// Marks every `running` attempt as `interrupted` (called at start: whatever ran before a crash is gone) and
-    /// returns the targets they belonged to.
+    /// Marks every `running` attempt (of `target`, or of all targets) that has no saved operation as `interrupted`
+    /// and returns the targets they belonged to. Called when work on them begins: at start on a single node, and
+    /// when a replica takes a target over (whatever ran there before is gone).
     ///
     /// # Errors
-    /// Database failures.
-    pub async fn interrupt_running(&self, now: DateTime<Utc>) -> Result<Vec<String>, CatalogError> {
+    /// Database failures, or (replicas) the target's lease is no longer this replica's.
+    pub async fn interrupt_running(
+        &self,
+        now: DateTime<Utc>,
+        target: Option<&str>,
+    ) -> Result<Vec<String>, CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            if let Some(target) = target {
+                tx.fence(self, Fence::Target(target)).await?;
+            }
             // Rows with an accepted operation are not interrupted: the operation goes on in the cloud and is resumed.
             let rows = sqlx::query(
-                "SELECT id, target FROM backups WHERE status = 'running'
+                "SELECT id, target FROM backups WHERE status = 'running' AND ($1 IS NULL OR target = $1)
                  AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.backup_id = backups.id)",
             )
+            .bind(target)
             .fetch_all(&mut *tx)
             .await?;
             let mut targets = Vec::new();
@@ -745,7 +784,10 @@ impl Catalog {
                     "interrupted",
                     &target,
                     Some(id),
-                    "found running at start",
+                    &format!(
+                        "found running when replica {} began work on the target",
+                        self.replica
+                    ),
                 )
                 .await?;
                 if !targets.contains(&target) {
@@ -778,10 +820,48 @@ impl Catalog {
     /// Database failures.
     pub async fn set_last_slot(&self, target: &str, at: DateTime<Utc>) -> Result<(), CatalogError> {
         each!(&self.pool, |pool| {
-            let mut connection = pool.acquire().await?;
-            connection.set_last_slot(target, at, at).await?;
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Target(target)).await?;
+            tx.set_last_slot(target, at, at).await?;
+            tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// Claims schedule slot `slot` of `target` for this replica by compare-and-set on the target's last claimed
+    /// slot: true for exactly one claimer of each slot across all replicas (docs/high-availability.md, "Ticks").
+    /// A single node has nobody to race: always true.
+    ///
+    /// # Errors
+    /// Database failures, or the target's lease is no longer this replica's.
+    pub async fn claim_slot(
+        &self,
+        target: &str,
+        slot: DateTime<Utc>,
+    ) -> Result<bool, CatalogError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(true);
+        };
+        let mut tx = pool.begin().await?;
+        tx.fence(self, Fence::Target(target)).await?;
+        // A slot claimed under an older term whose claimer never used it (the replica died) may be claimed again.
+        let claimed = sqlx::query(
+            "INSERT INTO target_state (target, claimed_slot_at, claimed_term, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (target) DO UPDATE SET claimed_slot_at = $2, claimed_term = $3, updated_at = $4
+             WHERE COALESCE(target_state.claimed_slot_at, 0) < $2
+                OR (target_state.claimed_slot_at = $2 AND target_state.claimed_term < $3
+                    AND COALESCE(target_state.last_slot_at, 0) < $2)",
+        )
+        .bind(target)
+        .bind(to_ms(slot))
+        .bind(self.term_for(target).unwrap_or(0))
+        .bind(to_ms(Utc::now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(claimed == 1)
     }
 
     /// The target's change-detection state (docs/design.md, "Change-driven backups"), as the scheduler last wrote it.
@@ -810,6 +890,8 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
         each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Target(target)).await?;
             sqlx::query(
                 "INSERT INTO target_state (target, change_watermark, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (target) DO UPDATE SET change_watermark = $2, updated_at = $3",
@@ -817,8 +899,9 @@ impl Catalog {
             .bind(target)
             .bind(state)
             .bind(to_ms(now))
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -1015,6 +1098,7 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Leader).await?;
             let updated = sqlx::query(
                 "UPDATE backups SET status = 'pruned', pruned_at = $1 WHERE id = $2 AND status IN ('succeeded', 'discovered')",
             )
@@ -1057,14 +1141,17 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<bool, CatalogError> {
         each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Leader).await?;
             let changed = sqlx::query(
                 "UPDATE backups SET expiry_warned_at = $1 WHERE id = $2 AND expiry_warned_at IS NULL",
             )
             .bind(to_ms(now))
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+            tx.commit().await?;
             Ok(changed == 1)
         })
     }
@@ -1154,6 +1241,7 @@ impl Catalog {
     ) -> Result<Option<i64>, CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Leader).await?;
             let id: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM backups WHERE target = $1 AND status = 'failed' AND error_code = $2
                  AND accepted_at <= $3 ORDER BY id DESC LIMIT 1",

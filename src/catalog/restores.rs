@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use super::driver::{CatalogRow, each};
-use super::model::{Writes as _, from_ms, to_ms};
+use super::leases::Fence;
+use super::model::{Fenced as _, Writes as _, from_ms, to_ms};
 use super::{Catalog, CatalogError};
 use crate::record::{RestoreRecord, RestoreTrigger, Status};
 
@@ -100,6 +101,7 @@ impl Catalog {
     pub async fn insert_restore(&self, new: &NewRestore<'_>) -> Result<i64, CatalogError> {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Target(new.target)).await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO restores (target, backup_id, into_name, destination, trigger, status, requested_at,
                                        deadline_at)
@@ -166,15 +168,19 @@ impl Catalog {
         handle: Option<&str>,
     ) -> Result<(), CatalogError> {
         let updated = each!(&self.pool, |pool| {
-            sqlx::query(
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Restore(id)).await?;
+            let updated = sqlx::query(
                 "UPDATE restores SET accepted_at = $1, handle = $2 WHERE id = $3 AND status = 'running'",
             )
             .bind(to_ms(accepted_at))
             .bind(handle)
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            tx.commit().await?;
+            updated
         });
         if updated == 1 {
             Ok(())
@@ -189,11 +195,14 @@ impl Catalog {
     /// The catalog could not be written.
     pub async fn restore_polled(&self, id: i64, handle: &str) -> Result<(), CatalogError> {
         each!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Restore(id)).await?;
             sqlx::query("UPDATE restores SET handle = $1 WHERE id = $2 AND status = 'running'")
                 .bind(handle)
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -214,7 +223,9 @@ impl Catalog {
             serde_json::to_string(&finish.warnings).ok()
         };
         let updated = each!(&self.pool, |pool| {
-            sqlx::query(
+            let mut tx = pool.begin().await?;
+            tx.fence(self, Fence::Restore(id)).await?;
+            let updated = sqlx::query(
                 // The measured restore time runs from acceptance (as given now, else as recorded) to the end.
                 "UPDATE restores SET status = $1, accepted_at = COALESCE($2, accepted_at), completed_at = $3,
                         duration_ms = CASE WHEN $1 = 'succeeded' AND COALESCE($2, accepted_at) IS NOT NULL
@@ -231,9 +242,11 @@ impl Catalog {
             .bind(finish.error_code.as_deref())
             .bind(finish.error_message.as_deref())
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            tx.commit().await?;
+            updated
         });
         if updated == 1 {
             Ok(())

@@ -10,7 +10,7 @@ use super::error::Problem;
 use super::kind::{KindParts, RawKind, StorageConfig};
 use super::model::{TargetKind, target_kinds};
 use super::raw::{RawDaemon, RawPolicy, Section, from_table, take_kind};
-use super::{azure, change};
+use super::{azure, catalog, change};
 
 /// The file as serde reads it. Storages and targets stay tables until their `kind` is known: serde's
 /// `tag = "kind"` buffers the whole table and then loses the key paths and positions of everything inside.
@@ -19,6 +19,7 @@ use super::{azure, change};
 pub(super) struct RawFile {
     #[serde(default)]
     daemon: Section<RawDaemon>,
+    catalog: Option<Section<catalog::RawCatalog>>,
     azure: Option<Section<azure::RawAzure>>,
     webhook: Option<Section<change::RawWebhook>>,
     #[serde(default)]
@@ -33,6 +34,7 @@ pub(super) struct RawFile {
 #[derive(Debug, Default)]
 pub(super) struct RawConfig {
     pub(super) daemon: RawDaemon,
+    pub(super) catalog: Option<catalog::RawCatalog>,
     pub(super) azure: Option<azure::RawAzure>,
     pub(super) webhook: Option<change::RawWebhook>,
     pub(super) storage: BTreeMap<String, RawStorage>,
@@ -74,6 +76,7 @@ impl RawFile {
         }
         Ok(RawConfig {
             daemon: self.daemon.0,
+            catalog: self.catalog.map(|section| section.0),
             azure: self.azure.map(|section| section.0),
             webhook: self.webhook.map(|section| section.0),
             storage,

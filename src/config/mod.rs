@@ -5,7 +5,7 @@
 //! validated one; `file` is the file as read, each target resolved to its kind; `model` the validated model,
 //! with the one list of target kinds; `command`, `apim`, `recovery_services_vm` and `azure_stack_infra` each
 //! kind's own part (raw model, validation, defaults); `kind` what a kind implements and is given; `azure`,
-//! `change`, `schedule`, `template`, `duration`, `secret` the sections and values they name; `raw` the raw
+//! `catalog`, `change`, `schedule`, `template`, `duration`, `secret` the sections and values they name; `raw` the raw
 //! pieces they share; `error` problems with key paths and positions.
 //!
 //! What does not live here: anything that performs I/O beyond reading the file itself (see `app::build`).
@@ -13,6 +13,7 @@
 mod apim;
 mod azure;
 mod azure_stack_infra;
+mod catalog;
 mod change;
 mod command;
 mod duration;
@@ -42,6 +43,7 @@ pub use azure_stack_infra::{
     AzureStackInfraSpec, DEFAULT_STACK_API_VERSION, DEFAULT_STACK_SETTLE, DEFAULT_STACK_TIMEOUT,
     StackMode,
 };
+pub use catalog::{CatalogConfig, DEFAULT_LEASE, MIN_LEASE, PostgresConfig};
 pub use change::{DEFAULT_WEBHOOK_BODY_BYTES, EVENT_GRID, OnChange, SYNC_STATE, WebhookConfig};
 pub use command::{CommandSpec, DEFAULT_COMMAND_ARTIFACT, DEFAULT_COMMAND_TIMEOUT};
 pub use duration::HumanDuration;

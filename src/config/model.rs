@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 use super::azure::AzureConfig;
+use super::catalog::CatalogConfig;
 use super::change::{OnChange, WebhookConfig};
 use super::kind::{KindSpec, StorageConfig};
 use super::raw::LogFormat;
@@ -22,6 +23,8 @@ use super::template::NameTemplate;
 pub struct Config {
     /// Process-wide settings.
     pub daemon: Daemon,
+    /// Where the catalog lives (`[catalog]`; the `SQLite` file in `state_dir` when absent).
+    pub catalog: CatalogConfig,
     /// Azure credentials and Resource Manager settings (defaults when `[azure]` is absent).
     pub azure: AzureConfig,
     /// `[azure.profiles.NAME]`: other clouds (Azure Stack Hub stamps), by name.
@@ -57,6 +60,8 @@ pub struct Daemon {
     pub api_token: Option<SecretSource>,
     /// A listener beyond loopback without a token was asked for on purpose.
     pub allow_unauthenticated_api: bool,
+    /// What this replica calls itself (`replica_id`); `None`: its host name and process id.
+    pub replica_id: Option<String>,
 }
 
 impl Daemon {

@@ -93,6 +93,7 @@ pub(super) struct RawDaemon {
     pub(super) api_token_file: Option<PathBuf>,
     pub(super) api_token_env: Option<String>,
     pub(super) allow_unauthenticated_api: Option<bool>,
+    pub(super) replica_id: Option<String>,
 }
 
 /// How log lines are written.

@@ -23,11 +23,12 @@ use super::raw::{RawDaemon, RawPolicy};
 use super::schedule::{Schedule, parse_timezone};
 use super::secret::SecretSource;
 use super::template::NameTemplate;
-use super::{azure, change};
+use super::{azure, catalog, change};
 
 pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     let daemon = validate_daemon(&raw.daemon, &mut problems);
+    let catalog = catalog::validate(raw.catalog.as_ref(), &mut problems);
     let (azure, azure_profiles) = raw
         .azure
         .as_ref()
@@ -236,6 +237,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<Config, Vec<Problem>> {
     match daemon {
         Some(daemon) if problems.is_empty() => Ok(Config {
             daemon,
+            catalog,
             azure,
             azure_profiles,
             webhook,
@@ -304,6 +306,7 @@ fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemo
             .ok(),
     };
     let allow_unauthenticated_api = raw.allow_unauthenticated_api.unwrap_or(false);
+    let replica_id = catalog::validate_replica_id(raw.replica_id.as_ref(), problems);
     if let Ok(address) = &listen
         && !address.ip().is_loopback()
         && api_token.is_none()
@@ -334,6 +337,7 @@ fn validate_daemon(raw: &RawDaemon, problems: &mut Vec<Problem>) -> Option<Daemo
         reconcile_interval,
         api_token,
         allow_unauthenticated_api,
+        replica_id,
     })
 }
 

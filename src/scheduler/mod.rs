@@ -213,9 +213,12 @@ pub async fn start(
     let (interrupted, pending) = {
         let _hold = scheduler.shared.clock.hold();
         let catalog = &scheduler.shared.catalog;
-        let interrupted: HashSet<String> =
-            catalog.interrupt_running(now).await?.into_iter().collect();
-        (interrupted, catalog.pending_operations().await?)
+        let interrupted: HashSet<String> = catalog
+            .interrupt_running(now, None)
+            .await?
+            .into_iter()
+            .collect();
+        (interrupted, catalog.pending_operations(None).await?)
     };
     let resuming: HashMap<&str, DateTime<Utc>> = pending
         .iter()

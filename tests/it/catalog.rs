@@ -205,7 +205,10 @@ async fn a_record_closed_by_another_writer_is_not_overwritten() {
     let catalog = Catalog::open(dir.path()).await.unwrap();
     let id = running(&catalog, "t", "command", "local").await;
     // What a second daemon starting on the same catalog did: it found the backup running and closed it.
-    catalog.interrupt_running(chrono::Utc::now()).await.unwrap();
+    catalog
+        .interrupt_running(chrono::Utc::now(), None)
+        .await
+        .unwrap();
     let now = chrono::Utc::now();
     let finish = rpod::catalog::Finish {
         status: rpod::record::Status::Succeeded,
@@ -394,7 +397,7 @@ async fn operations_saved_by_an_earlier_rpod_are_carried_over_as_handles() {
     pool.close().await;
 
     let catalog = Catalog::open(&state).await.unwrap();
-    let pending = catalog.pending_operations().await.unwrap();
+    let pending = catalog.pending_operations(None).await.unwrap();
     assert_eq!(pending.len(), 1);
     let handle = Handle::from_json(&pending[0].handle).unwrap();
     assert_eq!(handle.pattern, Pattern::Location);

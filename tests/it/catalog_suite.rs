@@ -264,7 +264,7 @@ async fn operations_are_saved_resumed_and_closed(catalog: Catalog) {
         )
         .await
         .unwrap();
-    let interrupted = catalog.interrupt_running(at(2)).await.unwrap();
+    let interrupted = catalog.interrupt_running(at(2), None).await.unwrap();
     assert_eq!(
         interrupted,
         vec!["cmd".to_owned()],
@@ -274,7 +274,7 @@ async fn operations_are_saved_resumed_and_closed(catalog: Catalog) {
         catalog.backup(without).await.unwrap().unwrap().status,
         Status::Interrupted
     );
-    let pending = catalog.pending_operations().await.unwrap();
+    let pending = catalog.pending_operations(None).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].backup_id, with_operation);
     assert_eq!(pending[0].target, "apim");
@@ -289,7 +289,7 @@ async fn operations_are_saved_resumed_and_closed(catalog: Catalog) {
         .finish_backup(with_operation, &succeeded(at(1), at(9), "apim/1"))
         .await
         .unwrap();
-    assert!(catalog.pending_operations().await.unwrap().is_empty());
+    assert!(catalog.pending_operations(None).await.unwrap().is_empty());
 }
 
 async fn restorability_counts_what_was_seen(catalog: Catalog) {

@@ -19,6 +19,7 @@ mod deploy;
 mod helpers;
 mod honest;
 mod kinds;
+mod leases;
 mod lifecycle;
 mod policy;
 mod postgres;
