@@ -322,9 +322,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // Only [daemon] and [webhook] are needed from here on (the targets live in their specs): `{ config }` moves
     // the whole configuration into a temporary, so everything else is freed now rather than kept for the
     // daemon's life.
-    let (daemon, webhook_config) = {
+    let (daemon, catalog_config, webhook_config) = {
         let config = { config };
-        (config.daemon, config.webhook)
+        (config.daemon, config.catalog, config.webhook)
     };
     let webhook_listener = match (&webhook_config, webhook_listener) {
         (Some(webhook), None) => match webhook.listen {
@@ -352,9 +352,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let catalog = Catalog::open(&daemon.state_dir)
-        .await
-        .with_context(|| format!("opening the catalog in {}", daemon.state_dir.display()))?;
+    let catalog = crate::replicas::open_catalog(&daemon, &catalog_config, true).await?;
+    // Replicas on a shared catalog schedule the targets they hold a lease on (docs/high-availability.md); the
+    // lease keeper hands them to the scheduler.
+    let replicated = catalog.leases().is_some();
+    if let Some(book) = catalog.leases() {
+        info!(replica = %book.replica(), lease = %humantime::format_duration(book.lease()), "Sharing a PostgreSQL catalog with other replicas.");
+    }
     let metrics = environment.metrics.clone();
     let mut shared = Shared::new(
         catalog.clone(),
@@ -373,7 +377,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .filter(|t| t.kept_by_system())
         .cloned()
         .collect();
-    if !kept_by_system.is_empty() {
+    if !kept_by_system.is_empty() && !replicated {
         match reconcile::reconcile(&catalog, &kept_by_system, clock.now()).await {
             Ok(report) => health_of(&metrics, &report),
             Err(err) => {
@@ -382,11 +386,29 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     }
     let stop_scheduling = shutdown.child_token();
+    let scheduled = if replicated {
+        Vec::new()
+    } else {
+        targets.clone()
+    };
     let (scheduler, mut scheduler_task) =
-        scheduler::start(shared.clone(), targets.clone(), stop_scheduling.clone())
+        scheduler::start(shared.clone(), scheduled, stop_scheduling.clone())
             .await
             .context("starting the scheduler")?;
-    scheduler::restore::resume_restores(&scheduler, &targets, clock.now())
+    let draining = Arc::new(AtomicBool::new(false));
+    let stop_leases = CancellationToken::new();
+    let keeper = tokio::spawn(crate::replicas::keep_leases(
+        crate::replicas::Keeper {
+            catalog: catalog.clone(),
+            scheduler: scheduler.clone(),
+            view: view.clone(),
+            metrics: metrics.clone(),
+            draining: draining.clone(),
+        },
+        stop_leases.clone(),
+    ));
+    let only_taken_over: Option<&[String]> = replicated.then_some(&[]);
+    scheduler::restore::resume_restores(&scheduler, &targets, only_taken_over, clock.now())
         .await
         .context("resuming the restores under way")?;
     let configs = |specs: &[Arc<TargetSpec>]| -> Vec<crate::config::TargetConfig> {
@@ -506,7 +528,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                             _ => warn!("[webhook] was added or removed; that takes effect after a restart."),
                         }
                         let new_view = specs.clone();
-                        scheduler.reload(specs).await;
+                        if !replicated {
+                            // Replicas: the lease keeper hands the targets held to the scheduler at its next
+                            // round, with the new settings.
+                            scheduler.reload(specs).await;
+                        }
                         if let Ok(mut guard) = view.write() {
                             *guard = Arc::new(new_view);
                         }
@@ -533,8 +559,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         daemon.shutdown_timeout + Duration::from_secs(30),
     );
     ready.store(false, Ordering::Release);
+    draining.store(true, Ordering::Release);
     stop_scheduling.cancel();
     drain(&shared, daemon.shutdown_timeout).await;
+    stop_leases.cancel();
+    let _ = keeper.await;
+    if let Err(err) = catalog.resign().await {
+        warn!(error = %err, "Could not give this replica's leases back; they lapse on their own.");
+    }
     catalog.close().await;
     drop(lock);
     if let Some(message) = failure {
@@ -624,10 +656,21 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let targets = view.read().map(|v| v.clone()).unwrap_or_default();
-        if reconciled.is_none_or(|at| at.elapsed() >= reconcile_interval) {
+        let all = view.read().map(|v| v.clone()).unwrap_or_default();
+        // Replicas: each one reports the targets it holds; the leader alone runs the singletons over all of them
+        // (reconciliation, expiry warnings, pruning). A single node is both.
+        let targets: Vec<Arc<TargetSpec>> = match catalog.leases() {
+            None => all.to_vec(),
+            Some(book) => all
+                .iter()
+                .filter(|spec| book.term(&spec.config.name).is_some())
+                .cloned()
+                .collect(),
+        };
+        let leader = catalog.is_leader();
+        if leader && reconciled.is_none_or(|at| at.elapsed() >= reconcile_interval) {
             reconciled = Some(tokio::time::Instant::now());
-            match reconcile::reconcile(&catalog, &targets, clock.now()).await {
+            match reconcile::reconcile(&catalog, &all, clock.now()).await {
                 Ok(report) => {
                     health_of(&metrics, &report);
                     let changed = report.changed_targets();
@@ -642,7 +685,9 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
         }
         let now = clock.now();
         let _pruning = pruning.lock().await;
-        if let Err(err) = maintenance::evaluate(&catalog, &metrics, &targets, now).await {
+        let singletons = leader.then_some(all.as_slice());
+        if let Err(err) = maintenance::evaluate(&catalog, &metrics, &targets, singletons, now).await
+        {
             error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
         }
     }

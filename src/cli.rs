@@ -329,13 +329,31 @@ fn time(at: Option<DateTime<Utc>>) -> String {
     )
 }
 
+/// The catalog for reading, as `rpod status` and `rpod backups` use it while daemons write it: nothing is created
+/// or migrated.
+async fn read_catalog(config: &Config) -> anyhow::Result<Catalog> {
+    Ok(match &config.catalog {
+        crate::config::CatalogConfig::Sqlite => {
+            Catalog::open_read_only(&config.daemon.state_dir).await?
+        }
+        crate::config::CatalogConfig::Postgres(_) => {
+            crate::replicas::open_catalog(&config.daemon, &config.catalog, false).await?
+        }
+    })
+}
+
 async fn status(config: &Config, targets: &[TargetSpec], json: bool) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::open_read_only(&config.daemon.state_dir).await?;
+    let catalog = read_catalog(config).await?;
     let now = Utc::now();
     let mut views = Vec::with_capacity(targets.len());
     for spec in targets {
         views.push(http::target_view(&catalog, spec, now).await?);
     }
+    let replicas = if catalog.is_shared() {
+        catalog.replicas().await?
+    } else {
+        Vec::new()
+    };
     catalog.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
@@ -382,6 +400,20 @@ async fn status(config: &Config, targets: &[TargetSpec], json: bool) -> anyhow::
             );
         }
     }
+    for replica in &replicas {
+        let until = replica.leases.iter().map(|l| l.expires_at).min();
+        let _ = writeln!(
+            out,
+            "replica {}{}: {} target(s){}",
+            replica.replica,
+            if replica.leader { " (leader)" } else { "" },
+            replica.leases.len(),
+            until.map_or_else(String::new, |at| format!(
+                ", leases until {} or later",
+                time(Some(at))
+            ))
+        );
+    }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }
@@ -392,7 +424,7 @@ async fn backups(
     limit: u32,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::open_read_only(&config.daemon.state_dir).await?;
+    let catalog = read_catalog(config).await?;
     let records = catalog.backups(target, limit).await?;
     catalog.close().await;
     if json {
@@ -496,6 +528,14 @@ async fn ask_daemon(
 /// Takes the state directory's lock for a command that writes the catalog while no daemon answers. A daemon
 /// that holds the lock but does not answer is named rather than raced.
 fn lock_without_daemon(config: &Config) -> anyhow::Result<StateLock> {
+    if let crate::config::CatalogConfig::Postgres(postgres) = &config.catalog {
+        anyhow::bail!(
+            "no replica answers at {}, and the catalog at {} is shared by replicas: rpod acts on a shared catalog \
+             only under a lease, so run this against a running replica (daemon.listen), or start one",
+            daemon_address(config),
+            crate::catalog::server_name(&postgres.url)
+        );
+    }
     StateLock::acquire(&config.daemon.state_dir).map_err(|err| match err {
         StateDirError::Locked { holder, .. } => anyhow::anyhow!(
             "no daemon answers at {}, but rpod (PID {}) holds state directory {}; wait for it to answer, or \

@@ -1,5 +1,5 @@
 //! rpod keeps a recovery point objective (RPO) true for every system it protects: it triggers backups on a
-//! schedule and before the RPO would be breached, records each one with its expiry in a `SQLite` catalog, prunes
+//! schedule and before the RPO would be breached, records each one with its expiry in a catalog (`SQLite`, or PostgreSQL shared by replicas), prunes
 //! what has expired, restores behind guards (a standby kept in sync, drills that measure the recovery time), and
 //! exports Prometheus metrics.
 //!
@@ -13,7 +13,8 @@
 //! - [`azure`]: credentials, the Azure Resource Manager client (retries, `Retry-After`, client-side
 //!   throttling) and a loopback-only transport for tests.
 //! - [`config`]: TOML model, pure validation with key paths, durations, cron schedules, secrets, name templates.
-//! - [`catalog`]: the `SQLite` catalog: backups, restores, per-target state, operations, audit.
+//! - [`catalog`]: the catalog (`SQLite`, or PostgreSQL for replicas): backups, restores, per-target state,
+//!   operations, audit; leases and terms for replicas.
 //! - [`changes`]: what change detectors report (docs/design.md, "Change-driven backups").
 //! - [`policy`]: pure RPO, watchdog, backoff and pruning decisions (no I/O, `now` passed in).
 //! - [`scheduler`]: timer queue for cron slots, watchdog and retries; coalescing; concurrency; deadlines;
@@ -27,6 +28,7 @@
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`notify`]: telling systemd the daemon is ready, alive (the watchdog), reloading or stopping.
 //! - [`http`]: `/metrics`, health, the JSON API (restores included) and the Event Grid webhook.
+//! - [`replicas`]: several replicas on one PostgreSQL catalog: opening the configured catalog, the lease keeper.
 //! - [`app`]: builds everything from a configuration and runs until cancelled.
 //! - [`cli`]: the command line.
 
@@ -45,6 +47,7 @@ pub mod policy;
 pub mod providers;
 pub mod reconcile;
 pub mod record;
+pub mod replicas;
 pub mod scheduler;
 pub mod state_dir;
 pub mod storage;

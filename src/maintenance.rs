@@ -161,7 +161,8 @@ fn pruned(storage: &dyn Storage, decision: &PruneDecision) -> Pruned {
     }
 }
 
-/// One evaluation pass over every target.
+/// One evaluation pass: compliance and restorability of `targets` (the ones this process schedules), storage
+/// probes, and, given `singletons` (every target, to the leader or a single node), expiry warnings and pruning.
 ///
 /// # Errors
 /// The catalog could not be read.
@@ -169,6 +170,7 @@ pub async fn evaluate(
     catalog: &Catalog,
     metrics: &Metrics,
     targets: &[Arc<TargetSpec>],
+    singletons: Option<&[Arc<TargetSpec>]>,
     now: DateTime<Utc>,
 ) -> Result<(), CatalogError> {
     let summaries = catalog.restorability(now).await?;
@@ -178,6 +180,11 @@ pub async fn evaluate(
         let summary = summaries.get(name.as_str()).copied().unwrap_or_default();
         let compliant = policy::is_compliant(summary.newest_recovery_point, policy.rpo, now);
         metrics.set_restorability(name, summary.count, summary.until, compliant);
+    }
+    for spec in singletons.unwrap_or_default() {
+        let name = &spec.config.name;
+        let policy = &spec.config.policy;
+        let summary = summaries.get(name.as_str()).copied().unwrap_or_default();
         if let Some(until) = summary.until
             && until - now <= policy::delta(policy.warn_before_expiry)
         {
@@ -197,9 +204,11 @@ pub async fn evaluate(
             }
         }
     }
-    let report = prune(catalog, Some(metrics), targets, now, false, "rpod").await?;
-    if !report.pruned.is_empty() {
-        info!(count = report.pruned.len(), "Pruning pass finished.");
+    if let Some(all) = singletons {
+        let report = prune(catalog, Some(metrics), all, now, false, "rpod").await?;
+        if !report.pruned.is_empty() {
+            info!(count = report.pruned.len(), "Pruning pass finished.");
+        }
     }
     Ok(())
 }

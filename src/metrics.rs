@@ -39,6 +39,8 @@ pub struct Metrics {
     dispatch_lateness: Histogram,
     restores: RestoreMetrics,
     shares: ShareMetrics,
+    replica_leases: IntGaugeVec,
+    replica_is_leader: prometheus::IntGauge,
 }
 
 /// Backup failures by reason, and the series of systems that keep their backups on a share (docs/azure-stack.md).
@@ -260,9 +262,25 @@ impl Metrics {
             ),
             failure_reasons: std::sync::Arc::default(),
         };
+        let replica_is_leader = prometheus::IntGauge::new(
+            "rpod_replica_is_leader",
+            "1 while this replica holds the leader lease and runs pruning, reconciliation and expiry warnings \
+             (always 1 on a single node); 0 otherwise.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(replica_is_leader.clone()))
+            .expect("unique metric");
+        replica_is_leader.set(1);
         Self {
             restores,
             shares,
+            replica_leases: int_gauge(
+                "rpod_replica_leases",
+                "Targets this replica holds a lease on and schedules (replicas on a PostgreSQL catalog).",
+                &["replica"],
+            ),
+            replica_is_leader,
             arm_requests_total: counter(
                 "rpod_arm_requests_total",
                 "Azure Resource Manager requests by operation and status class (2xx, 4xx, 5xx, error).",
@@ -501,6 +519,14 @@ impl Metrics {
             .entry(target.to_owned())
             .or_default()
             .insert(reason.to_owned());
+    }
+
+    /// What this replica holds after a lease round: how many targets, and whether it is the leader.
+    pub fn set_replica(&self, replica: &str, leases: usize, leader: bool) {
+        self.replica_leases
+            .with_label_values(&[replica])
+            .set(i64::try_from(leases).unwrap_or(i64::MAX));
+        self.replica_is_leader.set(i64::from(leader));
     }
 
     /// What a target's system says of its backup share: its free space, how many more backups fit, and when

@@ -28,6 +28,7 @@ pub use leases::{Held, LeaseBook, LeaseRound, LeaseView, ReplicaView};
 pub use model::{
     Discovered, Finish, KnownArtifact, NewBackup, OperationAccepted, PendingOperation,
 };
+pub use postgres::server_name;
 pub use restores::{NewRestore, RestoreFinish, RunningRestore};
 
 use crate::record::{BackupRecord, Restorability, Status, TargetSummary, Trigger};
@@ -844,13 +845,14 @@ impl Catalog {
         };
         let mut tx = pool.begin().await?;
         tx.fence(self, Fence::Target(target)).await?;
-        // A slot claimed under an older term whose claimer never used it (the replica died) may be claimed again.
+        // A slot claimed under an older term whose claimer never used it (the replica died), or under this very
+        // term (a retry of the attempt that claimed it), may be claimed again; an older slot never.
         let claimed = sqlx::query(
             "INSERT INTO target_state (target, claimed_slot_at, claimed_term, updated_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (target) DO UPDATE SET claimed_slot_at = $2, claimed_term = $3, updated_at = $4
              WHERE COALESCE(target_state.claimed_slot_at, 0) < $2
-                OR (target_state.claimed_slot_at = $2 AND target_state.claimed_term < $3
+                OR (target_state.claimed_slot_at = $2 AND target_state.claimed_term <= $3
                     AND COALESCE(target_state.last_slot_at, 0) < $2)",
         )
         .bind(target)

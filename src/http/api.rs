@@ -256,6 +256,20 @@ pub(super) async fn backup_now(
         ManualOutcome::Started => "started",
         ManualOutcome::Coalesced => "coalesced",
         ManualOutcome::UnknownTarget => {
+            if state.targets().iter().any(|t| t.config.name == name) {
+                // Replicas: configured, but another replica holds it.
+                let owner = owner_of(&state, &name).await;
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "target {name:?} is scheduled by replica {}: ask that replica's API (rpod status lists \
+                         which replica holds what)",
+                        owner
+                            .as_deref()
+                            .unwrap_or("(none right now; try again in a few seconds)")
+                    ),
+                );
+            }
             return error(StatusCode::NOT_FOUND, format!("unknown target {name:?}"));
         }
         ManualOutcome::WatchOnly => {
@@ -276,6 +290,24 @@ pub(super) async fn backup_now(
         }),
     )
         .into_response()
+}
+
+/// The replica that holds `target`'s lease now, if any.
+async fn owner_of(state: &ApiState, target: &str) -> Option<String> {
+    let replicas = state.catalog.replicas().await.ok()?;
+    replicas
+        .into_iter()
+        .find(|r| r.leases.iter().any(|l| l.target == target))
+        .map(|r| r.replica)
+}
+
+/// `GET /api/v1/replicas`: every live replica, whether it is the leader, and the leases it holds until when. A
+/// single node lists itself, the leader, with no leases.
+pub(super) async fn replicas(State(state): State<ApiState>) -> Response {
+    match state.catalog.replicas().await {
+        Ok(replicas) => Json(replicas).into_response(),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+    }
 }
 
 /// Body of `POST /api/v1/prune`.

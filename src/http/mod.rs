@@ -32,6 +32,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/targets/{name}/backups", get(api::backups))
         .route("/api/v1/targets/{name}/backup", post(api::backup_now))
         .route("/api/v1/prune", post(api::prune_now))
+        .route("/api/v1/replicas", get(api::replicas))
         .route("/api/v1/targets/{name}/restore", post(restore::restore_now))
         .route("/api/v1/targets/{name}/restores", get(restore::restores))
         .route("/api/v1/restores/{id}", get(restore::restore_record))

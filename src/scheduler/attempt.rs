@@ -157,6 +157,25 @@ pub(super) async fn mark_slot_used(shared: &Shared, target: &str, slot: DateTime
     }
 }
 
+/// Why this replica must not start `job` (replicas on a shared catalog): it no longer trusts its lease on the
+/// target, or another replica claimed the job's schedule slot first. `None`: go ahead (always on a single node).
+async fn not_ours(
+    shared: &Shared,
+    name: &str,
+    job: &Job,
+) -> Result<Option<String>, crate::catalog::CatalogError> {
+    if !shared.catalog.may_start(name) {
+        return Ok(Some(
+            "this replica no longer holds the target's lease".to_owned(),
+        ));
+    }
+    let Some(slot) = job.slot else {
+        return Ok(None);
+    };
+    Ok((!shared.catalog.claim_slot(name, slot).await?)
+        .then(|| format!("schedule slot {slot} was run by another replica")))
+}
+
 /// How an attempt ended, as far as scheduling cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -171,6 +190,9 @@ pub enum AttemptOutcome {
     },
     /// rpod is shutting down.
     Interrupted,
+    /// Nothing was started: another replica ran this schedule slot, or this replica no longer holds the target
+    /// (docs/high-availability.md).
+    Skipped,
 }
 
 /// What an attempt reports to the scheduler.
@@ -236,6 +258,25 @@ pub(super) async fn run(
         }
     };
     let Some(_permit) = permit else { return report };
+    if job.resume.is_none() {
+        match not_ours(shared, &name, &job).await {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                info!(target = %name, slot = ?job.slot, "Backup not started: {why}.");
+                report.outcome = AttemptOutcome::Skipped;
+                return report;
+            }
+            Err(err) => {
+                warn!(target = %name, error = %err, "Backup not started: its schedule slot could not be claimed.");
+                report.error = Some(format!("CatalogUnavailable: {err}"));
+                report.outcome = AttemptOutcome::Failed {
+                    retryable: true,
+                    retry_after: None,
+                };
+                return report;
+            }
+        }
+    }
     shared.metrics.set_in_progress(&name, true);
 
     let hold = shared.clock.hold();

@@ -174,6 +174,11 @@ impl Scheduler {
         first_change_at: Option<DateTime<Utc>>,
     ) {
         let now = self.shared.clock.now();
+        if !self.shared.catalog.may_start(name) {
+            // Replicas: this one no longer trusts its lease on the target; the next owner catches up.
+            info!(target = %name, trigger = trigger.as_str(), "Not started: this replica no longer holds the target's lease.");
+            return;
+        }
         if resume.is_none()
             && self
                 .targets
@@ -237,7 +242,13 @@ impl Scheduler {
             let Some(job) = self.waiting.pop_front() else {
                 return;
             };
-            let shared = self.shared.clone();
+            // The attempt writes under the term its target is held by now (replicas): a write that outlives the
+            // lease is refused even if this replica holds the target again by then.
+            let mut shared = self.shared.clone();
+            let name = job.spec.config.name.as_str();
+            if let Some(book) = shared.catalog.leases() {
+                shared.catalog = shared.catalog.pinned(name, book.term(name));
+            }
             let tx = self.tx.clone();
             self.shared.tracker.spawn(async move {
                 let report = attempt::run(&shared, job, Some(permit)).await;
@@ -324,6 +335,7 @@ impl Scheduler {
                 self.persist_changes(&name, now).await;
                 return;
             }
+            AttemptOutcome::Skipped => {}
         }
         self.persist_changes(&name, now).await;
         self.arm_watchdog(&name, now);

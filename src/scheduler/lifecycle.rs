@@ -153,6 +153,7 @@ impl Scheduler {
             poller: None,
             drills: None,
         };
+        let state_schedule = state.spec.config.policy.schedule.clone();
         let missed = match (&state.spec.config.policy.schedule, last_slot) {
             (Some(schedule), Some(last)) => {
                 schedule.next_after(last).is_some_and(|slot| slot <= now)
@@ -176,7 +177,9 @@ impl Scheduler {
             } else {
                 info!(target = %name, "Retrying the backup that was interrupted when rpod stopped.");
             }
-            let slot = missed.then_some(now);
+            // The catch-up serves the newest slot missed: the one a replica claims for it.
+            let slot =
+                missed.then(|| newest_slot(state_schedule.as_ref(), last_slot, now).unwrap_or(now));
             self.start(&name, Trigger::CatchUp, 1, slot, now);
         }
         self.arm_watchdog(&name, now);
@@ -255,49 +258,15 @@ impl Scheduler {
             .cloned()
             .collect();
         for name in removed {
-            if let Some(state) = self.targets.remove(&name) {
-                for task in [&state.poller, &state.drills].into_iter().flatten() {
-                    task.cancel();
-                }
-                info!(target = %name, "Target removed from the configuration; no longer scheduled.");
-                if state.running.is_none() {
-                    self.shared
-                        .metrics
-                        .unregister_target(&name, state.spec.provider.kind());
-                }
-            }
+            self.remove_target(
+                &name,
+                "Target removed from the configuration; no longer scheduled.",
+            );
         }
         for spec in specs {
             let name = spec.config.name.clone();
-            if let Some(old) = self.targets.remove(name.as_str()) {
-                let kind_changed = old.spec.provider.kind() != spec.provider.kind();
-                if kind_changed {
-                    self.shared
-                        .metrics
-                        .unregister_target(&name, old.spec.provider.kind());
-                }
-                for task in [&old.poller, &old.drills].into_iter().flatten() {
-                    task.cancel();
-                }
-                let running = old.running;
-                if let Err(err) = self.add_target(spec, now, None).await {
-                    warn!(target = %name, error = %err, "Could not reload the target.");
-                }
-                if let Some(state) = self.targets.get_mut(name.as_str()) {
-                    state.running = running;
-                    state.last_started = old.last_started.max(state.last_started);
-                    // What was seen and what is pending carries over; the new settings apply from now.
-                    if let (Some(tracker), Some(old)) = (&mut state.changes, old.changes) {
-                        let config = tracker.config.clone();
-                        *tracker = old;
-                        tracker.config = config;
-                    }
-                    self.shared
-                        .metrics
-                        .set_in_progress(&name, running.is_some());
-                }
-                self.start_changes(&Arc::from(name.as_str()));
-                self.start_drills(&Arc::from(name.as_str()));
+            if self.targets.contains_key(name.as_str()) {
+                self.replace_target(spec, now).await;
             } else {
                 info!(target = %name, "New target added by the configuration reload.");
                 if let Err(err) = self.add_target(spec, now, None).await {
@@ -308,4 +277,172 @@ impl Scheduler {
             }
         }
     }
+
+    /// Replicas on a shared catalog: the targets this replica holds now, with their current settings. One it no
+    /// longer holds leaves (an attempt still running there finds its writes refused once another replica holds
+    /// it); one it took joins as at start: whatever ran there without a saved operation is closed as
+    /// interrupted and retried, a saved operation is resumed (never posted again), a missed slot is caught up
+    /// once. Sent after every lease round, so a join that failed is tried again at the next.
+    pub(super) async fn own(&mut self, specs: Vec<Arc<TargetSpec>>) {
+        let now = self.shared.clock.now();
+        let wanted: HashSet<&str> = specs.iter().map(|s| s.config.name.as_str()).collect();
+        let gone: Vec<Arc<str>> = self
+            .targets
+            .keys()
+            .filter(|name| !wanted.contains(&***name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.remove_target(
+                &name,
+                "This replica no longer holds the target; another one schedules it.",
+            );
+        }
+        for spec in specs {
+            match self.targets.get(spec.config.name.as_str()) {
+                Some(state) if Arc::ptr_eq(&state.spec, &spec) => {}
+                Some(_) => self.replace_target(spec, now).await,
+                None => self.join(spec, now).await,
+            }
+        }
+    }
+
+    /// Gives up to `count` targets with nothing running, waiting or due for a retry, so their leases can go
+    /// back; they leave at once, so nothing starts on them in between.
+    pub(super) fn give_up(&mut self, count: usize) -> Vec<String> {
+        let waiting: HashSet<&str> = self
+            .waiting
+            .iter()
+            .map(|job| job.spec.config.name.as_str())
+            .collect();
+        let mut idle: Vec<Arc<str>> = self
+            .targets
+            .values()
+            .filter(|state| {
+                state.running.is_none() && state.retry.is_none() && !waiting.contains(&*state.name)
+            })
+            .map(|state| state.name.clone())
+            .collect();
+        idle.sort();
+        idle.truncate(count);
+        for name in &idle {
+            self.remove_target(
+                name,
+                "Target handed to another replica (spreading targets).",
+            );
+        }
+        idle.iter().map(|name| name.to_string()).collect()
+    }
+
+    /// A target this replica took over joins as at start (see [`Scheduler::own`]).
+    async fn join(&mut self, spec: Arc<TargetSpec>, now: DateTime<Utc>) {
+        let name: Arc<str> = Arc::from(spec.config.name.as_str());
+        let found = {
+            let _hold = self.shared.clock.hold();
+            let catalog = &self.shared.catalog;
+            match catalog.interrupt_running(now, Some(&name)).await {
+                Ok(interrupted) => catalog
+                    .pending_operations(Some(&name))
+                    .await
+                    .map(|pending| (!interrupted.is_empty(), pending)),
+                Err(err) => Err(err),
+            }
+        };
+        let (interrupted, pending) = match found {
+            Ok(found) => found,
+            Err(err) => {
+                warn!(target = %name, error = %err, "Could not take the target over; trying again at the next lease round.");
+                return;
+            }
+        };
+        info!(target = %name, resumed = pending.len(), interrupted, "This replica took the target over.");
+        let startup = Startup {
+            catch_up: pending.is_empty(),
+            interrupted,
+            resumed: pending.first().map(|op| op.requested_at),
+        };
+        if let Err(err) = self.add_target(spec, now, Some(startup)).await {
+            warn!(target = %name, error = %err, "Could not take the target over; trying again at the next lease round.");
+            self.targets.remove(&name);
+            return;
+        }
+        self.start_changes(&name);
+        self.start_drills(&name);
+        for operation in pending {
+            if let Err(err) = self.resume(operation, now).await {
+                warn!(target = %name, error = %err, "Could not resume the target's operation.");
+            }
+        }
+    }
+
+    /// Stops scheduling a target (its change poller and drills too); `why` goes to the log.
+    fn remove_target(&mut self, name: &Arc<str>, why: &str) {
+        if let Some(state) = self.targets.remove(name) {
+            for task in [&state.poller, &state.drills].into_iter().flatten() {
+                task.cancel();
+            }
+            info!(target = %name, "{why}");
+            if state.running.is_none() {
+                self.shared
+                    .metrics
+                    .unregister_target(name, state.spec.provider.kind());
+            }
+        }
+    }
+
+    /// Re-reads a target with new settings; what runs, was seen and is pending carries over.
+    async fn replace_target(&mut self, spec: Arc<TargetSpec>, now: DateTime<Utc>) {
+        let name = spec.config.name.clone();
+        let Some(old) = self.targets.remove(name.as_str()) else {
+            return;
+        };
+        let kind_changed = old.spec.provider.kind() != spec.provider.kind();
+        if kind_changed {
+            self.shared
+                .metrics
+                .unregister_target(&name, old.spec.provider.kind());
+        }
+        for task in [&old.poller, &old.drills].into_iter().flatten() {
+            task.cancel();
+        }
+        let running = old.running;
+        if let Err(err) = self.add_target(spec, now, None).await {
+            warn!(target = %name, error = %err, "Could not reload the target.");
+        }
+        if let Some(state) = self.targets.get_mut(name.as_str()) {
+            state.running = running;
+            state.last_started = old.last_started.max(state.last_started);
+            // What was seen and what is pending carries over; the new settings apply from now.
+            if let (Some(tracker), Some(old)) = (&mut state.changes, old.changes) {
+                let config = tracker.config.clone();
+                *tracker = old;
+                tracker.config = config;
+            }
+            self.shared
+                .metrics
+                .set_in_progress(&name, running.is_some());
+        }
+        self.start_changes(&Arc::from(name.as_str()));
+        self.start_drills(&Arc::from(name.as_str()));
+    }
+}
+
+/// The newest slot of `schedule` after `last` and at or before `now` (within a bounded walk).
+fn newest_slot(
+    schedule: Option<&crate::config::Schedule>,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let schedule = schedule?;
+    let mut slot = schedule.next_after(last?)?;
+    if slot > now {
+        return None;
+    }
+    for _ in 0..10_000 {
+        match schedule.next_after(slot) {
+            Some(next) if next <= now => slot = next,
+            _ => return Some(slot),
+        }
+    }
+    None
 }

@@ -63,6 +63,8 @@ enum Message {
     Freeze(oneshot::Receiver<()>),
     Finished(AttemptReport),
     Reload(Vec<Arc<TargetSpec>>, oneshot::Sender<()>),
+    Own(Vec<Arc<TargetSpec>>, oneshot::Sender<()>),
+    GiveUp(usize, oneshot::Sender<Vec<String>>),
     Refresh(Vec<String>),
     Change(ChangeNotice),
     Observed {
@@ -132,6 +134,26 @@ impl SchedulerHandle {
         if self.tx.send(Message::Reload(targets, tx)).is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+impl SchedulerHandle {
+    /// Replicas on a shared catalog: the targets this replica holds now (see `Scheduler::own`).
+    pub async fn own(&self, targets: Vec<Arc<TargetSpec>>) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Own(targets, tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Replicas on a shared catalog: stops scheduling up to `count` idle targets and names them, so their leases
+    /// can go back to be taken by replicas holding fewer.
+    pub async fn give_up(&self, count: usize) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::GiveUp(count, tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 }
 
@@ -210,7 +232,12 @@ pub async fn start(
     let (mut scheduler, rx) = Scheduler::new(shared);
     let tx = scheduler.tx.clone();
     let now = scheduler.shared.clock.now();
-    let (interrupted, pending) = {
+    // Replicas on a shared catalog take targets over one by one as they get their leases (`Scheduler::own`): what
+    // another replica runs is not this one's to interrupt or resume.
+    let shared_catalog = scheduler.shared.catalog.leases().is_some();
+    let (interrupted, pending) = if shared_catalog {
+        (HashSet::new(), Vec::new())
+    } else {
         let _hold = scheduler.shared.clock.hold();
         let catalog = &scheduler.shared.catalog;
         let interrupted: HashSet<String> = catalog
@@ -307,6 +334,13 @@ impl Scheduler {
                     Some(Message::Reload(specs, reply)) => {
                         self.reload(specs).await;
                         let _ = reply.send(());
+                    }
+                    Some(Message::Own(specs, reply)) => {
+                        self.own(specs).await;
+                        let _ = reply.send(());
+                    }
+                    Some(Message::GiveUp(count, reply)) => {
+                        let _ = reply.send(self.give_up(count));
                     }
                     Some(Message::Refresh(targets)) => self.refresh(&targets).await,
                     Some(Message::Change(notice)) => self.change(notice).await,

@@ -531,13 +531,15 @@ async fn run(shared: &Shared, handle: &SchedulerHandle, job: RestoreJob) {
 
 /// At start, once the scheduler runs: follows again every restore an earlier run left accepted, and closes those
 /// that never got that far (they are `interrupted`). `targets` are the configured ones; a restore of a target no
-/// longer configured is interrupted too.
+/// longer configured is interrupted too. With `only`, just the restores of those targets (a replica that took
+/// them over; the others are other replicas' to follow).
 ///
 /// # Errors
 /// The catalog could not be read.
 pub async fn resume_restores(
     handle: &SchedulerHandle,
     targets: &[Arc<TargetSpec>],
+    only: Option<&[String]>,
     now: DateTime<Utc>,
 ) -> Result<(), CatalogError> {
     let shared = &handle.shared;
@@ -547,6 +549,9 @@ pub async fn resume_restores(
         deadline_at,
     } in shared.catalog.running_restores().await?
     {
+        if only.is_some_and(|only| !only.contains(&record.target)) {
+            continue;
+        }
         let spec = targets.iter().find(|t| t.config.name == record.target);
         let backup = shared.catalog.backup(record.backup_id).await?;
         let (Some(spec), Some(saved), Some(accepted_at), Some(backup)) =

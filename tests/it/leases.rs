@@ -113,17 +113,34 @@ async fn leases_spread_and_a_deposed_replica_can_no_longer_write() {
     let round = a.lease_round(&targets).await.unwrap();
     assert!(round.lost.contains(&"t9".to_owned()) && !round.leader);
 
-    // A schedule slot is claimed once across replicas.
+    // A schedule slot is claimed once across replicas: by its owner (again by its retries), never by the deposed.
     let slot = Utc::now();
     assert!(b.claim_slot("t9", slot).await.unwrap());
-    assert!(!b.claim_slot("t9", slot).await.unwrap(), "each slot once");
+    assert!(
+        b.claim_slot("t9", slot).await.unwrap(),
+        "a retry of the same term"
+    );
+    assert!(
+        !b.claim_slot("t9", slot - chrono::TimeDelta::seconds(2))
+            .await
+            .unwrap(),
+        "an earlier slot is never run after a later one"
+    );
     assert!(matches!(
         a.claim_slot("t9", slot).await,
         Err(CatalogError::Fenced { .. })
     ));
 
-    // Resigning hands everything over at once.
+    // Resigning hands everything over at once; a slot claimed but never used may be claimed by the next owner,
+    // one that was used may not.
+    b.set_last_slot("t8", slot).await.unwrap();
+    assert!(b.claim_slot("t8", slot).await.unwrap());
     b.resign().await.unwrap();
     let round = a.lease_round(&targets).await.unwrap();
     assert_eq!((round.held, round.leader), (10, true));
+    assert!(
+        a.claim_slot("t9", slot).await.unwrap(),
+        "claimed, never used"
+    );
+    assert!(!a.claim_slot("t8", slot).await.unwrap(), "used");
 }

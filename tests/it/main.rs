@@ -24,6 +24,7 @@ mod lifecycle;
 mod policy;
 mod postgres;
 mod prune;
+mod replicas;
 mod restore;
 mod scheduler;
 mod secrets;
