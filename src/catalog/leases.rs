@@ -373,7 +373,7 @@ impl Catalog {
             });
         }
         // More than 10 % above the share while others are live: the surplus goes back.
-        let ceiling = share + share.div_ceil(10);
+        let ceiling = share + share / 10;
         let surplus = if live > 1 && count > ceiling {
             count - share
         } else {
@@ -511,36 +511,27 @@ pub(super) async fn fence(
         return Ok(());
     };
     let me = book.replica.as_str();
-    let found: Option<(String, i64)> = match what {
+    let found: Option<(String, Option<String>, i64)> = match what {
         Fence::Target(target) => {
-            sqlx::query_as(
-                "SELECT target, term FROM leases WHERE target = $1 AND owner = $2 FOR SHARE",
-            )
-            .bind(target)
-            .bind(me)
-            .fetch_optional(&mut *connection)
-            .await?
+            sqlx::query_as("SELECT target, owner, term FROM leases WHERE target = $1 FOR SHARE")
+                .bind(target)
+                .fetch_optional(&mut *connection)
+                .await?
         }
-        Fence::Backup(id) => {
-            sqlx::query_as(
-                "SELECT l.target, l.term FROM leases l JOIN backups b ON b.target = l.target
-                 WHERE b.id = $1 AND l.owner = $2 FOR SHARE OF l",
-            )
-            .bind(id)
-            .bind(me)
-            .fetch_optional(&mut *connection)
-            .await?
-        }
-        Fence::Restore(id) => {
-            sqlx::query_as(
-                "SELECT l.target, l.term FROM leases l JOIN restores r ON r.target = l.target
-                 WHERE r.id = $1 AND l.owner = $2 FOR SHARE OF l",
-            )
-            .bind(id)
-            .bind(me)
-            .fetch_optional(&mut *connection)
-            .await?
-        }
+        Fence::Backup(id) => sqlx::query_as(
+            "SELECT l.target, l.owner, l.term FROM leases l JOIN backups b ON b.target = l.target
+                 WHERE b.id = $1 FOR SHARE OF l",
+        )
+        .bind(id)
+        .fetch_optional(&mut *connection)
+        .await?,
+        Fence::Restore(id) => sqlx::query_as(
+            "SELECT l.target, l.owner, l.term FROM leases l JOIN restores r ON r.target = l.target
+                 WHERE r.id = $1 FOR SHARE OF l",
+        )
+        .bind(id)
+        .fetch_optional(&mut *connection)
+        .await?,
         Fence::Leader => {
             let term: Option<i64> =
                 sqlx::query_scalar("SELECT term FROM leader WHERE id = 1 AND owner = $1 FOR SHARE")
@@ -557,22 +548,16 @@ pub(super) async fn fence(
             };
         }
     };
-    let target = match what {
-        Fence::Target(target) => target.to_owned(),
-        _ => found
-            .as_ref()
-            .map(|(target, _)| target.clone())
-            .unwrap_or_default(),
+    let target = match (what, &found) {
+        (_, Some((target, _, _))) => target.clone(),
+        (Fence::Target(target), None) => target.to_owned(),
+        (other, None) => format!("{other:?}"),
     };
     let expected = catalog.term_for(&target);
     match (found, expected) {
-        (Some((_, term)), Some(mine)) if term == mine => Ok(()),
+        (Some((_, Some(owner), term)), Some(mine)) if owner == me && term == mine => Ok(()),
         _ => Err(CatalogError::Fenced {
-            target: if target.is_empty() {
-                format!("{what:?}")
-            } else {
-                target
-            },
+            target,
             replica: me.to_owned(),
             term: expected.unwrap_or(0),
         }),

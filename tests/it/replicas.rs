@@ -162,3 +162,262 @@ async fn three_replicas_run_every_slot_of_200_targets_once_and_spread_them() {
             .all(|r| r.requested_at >= started - chrono::TimeDelta::seconds(1))
     );
 }
+
+/// The replica holding `target` now, as `GET /api/v1/replicas` on `asked` says.
+async fn holder(asked: &DaemonProcess, target: &str) -> Option<String> {
+    let view = get_json(&asked.url("/api/v1/replicas")).await;
+    view.as_array()?.iter().find_map(|r| {
+        r["leases"]
+            .as_array()?
+            .iter()
+            .any(|l| l["target"] == target)
+            .then(|| r["replica"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_past_its_lease_is_taken_over_and_its_late_writes_are_refused() {
+    let postgres = Postgres::start();
+    let url = postgres.database("frozen").await;
+    let dir = tempfile::tempdir().unwrap();
+    // A daily schedule far away: the backups here are the one each target gets at start and one asked for.
+    let targets: String = (0..2)
+        .map(|i| {
+            format!(
+                "[[targets]]\nname = \"t{i:03}\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 3; echo state\"]\n\
+                 storage = \"local\"\n[targets.policy]\nrpo = \"1d\"\n\n"
+            )
+        })
+        .collect();
+    let replicas: Vec<DaemonProcess> = ["r1", "r2"]
+        .iter()
+        .map(|name| DaemonProcess::start(&replica_config(dir.path(), name, &url, "3s", &targets)))
+        .collect();
+    let catalog = catalog(&url).await;
+    eventually(
+        Duration::from_secs(30),
+        "each replica holds one target, each backed up once",
+        || async {
+            let (a, b) = (
+                holder(&replicas[0], "t000").await?,
+                holder(&replicas[0], "t001").await?,
+            );
+            let done = catalog.backups(None, 100).await.ok()?;
+            let succeeded = done
+                .iter()
+                .filter(|r| r.status == rpod::record::Status::Succeeded)
+                .count();
+            (a != b && succeeded >= 2).then_some(())
+        },
+    )
+    .await;
+    let owner_name = holder(&replicas[0], "t000").await.unwrap();
+    let (owner, other) = if owner_name == "r1" {
+        (&replicas[0], &replicas[1])
+    } else {
+        (&replicas[1], &replicas[0])
+    };
+    let asked = reqwest::Client::new()
+        .post(owner.url("/api/v1/targets/t000/backup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    let in_flight = eventually(
+        Duration::from_secs(10),
+        "the backup asked for runs",
+        || async {
+            let records = catalog.backups(Some("t000"), 10).await.ok()?;
+            records
+                .into_iter()
+                .find(|r| r.status == rpod::record::Status::Running && r.trigger == "manual")
+        },
+    )
+    .await;
+    assert_eq!(in_flight.replica.as_deref(), Some(owner_name.as_str()));
+
+    owner.signal(nix::sys::signal::Signal::SIGSTOP);
+    let other_name = if owner_name == "r1" { "r2" } else { "r1" };
+    eventually(
+        Duration::from_secs(20),
+        "the other replica takes the target over",
+        || async { (holder(other, "t000").await.as_deref() == Some(other_name)).then_some(()) },
+    )
+    .await;
+    let taken_over = eventually(
+        Duration::from_secs(10),
+        "the frozen attempt closed by the new owner",
+        || async {
+            let record = catalog.backup(in_flight.id).await.ok()??;
+            (record.status == rpod::record::Status::Interrupted).then_some(record)
+        },
+    )
+    .await;
+    // The new owner retries what was interrupted.
+    eventually(
+        Duration::from_secs(20),
+        "the new owner backs the target up",
+        || async {
+            let records = catalog.backups(Some("t000"), 10).await.ok()?;
+            records
+                .iter()
+                .any(|r| {
+                    r.replica.as_deref() == Some(other_name)
+                        && r.status == rpod::record::Status::Succeeded
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    owner.signal(nix::sys::signal::Signal::SIGCONT);
+    let continued = Utc::now();
+    // Its command ends, and the outcome it tries to record is refused.
+    eventually(
+        Duration::from_secs(15),
+        "the late write refused",
+        || async {
+            owner
+                .log_contains(&format!("replica {owner_name} no longer holds target t000"))
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let record = catalog.backup(in_flight.id).await.unwrap().unwrap();
+    assert_eq!(
+        record, taken_over,
+        "the record stays as the new owner wrote it"
+    );
+    let started_since: Vec<BackupRecord> = catalog
+        .backups(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| {
+            r.replica.as_deref() == Some(owner_name.as_str()) && r.requested_at >= continued
+        })
+        .collect();
+    assert!(
+        started_since.is_empty(),
+        "the woken replica started nothing: {started_since:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_stopped_for_20_seconds_is_ridden_out() {
+    let mut postgres = Postgres::start();
+    let url = postgres.database("outage").await;
+    let dir = tempfile::tempdir().unwrap();
+    let targets = every_two_seconds(6, r#"["echo", "state"]"#);
+    let mut replicas: Vec<DaemonProcess> = ["r1", "r2"]
+        .iter()
+        .map(|name| DaemonProcess::start(&replica_config(dir.path(), name, &url, "3s", &targets)))
+        .collect();
+    {
+        let catalog = catalog(&url).await;
+        eventually(
+            Duration::from_secs(30),
+            "both replicas back targets up",
+            || async {
+                let records = catalog.backups(None, 1000).await.ok()?;
+                let by: BTreeSet<&str> = records
+                    .iter()
+                    .filter_map(|r| r.replica.as_deref())
+                    .collect();
+                (by.len() == 2).then_some(())
+            },
+        )
+        .await;
+        catalog.close().await;
+    }
+    let client = reqwest::Client::new();
+    let ready = |replica: &DaemonProcess| {
+        let request = client.get(replica.url("/readyz")).send();
+        async move { request.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+
+    postgres.stop();
+    let stopped = Utc::now();
+    let stopped_at = Instant::now();
+    for replica in &replicas {
+        eventually(
+            Duration::from_secs(10),
+            "not ready while the catalog is down",
+            || async { (ready(replica).await == 503).then_some(()) },
+        )
+        .await;
+    }
+    while stopped_at.elapsed() < Duration::from_secs(20) {
+        for replica in &mut replicas {
+            assert!(
+                replica.child.try_wait().unwrap().is_none(),
+                "a replica crashed"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    postgres.start_again();
+    let restarted = Utc::now();
+    for replica in &replicas {
+        eventually(Duration::from_secs(30), "ready again", || async {
+            (ready(replica).await == 200).then_some(())
+        })
+        .await;
+    }
+    let catalog = catalog(&url).await;
+    eventually(
+        Duration::from_secs(30),
+        "every target backed up again",
+        || async {
+            let records = catalog.backups(None, 10_000).await.ok()?;
+            (0..6)
+                .all(|i| {
+                    records.iter().any(|r| {
+                        r.target == format!("t{i:03}")
+                            && r.requested_at > restarted
+                            && r.status == rpod::record::Status::Succeeded
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let until = Utc::now();
+    for replica in &mut replicas {
+        assert!(
+            replica.child.try_wait().unwrap().is_none(),
+            "a replica crashed"
+        );
+        stop(replica);
+    }
+
+    let records = catalog.backups(None, 10_000).await.unwrap();
+    let slots = by_slot(&records);
+    let doubled: Vec<_> = slots.iter().filter(|(_, runs)| runs.len() > 1).collect();
+    assert!(doubled.is_empty(), "a slot ran twice: {doubled:?}");
+    // Every slot before the outage and after the recovery ran; of the slots in between, the newest was caught up
+    // once per target when the replicas took their targets back.
+    let schedule: rpod::config::Schedule = "*/2 * * * * *".parse().unwrap();
+    let first =
+        records.iter().map(|r| r.requested_at).min().unwrap() + chrono::TimeDelta::seconds(8);
+    let recovered = restarted + chrono::TimeDelta::seconds(12);
+    for i in 0..6 {
+        let target = format!("t{i:03}");
+        let mut slot = schedule.next_after(first).unwrap();
+        while slot < until - chrono::TimeDelta::seconds(2) {
+            let outage = slot > stopped - chrono::TimeDelta::seconds(4) && slot < recovered;
+            assert!(
+                outage || slots.contains_key(&(target.clone(), slot)),
+                "{target}: slot {slot} never ran (outage {stopped} to {restarted})"
+            );
+            slot = schedule.next_after(slot).unwrap();
+        }
+        let caught_up = records
+            .iter()
+            .filter(|r| r.target == target && r.trigger == "catch_up" && r.requested_at > restarted)
+            .count();
+        assert!(caught_up <= 1, "{target}: caught up {caught_up} times");
+    }
+}
