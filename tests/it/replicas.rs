@@ -421,3 +421,84 @@ async fn the_database_stopped_for_20_seconds_is_ridden_out() {
         assert!(caught_up <= 1, "{target}: caught up {caught_up} times");
     }
 }
+
+#[test]
+fn a_replica_killed_during_an_apim_backup_is_taken_over_and_the_operation_followed_to_its_end() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let postgres = Postgres::start();
+    let url = runtime.block_on(postgres.database("apim"));
+    // The operation takes 8 s: the replica that posted it dies while it runs.
+    let cloud = runtime.block_on(crate::cloud::Cloud::fast(Duration::from_secs(8)));
+    cloud.service("svc-ha");
+    let base = cloud.config(
+        "managed_identity",
+        &crate::cloud::target("ha", "svc-ha", "rpo = \"1h\""),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
+    let env = cloud.identity_env();
+    let mut replicas: BTreeMap<String, DaemonProcess> = BTreeMap::new();
+    for name in ["r1", "r2"] {
+        let text = base.replace(
+            "state_dir = \"{dir}/state\"",
+            &format!("state_dir = \"{{dir}}/{name}\"\nreplica_id = \"{name}\""),
+        ) + &format!("\n[catalog]\nurl = \"{url}\"\nlease = \"3s\"\n");
+        let path = dir.path().join(format!("{name}.toml"));
+        crate::support::rewrite_config(&path, dir.path(), &text);
+        replicas.insert(name.to_owned(), DaemonProcess::start_with_env(&path, &env));
+    }
+    runtime.block_on(eventually(
+        Duration::from_secs(20),
+        "the backup's operation being polled",
+        || async {
+            cloud
+                .requests_for("svc-ha")
+                .iter()
+                .any(|r| r.method == "GET" && r.status == Some(202))
+                .then_some(())
+        },
+    ));
+    let any = replicas.values().next().unwrap();
+    let poster = runtime
+        .block_on(holder(any, "ha"))
+        .expect("a replica holds the target");
+    let mut killed = replicas.remove(&poster).unwrap();
+    killed.signal(nix::sys::signal::Signal::SIGKILL);
+    killed.wait_exit(Duration::from_secs(5)).expect("killed");
+    let survivor = replicas.values().next().unwrap();
+
+    let catalog = runtime.block_on(catalog(&url));
+    let records = runtime.block_on(eventually(
+        Duration::from_secs(40),
+        "the backup completed by the other replica",
+        || async {
+            let records = catalog.backups(Some("ha"), 10).await.ok()?;
+            records
+                .iter()
+                .any(|r| r.status == rpod::record::Status::Succeeded)
+                .then_some(records)
+        },
+    ));
+    assert_eq!(
+        cloud.backup_posts("svc-ha").len(),
+        1,
+        "exactly one POST: the operation was followed, not re-run"
+    );
+    assert_eq!(records.len(), 1, "one backup, completed once: {records:#?}");
+    assert_eq!(
+        records[0].replica.as_deref(),
+        Some(poster.as_str()),
+        "the record names the replica that started it"
+    );
+    assert!(
+        survivor.log_contains("Resuming an unfinished operation"),
+        "the survivor resumed it"
+    );
+    assert_eq!(
+        runtime.block_on(holder(survivor, "ha")).as_deref(),
+        Some(if poster == "r1" { "r2" } else { "r1" })
+    );
+    let blobs = runtime.block_on(cloud.blobs());
+    assert!(blobs.contains(records[0].artifact.as_ref().unwrap()));
+}
