@@ -419,7 +419,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             Webhook::new(
                 webhook,
                 &configs(&view.read().map(|v| v.to_vec()).unwrap_or_default()),
-                Arc::new(scheduler.clone()),
+                if replicated {
+                    Arc::new(crate::replicas::SharedChanges {
+                        catalog: catalog.clone(),
+                        scheduler: scheduler.clone(),
+                    })
+                } else {
+                    Arc::new(scheduler.clone())
+                },
                 metrics.clone(),
             )
             .map_err(|message| anyhow::anyhow!("webhook: {message}"))?,

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, LeaseBook, PostgresCatalog};
+use crate::catalog::{Catalog, LeaseBook, PostgresCatalog, RecordedChange};
+use crate::changes::{ChangeNotice, ChangeSink, ChangeSource};
 use crate::config::{CatalogConfig, Daemon};
 use crate::http::TargetsView;
 use crate::metrics::Metrics;
@@ -69,6 +70,36 @@ async fn open_sqlite(state_dir: &Path) -> anyhow::Result<Catalog> {
     Catalog::open(state_dir)
         .await
         .with_context(|| format!("opening the catalog in {}", state_dir.display()))
+}
+
+/// Where the webhook reports changes when replicas share the catalog: to this replica's scheduler when it holds
+/// the target, else into the catalog, where the target's owner takes it at its next lease round.
+#[derive(Debug, Clone)]
+pub struct SharedChanges {
+    /// The catalog, with this replica's lease book.
+    pub catalog: Catalog,
+    /// This replica's scheduler.
+    pub scheduler: SchedulerHandle,
+}
+
+impl ChangeSink for SharedChanges {
+    fn changed(&self, notice: ChangeNotice) {
+        if self.catalog.may_start(&notice.target) {
+            self.scheduler.changed(notice);
+            return;
+        }
+        let catalog = self.catalog.clone();
+        tokio::spawn(async move {
+            let change = RecordedChange {
+                target: notice.target.clone(),
+                source: notice.source.as_str().to_owned(),
+                changed_at: notice.changed_at,
+            };
+            if let Err(err) = catalog.record_change(&change, chrono::Utc::now()).await {
+                warn!(target = %notice.target, error = %err, "Could not keep a change for the target's replica; it is lost unless detected again.");
+            }
+        });
+    }
 }
 
 /// What the lease keeper works with.
@@ -166,6 +197,25 @@ pub async fn keep_leases(keeper: Keeper, stop: CancellationToken) {
                 .cloned()
                 .collect();
             scheduler.own(owned).await;
+            // Changes other replicas' webhooks recorded for the targets held here.
+            match catalog.take_changes(&book.held()).await {
+                Ok(changes) => {
+                    for change in changes {
+                        scheduler.changed(ChangeNotice {
+                            target: change.target,
+                            source: if change.source == ChangeSource::EventGrid.as_str() {
+                                ChangeSource::EventGrid
+                            } else {
+                                ChangeSource::SyncState
+                            },
+                            changed_at: change.changed_at,
+                        });
+                    }
+                }
+                Err(err) => {
+                    warn!(error = %err, "Could not read the changes recorded for this replica's targets.")
+                }
+            }
             // Restores of the targets just taken over are followed here now (their saved operations resumed).
             if !taken_over.is_empty() {
                 let taken = std::mem::take(&mut taken_over);

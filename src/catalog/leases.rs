@@ -500,6 +500,76 @@ impl Catalog {
     }
 }
 
+/// A change a replica recorded for the target's owner (see [`Catalog::record_change`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedChange {
+    /// The target.
+    pub target: String,
+    /// Which detector saw it (`event_grid`, `sync_state`).
+    pub source: String,
+    /// When it happened, as the signal said.
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
+impl Catalog {
+    /// Keeps a change for whichever replica holds `target` (PostgreSQL only; a single node acts on it itself).
+    ///
+    /// # Errors
+    /// The catalog could not be written.
+    pub async fn record_change(
+        &self,
+        change: &RecordedChange,
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO change_notices (target, source, changed_at, received_at, received_by)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&change.target)
+        .bind(&change.source)
+        .bind(change.changed_at.map(super::model::to_ms))
+        .bind(super::model::to_ms(now))
+        .bind(&*self.replica)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes (and removes) the changes recorded for `targets`, oldest first (PostgreSQL only).
+    ///
+    /// # Errors
+    /// The catalog could not be written; the changes stay for the next call.
+    pub async fn take_changes(
+        &self,
+        targets: &[String],
+    ) -> Result<Vec<RecordedChange>, CatalogError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows: Vec<(i64, String, String, Option<i64>)> = sqlx::query_as(
+            "DELETE FROM change_notices WHERE target = ANY($1) RETURNING id, target, source, changed_at",
+        )
+        .bind(targets)
+        .fetch_all(pool)
+        .await?;
+        rows.sort_by_key(|(id, ..)| *id);
+        Ok(rows
+            .into_iter()
+            .map(|(_, target, source, changed_at)| RecordedChange {
+                target,
+                source,
+                changed_at: changed_at.map(from_ms),
+            })
+            .collect())
+    }
+}
+
 /// Refuses a write whose lease (or leader lease) this replica no longer holds under the term it writes with,
 /// and holds the lease row until the write commits.
 pub(super) async fn fence(

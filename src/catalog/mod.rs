@@ -24,7 +24,7 @@ use sqlx::{Row, SqlitePool};
 use driver::{Pool, SQLITE_MIGRATOR, each};
 
 pub use bulk::RecordCount;
-pub use leases::{Held, LeaseBook, LeaseRound, LeaseView, ReplicaView};
+pub use leases::{Held, LeaseBook, LeaseRound, LeaseView, RecordedChange, ReplicaView};
 pub use model::{
     Discovered, Finish, KnownArtifact, NewBackup, OperationAccepted, PendingOperation,
 };

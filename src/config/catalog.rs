@@ -19,6 +19,7 @@ pub const MIN_LEASE: Duration = Duration::from_secs(2);
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCatalog {
     url: Option<String>,
+    url_env: Option<String>,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
     ca_file: Option<PathBuf>,
@@ -51,7 +52,27 @@ pub(super) fn validate(raw: Option<&RawCatalog>, problems: &mut Vec<Problem>) ->
     let Some(raw) = raw else {
         return CatalogConfig::Sqlite;
     };
-    let Some(url) = &raw.url else {
+    let from_env = match (&raw.url, &raw.url_env) {
+        (Some(_), Some(_)) => {
+            problems.push(Problem::at(
+                "catalog.url_env",
+                "set only one of url and url_env",
+            ));
+            return CatalogConfig::Sqlite;
+        }
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
+            _ => {
+                problems.push(Problem::at(
+                    "catalog.url_env",
+                    format!("environment variable {var} is not set or empty: it should hold the catalog's URL"),
+                ));
+                return CatalogConfig::Sqlite;
+            }
+        },
+        _ => None,
+    };
+    let Some(url) = from_env.as_ref().or(raw.url.as_ref()) else {
         for (set, key) in [
             (raw.password_file.is_some(), "password_file"),
             (raw.password_env.is_some(), "password_env"),
@@ -61,31 +82,36 @@ pub(super) fn validate(raw: Option<&RawCatalog>, problems: &mut Vec<Problem>) ->
             if set {
                 problems.push(Problem::at(
                     format!("catalog.{key}"),
-                    "applies to a PostgreSQL catalog only: set catalog.url too, or remove it (without url the \
+                    "applies to a PostgreSQL catalog only: set catalog.url (or url_env) too, or remove it (without url the \
                      catalog is the SQLite file in daemon.state_dir)",
                 ));
             }
         }
         return CatalogConfig::Sqlite;
     };
+    let key = if from_env.is_some() {
+        "catalog.url_env"
+    } else {
+        "catalog.url"
+    };
     match url::Url::parse(url) {
         Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {
             if parsed.password().is_some() {
                 problems.push(Problem::at(
-                    "catalog.url",
+                    key,
                     "holds a password: configuration files are read by many, so put the password in the file \
                      named by catalog.password_file or the variable named by catalog.password_env",
                 ));
             }
             if parsed.host_str().is_none_or(str::is_empty) {
                 problems.push(Problem::at(
-                    "catalog.url",
+                    key,
                     "names no server: write postgres://USER@HOST:PORT/DATABASE",
                 ));
             }
         }
         _ => problems.push(Problem::at(
-            "catalog.url",
+            key,
             "is not a PostgreSQL URL: write postgres://USER@HOST:PORT/DATABASE (e.g. \
              postgres://rpod@rpod-catalog.postgres.database.azure.com:5432/rpod); without url the catalog is the \
              SQLite file in daemon.state_dir",

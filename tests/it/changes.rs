@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use crate::cloud::{Cloud, RG, SUB, target};
 use crate::support::{TestApp, eventually};
 
-const SECRET: &str = "webhook-secret-7f3a9c";
+pub(crate) const SECRET: &str = "webhook-secret-7f3a9c";
 const POLL: Duration = Duration::from_millis(200);
 
 /// `rpo = 1h` (the first backup is the watchdog's, then only changes trigger) and `on_change` as given.
-fn policy(on_change: &str) -> String {
+pub(crate) fn policy(on_change: &str) -> String {
     format!("rpo = \"1h\"\non_change = {{ {on_change} }}")
 }
 
@@ -30,7 +30,7 @@ fn polled(quiet: &str, max_delay: &str, min_interval: &str) -> String {
     ))
 }
 
-fn webhook_section(listen: bool) -> String {
+pub(crate) fn webhook_section(listen: bool) -> String {
     let listen = if listen {
         "listen = \"127.0.0.1:9\"\n"
     } else {
@@ -108,14 +108,14 @@ fn make_change(cloud: &Cloud, service: &str) -> DateTime<Utc> {
     at
 }
 
-fn resource(service: &str) -> String {
+pub(crate) fn resource(service: &str) -> String {
     format!(
         "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/{service}"
     )
 }
 
 /// A real-shaped Event Grid event for an API edited in `service`.
-fn api_updated(service: &str) -> Value {
+pub(crate) fn api_updated(service: &str) -> Value {
     json!({
         "id": format!("{:032x}", rand::random::<u128>()),
         "topic": resource(service),

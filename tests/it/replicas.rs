@@ -502,3 +502,84 @@ fn a_replica_killed_during_an_apim_backup_is_taken_over_and_the_operation_follow
     let blobs = runtime.block_on(cloud.blobs());
     assert!(blobs.contains(records[0].artifact.as_ref().unwrap()));
 }
+
+#[test]
+fn a_webhook_delivery_to_any_replica_is_acted_on_by_the_targets_owner() {
+    use crate::changes::{SECRET, api_updated, policy, webhook_section};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let postgres = Postgres::start();
+    let url = runtime.block_on(postgres.database("hooks"));
+    let cloud = runtime.block_on(crate::cloud::Cloud::fast(Duration::from_millis(200)));
+    cloud.service("apim-w");
+    let on_change = policy(
+        "detect = \"event_grid\", quiet_period = \"300ms\", max_delay = \"5s\", min_interval = \"0s\"",
+    );
+    let base = cloud.config(
+        "managed_identity",
+        &format!(
+            "{}{}",
+            webhook_section(false),
+            crate::cloud::target("w", "apim-w", &on_change)
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
+    std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
+    let env = cloud.identity_env();
+    let mut replicas: BTreeMap<String, DaemonProcess> = BTreeMap::new();
+    for name in ["r1", "r2"] {
+        let text = base.replace(
+            "state_dir = \"{dir}/state\"",
+            &format!("state_dir = \"{{dir}}/{name}\"\nreplica_id = \"{name}\""),
+        ) + &format!("\n[catalog]\nurl = \"{url}\"\nlease = \"3s\"\n");
+        let path = dir.path().join(format!("{name}.toml"));
+        crate::support::rewrite_config(&path, dir.path(), &text);
+        replicas.insert(name.to_owned(), DaemonProcess::start_with_env(&path, &env));
+    }
+    let catalog = runtime.block_on(catalog(&url));
+    runtime.block_on(eventually(
+        Duration::from_secs(30),
+        "the first backup",
+        || async {
+            let records = catalog.backups(Some("w"), 10).await.ok()?;
+            records
+                .iter()
+                .any(|r| r.status == rpod::record::Status::Succeeded)
+                .then_some(())
+        },
+    ));
+    let owner = runtime
+        .block_on(holder(replicas.values().next().unwrap(), "w"))
+        .unwrap();
+    let (_, other) = replicas.iter().find(|(name, _)| **name != owner).unwrap();
+    let delivered = runtime.block_on(
+        reqwest::Client::new()
+            .post(other.url(&format!("/hooks/eventgrid?code={SECRET}")))
+            .header("aeg-event-type", "Notification")
+            .json(&serde_json::json!([api_updated("apim-w")]))
+            .send(),
+    );
+    assert_eq!(delivered.unwrap().status(), 200);
+    let change = runtime.block_on(eventually(
+        Duration::from_secs(30),
+        "a change backup by the target's owner",
+        || async {
+            let records = catalog.backups(Some("w"), 10).await.ok()?;
+            records
+                .into_iter()
+                .find(|r| r.trigger == "change" && r.status == rpod::record::Status::Succeeded)
+        },
+    ));
+    assert_eq!(
+        change.replica.as_deref(),
+        Some(owner.as_str()),
+        "the owner acted on it"
+    );
+    let records = runtime.block_on(catalog.backups(Some("w"), 10)).unwrap();
+    assert_eq!(
+        records.iter().filter(|r| r.trigger == "change").count(),
+        1,
+        "one change, one backup"
+    );
+}
