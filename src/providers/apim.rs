@@ -290,6 +290,32 @@ impl ApimProvider {
     }
 
     /// Reads the service resource.
+    /// Refuses to ask for a backup while the service is `Updating`: after an attempt cut off between asking and
+    /// recording, that may be its own operation, which Azure finishes without rpod (its blob is then imported by
+    /// reconciliation); a second request would only be refused (409) or back the service up twice.
+    async fn not_busy(&self) -> Result<(), ProviderError> {
+        let resource = self
+            .service()
+            .await
+            .map_err(|err| provider_error(&err, None))?;
+        let state = resource
+            .properties
+            .as_ref()
+            .and_then(|p| p.provisioning_state.as_deref());
+        if state.is_some_and(|s| s.eq_ignore_ascii_case("Updating")) {
+            return Err(ProviderError::transient(
+                crate::providers::SERVICE_BUSY,
+                format!(
+                    "API Management service {} is Updating: an operation runs on it (perhaps the backup whose \
+                     acceptance rpod could not record before it stopped), so rpod waits for it to end instead of \
+                     asking for another",
+                    self.spec.service
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn service(&self) -> Result<ServiceResource, ArmError> {
         let url = format!("{}?api-version={}", self.service_url, self.spec.api_version);
         let response = self
@@ -786,6 +812,9 @@ impl ApimProvider {
                 .map_err(|message| ProviderError::permanent("InvalidOperation", message))?;
             let outcome = self.poll(&request, handle, resume.accepted_at).await?;
             return self.observed(&request, outcome).await;
+        }
+        if request.look_first {
+            self.not_busy().await?;
         }
         let (body, recorded) = self.body(&request.artifact)?;
         let url = self.action_url("backup");

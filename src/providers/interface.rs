@@ -49,6 +49,10 @@ pub trait BuildProvider {
     fn build_provider(&self, site: &BuildSite<'_>) -> Result<Option<Arc<dyn Provider>>, Problem>;
 }
 
+/// The error code of an attempt that found an operation already running on the service after a cut-off
+/// attempt (see [`BackupRequest::look_first`]); its retry looks again before asking.
+pub const SERVICE_BUSY: &str = "ServiceBusy";
+
 /// What a provider is asked to do.
 #[derive(Debug, Clone)]
 pub struct BackupRequest {
@@ -73,6 +77,10 @@ pub struct BackupRequest {
     pub deadline_at: DateTime<Utc>,
     /// An operation accepted before rpod restarted: poll it instead of starting a new one.
     pub resume: Option<Resume>,
+    /// The target's previous attempt was cut off with nothing saved (a crash between asking the service and
+    /// recording that it accepted): look for an operation still running on the service before asking again
+    /// (docs/high-availability.md, "Resume, never re-run").
+    pub look_first: bool,
 }
 
 /// An operation accepted before rpod restarted, to poll to its end instead of requesting it again.

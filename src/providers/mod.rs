@@ -19,7 +19,7 @@ pub use command::CommandProvider;
 pub use interface::{
     BackupOutcome, BackupRequest, BuildProvider, BuildSite, CheckProblem, CheckReport, Destination,
     ExternalPoint, Health, OperationJournal, Provider, ProviderError, RestoreOutcome,
-    RestoreRequest, Resume, ShareReading, Stopped, Verdict,
+    RestoreRequest, Resume, SERVICE_BUSY, ShareReading, Stopped, Verdict,
 };
 pub use recovery_services_vm::RecoveryServicesVmProvider;
 

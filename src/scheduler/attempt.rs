@@ -28,6 +28,8 @@ pub(super) struct Job {
     pub resume: Option<PendingOperation>,
     /// For `trigger = change`: when the first change it backs up happened.
     pub first_change_at: Option<DateTime<Utc>>,
+    /// The previous attempt was cut off with nothing saved: the provider looks for a running operation first.
+    pub look_first: bool,
 }
 
 /// The attempt's record in the catalog, as its provider's operation journal: acceptance writes the recovery
@@ -381,6 +383,7 @@ pub(super) async fn run(
         journal: Arc::new(journal),
         clock: shared.clock.clone(),
         deadline_at,
+        look_first: job.look_first,
         resume: job.resume.as_ref().map(|pending| Resume {
             accepted_at: pending.accepted_at,
             handle: pending.handle.clone(),

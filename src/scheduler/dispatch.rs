@@ -227,6 +227,7 @@ impl Scheduler {
             due,
             resume,
             first_change_at,
+            look_first: std::mem::take(&mut state.look_first),
         };
         self.waiting.push_back(job);
         self.dispatch();
@@ -297,6 +298,11 @@ impl Scheduler {
                 retryable,
                 retry_after,
             } => {
+                // A service found busy after a cut-off attempt is looked at again before the retry asks.
+                state.look_first = report
+                    .error
+                    .as_deref()
+                    .is_some_and(|error| error.starts_with(crate::providers::SERVICE_BUSY));
                 if *retryable && report.attempt < policy.max_attempts {
                     let delay = policy::backoff(
                         report.attempt,

@@ -152,6 +152,7 @@ impl Scheduler {
             change_at: None,
             poller: None,
             drills: None,
+            look_first: startup.is_some_and(|s| s.interrupted),
         };
         let state_schedule = state.spec.config.policy.schedule.clone();
         let missed = match (&state.spec.config.policy.schedule, last_slot) {

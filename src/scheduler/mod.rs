@@ -205,6 +205,8 @@ struct TargetState {
     poller: Option<CancellationToken>,
     /// Stops the target's drill loop.
     drills: Option<CancellationToken>,
+    /// Its last attempt was cut off with nothing saved: the next one looks for a running operation first.
+    look_first: bool,
 }
 
 struct Scheduler {
@@ -388,6 +390,7 @@ pub async fn run_once(shared: &Shared, spec: TargetSpec, trigger: Trigger) -> At
         due: now,
         resume: None,
         first_change_at: None,
+        look_first: false,
     };
     attempt::run(shared, job, None).await
 }

@@ -982,3 +982,91 @@ fn check_config_online_refuses_a_busy_service_and_an_account_with_blob_cors_rule
     let _guard = runtime.enter();
     drop(cloud);
 }
+
+/// A crash between asking Azure for a backup and recording that it accepted leaves a `running` record with no
+/// saved operation. The next attempt looks at the service first: while it is `Updating` (perhaps with that very
+/// backup) rpod asks for nothing and waits, instead of posting into a busy service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_with_nothing_saved_rpod_looks_for_a_running_operation_before_posting_again()
+{
+    let cloud = Cloud::fast(Duration::from_secs(4)).await;
+    cloud.service("svc-look");
+    let config = cloud.config(
+        "access_key",
+        &target(
+            "look",
+            "svc-look",
+            "rpo = \"1h\"\nretry_backoff = \"1s\"\nretry_max_backoff = \"2s\"",
+        ),
+    );
+    let (dir, config_path) = write_config(&config);
+    let (key_name, key) = cloud.key_file();
+    std::fs::write(dir.path().join(key_name), &key).unwrap();
+    // What the crashed rpod left: a running record, and the backup it asked for, still running on the service.
+    let catalog = rpod::catalog::Catalog::open(&dir.path().join("state"))
+        .await
+        .unwrap();
+    let cut_off = catalog
+        .insert_backup(&rpod::catalog::NewBackup {
+            target: "look",
+            kind: "apim",
+            trigger: rpod::record::Trigger::Rpo,
+            attempt: 1,
+            requested_at: Utc::now(),
+            storage: "blob",
+            first_change_at: None,
+            slot: None,
+        })
+        .await
+        .unwrap();
+    catalog.close().await;
+    let url = format!(
+        "{}/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/svc-look/backup\
+         ?api-version={}",
+        cloud.emulator.base_url(),
+        rpod::config::DEFAULT_APIM_API_VERSION
+    );
+    let posted = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(cloud.emulator.issue_token())
+        .json(&serde_json::json!({
+            "storageAccount": cloud.azurite.account(),
+            "containerName": CONTAINER,
+            "backupName": "look/left-behind.apimbackup",
+            "accessType": "AccessKey",
+            "accessKey": cloud.azurite.key(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 202, "{}", posted.text().await.unwrap());
+    let busy_until = std::time::Instant::now() + Duration::from_secs(4);
+
+    let app =
+        crate::support::start_in(dir, config_path, cloud.environment(), Clock::system()).await;
+    let records = succeeded(&app, "look", 1).await;
+    let posts = cloud.backup_posts("svc-look");
+    assert_eq!(posts.len(), 2, "the left-behind backup and one of rpod's");
+    assert!(
+        posts.iter().all(|p| p.status == Some(202)),
+        "rpod never posted into the busy service: {posts:?}"
+    );
+    assert!(
+        std::time::Instant::now() >= busy_until,
+        "rpod's backup was asked for after the service's operation ended"
+    );
+    let all = app.records("look").await;
+    let first = all.iter().find(|r| r.id == cut_off).unwrap();
+    assert_eq!(
+        first.status,
+        Status::Interrupted,
+        "the cut-off attempt is closed"
+    );
+    assert!(
+        all.iter()
+            .any(|r| r.error_code.as_deref() == Some("ServiceBusy")),
+        "an attempt waited, saying why: {all:#?}"
+    );
+    assert_eq!(records.len(), 1);
+    app.stop().await;
+}
