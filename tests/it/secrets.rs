@@ -1,6 +1,7 @@
 //! No secret reaches an output: a full APIM cycle with canary secrets (client secret, storage account key, SAS,
 //! the access tokens Azure issues, the webhook secret and a wrong one sent to the webhook, the API token and a
 //! wrong one sent to the API, the age identity a restore decrypts with), then every output is searched: debug logs, /metrics, the JSON API, the catalog files and the command line's JSON.
+//! The password of a PostgreSQL catalog gets a test of its own, with a replica logging in with it.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -377,4 +378,133 @@ async fn no_secret_appears_in_logs_metrics_the_catalog_or_the_api() {
         "the debug log was captured"
     );
     assert_clean("the debug log", &logs, &canaries);
+}
+
+const CATALOG_PASSWORD: &str = "canary-catalog-password-3d91fa";
+
+/// The password of a PostgreSQL catalog is used for the login and appears nowhere else: not in the replica's
+/// debug log, its metrics, its API, the catalog's tables, the command line's output, nor the error of a wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_password_never_appears_in_logs_metrics_the_api_the_catalog_or_errors() {
+    let postgres = crate::postgres::Postgres::start();
+    let url = postgres.database("secrets").await;
+    // A login that must give its password (the cluster trusts its superuser only).
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE rpod_app LOGIN PASSWORD '{CATALOG_PASSWORD}'"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("GRANT ALL ON SCHEMA public TO rpod_app")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let hba = postgres.dir().join("data").join("pg_hba.conf");
+    let trusted = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all rpod_app 127.0.0.1/32 scram-sha-256\n{trusted}"),
+    )
+    .unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let app_url = url.replacen("postgres://rpod@", "postgres://rpod_app@", 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("catalog-password"), CATALOG_PASSWORD).unwrap();
+    std::fs::write(
+        dir.path().join("wrong-password"),
+        "canary-wrong-catalog-password-77e0",
+    )
+    .unwrap();
+    let config = |password_file: &str| {
+        format!(
+            "[daemon]\nstate_dir = \"{d}/state\"\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
+             evaluation_interval = \"300ms\"\nshutdown_timeout = \"2s\"\n\n\
+             [catalog]\nurl = \"{app_url}\"\npassword_file = \"{d}/{password_file}\"\nlease = \"2s\"\n\n\
+             [storage.local]\nkind = \"directory\"\npath = \"{d}/backups\"\n\n\
+             [[targets]]\nname = \"canary-db\"\nkind = \"command\"\ncommand = [\"echo\", \"data\"]\n\
+             storage = \"local\"\n[targets.policy]\nrpo = \"1h\"\n",
+            d = dir.path().display()
+        )
+    };
+    let path = dir.path().join("rpod.toml");
+    std::fs::write(&path, config("catalog-password")).unwrap();
+    let env = [("RUST_LOG".to_owned(), "debug".to_owned())];
+    let mut replica = crate::support::DaemonProcess::start_with_env(&path, &env);
+    let catalog = rpod::catalog::Catalog::open_postgres(&rpod::catalog::PostgresCatalog {
+        url: url.clone(),
+        password: None,
+        ca_file: None,
+    })
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "a backup through the password login",
+        || async {
+            let records = catalog.backups(Some("canary-db"), 10).await.ok()?;
+            records
+                .iter()
+                .any(|r| r.status == Status::Succeeded)
+                .then_some(())
+        },
+    )
+    .await;
+    let canaries = [CATALOG_PASSWORD, "canary-wrong-catalog-password-77e0"];
+    for endpoint in ["/metrics", "/api/v1/targets", "/api/v1/replicas", "/readyz"] {
+        let body = reqwest::get(replica.url(endpoint))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_clean(endpoint, &body, &canaries);
+    }
+    replica.signal(nix::sys::signal::Signal::SIGTERM);
+    replica.wait_exit(Duration::from_secs(20)).expect("stops");
+    let log = replica.log.lock().unwrap().join("\n");
+    assert!(log.contains("Leases changed"), "the debug log was captured");
+    assert_clean("the replica's log", &log, &canaries);
+    // Every text the catalog holds.
+    let dump: Vec<(String,)> = sqlx::query_as(
+        "SELECT string_agg(t::text, ' ') FROM (
+             SELECT b::text AS t FROM backups b UNION ALL SELECT a::text FROM audit a
+             UNION ALL SELECT s::text FROM target_state s UNION ALL SELECT r::text FROM replicas r
+             UNION ALL SELECT l::text FROM leases l) rows",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_clean("the catalog's tables", &format!("{dump:?}"), &canaries);
+    for args in [
+        &["status"][..],
+        &["backups", "--json"][..],
+        &["check-config"][..],
+    ] {
+        let output = run_rpod(&path, args);
+        assert!(output.status.success(), "rpod {args:?}: {output:?}");
+        assert_clean(
+            &format!("rpod {args:?}"),
+            &format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            &canaries,
+        );
+    }
+    // A wrong password is refused with the server's words, never the password.
+    std::fs::write(&path, config("wrong-password")).unwrap();
+    let output = run_rpod(&path, &["status"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert_clean("the login error", &stderr, &canaries);
 }
