@@ -194,6 +194,22 @@ pub fn build_targets_in(
         };
         problems.push(Problem::at(key, message));
     }
+    if let crate::config::CatalogConfig::Postgres(catalog) = &config.catalog {
+        if let Some(password) = &catalog.password
+            && let Err(message) = password.load()
+        {
+            let key = match password {
+                crate::config::SecretSource::File(_) => "catalog.password_file",
+                crate::config::SecretSource::Env(_) => "catalog.password_env",
+            };
+            problems.push(Problem::at(key, message));
+        }
+        if let Some(ca_file) = &catalog.ca_file
+            && let Err(message) = crate::azure::tls::TrustedCa::load(ca_file)
+        {
+            problems.push(Problem::at("catalog.ca_file", message));
+        }
+    }
     let mut profile_arms = std::collections::BTreeMap::new();
     for name in config
         .targets
