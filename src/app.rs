@@ -402,13 +402,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     }
     let stop_scheduling = shutdown.child_token();
-    let scheduled = if replicated {
+    let at_start = if replicated {
         Vec::new()
     } else {
         targets.clone()
     };
     let (scheduler, mut scheduler_task) =
-        scheduler::start(shared.clone(), scheduled, stop_scheduling.clone())
+        scheduler::start(shared.clone(), at_start, stop_scheduling.clone())
             .await
             .context("starting the scheduler")?;
     let draining = Arc::new(AtomicBool::new(false));

@@ -213,7 +213,7 @@ pub async fn keep_leases(keeper: Keeper, stop: CancellationToken) {
                     }
                 }
                 Err(err) => {
-                    warn!(error = %err, "Could not read the changes recorded for this replica's targets.")
+                    warn!(error = %err, "Could not read the changes recorded for this replica's targets.");
                 }
             }
             // Restores of the targets just taken over are followed here now (their saved operations resumed).

@@ -200,8 +200,7 @@ impl LeaseBook {
         let targets_lapsed = self
             .targets
             .read()
-            .map(|held| held.values().all(|h| h.trusted_until <= now))
-            .unwrap_or(true);
+            .map_or(true, |held| held.values().all(|h| h.trusted_until <= now));
         targets_lapsed && !self.is_leader()
     }
 

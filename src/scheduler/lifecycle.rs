@@ -332,7 +332,7 @@ impl Scheduler {
                 "Target handed to another replica (spreading targets).",
             );
         }
-        idle.iter().map(|name| name.to_string()).collect()
+        idle.iter().map(ToString::to_string).collect()
     }
 
     /// A target this replica took over joins as at start (see [`Scheduler::own`]).

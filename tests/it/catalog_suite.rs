@@ -168,7 +168,7 @@ async fn a_backup_round_trips(catalog: Catalog) {
     assert_eq!(catalog.attempts_since("db", at(2)).await.unwrap(), 0);
     assert_eq!(
         catalog.recent_durations("db", 5).await.unwrap(),
-        vec![std::time::Duration::from_secs(60)]
+        vec![std::time::Duration::from_mins(1)]
     );
     assert!(catalog.backup(id + 1000).await.unwrap().is_none());
 }
@@ -636,12 +636,12 @@ async fn bulk_loading_and_counts(catalog: Catalog) {
         replica: Some("r1".to_owned()),
         slot: Some(at(hour)),
     };
-    let records: Vec<BackupRecord> = (0..2500)
+    let records: Vec<BackupRecord> = (0..2500_u32)
         .map(|i| {
             record(
                 &format!("t{}", i % 50),
                 Status::Succeeded,
-                1 + (i % 3) as u32,
+                1 + i % 3,
             )
         })
         .collect();
