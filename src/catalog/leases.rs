@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, SqliteConnection};
 
 use super::driver::Pool;
 use super::model::from_ms;
@@ -566,6 +566,24 @@ impl Catalog {
                 changed_at: changed_at.map(from_ms),
             })
             .collect())
+    }
+}
+
+/// The check that a write's lease is still this replica's (`leases::fence`); nothing to check on `SQLite`.
+pub(super) trait Fenced {
+    /// Refuses the write, or holds the lease row until it commits.
+    async fn fence(&mut self, catalog: &Catalog, what: Fence<'_>) -> Result<(), CatalogError>;
+}
+
+impl Fenced for SqliteConnection {
+    async fn fence(&mut self, _catalog: &Catalog, _what: Fence<'_>) -> Result<(), CatalogError> {
+        Ok(())
+    }
+}
+
+impl Fenced for PgConnection {
+    async fn fence(&mut self, catalog: &Catalog, what: Fence<'_>) -> Result<(), CatalogError> {
+        fence(self, catalog, what).await
     }
 }
 

@@ -32,10 +32,8 @@ pub use postgres::server_name;
 pub use restores::{NewRestore, RestoreFinish, RunningRestore};
 
 use crate::record::{BackupRecord, Restorability, Status, TargetSummary, Trigger};
-use leases::Fence;
-use model::{
-    Fenced as _, Writes as _, backup_columns, from_ms, record_from_row, restorable, to_ms,
-};
+use leases::{Fence, Fenced as _};
+use model::{Writes as _, backup_columns, from_ms, record_from_row, restorable, to_ms};
 
 /// File name of the catalog inside the state directory.
 pub const CATALOG_FILE: &str = "rpod.db";

@@ -239,36 +239,6 @@ pub(super) trait Writes {
     ) -> Result<(), sqlx::Error>;
 }
 
-/// The check that a write's lease is still this replica's (`leases::fence`); nothing to check on `SQLite`.
-pub(super) trait Fenced {
-    /// Refuses the write, or holds the lease row until it commits.
-    async fn fence(
-        &mut self,
-        catalog: &super::Catalog,
-        what: super::leases::Fence<'_>,
-    ) -> Result<(), super::CatalogError>;
-}
-
-impl Fenced for SqliteConnection {
-    async fn fence(
-        &mut self,
-        _catalog: &super::Catalog,
-        _what: super::leases::Fence<'_>,
-    ) -> Result<(), super::CatalogError> {
-        Ok(())
-    }
-}
-
-impl Fenced for PgConnection {
-    async fn fence(
-        &mut self,
-        catalog: &super::Catalog,
-        what: super::leases::Fence<'_>,
-    ) -> Result<(), super::CatalogError> {
-        super::leases::fence(self, catalog, what).await
-    }
-}
-
 macro_rules! writes {
     ($connection:ty) => {
         impl Writes for $connection {

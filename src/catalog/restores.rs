@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use super::driver::{CatalogRow, each};
-use super::leases::Fence;
-use super::model::{Fenced as _, Writes as _, from_ms, to_ms};
+use super::leases::{Fence, Fenced as _};
+use super::model::{Writes as _, from_ms, to_ms};
 use super::{Catalog, CatalogError};
 use crate::record::{RestoreRecord, RestoreTrigger, Status};
 
