@@ -1,8 +1,9 @@
 //! Deployment artifacts: the Kubernetes kustomizations (deploy/kubernetes) render with `kubectl kustomize` and
 //! validate offline against the Kubernetes schemas (kubernetes-validate; the Prometheus Operator's resources are
-//! checked structurally here), keep what rpod relies on (one writer, workload identity, probes on rpod's own port,
-//! the state volume at `state_dir`, a configuration `rpod check-config` accepts), and agree with the container
-//! image (deploy/container/Dockerfile). scripts/tools.d/kubernetes.sh installs the tools.
+//! checked structurally here), keep what rpod relies on (one writer, or replicas only on a shared PostgreSQL
+//! catalog; workload identity, probes on rpod's own port, the state volume at `state_dir`, a configuration
+//! `rpod check-config` accepts), and agree with the container image (deploy/container/Dockerfile).
+//! scripts/tools.d/kubernetes.sh installs the tools.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +24,11 @@ const CRDS: [(&str, &str); 2] = [
 ];
 const BASE: &str = "deploy/kubernetes/base";
 const OVERLAY: &str = "deploy/kubernetes/overlays/example";
+/// Three replicas on a PostgreSQL catalog.
+const HA: &str = "deploy/kubernetes/overlays/ha";
+/// What `[catalog] url_env` names while `rpod check-config` reads a rendered configuration: a catalog that is never
+/// reached (check-config does not connect).
+const PLACEHOLDER_CATALOG_URL: &str = "postgres://rpod@127.0.0.1:5432/rpod?sslmode=verify-full";
 const TOOLS: &str = "run scripts/tools.d/kubernetes.sh";
 
 /// Runs a program from the repository root with `input` on standard input, and returns its standard output.
@@ -283,9 +289,15 @@ fn volume_at<'a>(pod: &'a Value, container: &Value, path: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("the volume mounted at {path} is not defined"))
 }
 
-/// Runs `rpod check-config` on the rendered configuration. The webhook secret's and the API token's mounts do not
-/// exist here, so stand-in files take their places.
+/// Runs `rpod check-config` on the rendered configuration. The webhook secret's, the API token's and the catalog
+/// password's mounts do not exist here, so stand-in files take their places; the variable `[catalog] url_env`
+/// names, which the Deployment sets from a Secret, holds [`PLACEHOLDER_CATALOG_URL`].
 fn check_config(what: &str, rendered: &Rendered) {
+    check_config_with(what, rendered, PLACEHOLDER_CATALOG_URL);
+}
+
+/// [`check_config`], with `catalog_url` in the variable `[catalog] url_env` names.
+fn check_config_with(what: &str, rendered: &Rendered, catalog_url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = rendered.config.clone();
     if let Some(daemon) = config.get_mut("daemon").and_then(|d| d.as_table_mut())
@@ -306,9 +318,23 @@ fn check_config(what: &str, rendered: &Rendered) {
             toml::Value::String(secret.to_str().unwrap().into()),
         );
     }
+    let mut command = Command::new(rpod_bin());
+    if let Some(catalog) = config.get_mut("catalog").and_then(|c| c.as_table_mut()) {
+        if let Some(var) = catalog.get("url_env").and_then(|v| v.as_str()) {
+            command.env(var, catalog_url);
+        }
+        if catalog.contains_key("password_file") {
+            let password = dir.path().join("catalog-password");
+            std::fs::write(&password, "0123456789abcdef0123456789abcdef").unwrap();
+            catalog.insert(
+                "password_file".into(),
+                toml::Value::String(password.to_str().unwrap().into()),
+            );
+        }
+    }
     let path = dir.path().join("rpod.toml");
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-    let output = Command::new(rpod_bin())
+    let output = command
         .arg("--config")
         .arg(&path)
         .arg("check-config")
@@ -326,12 +352,19 @@ fn check_config(what: &str, rendered: &Rendered) {
 /// What rpod needs from its pod, whatever the overlay.
 fn check_invariants(what: &str, resources: &[Value]) {
     let deployment = one_of_kind(resources, "Deployment");
-    assert_eq!(deployment["spec"]["replicas"], 1, "{what}: one replica");
-    assert_eq!(
-        deployment["spec"]["strategy"]["type"], "Recreate",
-        "{what}: never two pods at once, not even during a rollout"
-    );
     let rendered = Rendered::new(resources);
+    // Without [catalog] url (or url_env) the catalog is the SQLite file in state_dir, which one process alone may
+    // write.
+    let shared_catalog = ["url", "url_env"]
+        .iter()
+        .any(|key| rendered.config_str("catalog", key).is_some());
+    if !shared_catalog {
+        assert_eq!(deployment["spec"]["replicas"], 1, "{what}: one replica");
+        assert_eq!(
+            deployment["spec"]["strategy"]["type"], "Recreate",
+            "{what}: never two pods at once, not even during a rollout"
+        );
+    }
     let (pod, container) = (rendered.pod, rendered.container);
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
 
@@ -436,20 +469,29 @@ fn check_invariants(what: &str, resources: &[Value]) {
         "{what}: the kustomization must not carry the Secret {secret_name}"
     );
 
-    // The catalog on the persistent volume at state_dir; nothing else writable but an emptyDir /tmp.
+    // The SQLite catalog on the persistent volume at state_dir; with a shared catalog, state_dir (its lock file) is
+    // each pod's own emptyDir, as one disk would be shared by every replica. Nothing else writable but an emptyDir
+    // /tmp.
     let state_dir = rendered
         .config_str("daemon", "state_dir")
         .expect("[daemon] state_dir is set");
     let state = volume_at(pod, container, state_dir);
-    let claim = state["persistentVolumeClaim"]["claimName"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{what}: {state_dir} is not a persistent volume"));
-    let claim = named(resources, "PersistentVolumeClaim", claim);
-    assert_eq!(
-        strings(&claim["spec"]["accessModes"]),
-        ["ReadWriteOnce"],
-        "{what}"
-    );
+    if shared_catalog {
+        assert!(
+            state["emptyDir"].is_object() && state["persistentVolumeClaim"].is_null(),
+            "{what}: {state_dir} is not each replica's own emptyDir: {state}"
+        );
+    } else {
+        let claim = state["persistentVolumeClaim"]["claimName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {state_dir} is not a persistent volume"));
+        let claim = named(resources, "PersistentVolumeClaim", claim);
+        assert_eq!(
+            strings(&claim["spec"]["accessModes"]),
+            ["ReadWriteOnce"],
+            "{what}"
+        );
+    }
     assert!(
         volume_at(pod, container, "/tmp")["emptyDir"].is_object(),
         "{what}: /tmp"
@@ -509,7 +551,7 @@ fn check_invariants(what: &str, resources: &[Value]) {
 
 #[test]
 fn kustomizations_render_and_validate_offline() {
-    for dir in [BASE, OVERLAY] {
+    for dir in [BASE, OVERLAY, HA] {
         let (yaml, resources) = kustomize(dir);
         validate_offline(dir, &yaml, &resources);
         check_crds_structurally(dir, &resources);
@@ -518,36 +560,47 @@ fn kustomizations_render_and_validate_offline() {
 
 #[test]
 fn base_and_overlay_keep_what_rpod_needs() {
-    for dir in [BASE, OVERLAY] {
+    for dir in [BASE, OVERLAY, HA] {
         let (_, resources) = kustomize(dir);
         check_invariants(dir, &resources);
     }
-    // The base leaves the namespace to the overlay; the overlay's namespace enforces the restricted standard.
+    // The base leaves the namespace to the overlays; an overlay's namespace enforces the restricted standard.
     let (_, base) = kustomize(BASE);
     assert!(base.iter().all(|r| r["metadata"]["namespace"].is_null()));
-    let (_, overlay) = kustomize(OVERLAY);
-    let namespace = one_of_kind(&overlay, "Namespace");
-    assert_eq!(
-        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
-        "restricted"
-    );
-    let name = &namespace["metadata"]["name"];
-    assert!(
-        overlay
-            .iter()
-            .filter(|r| r["kind"] != "Namespace")
-            .all(|r| r["metadata"]["namespace"] == *name)
-    );
+    for dir in [OVERLAY, HA] {
+        let (_, overlay) = kustomize(dir);
+        let namespace = one_of_kind(&overlay, "Namespace");
+        assert_eq!(
+            namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
+            "{dir}"
+        );
+        let name = &namespace["metadata"]["name"];
+        assert!(
+            overlay
+                .iter()
+                .filter(|r| r["kind"] != "Namespace")
+                .all(|r| r["metadata"]["namespace"] == *name),
+            "{dir}"
+        );
+    }
 }
 
 #[test]
 fn overlay_exposes_only_the_webhook_to_event_grid() {
-    let (_, resources) = kustomize(OVERLAY);
+    for dir in [OVERLAY, HA] {
+        exposes_only_the_webhook_to_event_grid(dir);
+    }
+}
+
+/// The overlay in `dir` routes Event Grid's deliveries, over HTTPS, to the webhook's own listener and nothing else,
+/// with the shared secret mounted from a Secret it does not carry.
+fn exposes_only_the_webhook_to_event_grid(dir: &str) {
+    let (_, resources) = kustomize(dir);
     let rendered = Rendered::new(&resources);
     let container = rendered.container;
     let listen: SocketAddr = rendered
         .config_str("webhook", "listen")
-        .expect("the example overlay gives the webhook its own listener")
+        .unwrap_or_else(|| panic!("{dir} gives the webhook its own listener"))
         .parse()
         .unwrap();
     assert!(listen.ip().is_unspecified());
@@ -557,7 +610,7 @@ fn overlay_exposes_only_the_webhook_to_event_grid() {
     let ingress = one_of_kind(&resources, "Ingress");
     assert!(
         !ingress["spec"]["tls"].as_array().unwrap().is_empty(),
-        "Event Grid needs HTTPS"
+        "{dir}: Event Grid needs HTTPS"
     );
     let mut backends = Vec::new();
     for rule in ingress["spec"]["rules"].as_array().unwrap() {
@@ -592,29 +645,31 @@ fn overlay_exposes_only_the_webhook_to_event_grid() {
     let secret_file = rendered
         .config_str("webhook", "secret_file")
         .expect("[webhook] secret_file");
-    let (dir, file) = secret_file.rsplit_once('/').unwrap();
-    let volume = volume_at(rendered.pod, container, dir);
+    let (mount_dir, file) = secret_file.rsplit_once('/').unwrap();
+    let volume = volume_at(rendered.pod, container, mount_dir);
     let item = volume["secret"]["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|i| i["path"] == file)
-        .unwrap_or_else(|| panic!("the Secret volume at {dir} has no item {file}"));
+        .unwrap_or_else(|| panic!("{dir}: the Secret volume at {mount_dir} has no item {file}"));
     assert_eq!(
         volume["secret"]["defaultMode"].as_u64().unwrap() & 0o007,
         0,
-        "the secret is not readable by others"
+        "{dir}: the secret is not readable by others"
     );
     assert!(
         of_kind(&resources, "Secret").is_empty(),
-        "no Secret is generated: `kubectl apply -k` would overwrite the real one"
+        "{dir}: no Secret is generated: `kubectl apply -k` would overwrite the real one"
     );
-    let example_path = repo_root()
-        .join(OVERLAY)
-        .join("webhook-secret.example.yaml");
+    let example_path = repo_root().join(dir).join("webhook-secret.example.yaml");
     let example_yaml = std::fs::read_to_string(&example_path).unwrap();
     let example = yaml_documents(&example_yaml);
-    validate_offline("webhook-secret.example.yaml", &example_yaml, &example);
+    validate_offline(
+        &format!("{dir}/webhook-secret.example.yaml"),
+        &example_yaml,
+        &example,
+    );
     let secret = one_of_kind(&example, "Secret");
     assert_eq!(secret["metadata"]["name"], volume["secret"]["secretName"]);
     assert_eq!(
@@ -631,6 +686,144 @@ fn overlay_exposes_only_the_webhook_to_event_grid() {
             }
         }
     }
+}
+
+#[test]
+fn ha_overlay_runs_three_replicas_on_the_postgresql_catalog() {
+    let (_, resources) = kustomize(HA);
+    let rendered = Rendered::new(&resources);
+    let (pod, container) = (rendered.pod, rendered.container);
+    let deployment = one_of_kind(&resources, "Deployment");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+
+    // Three replicas, rolled one at a time: a new pod serves before an old one stops, and it counts as ready only
+    // once it can write the catalog.
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let strategy = &deployment["spec"]["strategy"];
+    assert_eq!(strategy["type"], "RollingUpdate");
+    assert_eq!(strategy["rollingUpdate"]["maxSurge"], 1);
+    assert!(
+        strategy["rollingUpdate"]["maxUnavailable"]
+            .as_u64()
+            .is_some_and(|n| n <= 1),
+        "a rollout takes at most one pod away: {strategy}"
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for constraint in pod["topologySpreadConstraints"]
+        .as_array()
+        .expect("the replicas are spread over nodes")
+    {
+        assert!(
+            matches_labels(&constraint["labelSelector"]["matchLabels"], labels),
+            "a spread constraint that does not select rpod's pods spreads nothing: {constraint}"
+        );
+    }
+
+    // Drains take one pod at a time, and are not blocked while the catalog is down (no pod is ready then).
+    let budget = one_of_kind(&resources, "PodDisruptionBudget");
+    assert_eq!(budget["apiVersion"], "policy/v1");
+    let selector = &budget["spec"]["selector"];
+    assert!(selector["matchExpressions"].is_null());
+    assert!(
+        matches_labels(&selector["matchLabels"], labels),
+        "the PodDisruptionBudget selects rpod's pods"
+    );
+    let disruptions = match (
+        budget["spec"]["maxUnavailable"].as_u64(),
+        budget["spec"]["minAvailable"].as_u64(),
+    ) {
+        (Some(max_unavailable), None) => max_unavailable,
+        (None, Some(min_available)) => 3 - min_available,
+        _ => panic!("the PodDisruptionBudget sets maxUnavailable or minAvailable as a number"),
+    };
+    assert_eq!(disruptions, 1, "one pod at a time may be evicted");
+    assert_eq!(budget["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+
+    // No disk: the catalog is in PostgreSQL, and state_dir (the lock file) is each pod's own emptyDir.
+    assert!(
+        of_kind(&resources, "PersistentVolumeClaim").is_empty(),
+        "no PersistentVolumeClaim is created"
+    );
+    for volume in pod["volumes"].as_array().unwrap() {
+        assert!(
+            volume["persistentVolumeClaim"].is_null(),
+            "no volume waits for a claim: {volume}"
+        );
+    }
+    let state_dir = rendered.config_str("daemon", "state_dir").unwrap();
+    assert!(volume_at(pod, container, state_dir)["emptyDir"].is_object());
+
+    // The catalog's URL comes from a Secret through the variable [catalog] url_env names, never from the
+    // ConfigMap.
+    assert_eq!(rendered.config_str("catalog", "url"), None);
+    let url_env = rendered
+        .config_str("catalog", "url_env")
+        .expect("[catalog] url_env");
+    let env = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == url_env)
+        .unwrap_or_else(|| panic!("the container does not set {url_env}"));
+    assert!(env["value"].is_null());
+    let url_ref = &env["valueFrom"]["secretKeyRef"];
+    assert!(
+        url_ref["name"].is_string() && url_ref["key"].is_string(),
+        "{url_env} comes from a Secret: {env}"
+    );
+    assert_ne!(
+        url_ref["optional"], true,
+        "without the Secret the pod must not start"
+    );
+
+    // The password is the item of a read-only Secret volume, at the path [catalog] password_file names, readable
+    // by rpod's group only.
+    let password_file = rendered
+        .config_str("catalog", "password_file")
+        .expect("[catalog] password_file");
+    let (dir, file) = password_file.rsplit_once('/').unwrap();
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
+    assert_eq!(mount["readOnly"], true, "{dir} is read-only");
+    let volume = volume_at(pod, container, dir);
+    let password_item = volume["secret"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{dir} is not a Secret volume with items: {volume}"))
+        .iter()
+        .find(|i| i["path"] == file)
+        .unwrap_or_else(|| panic!("the Secret volume at {dir} has no item {file}"));
+    assert_eq!(
+        volume["secret"]["defaultMode"].as_u64().unwrap() & 0o007,
+        0,
+        "the password is not readable by others"
+    );
+
+    // Neither Secret is generated (`kubectl apply -k` would overwrite the real one); the example Secret carries
+    // both keys under the names the Deployment uses, and a URL rpod accepts.
+    assert!(of_kind(&resources, "Secret").is_empty());
+    let example_yaml =
+        std::fs::read_to_string(repo_root().join(HA).join("catalog-secret.example.yaml")).unwrap();
+    let example = yaml_documents(&example_yaml);
+    validate_offline("catalog-secret.example.yaml", &example_yaml, &example);
+    let secret = one_of_kind(&example, "Secret");
+    assert_eq!(
+        secret["metadata"]["namespace"],
+        one_of_kind(&resources, "Namespace")["metadata"]["name"]
+    );
+    assert_eq!(secret["metadata"]["name"], url_ref["name"]);
+    assert_eq!(secret["metadata"]["name"], volume["secret"]["secretName"]);
+    assert!(secret["stringData"][password_item["key"].as_str().unwrap()].is_string());
+    let example_url = secret["stringData"][url_ref["key"].as_str().unwrap()]
+        .as_str()
+        .expect("the example Secret has the URL's key");
+
+    // rpod accepts the rendered rpod.toml with a URL in the variable: the placeholder, and the example's.
+    check_config(HA, &rendered);
+    check_config_with("catalog-secret.example.yaml", &rendered, example_url);
 }
 
 #[test]
