@@ -20,8 +20,8 @@ use crate::http::TargetsView;
 use crate::metrics::Metrics;
 use crate::scheduler::SchedulerHandle;
 
-/// Opens the catalog `[catalog]` names: the `SQLite` file in the state directory, or the PostgreSQL database with
-/// this replica's lease book (the daemon) when `leases` is set.
+/// Opens the catalog `[catalog]` names: the `SQLite` file in the state directory, or the PostgreSQL database, for
+/// the daemon (`leases`: created or migrated, with this replica's lease book) or for reading.
 ///
 /// # Errors
 /// The catalog cannot be opened; the message names the file or server and what to do.
@@ -49,12 +49,17 @@ pub async fn open_catalog(
                 crate::azure::tls::TrustedCa::load(ca_file)
                     .map_err(|message| anyhow::anyhow!("catalog.ca_file: {message}"))?;
             }
-            let catalog = Catalog::open_postgres(&PostgresCatalog {
+            let settings = PostgresCatalog {
                 url: postgres.url.clone(),
                 password: password.map(|secret| secret.expose().to_owned()),
                 ca_file: postgres.ca_file.clone(),
-            })
-            .await?
+            };
+            // The daemon creates and migrates the catalog; a reader (rpod status) leaves it as it is.
+            let catalog = if leases {
+                Catalog::open_postgres(&settings).await?
+            } else {
+                Catalog::open_postgres_read_only(&settings).await?
+            }
             .with_replica(&replica);
             Ok(if leases {
                 catalog.with_leases(Arc::new(LeaseBook::new(&replica, postgres.lease)))

@@ -242,6 +242,18 @@ impl Catalog {
         Ok(Self::with_pool(Pool::Postgres(pool)))
     }
 
+    /// Connects to a PostgreSQL catalog for reading, as `rpod status` does while replicas write it: nothing is
+    /// created or migrated.
+    ///
+    /// # Errors
+    /// The server cannot be reached, or the catalog's schema is not the one this rpod knows (a replica migrates
+    /// it when it starts).
+    pub async fn open_postgres_read_only(config: &PostgresCatalog) -> Result<Self, CatalogError> {
+        let pool = postgres::connect(config).await?;
+        postgres::check_version(&pool, &config.url).await?;
+        Ok(Self::with_pool(Pool::Postgres(pool)))
+    }
+
     fn with_pool(pool: Pool) -> Self {
         Self {
             pool,

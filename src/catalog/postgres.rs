@@ -69,6 +69,30 @@ pub(super) async fn connect(config: &PostgresCatalog) -> Result<PgPool, CatalogE
         .map_err(|err| unusable(err.to_string()))
 }
 
+/// Refuses a catalog whose schema is not the one this rpod knows, for readers that must not migrate it.
+pub(super) async fn check_version(pool: &PgPool, url: &str) -> Result<(), CatalogError> {
+    let known = newest(&postgres_migrator());
+    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    let found: Option<i64> = if has_table {
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await?
+    } else {
+        None
+    };
+    let found = found.unwrap_or(0);
+    let path = server_name(url);
+    if found > known {
+        return Err(CatalogError::TooNew { path, found, known });
+    }
+    if found < known {
+        return Err(CatalogError::TooOld { path, found, known });
+    }
+    Ok(())
+}
+
 /// Refuses a catalog a newer rpod wrote, then applies pending migrations. Replicas starting together take turns:
 /// each holds a transaction-level advisory lock while it migrates, which (unlike a session lock) works behind a
 /// transaction-pooling PgBouncer.
