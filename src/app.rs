@@ -691,7 +691,14 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
                 .collect(),
         };
         let leader = catalog.is_leader();
-        if leader && reconciled.is_none_or(|at| at.elapsed() >= reconcile_interval) {
+        let reconcile_due = reconciled.is_none_or(|at| at.elapsed() >= reconcile_interval);
+        if reconcile_due && !leader {
+            // Replicas: the leader's reconciliation may have changed what is restorable for the targets held
+            // here; they are re-read at the same pace.
+            reconciled = Some(tokio::time::Instant::now());
+            scheduler.refresh(targets.iter().map(|t| t.config.name.clone()).collect());
+        }
+        if leader && reconcile_due {
             reconciled = Some(tokio::time::Instant::now());
             match reconcile::reconcile(&catalog, &all, clock.now()).await {
                 Ok(report) => {
