@@ -815,7 +815,7 @@ async fn idle(options: &Options) -> Result<()> {
         let now = Utc::now();
         let cpu = cpu_self();
         let wall = Instant::now();
-        rpod::maintenance::evaluate(&catalog, &metrics, &views, now).await?;
+        rpod::maintenance::evaluate(&catalog, &metrics, &views, Some(&views), now).await?;
         walls.push(wall.elapsed());
         cpus.push(cpu_self().saturating_sub(cpu));
     }

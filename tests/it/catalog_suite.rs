@@ -637,13 +637,7 @@ async fn bulk_loading_and_counts(catalog: Catalog) {
         slot: Some(at(hour)),
     };
     let records: Vec<BackupRecord> = (0..2500_u32)
-        .map(|i| {
-            record(
-                &format!("t{}", i % 50),
-                Status::Succeeded,
-                1 + i % 3,
-            )
-        })
+        .map(|i| record(&format!("t{}", i % 50), Status::Succeeded, 1 + i % 3))
         .collect();
     assert_eq!(catalog.load_backups(&records).await.unwrap(), 2500);
     let names: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
