@@ -630,7 +630,7 @@ pub(super) async fn fence(
                 _ => Err(CatalogError::Fenced {
                     target: "the cluster's singletons".to_owned(),
                     replica: me.to_owned(),
-                    term: book.leader_term().unwrap_or(0),
+                    term: book.leader_term(),
                 }),
             };
         }
@@ -646,7 +646,7 @@ pub(super) async fn fence(
         _ => Err(CatalogError::Fenced {
             target,
             replica: me.to_owned(),
-            term: expected.unwrap_or(0),
+            term: expected,
         }),
     }
 }

@@ -108,15 +108,16 @@ pub enum CatalogError {
     /// This replica no longer holds the lease it wrote under (another replica took the target over): nothing
     /// was written (docs/high-availability.md, "Terms").
     #[error(
-        "replica {replica} no longer holds target {target} (term {term}); nothing was recorded"
+        "replica {replica} no longer holds target {target}{}; nothing was recorded",
+        term.map(|term| format!(" (it wrote under term {term})")).unwrap_or_default()
     )]
     Fenced {
         /// The target.
         target: String,
         /// This replica.
         replica: String,
-        /// The term it wrote under.
-        term: i64,
+        /// The term it wrote under; `None` when it holds no term for the target any more.
+        term: Option<i64>,
     },
     /// The state directory cannot be used.
     #[error(transparent)]

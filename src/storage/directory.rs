@@ -216,10 +216,17 @@ impl Storage for DirectoryStorage {
     }
 
     async fn probe(&self) -> Result<(), StorageError> {
+        // A name of its own per probe: replicas sharing the directory (and overlapping probes of one process)
+        // must not remove each other's probe file.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let root = self.root.clone();
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = tokio::task::spawn_blocking(move || {
             fs::create_dir_all(&root)?;
-            let probe = root.join(format!(".rpod-probe{PARTIAL_SUFFIX}"));
+            let probe = root.join(format!(
+                ".rpod-probe-{}-{n}{PARTIAL_SUFFIX}",
+                std::process::id()
+            ));
             fs::write(&probe, b"")?;
             fs::remove_file(&probe)
         })
@@ -232,6 +239,31 @@ impl Storage for DirectoryStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_probing_one_directory_at_once_never_see_it_down() {
+        // Several replicas (here several storages of one process) probe a shared directory at the same moments.
+        let dir = tempfile::tempdir().unwrap();
+        let probes: Vec<_> = (0..8)
+            .map(|_| {
+                let storage = DirectoryStorage::new("shared", dir.path().to_path_buf());
+                tokio::spawn(async move {
+                    for _ in 0..200 {
+                        storage.probe().await?;
+                    }
+                    Ok::<(), StorageError>(())
+                })
+            })
+            .collect();
+        for probe in probes {
+            probe.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no probe file is left behind"
+        );
+    }
 
     #[tokio::test]
     async fn committed_artifacts_are_listed_and_abandoned_ones_vanish() {
