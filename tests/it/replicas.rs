@@ -425,6 +425,28 @@ async fn the_database_stopped_for_20_seconds_is_ridden_out() {
     }
 }
 
+/// Replicas `r1` and `r2` of `base` (a configuration of the test cloud) on the catalog at `url`, each with its own
+/// state directory in `dir`, signing in to the emulator.
+fn cloud_replicas(
+    cloud: &crate::cloud::Cloud,
+    base: &str,
+    url: &str,
+    dir: &Path,
+) -> BTreeMap<String, DaemonProcess> {
+    let env = cloud.identity_env();
+    let mut replicas = BTreeMap::new();
+    for name in ["r1", "r2"] {
+        let text = base.replace(
+            "state_dir = \"{dir}/state\"",
+            &format!("state_dir = \"{{dir}}/{name}\"\nreplica_id = \"{name}\""),
+        ) + &format!("\n[catalog]\nurl = \"{url}\"\nlease = \"3s\"\n");
+        let path = dir.join(format!("{name}.toml"));
+        crate::support::rewrite_config(&path, dir, &text);
+        replicas.insert(name.to_owned(), DaemonProcess::start_with_env(&path, &env));
+    }
+    replicas
+}
+
 #[test]
 fn a_replica_killed_during_an_apim_backup_is_taken_over_and_the_operation_followed_to_its_end() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -440,17 +462,7 @@ fn a_replica_killed_during_an_apim_backup_is_taken_over_and_the_operation_follow
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
-    let env = cloud.identity_env();
-    let mut replicas: BTreeMap<String, DaemonProcess> = BTreeMap::new();
-    for name in ["r1", "r2"] {
-        let text = base.replace(
-            "state_dir = \"{dir}/state\"",
-            &format!("state_dir = \"{{dir}}/{name}\"\nreplica_id = \"{name}\""),
-        ) + &format!("\n[catalog]\nurl = \"{url}\"\nlease = \"3s\"\n");
-        let path = dir.path().join(format!("{name}.toml"));
-        crate::support::rewrite_config(&path, dir.path(), &text);
-        replicas.insert(name.to_owned(), DaemonProcess::start_with_env(&path, &env));
-    }
+    let mut replicas = cloud_replicas(&cloud, &base, &url, dir.path());
     runtime.block_on(eventually(
         Duration::from_secs(20),
         "the backup's operation being polled",
@@ -529,17 +541,7 @@ fn a_webhook_delivery_to_any_replica_is_acted_on_by_the_targets_owner() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key"), cloud.azurite.key()).unwrap();
     std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
-    let env = cloud.identity_env();
-    let mut replicas: BTreeMap<String, DaemonProcess> = BTreeMap::new();
-    for name in ["r1", "r2"] {
-        let text = base.replace(
-            "state_dir = \"{dir}/state\"",
-            &format!("state_dir = \"{{dir}}/{name}\"\nreplica_id = \"{name}\""),
-        ) + &format!("\n[catalog]\nurl = \"{url}\"\nlease = \"3s\"\n");
-        let path = dir.path().join(format!("{name}.toml"));
-        crate::support::rewrite_config(&path, dir.path(), &text);
-        replicas.insert(name.to_owned(), DaemonProcess::start_with_env(&path, &env));
-    }
+    let replicas = cloud_replicas(&cloud, &base, &url, dir.path());
     let catalog = runtime.block_on(catalog(&url));
     runtime.block_on(eventually(
         Duration::from_secs(30),
