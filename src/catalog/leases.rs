@@ -573,17 +573,68 @@ impl Catalog {
 pub(super) trait Fenced {
     /// Refuses the write, or holds the lease row until it commits.
     async fn fence(&mut self, catalog: &Catalog, what: Fence<'_>) -> Result<(), CatalogError>;
+
+    /// The fences of a batch of writes about targets (`catalog` carrying each write's term), in one statement
+    /// that locks the lease rows in the targets' order: one answer per write.
+    async fn fence_each(
+        &mut self,
+        checks: &[(&Catalog, &str)],
+    ) -> Result<Vec<Result<(), CatalogError>>, sqlx::Error>;
 }
 
 impl Fenced for SqliteConnection {
     async fn fence(&mut self, _catalog: &Catalog, _what: Fence<'_>) -> Result<(), CatalogError> {
         Ok(())
     }
+
+    async fn fence_each(
+        &mut self,
+        checks: &[(&Catalog, &str)],
+    ) -> Result<Vec<Result<(), CatalogError>>, sqlx::Error> {
+        Ok(checks.iter().map(|_| Ok(())).collect())
+    }
 }
 
 impl Fenced for PgConnection {
     async fn fence(&mut self, catalog: &Catalog, what: Fence<'_>) -> Result<(), CatalogError> {
         fence(self, catalog, what).await
+    }
+
+    async fn fence_each(
+        &mut self,
+        checks: &[(&Catalog, &str)],
+    ) -> Result<Vec<Result<(), CatalogError>>, sqlx::Error> {
+        let Some(book) = checks.first().and_then(|(catalog, _)| catalog.leases.clone()) else {
+            return Ok(checks.iter().map(|_| Ok(())).collect());
+        };
+        let mut targets: Vec<&str> = checks.iter().map(|(_, target)| *target).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT target, owner, term FROM leases WHERE target = ANY($1) ORDER BY target FOR SHARE",
+        )
+        .bind(&targets)
+        .fetch_all(&mut *self)
+        .await?;
+        let found: HashMap<&str, (Option<&str>, i64)> = rows
+            .iter()
+            .map(|(target, owner, term)| (target.as_str(), (owner.as_deref(), *term)))
+            .collect();
+        let me = book.replica.as_str();
+        Ok(checks
+            .iter()
+            .map(|(catalog, target)| {
+                let expected = catalog.term_for(target);
+                match (found.get(target), expected) {
+                    (Some((Some(owner), term)), Some(mine)) if *owner == me && *term == mine => Ok(()),
+                    _ => Err(CatalogError::Fenced {
+                        target: (*target).to_owned(),
+                        replica: me.to_owned(),
+                        term: expected,
+                    }),
+                }
+            })
+            .collect())
     }
 }
 

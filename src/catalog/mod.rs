@@ -4,6 +4,7 @@
 //!
 //! What does not live here: deciding what is restorable or prunable (`policy`), or when to run (`scheduler`).
 
+mod batch;
 mod bulk;
 mod driver;
 mod leases;
@@ -23,6 +24,7 @@ use sqlx::{Row, SqlitePool};
 
 use driver::{Pool, SQLITE_MIGRATOR, each};
 
+pub use batch::{EndBackup, Ended, RECENT_DURATIONS, StartBackup, Started};
 pub use bulk::RecordCount;
 pub use leases::{Held, LeaseBook, LeaseRound, LeaseView, RecordedChange, ReplicaView};
 pub use model::{
@@ -32,6 +34,7 @@ pub use postgres::server_name;
 pub use restores::{NewRestore, RestoreFinish, RunningRestore};
 
 use crate::record::{BackupRecord, Restorability, Status, TargetSummary, Trigger};
+use batch::Bookkeeping as _;
 use leases::{Fence, Fenced as _};
 use model::{Writes as _, backup_columns, from_ms, record_from_row, restorable, to_ms};
 
@@ -137,6 +140,8 @@ pub struct Catalog {
     leases: Option<Arc<LeaseBook>>,
     /// A target whose writes are made under a given term (see [`Catalog::pinned`]).
     pin: Option<(Arc<str>, i64)>,
+    /// The task that writes the attempts' bookkeeping in batches (`batch`), shared by every clone.
+    batches: Arc<batch::Batches>,
 }
 
 /// Where a PostgreSQL catalog is and how to reach it (`[catalog]`). Its `Debug` never shows the password.
@@ -222,8 +227,10 @@ impl Catalog {
         // and switch it to WAL, or both see a migration pending and the second would run it again on the
         // migrated schema; they take turns instead.
         let _turn = opening_turn(&path).await?;
+        // A local file has no connection to lose: no ping before each use.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(corrupt)?;
@@ -261,6 +268,7 @@ impl Catalog {
             replica: default_replica_id().into(),
             leases: None,
             pin: None,
+            batches: Arc::default(),
         }
     }
 
@@ -372,23 +380,7 @@ impl Catalog {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
             tx.fence(self, Fence::Target(new.target)).await?;
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, storage, first_change_at,
-                                      replica, slot_at)
-                 VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9)
-                 RETURNING id",
-            )
-            .bind(new.target)
-            .bind(new.kind)
-            .bind(new.trigger.as_str())
-            .bind(i64::from(new.attempt))
-            .bind(to_ms(new.requested_at))
-            .bind(new.storage)
-            .bind(new.first_change_at.map(to_ms))
-            .bind(&*self.replica)
-            .bind(new.slot.map(to_ms))
-            .fetch_one(&mut *tx)
-            .await?;
+            let id = tx.insert_running(new, &self.replica).await?;
             tx.commit().await?;
             Ok(id)
         })
@@ -402,44 +394,13 @@ impl Catalog {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
             tx.fence(self, Fence::Backup(id)).await?;
-            let updated = sqlx::query(
-                // A backup that never got accepted leaves no artifact: its claimed name is released. One that was
-                // accepted keeps the name, so reconciliation never imports what its operation left behind.
-                "UPDATE backups SET status = $1, accepted_at = COALESCE($2, accepted_at), completed_at = $3,
-                        expires_at = $4,
-                        artifact = CASE WHEN $5 IS NOT NULL THEN $5
-                                        WHEN COALESCE($2, accepted_at) IS NOT NULL THEN artifact END,
-                        size_bytes = $6, sha256 = $7, sku = $8, etag = $9, error_code = $10, error_message = $11,
-                        content = $13
-                 WHERE id = $12 AND status = 'running'",
-            )
-            .bind(finish.status.as_str())
-            .bind(finish.accepted_at.map(to_ms))
-            .bind(to_ms(finish.completed_at))
-            .bind(finish.expires_at.map(to_ms))
-            .bind(finish.artifact.as_deref())
-            .bind(finish.size_bytes)
-            .bind(finish.sha256.as_deref())
-            .bind(finish.sku.as_deref())
-            .bind(finish.etag.as_deref())
-            .bind(finish.error_code.as_deref())
-            .bind(finish.error_message.as_deref())
-            .bind(id)
-            .bind(finish.content.as_deref())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated != 1 {
+            if !tx.close_running(id, finish).await? {
                 // Another writer closed this record (it can only be `running` while this attempt owns it).
                 return Err(CatalogError::Conflict {
                     id,
                     expected: "running",
                 });
             }
-            sqlx::query("DELETE FROM operations WHERE backup_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
             tx.commit().await?;
             Ok(())
         })
@@ -457,35 +418,11 @@ impl Catalog {
         name: &str,
     ) -> Result<String, CatalogError> {
         each!(&self.pool, |pool| {
-            const CLAIM: &str = "UPDATE backups SET artifact = $1 WHERE id = $2 AND NOT EXISTS
-                 (SELECT 1 FROM backups WHERE target = $3 AND artifact = $1 AND id != $2)";
             let mut tx = pool.begin().await?;
             tx.fence(self, Fence::Target(target)).await?;
-            let claimed = sqlx::query(CLAIM)
-                .bind(name)
-                .bind(id)
-                .bind(target)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if claimed == 1 {
-                tx.commit().await?;
-                return Ok(name.to_owned());
-            }
-            let (stem, extension) = match name.rfind('.') {
-                Some(dot) if dot > name.rfind('/').map_or(0, |slash| slash + 1) => {
-                    name.split_at(dot)
-                }
-                _ => (name, ""),
-            };
-            let unique = format!("{stem}-{id}{extension}");
-            sqlx::query("UPDATE backups SET artifact = $1 WHERE id = $2")
-                .bind(&unique)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            let used = tx.name_artifact(id, target, name).await?;
             tx.commit().await?;
-            Ok(unique)
+            Ok(used)
         })
     }
 
@@ -856,25 +793,11 @@ impl Catalog {
         };
         let mut tx = pool.begin().await?;
         tx.fence(self, Fence::Target(target)).await?;
-        // A slot claimed under an older term whose claimer never used it (the replica died), or under this very
-        // term (a retry of the attempt that claimed it), may be claimed again; an older slot never.
-        let claimed = sqlx::query(
-            "INSERT INTO target_state (target, claimed_slot_at, claimed_term, updated_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (target) DO UPDATE SET claimed_slot_at = $2, claimed_term = $3, updated_at = $4
-             WHERE COALESCE(target_state.claimed_slot_at, 0) < $2
-                OR (target_state.claimed_slot_at = $2 AND target_state.claimed_term <= $3
-                    AND COALESCE(target_state.last_slot_at, 0) < $2)",
-        )
-        .bind(target)
-        .bind(to_ms(slot))
-        .bind(self.term_for(target).unwrap_or(0))
-        .bind(to_ms(Utc::now()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let claimed = tx
+            .claim_slot_under(target, slot, self.term_for(target).unwrap_or(0))
+            .await?;
         tx.commit().await?;
-        Ok(claimed == 1)
+        Ok(claimed)
     }
 
     /// The target's change-detection state (docs/design.md, "Change-driven backups"), as the scheduler last wrote it.
@@ -928,40 +851,8 @@ impl Catalog {
         target: &str,
         now: DateTime<Utc>,
     ) -> Result<TargetSummary, CatalogError> {
-        each!(&self.pool, |pool, d| {
-            // One round trip: five index lookups as scalar subqueries. Newest-first walks along (target, id) stop at
-            // the first matching row instead of reading the target's whole history.
-            let (newest, count, until, last_success, last_attempt): (
-                Option<i64>,
-                i64,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-            ) = sqlx::query_as(d.sql(
-                concat!(
-                "SELECT
-                   (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
-                     WHERE target = $1 AND ", restorable!(), " AND expires_at > $2
-                     ORDER BY accepted_at DESC LIMIT 1),
-                   (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
-                     WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
-                   (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
-                     WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
-                   (SELECT accepted_at FROM backups INDEXED BY backups_by_target
-                     WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') ORDER BY id DESC LIMIT 1),
-                   (SELECT requested_at FROM backups INDEXED BY backups_by_target
-                     WHERE target = $1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)")))
-            .bind(target)
-            .bind(to_ms(now))
-            .fetch_one(pool)
-            .await?;
-            Ok(TargetSummary {
-                newest_recovery_point: newest.map(from_ms),
-                restorable_backups: u64::try_from(count).unwrap_or(0),
-                restorable_until: until.map(from_ms),
-                last_success: last_success.map(from_ms),
-                last_attempt: last_attempt.map(from_ms),
-            })
+        each!(&self.pool, |pool| {
+            Ok(pool.acquire().await?.summary_of(target, now).await?)
         })
     }
 
@@ -1027,19 +918,8 @@ impl Catalog {
         target: &str,
         limit: u32,
     ) -> Result<Vec<Duration>, CatalogError> {
-        each!(&self.pool, |pool, d| {
-            let rows: Vec<(i64, i64)> = sqlx::query_as(d.sql(
-                "SELECT requested_at, completed_at FROM backups INDEXED BY backups_by_target
-                 WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') AND completed_at IS NOT NULL
-                 ORDER BY id DESC LIMIT $2"))
-            .bind(target)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(start, end)| Duration::from_millis(u64::try_from(end - start).unwrap_or(0)))
-                .collect())
+        each!(&self.pool, |pool| {
+            Ok(pool.acquire().await?.durations_of(target, limit).await?)
         })
     }
 

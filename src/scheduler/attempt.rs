@@ -9,7 +9,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, warn};
 
 use super::shared::Shared;
-use crate::catalog::{Finish, NewBackup, OperationAccepted, PendingOperation};
+use crate::catalog::{
+    EndBackup, Finish, OperationAccepted, PendingOperation, RECENT_DURATIONS, StartBackup, Started,
+};
 use crate::policy;
 use crate::providers::{BackupRequest, OperationJournal, ProviderError, Resume, Stopped};
 use crate::record::{Status, TargetSummary, Trigger};
@@ -159,25 +161,6 @@ pub(super) async fn mark_slot_used(shared: &Shared, target: &str, slot: DateTime
     }
 }
 
-/// Why this replica must not start `job` (replicas on a shared catalog): it no longer trusts its lease on the
-/// target, or another replica claimed the job's schedule slot first. `None`: go ahead (always on a single node).
-async fn not_ours(
-    shared: &Shared,
-    name: &str,
-    job: &Job,
-) -> Result<Option<String>, crate::catalog::CatalogError> {
-    if !shared.catalog.may_start(name) {
-        return Ok(Some(
-            "this replica no longer holds the target's lease".to_owned(),
-        ));
-    }
-    let Some(slot) = job.slot else {
-        return Ok(None);
-    };
-    Ok((!shared.catalog.claim_slot(name, slot).await?)
-        .then(|| format!("schedule slot {slot} was run by another replica")))
-}
-
 /// How an attempt ended, as far as scheduling cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -260,24 +243,10 @@ pub(super) async fn run(
         }
     };
     let Some(_permit) = permit else { return report };
-    if job.resume.is_none() {
-        match not_ours(shared, &name, &job).await {
-            Ok(None) => {}
-            Ok(Some(why)) => {
-                info!(target = %name, slot = ?job.slot, "Backup not started: {why}.");
-                report.outcome = AttemptOutcome::Skipped;
-                return report;
-            }
-            Err(err) => {
-                warn!(target = %name, error = %err, "Backup not started: its schedule slot could not be claimed.");
-                report.error = Some(format!("CatalogUnavailable: {err}"));
-                report.outcome = AttemptOutcome::Failed {
-                    retryable: true,
-                    retry_after: None,
-                };
-                return report;
-            }
-        }
+    if job.resume.is_none() && !shared.catalog.may_start(&name) {
+        info!(target = %name, slot = ?job.slot, "Backup not started: this replica no longer holds the target's lease.");
+        report.outcome = AttemptOutcome::Skipped;
+        return report;
     }
     shared.metrics.set_in_progress(&name, true);
 
@@ -314,37 +283,38 @@ pub(super) async fn run(
             .to_std()
             .unwrap_or(Duration::ZERO)
             .as_secs_f64();
-        shared.metrics.attempt_started(&name, now, lateness);
-        let inserted = shared
+        let spec = job.spec.clone();
+        let named = name.clone();
+        let started = shared
             .catalog
-            .insert_backup(&NewBackup {
-                target: &name,
+            .start_backup(StartBackup {
+                target: name.clone(),
                 kind,
                 trigger: job.trigger,
                 attempt: job.attempt,
                 requested_at: now,
-                storage: job.spec.storage.name(),
+                storage: job.spec.storage.name().to_owned(),
                 first_change_at: job.first_change_at,
                 slot: job.slot,
+                artifact: Box::new(move |id| spec.config.artifact_name.render(&named, id, now)),
             })
             .await;
-        let rendered =
-            inserted.map(|id| (id, job.spec.config.artifact_name.render(&name, id, now)));
-        let claimed = match rendered {
-            Ok((id, artifact)) => shared
-                .catalog
-                .claim_artifact(id, &name, &artifact)
-                .await
-                .map(|artifact| (id, artifact)),
-            Err(err) => Err(err),
-        };
-        match claimed {
-            Ok((id, artifact)) => (
-                id,
-                now,
-                artifact,
-                now + policy::delta(policy.operation_timeout),
-            ),
+        match started {
+            Ok(Started::Recorded { id, artifact }) => {
+                shared.metrics.attempt_started(&name, now, lateness);
+                (
+                    id,
+                    now,
+                    artifact,
+                    now + policy::delta(policy.operation_timeout),
+                )
+            }
+            Ok(Started::SlotTaken) => {
+                info!(target = %name, slot = ?job.slot, "Backup not started: its schedule slot was run by another replica.");
+                report.outcome = AttemptOutcome::Skipped;
+                shared.metrics.set_in_progress(&name, false);
+                return report;
+            }
             Err(err) => {
                 error!(target = %name, error = %err, "Cannot record the backup in the catalog; not starting it.");
                 report.error = Some(format!(
@@ -354,6 +324,7 @@ pub(super) async fn run(
                     retryable: true,
                     retry_after: None,
                 };
+                shared.metrics.set_in_progress(&name, false);
                 return report;
             }
         }
@@ -447,19 +418,33 @@ pub(super) async fn run(
     // failed, everywhere (docs/operations.md, "What restorable means").
     let mut finish = finish;
     let mut unrecorded = None;
-    if let Err(err) = shared.catalog.finish_backup(id, &finish).await {
-        error!(target = %name, backup_id = id, error = %err, "Cannot record the backup's outcome in the catalog; it does not count.");
-        let message = format!("the outcome could not be recorded in the catalog: {err}");
-        finish.status = Status::Failed;
-        finish.error_code = Some("CatalogUnavailable".to_owned());
-        finish.error_message = Some(message.clone());
-        unrecorded = Some(message);
-    }
-    if finish.status == Status::Succeeded
-        && let Some(slot) = job.slot
-    {
-        mark_slot_used(shared, &name, slot).await;
-    }
+    let ended = shared
+        .catalog
+        .end_backup(EndBackup {
+            id,
+            target: name.clone(),
+            finish: finish.clone(),
+            slot: job.slot,
+        })
+        .await;
+    let (summary, durations) = match ended {
+        Ok(ended) => (Some(ended.summary), ended.durations),
+        Err(err) => {
+            error!(target = %name, backup_id = id, error = %err, "Cannot record the backup's outcome in the catalog; it does not count.");
+            let message = format!("the outcome could not be recorded in the catalog: {err}");
+            finish.status = Status::Failed;
+            finish.error_code = Some("CatalogUnavailable".to_owned());
+            finish.error_message = Some(message.clone());
+            unrecorded = Some(message);
+            let summary = shared.catalog.summary(&name, completed).await.ok();
+            let durations = shared
+                .catalog
+                .recent_durations(&name, RECENT_DURATIONS)
+                .await
+                .unwrap_or_default();
+            (summary, durations)
+        }
+    };
     let outcome_label = match finish.status {
         Status::Succeeded => Some("succeeded"),
         Status::TimedOut => Some("timed_out"),
@@ -490,12 +475,6 @@ pub(super) async fn run(
             "Backup failed: {}", finish.error_message.as_deref().unwrap_or("")
         ),
     }
-    let summary = shared.catalog.summary(&name, completed).await.ok();
-    let durations = shared
-        .catalog
-        .recent_durations(&name, 20)
-        .await
-        .unwrap_or_default();
     if let Some(summary) = &summary {
         let compliant = policy::is_compliant(summary.newest_recovery_point, policy.rpo, completed);
         shared.metrics.set_summary(&name, summary, compliant);
