@@ -48,8 +48,16 @@ pub struct StartBackup {
     pub first_change_at: Option<DateTime<Utc>>,
     /// The schedule slot it serves, when a slot started it.
     pub slot: Option<DateTime<Utc>>,
-    /// The artifact's name, from the backup's id (see [`Catalog::claim_artifact`] for a name already taken).
-    pub artifact: Box<dyn Fn(i64) -> String + Send + Sync>,
+    /// The artifact's name (see [`Catalog::claim_artifact`] for a name already taken).
+    pub artifact: ArtifactName,
+}
+
+/// How an attempt's artifact is named.
+pub enum ArtifactName {
+    /// Known before the attempt is recorded: recorded with it, in the same statement.
+    Known(String),
+    /// Made from the backup's id, once it is recorded.
+    FromId(Box<dyn Fn(i64) -> String + Send + Sync>),
 }
 
 impl std::fmt::Debug for StartBackup {
@@ -86,6 +94,8 @@ pub struct EndBackup {
     pub finish: Finish,
     /// The schedule slot it served: marked used if it succeeded.
     pub slot: Option<DateTime<Utc>>,
+    /// Whether the attempt saved a long-running operation, which its end releases.
+    pub operation_saved: bool,
 }
 
 /// The target as the ended attempt left it.
@@ -268,12 +278,22 @@ pub(super) trait Bookkeeping {
     /// Records a new attempt in status `running`; returns its id.
     async fn insert_running(&mut self, new: &NewBackup<'_>, replica: &str) -> Result<i64, sqlx::Error>;
 
+    /// Records a new attempt in status `running` with its artifact's name, unless another backup of the target
+    /// has that name already; returns its id and whether the name was recorded.
+    async fn insert_named(
+        &mut self,
+        new: &NewBackup<'_>,
+        replica: &str,
+        artifact: &str,
+    ) -> Result<(i64, bool), sqlx::Error>;
+
     /// Names the artifact of running backup `id`, adding the id before the extension when another backup of the
     /// target has the name already. Returns the name used.
     async fn name_artifact(&mut self, id: i64, target: &str, name: &str) -> Result<String, sqlx::Error>;
 
-    /// Closes running backup `id` and releases its operation; false when it was not running any more.
-    async fn close_running(&mut self, id: i64, finish: &Finish) -> Result<bool, sqlx::Error>;
+    /// Closes running backup `id`, releasing its operation if `operation` says it saved one; false when it was not
+    /// running any more.
+    async fn close_running(&mut self, id: i64, finish: &Finish, operation: bool) -> Result<bool, sqlx::Error>;
 
     /// Claims schedule slot `slot` of `target` under `term` (docs/high-availability.md, "Ticks").
     async fn claim_slot_under(
@@ -288,6 +308,13 @@ pub(super) trait Bookkeeping {
 
     /// Durations of the target's `limit` most recent successful backups, newest first.
     async fn durations_of(&mut self, target: &str, limit: u32) -> Result<Vec<Duration>, sqlx::Error>;
+
+    /// [`Self::summary_of`] and [`Self::durations_of`] (the latest [`RECENT_DURATIONS`]) in one statement.
+    async fn summary_and_durations(
+        &mut self,
+        target: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(TargetSummary, Vec<Duration>), sqlx::Error>;
 
     /// An attempt's start; `Err` inside when the attempt alone is refused.
     async fn start(
@@ -313,16 +340,30 @@ pub(super) trait Bookkeeping {
             first_change_at: start.first_change_at,
             slot: start.slot,
         };
-        let id = self.insert_running(&new, catalog.replica()).await?;
-        let artifact = self
-            .name_artifact(id, &start.target, &(start.artifact)(id))
-            .await?;
+        let (id, artifact) = match &start.artifact {
+            ArtifactName::Known(name) => {
+                let (id, named) = self.insert_named(&new, catalog.replica(), name).await?;
+                let artifact = if named {
+                    name.clone()
+                } else {
+                    self.name_artifact(id, &start.target, name).await?
+                };
+                (id, artifact)
+            }
+            ArtifactName::FromId(render) => {
+                let id = self.insert_running(&new, catalog.replica()).await?;
+                (id, self.name_artifact(id, &start.target, &render(id)).await?)
+            }
+        };
         Ok(Ok(Started::Recorded { id, artifact }))
     }
 
     /// An attempt's end; `Err` inside when the attempt alone is refused.
     async fn end(&mut self, end: &EndBackup) -> Result<Result<Ended, CatalogError>, sqlx::Error> {
-        if !self.close_running(end.id, &end.finish).await? {
+        if !self
+            .close_running(end.id, &end.finish, end.operation_saved)
+            .await?
+        {
             // Another writer closed this record (it can only be `running` while this attempt owns it).
             return Ok(Err(CatalogError::Conflict {
                 id: end.id,
@@ -334,8 +375,9 @@ pub(super) trait Bookkeeping {
         {
             self.mark_slot(&end.target, slot).await?;
         }
-        let summary = self.summary_of(&end.target, end.finish.completed_at).await?;
-        let durations = self.durations_of(&end.target, RECENT_DURATIONS).await?;
+        let (summary, durations) = self
+            .summary_and_durations(&end.target, end.finish.completed_at)
+            .await?;
         Ok(Ok(Ended { summary, durations }))
     }
 
@@ -366,6 +408,35 @@ macro_rules! bookkeeping {
                 .await
             }
 
+            async fn insert_named(
+                &mut self,
+                new: &NewBackup<'_>,
+                replica: &str,
+                artifact: &str,
+            ) -> Result<(i64, bool), sqlx::Error> {
+                let (id, named): (i64, Option<String>) = sqlx::query_as(
+                    "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, storage,
+                                          first_change_at, replica, slot_at, artifact)
+                     VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9,
+                             CASE WHEN EXISTS (SELECT 1 FROM backups WHERE target = $1 AND artifact = $10)
+                                  THEN NULL ELSE $10 END)
+                     RETURNING id, artifact",
+                )
+                .bind(new.target)
+                .bind(new.kind)
+                .bind(new.trigger.as_str())
+                .bind(i64::from(new.attempt))
+                .bind(to_ms(new.requested_at))
+                .bind(new.storage)
+                .bind(new.first_change_at.map(to_ms))
+                .bind(replica)
+                .bind(new.slot.map(to_ms))
+                .bind(artifact)
+                .fetch_one(&mut *self)
+                .await?;
+                Ok((id, named.is_some()))
+            }
+
             async fn name_artifact(&mut self, id: i64, target: &str, name: &str) -> Result<String, sqlx::Error> {
                 let claimed = sqlx::query(
                     "UPDATE backups SET artifact = $1 WHERE id = $2 AND NOT EXISTS
@@ -393,7 +464,7 @@ macro_rules! bookkeeping {
                 Ok(unique)
             }
 
-            async fn close_running(&mut self, id: i64, finish: &Finish) -> Result<bool, sqlx::Error> {
+            async fn close_running(&mut self, id: i64, finish: &Finish, operation: bool) -> Result<bool, sqlx::Error> {
                 let updated = sqlx::query(
                     // A backup that never got accepted leaves no artifact: its claimed name is released. One that
                     // was accepted keeps the name, so reconciliation never imports what its operation left behind.
@@ -423,6 +494,9 @@ macro_rules! bookkeeping {
                 .rows_affected();
                 if updated != 1 {
                     return Ok(false);
+                }
+                if !operation {
+                    return Ok(true);
                 }
                 sqlx::query("DELETE FROM operations WHERE backup_id = $1")
                     .bind(id)
@@ -506,6 +580,55 @@ macro_rules! bookkeeping {
                     .into_iter()
                     .map(|(start, end)| Duration::from_millis(u64::try_from(end - start).unwrap_or(0)))
                     .collect())
+            }
+
+            async fn summary_and_durations(
+                &mut self,
+                target: &str,
+                now: DateTime<Utc>,
+            ) -> Result<(TargetSummary, Vec<Duration>), sqlx::Error> {
+                // The summary's row first (kind 0), then one row per recent duration (kind 1), newest first.
+                let rows: Vec<(i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
+                    sqlx::query_as($dialect.sql(concat!(
+                    "SELECT CAST(0 AS BIGINT), (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
+                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2
+                         ORDER BY accepted_at DESC LIMIT 1),
+                       (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
+                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
+                       (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
+                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
+                       (SELECT accepted_at FROM backups INDEXED BY backups_by_target
+                         WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') ORDER BY id DESC LIMIT 1),
+                       (SELECT requested_at FROM backups INDEXED BY backups_by_target
+                         WHERE target = $1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)
+                     UNION ALL
+                     SELECT CAST(1 AS BIGINT), completed_at - requested_at, NULL, NULL, NULL, NULL FROM
+                       (SELECT requested_at, completed_at FROM backups INDEXED BY backups_by_target
+                         WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') AND completed_at IS NOT NULL
+                         ORDER BY id DESC LIMIT $3) recent")))
+                    .bind(target)
+                    .bind(to_ms(now))
+                    .bind(i64::from(RECENT_DURATIONS))
+                    .fetch_all(&mut *self)
+                    .await?;
+                let mut summary = TargetSummary::default();
+                let mut durations = Vec::new();
+                for (kind, a, b, c, d, e) in rows {
+                    if kind == 0 {
+                        summary = TargetSummary {
+                            newest_recovery_point: a.map(from_ms),
+                            restorable_backups: b.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                            restorable_until: c.map(from_ms),
+                            last_success: d.map(from_ms),
+                            last_attempt: e.map(from_ms),
+                        };
+                    } else {
+                        durations.push(Duration::from_millis(
+                            a.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
+                        ));
+                    }
+                }
+                Ok((summary, durations))
             }
 
             async fn mark_slot(&mut self, target: &str, slot: DateTime<Utc>) -> Result<(), sqlx::Error> {

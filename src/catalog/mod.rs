@@ -24,7 +24,7 @@ use sqlx::{Row, SqlitePool};
 
 use driver::{Pool, SQLITE_MIGRATOR, each};
 
-pub use batch::{EndBackup, Ended, RECENT_DURATIONS, StartBackup, Started};
+pub use batch::{ArtifactName, EndBackup, Ended, RECENT_DURATIONS, StartBackup, Started};
 pub use bulk::RecordCount;
 pub use leases::{Held, LeaseBook, LeaseRound, LeaseView, RecordedChange, ReplicaView};
 pub use model::{
@@ -394,7 +394,7 @@ impl Catalog {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
             tx.fence(self, Fence::Backup(id)).await?;
-            if !tx.close_running(id, finish).await? {
+            if !tx.close_running(id, finish, true).await? {
                 // Another writer closed this record (it can only be `running` while this attempt owns it).
                 return Err(CatalogError::Conflict {
                     id,

@@ -88,6 +88,13 @@ impl NameTemplate {
         &self.source
     }
 
+    /// Whether a rendered name depends on the backup's id (`{id}`), so it can only be rendered once the backup
+    /// is recorded.
+    #[must_use]
+    pub fn uses_id(&self) -> bool {
+        self.parts.iter().any(|part| matches!(part, Part::Id))
+    }
+
     /// Renders the name of one backup.
     #[must_use]
     pub fn render(&self, target: &str, id: i64, at: DateTime<Utc>) -> String {

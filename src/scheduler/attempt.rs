@@ -2,6 +2,7 @@
 //! update metrics, report back to the scheduler.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::shared::Shared;
 use crate::catalog::{
-    EndBackup, Finish, OperationAccepted, PendingOperation, RECENT_DURATIONS, StartBackup, Started,
+    ArtifactName, EndBackup, Finish, OperationAccepted, PendingOperation, RECENT_DURATIONS, StartBackup, Started,
 };
 use crate::policy;
 use crate::providers::{BackupRequest, OperationJournal, ProviderError, Resume, Stopped};
@@ -43,6 +44,8 @@ struct CatalogJournal {
     target: String,
     slot: Option<DateTime<Utc>>,
     deadline_at: DateTime<Utc>,
+    /// Whether an operation of this backup is saved (accepted now, or before a restart), so its end releases it.
+    saved: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -62,6 +65,8 @@ impl OperationJournal for CatalogJournal {
             deadline_at: self.deadline_at,
             slot: self.slot,
         };
+        // Set before the write: releasing an operation that was not saved after all costs nothing.
+        self.saved.store(true, Ordering::Release);
         self.catalog
             .operation_accepted(&accepted)
             .await
@@ -283,8 +288,16 @@ pub(super) async fn run(
             .to_std()
             .unwrap_or(Duration::ZERO)
             .as_secs_f64();
-        let spec = job.spec.clone();
-        let named = name.clone();
+        let template = &job.spec.config.artifact_name;
+        let artifact = if template.uses_id() {
+            let spec = job.spec.clone();
+            let named = name.clone();
+            ArtifactName::FromId(Box::new(move |id| {
+                spec.config.artifact_name.render(&named, id, now)
+            }))
+        } else {
+            ArtifactName::Known(template.render(&name, 0, now))
+        };
         let started = shared
             .catalog
             .start_backup(StartBackup {
@@ -296,7 +309,7 @@ pub(super) async fn run(
                 storage: job.spec.storage.name().to_owned(),
                 first_change_at: job.first_change_at,
                 slot: job.slot,
-                artifact: Box::new(move |id| spec.config.artifact_name.render(&named, id, now)),
+                artifact,
             })
             .await;
         match started {
@@ -337,13 +350,14 @@ pub(super) async fn run(
     }
 
     let cancel = shared.abort.child_token();
-    let journal = CatalogJournal {
+    let journal = Arc::new(CatalogJournal {
         catalog: shared.catalog.clone(),
         backup_id: id,
         target: name.clone(),
         slot: job.slot,
         deadline_at,
-    };
+        saved: AtomicBool::new(job.resume.is_some()),
+    });
     let request = BackupRequest {
         target: name.clone(),
         backup_id: id,
@@ -351,7 +365,7 @@ pub(super) async fn run(
         storage: job.spec.storage.clone(),
         cancel: cancel.clone(),
         stopping: shared.stopping.clone(),
-        journal: Arc::new(journal),
+        journal: journal.clone(),
         clock: shared.clock.clone(),
         deadline_at,
         look_first: job.look_first,
@@ -425,6 +439,7 @@ pub(super) async fn run(
             target: name.clone(),
             finish: finish.clone(),
             slot: job.slot,
+            operation_saved: journal.saved.load(Ordering::Acquire),
         })
         .await;
     let (summary, durations) = match ended {

@@ -7,8 +7,8 @@ use std::pin::Pin;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use rpod::catalog::{
-    Catalog, CatalogError, Discovered, Finish, NewBackup, NewRestore, OperationAccepted,
-    PostgresCatalog, RestoreFinish,
+    ArtifactName, Catalog, CatalogError, Discovered, EndBackup, Finish, NewBackup, NewRestore,
+    OperationAccepted, PostgresCatalog, RestoreFinish, StartBackup, Started,
 };
 use rpod::record::{BackupRecord, RestoreTrigger, Status, Trigger};
 
@@ -47,6 +47,9 @@ const CASES: &[(&str, Case)] = &[
     }),
     ("bulk_loading_and_counts", |c| {
         Box::pin(bulk_loading_and_counts(c))
+    }),
+    ("attempts_started_and_ended_together_keep_every_guarantee", |c| {
+        Box::pin(attempts_started_and_ended_together_keep_every_guarantee(c))
     }),
 ];
 
@@ -659,4 +662,98 @@ async fn bulk_loading_and_counts(catalog: Catalog) {
     );
     let loaded = &catalog.backups(Some("t7"), 1).await.unwrap()[0];
     assert_eq!(loaded.replica.as_deref(), Some("r1"));
+}
+
+/// Many attempts starting at once, then ending at once, go through the catalog's batches: each gets its own
+/// record and a name no other backup of its target has, a closed record refuses its late end alone, and each
+/// end reads its own target's restorability back, with the slot it served marked used.
+async fn attempts_started_and_ended_together_keep_every_guarantee(catalog: Catalog) {
+    let begin = |target: &str, i: usize| {
+        let catalog = catalog.clone();
+        let target = target.to_owned();
+        async move {
+            let artifact = if i % 2 == 0 {
+                ArtifactName::Known(format!("{target}/same.zst"))
+            } else {
+                let prefix = target.clone();
+                ArtifactName::FromId(Box::new(move |id| format!("{prefix}/{id}.zst")))
+            };
+            let started = catalog
+                .start_backup(StartBackup {
+                    target: target.clone(),
+                    kind: "command",
+                    trigger: Trigger::Schedule,
+                    attempt: 1,
+                    requested_at: at(1),
+                    storage: "local".to_owned(),
+                    first_change_at: None,
+                    slot: Some(at(1)),
+                    artifact,
+                })
+                .await
+                .unwrap();
+            match started {
+                Started::Recorded { id, artifact } => (target, id, artifact),
+                Started::SlotTaken => panic!("a single node never loses a slot"),
+            }
+        }
+    };
+    let starts: Vec<_> = (0..60)
+        .map(|i| begin(if i % 3 == 0 { "web" } else { "db" }, i))
+        .collect();
+    let started = futures::future::join_all(starts).await;
+    let mut ids: Vec<i64> = started.iter().map(|(_, id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "one record per attempt");
+    for target in ["db", "web"] {
+        let mut names: Vec<&str> = started
+            .iter()
+            .filter(|(t, ..)| t == target)
+            .map(|(.., artifact)| artifact.as_str())
+            .collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "no two backups of {target} share a name");
+        assert!(names.contains(&format!("{target}/same.zst").as_str()));
+    }
+    // One record is closed by another writer before its attempt ends: that end alone is refused.
+    let (_, closed, _) = started[1].clone();
+    catalog
+        .finish_backup(closed, &Finish::interrupted(at(2), "stopped"))
+        .await
+        .unwrap();
+    let ends = started.iter().map(|(target, id, artifact)| {
+        let catalog = catalog.clone();
+        let end = EndBackup {
+            id: *id,
+            target: target.clone(),
+            finish: succeeded(at(1), at(20), artifact),
+            slot: Some(at(1)),
+            operation_saved: id % 2 == 0,
+        };
+        async move { (end.id, catalog.end_backup(end).await) }
+    });
+    let ended = futures::future::join_all(ends).await;
+    for (id, result) in &ended {
+        if *id == closed {
+            assert!(
+                matches!(result, Err(CatalogError::Conflict { .. })),
+                "the closed record refuses its end: {result:?}"
+            );
+        } else {
+            let ended = result.as_ref().unwrap();
+            assert!(ended.summary.restorable_backups >= 1);
+            assert_eq!(ended.summary.newest_recovery_point, Some(at(1)));
+            assert!(!ended.durations.is_empty());
+            assert!(ended.durations.iter().all(|d| d.as_secs() == 60));
+        }
+    }
+    let now = at(2);
+    let db = catalog.summary("db", now).await.unwrap();
+    let web = catalog.summary("web", now).await.unwrap();
+    assert_eq!(db.restorable_backups + web.restorable_backups, 59);
+    assert_eq!(catalog.last_slot("db").await.unwrap(), Some(at(1)));
+    assert_eq!(catalog.last_slot("web").await.unwrap(), Some(at(1)));
 }
