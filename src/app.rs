@@ -671,9 +671,17 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
         reconcile_interval,
         pruning,
     } = evaluation;
+    tokio::spawn(reconciliation_loop(
+        catalog.clone(),
+        metrics.clone(),
+        view.clone(),
+        clock.clone(),
+        scheduler,
+        reconcile_interval,
+        shutdown.clone(),
+    ));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reconciled: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -691,34 +699,65 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
                 .collect(),
         };
         let leader = catalog.is_leader();
-        let reconcile_due = reconciled.is_none_or(|at| at.elapsed() >= reconcile_interval);
-        if reconcile_due && !leader {
-            // Replicas: the leader's reconciliation may have changed what is restorable for the targets held
-            // here; they are re-read at the same pace.
-            reconciled = Some(tokio::time::Instant::now());
-            scheduler.refresh(targets.iter().map(|t| t.config.name.clone()).collect());
-        }
-        if leader && reconcile_due {
-            reconciled = Some(tokio::time::Instant::now());
-            match reconcile::reconcile(&catalog, &all, clock.now()).await {
-                Ok(report) => {
-                    health_of(&metrics, &report);
-                    let changed = report.changed_targets();
-                    if !changed.is_empty() {
-                        scheduler.refresh(changed);
-                    }
-                }
-                Err(err) => {
-                    error!(error = %err, "Reconciliation failed; retrying at the next interval.");
-                }
-            }
-        }
         let now = clock.now();
         let _pruning = pruning.lock().await;
         let singletons = leader.then_some(all.as_slice());
         if let Err(err) = maintenance::evaluate(&catalog, &metrics, &targets, singletons, now).await
         {
             error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
+        }
+    }
+}
+
+/// Reconciliation at its own pace, beside the evaluation passes (docs/architecture.md, "Reconciliation"): the
+/// leader compares every target's storage with the catalog, and the scheduler re-reads the targets whose
+/// restorability changed; on other replicas the scheduler re-reads the targets held there, which the leader's
+/// reconciliation may have changed. A long pass delays neither the evaluation passes nor the scheduler.
+async fn reconciliation_loop(
+    catalog: Catalog,
+    metrics: Metrics,
+    view: TargetsView,
+    clock: Clock,
+    scheduler: scheduler::SchedulerHandle,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let all = view.read().map(|v| v.clone()).unwrap_or_default();
+        if !catalog.is_leader() {
+            let held: Vec<String> = match catalog.leases() {
+                Some(book) => all
+                    .iter()
+                    .filter(|spec| book.term(&spec.config.name).is_some())
+                    .map(|spec| spec.config.name.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
+            scheduler.refresh(held);
+            continue;
+        }
+        let pass = reconcile::reconcile(&catalog, &all, clock.now());
+        let report = tokio::select! {
+            () = shutdown.cancelled() => return,
+            report = pass => report,
+        };
+        match report {
+            Ok(report) => {
+                health_of(&metrics, &report);
+                let changed = report.changed_targets();
+                if !changed.is_empty() {
+                    scheduler.refresh(changed);
+                }
+            }
+            Err(err) => {
+                error!(error = %err, "Reconciliation failed; retrying at the next interval.");
+            }
         }
     }
 }

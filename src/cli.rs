@@ -345,10 +345,7 @@ async fn read_catalog(config: &Config) -> anyhow::Result<Catalog> {
 async fn status(config: &Config, targets: &[TargetSpec], json: bool) -> anyhow::Result<ExitCode> {
     let catalog = read_catalog(config).await?;
     let now = Utc::now();
-    let mut views = Vec::with_capacity(targets.len());
-    for spec in targets {
-        views.push(http::target_view(&catalog, spec, now).await?);
-    }
+    let views = http::target_views(&catalog, targets, now).await?;
     let replicas = if catalog.is_shared() {
         catalog.replicas().await?
     } else {

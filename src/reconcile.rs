@@ -67,6 +67,9 @@ pub async fn reconcile(
 ) -> Result<ReconcileReport, CatalogError> {
     let mut report = ReconcileReport::default();
     for spec in targets {
+        // One target at a time, giving way between them: a pass over many targets never holds a worker thread
+        // from the scheduler or from attempts that are due.
+        tokio::task::yield_now().await;
         let name = spec.config.name.as_str();
         // The catalog first, then the listing: a backup that completes in between is still `running` in what
         // was read, so it cannot be taken for missing.

@@ -12,7 +12,7 @@ use super::state::{ApiState, error, refusal};
 use crate::catalog::Catalog;
 use crate::maintenance;
 use crate::policy;
-use crate::record::{BackupRecord, RestoreTrigger};
+use crate::record::{BackupRecord, RestoreTrigger, TargetSummary};
 use crate::scheduler::ManualOutcome;
 use crate::target::TargetSpec;
 
@@ -82,18 +82,36 @@ pub struct DrillView {
     pub detail: Option<String>,
 }
 
-/// Builds the view of one target; shared by the API and `rpod status`.
+/// Builds the views of targets, in their order; shared by the API and `rpod status`. Their restorability comes
+/// from one query for all of them ([`Catalog::summaries`]).
 ///
 /// # Errors
 /// The catalog could not be read.
-pub async fn target_view(
+pub async fn target_views(
+    catalog: &Catalog,
+    specs: impl IntoIterator<Item = &TargetSpec>,
+    now: DateTime<Utc>,
+) -> Result<Vec<TargetView>, crate::catalog::CatalogError> {
+    let specs: Vec<&TargetSpec> = specs.into_iter().collect();
+    let names: Vec<&str> = specs.iter().map(|spec| spec.config.name.as_str()).collect();
+    let mut summaries = catalog.summaries(&names, now).await?;
+    let mut views = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let summary = summaries.remove(&spec.config.name).unwrap_or_default();
+        views.push(target_view(catalog, spec, summary, now).await?);
+    }
+    Ok(views)
+}
+
+/// The view of one target whose restorability was read already.
+async fn target_view(
     catalog: &Catalog,
     spec: &TargetSpec,
+    summary: TargetSummary,
     now: DateTime<Utc>,
 ) -> Result<TargetView, crate::catalog::CatalogError> {
     let config = &spec.config;
     let policy = &config.policy;
-    let summary = catalog.summary(&config.name, now).await?;
     let change_pending_since = match &policy.on_change {
         Some(_) => catalog
             .change_state(&config.name)
@@ -169,14 +187,11 @@ pub async fn target_view(
 
 pub(super) async fn targets(State(state): State<ApiState>) -> Response {
     let now = state.clock.now();
-    let mut views = Vec::new();
-    for spec in state.targets().iter() {
-        match target_view(&state.catalog, spec, now).await {
-            Ok(view) => views.push(view),
-            Err(err) => return error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-        }
+    let targets = state.targets();
+    match target_views(&state.catalog, targets.iter().map(|spec| &**spec), now).await {
+        Ok(views) => Json(views).into_response(),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
     }
-    Json(views).into_response()
 }
 
 #[derive(Debug, Deserialize)]

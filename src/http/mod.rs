@@ -16,7 +16,7 @@ pub mod restore;
 mod state;
 pub mod webhook;
 
-pub use api::{PruneRequest, TargetView, TriggerResponse, target_view};
+pub use api::{PruneRequest, TargetView, TriggerResponse, target_views};
 pub use state::{ApiState, TargetsView};
 
 use axum::Router;

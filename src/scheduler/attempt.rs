@@ -247,7 +247,7 @@ pub(super) async fn run(
             () = shared.abort.cancelled() => None,
         }
     };
-    let Some(_permit) = permit else { return report };
+    let Some(permit) = permit else { return report };
     if job.resume.is_none() && !shared.catalog.may_start(&name) {
         info!(target = %name, slot = ?job.slot, "Backup not started: this replica no longer holds the target's lease.");
         report.outcome = AttemptOutcome::Skipped;
@@ -377,6 +377,8 @@ pub(super) async fn run(
     let deadline = (deadline_at - now).to_std().unwrap_or(Duration::ZERO);
     let (result, timed_out) =
         under_deadline(job.spec.provider.backup(request), deadline, &cancel).await;
+    // The permit bounds operations, not bookkeeping: the next attempt may start while this one's end is recorded.
+    drop(permit);
     if let Err(err) = &result
         && err.stopped == Some(Stopped::Detached)
         && !timed_out

@@ -272,6 +272,7 @@ impl Scheduler {
         self.shared.metrics.set_in_progress(&name, false);
         if let Some(summary) = &report.summary {
             state.newest_recovery_point = summary.newest_recovery_point;
+            state.summary_at = Some(now);
         }
         if let Some(lead) = report.lead {
             state.lead = lead;

@@ -11,6 +11,7 @@ use super::timers::TimerKind;
 use super::{Scheduler, Startup, TargetState, changes};
 use crate::catalog::{Finish, PendingOperation};
 use crate::policy;
+use crate::record::TargetSummary;
 use crate::record::{RestoreTrigger, Trigger};
 use crate::target::TargetSpec;
 
@@ -18,6 +19,10 @@ use crate::target::TargetSpec;
 /// `manual` and `catch_up` series appear with their first attempt (at 10,000 targets every pre-created series
 /// costs about 4 MiB and a share of every scrape).
 fn triggers_of(spec: &TargetSpec) -> Vec<Trigger> {
+    if !spec.provider.starts_backups() {
+        // Watch mode: rpod starts none of its backups, so it counts none.
+        return Vec::new();
+    }
     let mut triggers = vec![Trigger::Rpo];
     if spec.config.policy.schedule.is_some() {
         triggers.insert(0, Trigger::Schedule);
@@ -97,6 +102,7 @@ impl Scheduler {
             spec.provider.kind(),
             policy.rpo.as_secs_f64(),
             &triggers_of(&spec),
+            !spec.kept_by_system(),
         );
         self.shared.metrics.register_restores(
             &name,
@@ -153,6 +159,7 @@ impl Scheduler {
             poller: None,
             drills: None,
             look_first: startup.is_some_and(|s| s.interrupted),
+            summary_at: Some(now),
         };
         let state_schedule = state.spec.config.policy.schedule.clone();
         let missed = match (&state.spec.config.policy.schedule, last_slot) {
@@ -218,34 +225,26 @@ impl Scheduler {
         Ok(())
     }
 
-    pub(super) async fn refresh(&mut self, targets: &[String]) {
-        let now = self.shared.clock.now();
-        for target in targets {
+    /// Takes targets' restorability as the catalog said it at `at` (see [`super::SchedulerHandle::refresh`]).
+    pub(super) fn refreshed(&mut self, found: Vec<(String, TargetSummary)>, at: DateTime<Utc>) {
+        for (target, summary) in found {
             let name: Arc<str> = Arc::from(target.as_str());
-            if !self.targets.contains_key(&name) {
+            let Some(state) = self.targets.get_mut(&name) else {
+                continue;
+            };
+            if state.running.is_some() || state.summary_at.is_some_and(|read| read > at) {
+                // The attempt under way, or one that ended after this read, knows better.
                 continue;
             }
-            let summary = {
-                let _hold = self.shared.clock.hold();
-                self.shared.catalog.summary(&name, now).await
-            };
-            match summary {
-                Ok(summary) => {
-                    if let Some(state) = self.targets.get_mut(&name) {
-                        state.newest_recovery_point = summary.newest_recovery_point;
-                        let compliant = policy::is_compliant(
-                            summary.newest_recovery_point,
-                            state.spec.config.policy.rpo,
-                            now,
-                        );
-                        self.shared.metrics.set_summary(&name, &summary, compliant);
-                    }
-                    self.arm_watchdog(&name, now);
-                }
-                Err(err) => {
-                    warn!(target = %name, error = %err, "Could not re-read the target's restorability.");
-                }
-            }
+            state.summary_at = Some(at);
+            state.newest_recovery_point = summary.newest_recovery_point;
+            let compliant = policy::is_compliant(
+                summary.newest_recovery_point,
+                state.spec.config.policy.rpo,
+                at,
+            );
+            self.shared.metrics.set_summary(&name, &summary, compliant);
+            self.arm_watchdog(&name, at);
         }
     }
 

@@ -65,7 +65,8 @@ enum Message {
     Reload(Vec<Arc<TargetSpec>>, oneshot::Sender<()>),
     Own(Vec<Arc<TargetSpec>>, oneshot::Sender<()>),
     GiveUp(usize, oneshot::Sender<Vec<String>>),
-    Refresh(Vec<String>),
+    /// Targets' restorability as the catalog says now (see [`SchedulerHandle::refresh`]).
+    Refreshed(Vec<(String, crate::record::TargetSummary)>, DateTime<Utc>),
     Change(ChangeNotice),
     Observed {
         target: Arc<str>,
@@ -123,9 +124,33 @@ impl SchedulerHandle {
     }
 
     /// Re-reads these targets' restorability from the catalog (reconciliation changed it), so the RPO watchdog
-    /// acts on what is really restorable.
+    /// acts on what is really restorable. The catalog is read beside the scheduler's loop, a chunk of targets per
+    /// statement, and the loop only takes the answers: however many targets changed, its timers stay serviced.
     pub fn refresh(&self, targets: Vec<String>) {
-        let _ = self.tx.send(Message::Refresh(targets));
+        const CHUNK: usize = 500;
+        let tx = self.tx.clone();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            for chunk in targets.chunks(CHUNK) {
+                let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                let (now, found) = {
+                    let _hold = shared.clock.hold();
+                    let now = shared.clock.now();
+                    (now, shared.catalog.summaries(&names, now).await)
+                };
+                match found {
+                    Ok(found) => {
+                        if tx.send(Message::Refreshed(found.into_iter().collect(), now)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, targets = chunk.len(), "Could not re-read the targets' restorability.");
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        });
     }
 
     /// Replaces the set of targets (SIGHUP). Running attempts finish; removed targets stop being scheduled.
@@ -207,6 +232,8 @@ struct TargetState {
     drills: Option<CancellationToken>,
     /// Its last attempt was cut off with nothing saved: the next one looks for a running operation first.
     look_first: bool,
+    /// When the catalog was read for `newest_recovery_point`: a refresh read earlier is stale.
+    summary_at: Option<DateTime<Utc>>,
 }
 
 struct Scheduler {
@@ -344,7 +371,7 @@ impl Scheduler {
                     Some(Message::GiveUp(count, reply)) => {
                         let _ = reply.send(self.give_up(count));
                     }
-                    Some(Message::Refresh(targets)) => self.refresh(&targets).await,
+                    Some(Message::Refreshed(found, at)) => self.refreshed(found, at),
                     Some(Message::Change(notice)) => self.change(notice).await,
                     Some(Message::Observed { target, epoch, signals }) => {
                         self.observed(&target, epoch, signals).await;

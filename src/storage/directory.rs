@@ -166,7 +166,17 @@ impl Storage for DirectoryStorage {
         let prefix_owned = prefix.to_owned();
         let result = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            walk(&root, &root, &prefix_owned, &mut out).map(|()| out)
+            // Only the directory the prefix names is read: a target's listing never reads the other targets'
+            // directories beside its own (docs/architecture.md, "Reconciliation").
+            // A missing root is an error, never an empty listing: artifacts would be taken for vanished.
+            if !fs::metadata(&root)?.is_dir() {
+                return Err(io::Error::other("the storage root is not a directory"));
+            }
+            let start = match prefix_owned.rfind('/') {
+                Some(slash) => root.join(&prefix_owned[..slash]),
+                None => root.clone(),
+            };
+            walk(&root, &start, &prefix_owned, &mut out).map(|()| out)
         })
         .await
         .unwrap_or_else(|join| Err(io::Error::other(join)));
@@ -285,6 +295,8 @@ mod tests {
         assert_eq!(list[0].name, "etc/1.zst");
         assert_eq!(list[0].size, 5);
         assert!(storage.list("other/").await.unwrap().is_empty());
+        assert_eq!(storage.list("etc/1").await.unwrap().len(), 1);
+        assert_eq!(storage.list("et").await.unwrap().len(), 1);
         assert_eq!(
             fs::read_dir(dir.path().join("etc")).unwrap().count(),
             1,
@@ -309,6 +321,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = DirectoryStorage::new("local", dir.path().join("nope"));
         assert!(storage.list("").await.is_err());
+        assert!(
+            storage.list("db/").await.is_err(),
+            "a target's prefix in a missing root is not an empty listing"
+        );
         assert!(
             storage.stat("x").await.is_err(),
             "a missing root is not a missing artifact"

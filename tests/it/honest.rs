@@ -577,3 +577,133 @@ fn one_daemon_per_state_directory_and_the_command_line_goes_through_it() {
     let second = DaemonProcess::start(&config);
     assert_eq!(health(second.url("/healthz")), 200);
 }
+
+/// A provider whose backups never end on their own: the attempts the watchdog starts hold their permit and stay
+/// out of the way of what is measured.
+#[derive(Debug)]
+struct Endless;
+
+#[async_trait::async_trait]
+impl rpod::providers::Provider for Endless {
+    fn kind(&self) -> &'static str {
+        "command"
+    }
+
+    async fn backup(
+        &self,
+        request: rpod::providers::BackupRequest,
+    ) -> Result<rpod::providers::BackupOutcome, rpod::providers::ProviderError> {
+        request.cancel.cancelled().await;
+        Err(rpod::providers::ProviderError::cancelled("stopped"))
+    }
+}
+
+/// Thousands of targets whose artifacts all vanished: the reconciliation pass marks every backup missing and the
+/// scheduler re-reads every target's restorability. Neither runs on the scheduler's loop, so its heartbeat never
+/// goes stale and a manual backup is answered at once while they run; the watchdog then acts on what is really
+/// restorable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_thousands_of_targets_never_delays_the_heartbeat() {
+    const TARGETS: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let mut toml = format!(
+        "[storage.local]\nkind = \"directory\"\npath = {:?}\n\n",
+        storage.display().to_string()
+    );
+    for i in 0..TARGETS {
+        toml.push_str(&format!(
+            "[[targets]]\nname = \"t{i}\"\nkind = \"command\"\ncommand = [\"true\"]\nstorage = \"local\"\n\
+             [targets.policy]\nrpo = \"1d\"\n"
+        ));
+    }
+    let config = rpod::config::Config::parse(&toml, Path::new("test.toml")).unwrap();
+    let endless: Arc<dyn rpod::providers::Provider> = Arc::new(Endless);
+    let specs: Vec<Arc<rpod::target::TargetSpec>> =
+        rpod::app::build_targets(&config, Path::new("test.toml"))
+            .unwrap()
+            .into_iter()
+            .map(|mut spec| {
+                spec.provider = endless.clone();
+                Arc::new(spec)
+            })
+            .collect();
+    let catalog = Catalog::open(&dir.path().join("state")).await.unwrap();
+    let now = Utc::now();
+    let seeded: Vec<rpod::record::BackupRecord> = (0..TARGETS)
+        .map(|i| support::succeeded_record(&format!("t{i}"), now - TimeDelta::hours(1)))
+        .collect();
+    catalog.load_backups(&seeded).await.unwrap();
+
+    let metrics = Metrics::new();
+    let mut shared = Shared::new(catalog.clone(), metrics.clone(), Clock::system(), 1);
+    shared.heartbeat = Heartbeat::new(Duration::from_millis(200), Notifier::from_env());
+    let heartbeat = shared.heartbeat.clone();
+    let shutdown = CancellationToken::new();
+    let (scheduler, _task) = scheduler::start(shared, specs.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "the first heartbeat", || async {
+        heartbeat.last().map(|_| ())
+    })
+    .await;
+
+    // Sample the heartbeat and the loop's answers while the pass and the re-read run.
+    let watching = CancellationToken::new();
+    let watcher = {
+        let heartbeat = heartbeat.clone();
+        let scheduler = scheduler.clone();
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let mut stale = Vec::new();
+            let mut slowest_answer = Duration::ZERO;
+            let mut samples = 0;
+            while !watching.is_cancelled() {
+                if let Some(why) = heartbeat.stale(Utc::now()) {
+                    stale.push(why);
+                }
+                let asked = Instant::now();
+                let _ = scheduler.backup_now("no-such-target").await;
+                slowest_answer = slowest_answer.max(asked.elapsed());
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (stale, slowest_answer, samples)
+        })
+    };
+    let began = Instant::now();
+    let report = rpod::reconcile::reconcile(&catalog, &specs, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(report.missing.len(), TARGETS, "every artifact vanished");
+    scheduler.refresh(report.changed_targets());
+    let last = format!("t{}", TARGETS - 1);
+    eventually(Duration::from_secs(60), "every target re-read", || async {
+        let text = metrics.render();
+        let parsed = support::Metrics::parse(&text);
+        (parsed.value("rpod_target_restorable_backups", &[("target", &last)]) == 0.0
+            && parsed.value("rpod_target_restorable_backups", &[("target", "t0")]) == 0.0)
+            .then_some(())
+    })
+    .await;
+    let took = began.elapsed();
+    watching.cancel();
+    let (stale, slowest_answer, samples) = watcher.await.unwrap();
+    assert!(samples > 5, "the loop was watched throughout ({samples} samples in {took:?})");
+    assert!(stale.is_empty(), "the heartbeat went stale: {stale:?}");
+    assert!(
+        slowest_answer < Duration::from_millis(1000),
+        "the scheduler's loop answered within a second throughout, slowest {slowest_answer:?}"
+    );
+    // The watchdog acts on what is restorable now: a backup of a target that lost its only one is under way.
+    eventually(Duration::from_secs(10), "the watchdog to start a backup", || async {
+        let running = catalog.backups(None, 10).await.ok()?;
+        running
+            .iter()
+            .any(|r| r.status == Status::Running)
+            .then_some(())
+    })
+    .await;
+    shutdown.cancel();
+}

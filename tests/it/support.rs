@@ -607,3 +607,34 @@ pub fn command_config(head: &str, targets: &[CommandTarget]) -> String {
     }
     text
 }
+
+/// A succeeded backup of command target `target` with recovery point `at`, restorable for 30 days and stored as
+/// `{target}/seed.zst` in storage `local`, to load with [`Catalog::load_backups`].
+pub fn succeeded_record(target: &str, at: DateTime<Utc>) -> rpod::record::BackupRecord {
+    rpod::record::BackupRecord {
+        id: 0,
+        target: target.to_owned(),
+        kind: "command".to_owned(),
+        trigger: "schedule".to_owned(),
+        status: Status::Succeeded,
+        attempt: 1,
+        requested_at: at,
+        accepted_at: Some(at),
+        completed_at: Some(at + chrono::TimeDelta::seconds(1)),
+        expires_at: Some(at + chrono::TimeDelta::days(30)),
+        storage: Some("local".to_owned()),
+        artifact: Some(format!("{target}/seed.zst")),
+        size_bytes: Some(1),
+        sha256: None,
+        sku: None,
+        etag: None,
+        error_code: None,
+        error_message: None,
+        first_change_at: None,
+        pruned_at: None,
+        verified_at: None,
+        content: None,
+        replica: None,
+        slot: None,
+    }
+}

@@ -1,5 +1,8 @@
 //! Every metric rpod exports, defined once with its help text (docs/design.md, "Metrics"). Labels stay low-cardinality:
-//! `target`, `kind`, `trigger`, `outcome`, `storage` — never ids or URLs.
+//! `target`, `kind`, `trigger`, `outcome`, `storage` — never ids or URLs. The series every target has live in
+//! `targets`, as rpod's own state written out at each scrape; the rest in a Prometheus registry.
+
+mod targets;
 
 use chrono::{DateTime, Utc};
 use prometheus::{
@@ -16,18 +19,8 @@ pub const OUTCOMES: [&str; 3] = ["succeeded", "failed", "timed_out"];
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    target_info: IntGaugeVec,
-    rpo_seconds: GaugeVec,
-    last_success: GaugeVec,
-    last_attempt: GaugeVec,
-    rpo_compliant: IntGaugeVec,
-    restorable_backups: IntGaugeVec,
-    restorable_until: GaugeVec,
-    in_progress: IntGaugeVec,
-    backups_total: IntCounterVec,
-    backup_duration: HistogramVec,
-    pruned_total: IntCounterVec,
-    expiry_warnings_total: IntCounterVec,
+    /// Every target's own series (see `targets`).
+    targets: std::sync::Arc<targets::TargetSeries>,
     storage_up: IntGaugeVec,
     arm_requests_total: IntCounterVec,
     arm_throttled_total: prometheus::IntCounter,
@@ -124,20 +117,6 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let backup_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "rpod_backup_duration_seconds",
-                "Duration of completed backup attempts.",
-            )
-            .buckets(vec![
-                1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
-            ]),
-            &["target"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(backup_duration.clone()))
-            .expect("unique metric");
         let last_evaluation = Gauge::new(
             "rpod_last_evaluation_timestamp_seconds",
             "When the scheduler last serviced its due timers: the scheduler heartbeat.",
@@ -309,62 +288,7 @@ impl Metrics {
                  detect = \"event_grid\" for it) or not_a_change (event types that change no configuration).",
                 &["reason"],
             ),
-            target_info: int_gauge(
-                "rpod_target_info",
-                "1 for every configured target.",
-                &["target", "kind"],
-            ),
-            rpo_seconds: gauge(
-                "rpod_target_rpo_seconds",
-                "The target's declared RPO in seconds.",
-                &["target"],
-            ),
-            last_success: gauge(
-                "rpod_target_last_success_timestamp_seconds",
-                "Recovery point time of the newest successful backup; 0 if none.",
-                &["target"],
-            ),
-            last_attempt: gauge(
-                "rpod_target_last_attempt_timestamp_seconds",
-                "Start of the newest backup attempt; 0 if none.",
-                &["target"],
-            ),
-            rpo_compliant: int_gauge(
-                "rpod_target_rpo_compliant",
-                "1 when a restorable backup is younger than the RPO, as evaluated by rpod; else 0.",
-                &["target"],
-            ),
-            restorable_backups: int_gauge(
-                "rpod_target_restorable_backups",
-                "Number of restorable backups (succeeded, or discovered and verified; not expired, pruned or missing).",
-                &["target"],
-            ),
-            restorable_until: gauge(
-                "rpod_target_restorable_until_timestamp_seconds",
-                "Latest expiry among restorable backups; 0 if none.",
-                &["target"],
-            ),
-            in_progress: int_gauge(
-                "rpod_target_operation_in_progress",
-                "1 while a backup of the target runs.",
-                &["target"],
-            ),
-            backups_total: counter(
-                "rpod_backups_total",
-                "Completed backup attempts by trigger and outcome (succeeded, failed, timed_out).",
-                &["target", "trigger", "outcome"],
-            ),
-            backup_duration,
-            pruned_total: counter(
-                "rpod_backups_pruned_total",
-                "Backup artifacts deleted by pruning.",
-                &["target"],
-            ),
-            expiry_warnings_total: counter(
-                "rpod_expiry_warnings_total",
-                "Warnings that the last restorable backup expires within warn_before_expiry (once per backup).",
-                &["target"],
-            ),
+            targets: std::sync::Arc::default(),
             storage_up: int_gauge(
                 "rpod_storage_up",
                 "1 when the storage's last probe succeeded.",
@@ -376,73 +300,23 @@ impl Metrics {
         }
     }
 
-    /// Creates every per-target series at its zero value, so "never" differs from "rpod is down".
+    /// Creates every per-target series at its zero value, so "never" differs from "rpod is down": the counters
+    /// only for what the target can produce (`rpod_backups_total` for `triggers`, pruning when `prunes`).
     pub fn register_target(
         &self,
         target: &str,
         kind: &str,
         rpo_seconds: f64,
         triggers: &[Trigger],
+        prunes: bool,
     ) {
-        self.target_info.with_label_values(&[target, kind]).set(1);
-        self.rpo_seconds
-            .with_label_values(&[target])
-            .set(rpo_seconds);
-        for metric in [
-            &self.last_success,
-            &self.last_attempt,
-            &self.restorable_until,
-        ] {
-            let _ = metric.with_label_values(&[target]);
-        }
-        for metric in [
-            &self.rpo_compliant,
-            &self.restorable_backups,
-            &self.in_progress,
-        ] {
-            let _ = metric.with_label_values(&[target]);
-        }
-        for trigger in triggers {
-            for outcome in OUTCOMES {
-                let _ = self
-                    .backups_total
-                    .with_label_values(&[target, trigger.as_str(), outcome]);
-            }
-        }
-        // The duration histogram appears with the first completed attempt: eleven series per target that say
-        // nothing until then.
-        let _ = self.pruned_total.with_label_values(&[target]);
-        let _ = self.expiry_warnings_total.with_label_values(&[target]);
+        self.targets
+            .register(target, kind, rpo_seconds, triggers, prunes);
     }
 
     /// Removes every series of a target that is no longer configured, so its alerts resolve.
-    pub fn unregister_target(&self, target: &str, kind: &str) {
-        let _ = self.target_info.remove_label_values(&[target, kind]);
-        for metric in [
-            &self.rpo_seconds,
-            &self.last_success,
-            &self.last_attempt,
-            &self.restorable_until,
-        ] {
-            let _ = metric.remove_label_values(&[target]);
-        }
-        for metric in [
-            &self.rpo_compliant,
-            &self.restorable_backups,
-            &self.in_progress,
-        ] {
-            let _ = metric.remove_label_values(&[target]);
-        }
-        for trigger in Trigger::ALL {
-            for outcome in OUTCOMES {
-                let _ =
-                    self.backups_total
-                        .remove_label_values(&[target, trigger.as_str(), outcome]);
-            }
-        }
-        let _ = self.backup_duration.remove_label_values(&[target]);
-        let _ = self.pruned_total.remove_label_values(&[target]);
-        let _ = self.expiry_warnings_total.remove_label_values(&[target]);
+    pub fn unregister_target(&self, target: &str, _kind: &str) {
+        self.targets.unregister(target);
         self.register_change_sources(target, &[], false);
         self.unregister_restores(target);
     }
@@ -689,21 +563,14 @@ impl Metrics {
 
     /// Sets the restorability gauges of a target from a catalog summary.
     pub fn set_summary(&self, target: &str, summary: &TargetSummary, compliant: bool) {
-        self.last_success
-            .with_label_values(&[target])
-            .set(ts(summary.last_success));
-        self.last_attempt
-            .with_label_values(&[target])
-            .set(ts(summary.last_attempt));
-        self.restorable_backups
-            .with_label_values(&[target])
-            .set(i64::try_from(summary.restorable_backups).unwrap_or(i64::MAX));
-        self.restorable_until
-            .with_label_values(&[target])
-            .set(ts(summary.restorable_until));
-        self.rpo_compliant
-            .with_label_values(&[target])
-            .set(i64::from(compliant));
+        self.targets.set_summary(
+            target,
+            ts(summary.last_success),
+            ts(summary.last_attempt),
+            i64::try_from(summary.restorable_backups).unwrap_or(i64::MAX),
+            ts(summary.restorable_until),
+            compliant,
+        );
     }
 
     /// Sets the gauges that change as time passes (expiry), from an evaluation pass.
@@ -714,52 +581,39 @@ impl Metrics {
         until: Option<DateTime<Utc>>,
         compliant: bool,
     ) {
-        self.restorable_backups
-            .with_label_values(&[target])
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
-        self.restorable_until
-            .with_label_values(&[target])
-            .set(ts(until));
-        self.rpo_compliant
-            .with_label_values(&[target])
-            .set(i64::from(compliant));
+        self.targets.set_restorability(
+            target,
+            i64::try_from(count).unwrap_or(i64::MAX),
+            ts(until),
+            compliant,
+        );
     }
 
     /// Marks a backup as running or not.
     pub fn set_in_progress(&self, target: &str, running: bool) {
-        self.in_progress
-            .with_label_values(&[target])
-            .set(i64::from(running));
+        self.targets.set_in_progress(target, running);
     }
 
     /// Records the start of an attempt.
     pub fn attempt_started(&self, target: &str, at: DateTime<Utc>, lateness_seconds: f64) {
-        self.last_attempt
-            .with_label_values(&[target])
-            .set(ts(Some(at)));
+        self.targets.set_last_attempt(target, ts(Some(at)));
         self.dispatch_lateness.observe(lateness_seconds.max(0.0));
     }
 
     /// Counts a completed attempt.
     pub fn backup_finished(&self, target: &str, trigger: Trigger, outcome: &str, seconds: f64) {
-        self.backups_total
-            .with_label_values(&[target, trigger.as_str(), outcome])
-            .inc();
-        self.backup_duration
-            .with_label_values(&[target])
-            .observe(seconds);
+        self.targets
+            .backup_finished(target, trigger, outcome, seconds);
     }
 
     /// Counts a pruned artifact.
     pub fn pruned(&self, target: &str) {
-        self.pruned_total.with_label_values(&[target]).inc();
+        self.targets.pruned(target);
     }
 
     /// Counts an expiry warning.
     pub fn expiry_warned(&self, target: &str) {
-        self.expiry_warnings_total
-            .with_label_values(&[target])
-            .inc();
+        self.targets.expiry_warned(target);
     }
 
     /// Records a storage probe result.
@@ -791,7 +645,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = Vec::with_capacity(64 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        self.targets.render(&mut text);
+        text
     }
 
     /// The dispatch lateness histogram, for benchmarks.
