@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! cargo bench --bench scale -- dispatch [targets=10000] [permits=64] ['schedule=*/20 * * * * *'] [slots=2]
+//!                                       [catalog=sqlite|postgres]
 //! cargo bench --bench scale -- idle     [targets=10000] [secs=10] [evals=5]
 //! cargo bench --bench scale -- daemon   [targets=10000] [secs=60]
-//! cargo bench --bench scale -- status   [targets=100] [rows=10000] [runs=7]
+//! cargo bench --bench scale -- status   [targets=100] [rows=10000] [runs=7] [catalog=sqlite|postgres]
 //! cargo bench --bench scale -- scrape   [targets=10000] [runs=10]
 //! cargo bench --bench scale -- tcs      [jobs=10000] [channel=0] [slots=2] [idle_secs=0]
 //! cargo bench --bench scale -- micro    [targets=10000]
@@ -14,7 +15,9 @@
 //!                                       [retry_after=1] [timeout=300]
 //! ```
 //!
-//! Results are printed as plain `name: value` lines.
+//! Results are printed as plain `name: value` lines, with the load average at the start and the end. With
+//! `catalog=postgres` the catalog is on the tests' throw-away PostgreSQL cluster (tests/it/postgres.rs: loopback,
+//! fsync off), one database per run.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -38,6 +41,10 @@ use tokio_util::sync::CancellationToken;
 type Fires = Arc<Mutex<Vec<(u32, DateTime<Utc>)>>>;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[allow(dead_code)]
+#[path = "../tests/it/postgres.rs"]
+mod postgres;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Command line and small helpers.
@@ -134,6 +141,12 @@ fn main() -> ExitCode {
             other => Err(format!("unknown measurement {other:?}").into()),
         }
     });
+    println!(
+        "loadavg_at_end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -295,6 +308,59 @@ fn fixture(targets: usize, policy: &str, daemon_extra: &str) -> Result<Fixture> 
         config_path,
         config_text: text,
     })
+}
+
+/// The catalog a measurement runs on (`catalog=sqlite`, the default, or `catalog=postgres`), the server when it is
+/// PostgreSQL, and the `[catalog]` lines a configuration needs to reach it.
+struct BenchCatalog {
+    catalog: Catalog,
+    _server: Option<postgres::Postgres>,
+    config: String,
+}
+
+async fn bench_catalog(options: &Options, state_dir: &Path) -> Result<BenchCatalog> {
+    match options.text("catalog", "sqlite").as_str() {
+        "sqlite" => {
+            println!("catalog: sqlite");
+            Ok(BenchCatalog {
+                catalog: Catalog::open(state_dir).await?,
+                _server: None,
+                config: String::new(),
+            })
+        }
+        "postgres" => {
+            let server = postgres::Postgres::start();
+            let url = server.database("bench").await;
+            println!("catalog: postgres (loopback, fsync off)");
+            let catalog = Catalog::open_postgres(&rpod::catalog::PostgresCatalog {
+                url: url.clone(),
+                password: None,
+                ca_file: None,
+            })
+            .await?;
+            Ok(BenchCatalog {
+                catalog,
+                _server: Some(server),
+                config: format!("[catalog]\nurl = {url:?}\n"),
+            })
+        }
+        other => Err(format!("catalog={other}: sqlite or postgres").into()),
+    }
+}
+
+/// Writes the artifact every record of [`seed_restorable`] names (`{target}/seed.zst`), a few bytes each.
+fn write_seed_artifacts(fixture: &Fixture, targets: usize) -> Result<()> {
+    let storage = fixture
+        .state_dir
+        .parent()
+        .ok_or("the fixture has no parent directory")?
+        .join("storage");
+    for i in 0..targets {
+        let dir = storage.join(name(i));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("seed.zst"), b"seed")?;
+    }
+    Ok(())
 }
 
 /// One backup record to load, in the catalog's units (Unix milliseconds).
@@ -565,7 +631,8 @@ async fn dispatch(options: &Options) -> Result<()> {
         &format!("rpo = \"1d\"\nschedule = {expression:?}"),
         "",
     )?;
-    let catalog = Catalog::open(&fixture.state_dir).await?;
+    let bench = bench_catalog(options, &fixture.state_dir).await?;
+    let catalog = bench.catalog.clone();
     let provider = Arc::new(NoOp::default());
     let (config, specs) = build_specs(&fixture, &provider)?;
     print_memory("memory_after_config");
@@ -732,7 +799,7 @@ async fn dispatch(options: &Options) -> Result<()> {
         &mut from_due,
     );
     println!(
-        "rpod_dispatch_lateness_seconds (attempt start, before the catalog insert): {}",
+        "rpod_dispatch_lateness_seconds (attempt start, once its record is written): {}",
         histogram_quantiles(&metrics.render())
     );
     println!(
@@ -774,7 +841,8 @@ async fn idle(options: &Options) -> Result<()> {
         &format!("rpo = \"1d\"\nschedule = {expression:?}"),
         "",
     )?;
-    let catalog = Catalog::open(&fixture.state_dir).await?;
+    let bench = bench_catalog(options, &fixture.state_dir).await?;
+    let catalog = bench.catalog.clone();
     let provider = Arc::new(NoOp::default());
     let (_config, specs) = build_specs(&fixture, &provider)?;
     seed_restorable(&catalog, targets, Utc::now()).await?;
@@ -855,6 +923,10 @@ async fn daemon(options: &Options) -> Result<()> {
     let catalog = Catalog::open(&fixture.state_dir).await?;
     seed_restorable(&catalog, targets, Utc::now()).await?;
     catalog.close().await;
+    // The artifacts the seeded records name, so the first reconciliation finds every backup where it should be.
+    let writing = Instant::now();
+    write_seed_artifacts(&fixture, targets)?;
+    println!("seed_artifacts: {} ({targets} files)", ms(writing.elapsed()));
 
     let started = Instant::now();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpod"))
@@ -886,7 +958,49 @@ async fn daemon(options: &Options) -> Result<()> {
         mib(proc_status_kb(&pid_text, "VmRSS")),
         mib(proc_status_kb(&pid_text, "VmHWM"))
     );
+    // The first reconciliation runs right after startup: wait for its end (its own gauge), asking /readyz (which
+    // fails when the scheduler's heartbeat is stale) every 100 ms meanwhile.
+    let reconciling = Instant::now();
+    let (mut samples, mut stale) = (0, 0);
+    let cpu_before_reconciliation = cpu_of(pid);
+    let reconciled = loop {
+        let ready = client.get(format!("{base}/readyz")).send().await?;
+        samples += 1;
+        if !ready.status().is_success() {
+            stale += 1;
+        }
+        let text = client.get(format!("{base}/metrics")).send().await?.text().await?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        if value("rpod_last_reconciliation_timestamp_seconds") > 0.0 {
+            break value("rpod_reconciliation_duration_seconds");
+        }
+        if reconciling.elapsed() > Duration::from_mins(10) {
+            return Err("the first reconciliation did not end within 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "daemon_first_reconciliation: {reconciled:.2} s by its gauge, over after {} from ready; CPU {}; \
+         /readyz stale in {stale} of {samples} samples",
+        ms(reconciling.elapsed()),
+        ms(cpu_of(pid).saturating_sub(cpu_before_reconciliation))
+    );
+    let text = client.get(format!("{base}/metrics")).send().await?.text().await?;
+    let running = text
+        .lines()
+        .filter(|l| l.starts_with("rpod_target_operation_in_progress{") && l.ends_with(" 1"))
+        .count();
+    println!("daemon_backups_running_after_reconciliation: {running} (expected 0: every backup was found)");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "daemon_memory_idle_before_scrapes: VmRSS {} VmHWM {}",
+        mib(proc_status_kb(&pid_text, "VmRSS")),
+        mib(proc_status_kb(&pid_text, "VmHWM"))
+    );
     let wall = Instant::now();
     let cpu = cpu_of(pid);
     tokio::time::sleep(Duration::from_secs(u64::try_from(secs).unwrap_or(60))).await;
@@ -913,18 +1027,26 @@ async fn daemon(options: &Options) -> Result<()> {
     }
     durations_line("daemon_http_metrics", &runs);
     println!("daemon_http_metrics_body: {size} bytes");
-    let t = Instant::now();
-    let body = client
-        .get(format!("{base}/api/v1/targets"))
-        .send()
-        .await?
-        .bytes()
-        .await?;
     println!(
-        "daemon_http_api_targets: {} ({} bytes)",
-        ms(t.elapsed()),
-        body.len()
+        "daemon_memory_after_10_scrapes: VmRSS {} VmHWM {}",
+        mib(proc_status_kb(&pid_text, "VmRSS")),
+        mib(proc_status_kb(&pid_text, "VmHWM"))
     );
+    let mut runs = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let body = client
+            .get(format!("{base}/api/v1/targets"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        runs.push(t.elapsed());
+        size = body.len();
+    }
+    durations_line("daemon_http_api_targets", &runs);
+    println!("daemon_http_api_targets_body: {size} bytes");
     println!(
         "daemon_memory_at_end: VmRSS {} VmHWM {}",
         mib(proc_status_kb(&pid_text, "VmRSS")),
@@ -948,12 +1070,18 @@ async fn status(options: &Options) -> Result<()> {
     let runs = options.num("runs", 7);
     println!("targets: {targets}");
     println!("rows_per_target: {rows} (total {})", targets * rows);
+    let probe = tempfile::tempdir()?;
+    let bench = bench_catalog(options, probe.path()).await?;
     let fixture = fixture(
         targets,
         "rpo = \"1d\"\nschedule = \"0 0 */2 * * *\"\nexpiry = \"60h\"",
-        "",
+        &bench.config,
     )?;
-    let catalog = Catalog::open(&fixture.state_dir).await?;
+    let catalog = if bench.config.is_empty() {
+        Catalog::open(&fixture.state_dir).await?
+    } else {
+        bench.catalog.clone()
+    };
     let seeding = Instant::now();
     let now = Utc::now();
     seed_history(&catalog, targets, rows, now).await?;
@@ -976,10 +1104,9 @@ async fn status(options: &Options) -> Result<()> {
     );
     catalog.close().await;
     let db = fixture.state_dir.join(rpod::catalog::CATALOG_FILE);
-    println!(
-        "catalog_file: {:.1} MiB",
-        std::fs::metadata(&db)?.len() as f64 / 1_048_576.0
-    );
+    if let Ok(meta) = std::fs::metadata(&db) {
+        println!("catalog_file: {:.1} MiB", meta.len() as f64 / 1_048_576.0);
+    }
 
     let mut times = Vec::new();
     let mut lines = 0;
@@ -1008,15 +1135,39 @@ async fn status(options: &Options) -> Result<()> {
     // then one `Catalog::summary` (several queries) per target; and, for comparison, the one grouped query the
     // evaluation pass uses for every target at once.
     let t = Instant::now();
-    let catalog = Catalog::open(&fixture.state_dir).await?;
+    let catalog = if bench.config.is_empty() {
+        Catalog::open(&fixture.state_dir).await?
+    } else {
+        Catalog::open_postgres_read_only(&rpod::catalog::PostgresCatalog {
+            url: bench
+                .config
+                .split('"')
+                .nth(1)
+                .ok_or("no catalog url")?
+                .to_owned(),
+            password: None,
+            ca_file: None,
+        })
+        .await?
+    };
     println!("breakdown Catalog::open: {}", ms(t.elapsed()));
+    let names: Vec<String> = (0..targets).map(name).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    let _ = catalog.summaries(&refs, now).await?;
+    let took = t.elapsed();
+    println!(
+        "breakdown Catalog::summaries for every target (what status runs): {} ({:.0} us per target)",
+        ms(took),
+        took.as_secs_f64() * 1e6 / targets as f64
+    );
     let t = Instant::now();
     for i in 0..targets {
         let _ = catalog.summary(&name(i), now).await?;
     }
     let took = t.elapsed();
     println!(
-        "breakdown Catalog::summary for every target: {} ({:.0} us per target)",
+        "breakdown Catalog::summary one target at a time (what status ran before): {} ({:.0} us per target)",
         ms(took),
         took.as_secs_f64() * 1e6 / targets as f64
     );
@@ -1049,7 +1200,7 @@ async fn scrape(options: &Options) -> Result<()> {
     ];
     for i in 0..targets {
         let n = name(i);
-        metrics.register_target(&n, "command", 86_400.0, &triggers);
+        metrics.register_target(&n, "command", 86_400.0, &triggers, true);
         let summary = rpod::record::TargetSummary {
             newest_recovery_point: Some(now - TimeDelta::hours(3)),
             restorable_backups: 30,
@@ -1296,7 +1447,7 @@ async fn micro(options: &Options) -> Result<()> {
     let before = proc_status_kb("self", "VmRSS");
     let t = Instant::now();
     for i in 0..n {
-        metrics.register_target(&name(i), "command", 86_400.0, &triggers);
+        metrics.register_target(&name(i), "command", 86_400.0, &triggers, true);
     }
     let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     let grown = proc_status_kb("self", "VmRSS").saturating_sub(before);

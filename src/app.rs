@@ -742,6 +742,7 @@ async fn reconciliation_loop(
             scheduler.refresh(held);
             continue;
         }
+        let began = tokio::time::Instant::now();
         let pass = reconcile::reconcile(&catalog, &all, clock.now());
         let report = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -749,6 +750,7 @@ async fn reconciliation_loop(
         };
         match report {
             Ok(report) => {
+                metrics.reconciled(clock.now(), began.elapsed().as_secs_f64());
                 health_of(&metrics, &report);
                 let changed = report.changed_targets();
                 if !changed.is_empty() {

@@ -29,6 +29,8 @@ pub struct Metrics {
     webhook_requests_total: IntCounterVec,
     webhook_events_ignored_total: IntCounterVec,
     last_evaluation: Gauge,
+    last_reconciliation: Gauge,
+    reconciliation_duration: Gauge,
     dispatch_lateness: Histogram,
     restores: RestoreMetrics,
     shares: ShareMetrics,
@@ -124,6 +126,23 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(last_evaluation.clone()))
+            .expect("unique metric");
+        let last_reconciliation = Gauge::new(
+            "rpod_last_reconciliation_timestamp_seconds",
+            "When the last reconciliation pass (storage and systems compared with the catalog) ended; 0 before \
+             the first.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_reconciliation.clone()))
+            .expect("unique metric");
+        let reconciliation_duration = Gauge::new(
+            "rpod_reconciliation_duration_seconds",
+            "How long the last reconciliation pass took.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(reconciliation_duration.clone()))
             .expect("unique metric");
         let dispatch_lateness = Histogram::with_opts(
             HistogramOpts::new(
@@ -295,6 +314,8 @@ impl Metrics {
                 &["storage"],
             ),
             last_evaluation,
+            last_reconciliation,
+            reconciliation_duration,
             dispatch_lateness,
             registry,
         }
@@ -638,6 +659,12 @@ impl Metrics {
     /// Records the scheduler heartbeat (`scheduler::Heartbeat`).
     pub fn evaluated(&self, at: DateTime<Utc>) {
         self.last_evaluation.set(ts(Some(at)));
+    }
+
+    /// A reconciliation pass ended at `at` after `seconds`.
+    pub fn reconciled(&self, at: DateTime<Utc>, seconds: f64) {
+        self.last_reconciliation.set(ts(Some(at)));
+        self.reconciliation_duration.set(seconds);
     }
 
     /// The Prometheus text exposition of every metric.
