@@ -12,15 +12,18 @@
 //! is refused for that attempt alone; a database error fails the batch, which is then written again one attempt
 //! per transaction, so a bad attempt never takes its neighbours down with it.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
 use sqlx::{PgConnection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::driver::{Dialect, Pool, each};
 use super::leases::Fenced as _;
-use super::model::{Finish, NewBackup, Writes as _, from_ms, restorable, to_ms};
+use super::model::{Finish, NewBackup, from_ms, restorable, to_ms};
 use super::{Catalog, CatalogError};
 use crate::record::{Status, TargetSummary, Trigger};
 
@@ -103,8 +106,6 @@ pub struct EndBackup {
 pub struct Ended {
     /// Its restorability at the attempt's end.
     pub summary: TargetSummary,
-    /// Durations of its most recent successful backups, newest first.
-    pub durations: Vec<Duration>,
 }
 
 /// One attempt's bookkeeping, with the catalog handle (replica, pinned term) it is written under.
@@ -250,26 +251,79 @@ async fn serve(pool: Pool, mut receiver: mpsc::UnboundedReceiver<Work>) {
     }
 }
 
-/// One transaction for `works`: the fences of all (replicas), then each attempt's writes in order.
+/// One transaction for `works`: the fences of all (replicas), then the starts, then the ends, each kind in a few
+/// statements for all of its attempts (`Bookkeeping::start_all`, `Bookkeeping::end_all`). A target has at most
+/// one attempt under way, so it appears at most once in each kind; were it to appear twice, the second waits for
+/// the next round of the same transaction.
 async fn apply(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, sqlx::Error> {
     each!(pool, |pool| {
         let mut tx = pool.begin().await?;
         let checks: Vec<(&Catalog, &str)> = works.iter().map(|w| (w.catalog(), w.target())).collect();
         let fences = tx.fence_each(&checks).await?;
-        let mut answers = Vec::with_capacity(works.len());
-        for (work, fence) in works.iter().zip(fences) {
-            let answer = match fence {
-                Err(refused) => work.refused(refused),
-                Ok(()) => match work {
-                    Work::Start(catalog, start, _) => Answer::Start(tx.start(catalog, start).await?),
-                    Work::End(_, end, _) => Answer::End(tx.end(end).await?),
-                },
-            };
-            answers.push(answer);
+        let mut answers: Vec<Option<Answer>> = works.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = Vec::with_capacity(works.len());
+        for (index, (work, fence)) in works.iter().zip(fences).enumerate() {
+            match fence {
+                Err(refused) => answers[index] = Some(work.refused(refused)),
+                Ok(()) => pending.push(index),
+            }
+        }
+        while !pending.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) = pending
+                .iter()
+                .partition(|&&index| seen.insert((matches!(works[index], Work::Start(..)), works[index].target())));
+            let starts: Vec<(usize, &Catalog, &StartBackup)> = round
+                .iter()
+                .filter_map(|&index| match &works[index] {
+                    Work::Start(catalog, start, _) => Some((index, catalog, start)),
+                    Work::End(..) => None,
+                })
+                .collect();
+            let ends: Vec<(usize, &EndBackup)> = round
+                .iter()
+                .filter_map(|&index| match &works[index] {
+                    Work::End(_, end, _) => Some((index, end)),
+                    Work::Start(..) => None,
+                })
+                .collect();
+            for chunk in starts.chunks(CHUNK) {
+                for (index, answer) in tx.start_all(chunk).await? {
+                    answers[index] = Some(Answer::Start(answer));
+                }
+            }
+            for chunk in ends.chunks(CHUNK) {
+                for (index, answer) in tx.end_all(chunk).await? {
+                    answers[index] = Some(Answer::End(answer));
+                }
+            }
+            pending = later;
         }
         tx.commit().await?;
-        Ok(answers)
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Answer::Start(Err(stopped()))))
+            .collect())
     })
+}
+
+/// The most attempts one statement carries (SQLite takes up to 32,766 parameters; an end binds 13 per attempt).
+const CHUNK: usize = 256;
+
+/// `(${first}, ..., ${first + width - 1})` for each of `rows` rows, comma-separated.
+fn values(rows: usize, width: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(rows * width * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..width {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", first + row * width + column);
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// One attempt's writes and reads inside a transaction, on either database (see [`Bookkeeping`]'s uses in the
@@ -277,15 +331,6 @@ async fn apply(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, sqlx::Error> 
 pub(super) trait Bookkeeping {
     /// Records a new attempt in status `running`; returns its id.
     async fn insert_running(&mut self, new: &NewBackup<'_>, replica: &str) -> Result<i64, sqlx::Error>;
-
-    /// Records a new attempt in status `running` with its artifact's name, unless another backup of the target
-    /// has that name already; returns its id and whether the name was recorded.
-    async fn insert_named(
-        &mut self,
-        new: &NewBackup<'_>,
-        replica: &str,
-        artifact: &str,
-    ) -> Result<(i64, bool), sqlx::Error>;
 
     /// Names the artifact of running backup `id`, adding the id before the extension when another backup of the
     /// target has the name already. Returns the name used.
@@ -309,80 +354,28 @@ pub(super) trait Bookkeeping {
     /// Durations of the target's `limit` most recent successful backups, newest first.
     async fn durations_of(&mut self, target: &str, limit: u32) -> Result<Vec<Duration>, sqlx::Error>;
 
-    /// [`Self::summary_of`] and [`Self::durations_of`] (the latest [`RECENT_DURATIONS`]) in one statement.
-    async fn summary_and_durations(
+    /// [`Self::summary_of`] of up to 500 targets in one statement; a target without any backup is absent.
+    async fn summaries_of(
         &mut self,
-        target: &str,
+        targets: &[&str],
         now: DateTime<Utc>,
-    ) -> Result<(TargetSummary, Vec<Duration>), sqlx::Error>;
+    ) -> Result<Vec<(String, TargetSummary)>, sqlx::Error>;
 
-    /// An attempt's start; `Err` inside when the attempt alone is refused.
-    async fn start(
+    /// The starts of a batch (no target twice): slots claimed among replicas one by one, then every attempt
+    /// recorded in one statement and every artifact named in another; a name another backup of the target has
+    /// already is made unique one by one. `Err` inside when the attempt alone is refused.
+    async fn start_all(
         &mut self,
-        catalog: &Catalog,
-        start: &StartBackup,
-    ) -> Result<Result<Started, CatalogError>, sqlx::Error> {
-        if let Some(slot) = start.slot
-            && catalog.is_shared()
-            && !self
-                .claim_slot_under(&start.target, slot, catalog.term_for(&start.target).unwrap_or(0))
-                .await?
-        {
-            return Ok(Ok(Started::SlotTaken));
-        }
-        let new = NewBackup {
-            target: &start.target,
-            kind: start.kind,
-            trigger: start.trigger,
-            attempt: start.attempt,
-            requested_at: start.requested_at,
-            storage: &start.storage,
-            first_change_at: start.first_change_at,
-            slot: start.slot,
-        };
-        let (id, artifact) = match &start.artifact {
-            ArtifactName::Known(name) => {
-                let (id, named) = self.insert_named(&new, catalog.replica(), name).await?;
-                let artifact = if named {
-                    name.clone()
-                } else {
-                    self.name_artifact(id, &start.target, name).await?
-                };
-                (id, artifact)
-            }
-            ArtifactName::FromId(render) => {
-                let id = self.insert_running(&new, catalog.replica()).await?;
-                (id, self.name_artifact(id, &start.target, &render(id)).await?)
-            }
-        };
-        Ok(Ok(Started::Recorded { id, artifact }))
-    }
+        starts: &[(usize, &Catalog, &StartBackup)],
+    ) -> Result<Vec<(usize, Result<Started, CatalogError>)>, sqlx::Error>;
 
-    /// An attempt's end; `Err` inside when the attempt alone is refused.
-    async fn end(&mut self, end: &EndBackup) -> Result<Result<Ended, CatalogError>, sqlx::Error> {
-        if !self
-            .close_running(end.id, &end.finish, end.operation_saved)
-            .await?
-        {
-            // Another writer closed this record (it can only be `running` while this attempt owns it).
-            return Ok(Err(CatalogError::Conflict {
-                id: end.id,
-                expected: "running",
-            }));
-        }
-        if end.finish.status == Status::Succeeded
-            && let Some(slot) = end.slot
-        {
-            self.mark_slot(&end.target, slot).await?;
-        }
-        let (summary, durations) = self
-            .summary_and_durations(&end.target, end.finish.completed_at)
-            .await?;
-        Ok(Ok(Ended { summary, durations }))
-    }
+    /// The ends of a batch (no target twice): every record closed in one statement, the saved operations released
+    /// in one, the schedule slots marked used in one, and the targets' restorability read back in one.
+    async fn end_all(
+        &mut self,
+        ends: &[(usize, &EndBackup)],
+    ) -> Result<Vec<(usize, Result<Ended, CatalogError>)>, sqlx::Error>;
 
-    /// Marks every slot of `target` up to `slot` used.
-    async fn mark_slot(&mut self, target: &str, slot: DateTime<Utc>) -> Result<(), sqlx::Error>;
 }
 
 macro_rules! bookkeeping {
@@ -406,35 +399,6 @@ macro_rules! bookkeeping {
                 .bind(new.slot.map(to_ms))
                 .fetch_one(&mut *self)
                 .await
-            }
-
-            async fn insert_named(
-                &mut self,
-                new: &NewBackup<'_>,
-                replica: &str,
-                artifact: &str,
-            ) -> Result<(i64, bool), sqlx::Error> {
-                let (id, named): (i64, Option<String>) = sqlx::query_as(
-                    "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, storage,
-                                          first_change_at, replica, slot_at, artifact)
-                     VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9,
-                             CASE WHEN EXISTS (SELECT 1 FROM backups WHERE target = $1 AND artifact = $10)
-                                  THEN NULL ELSE $10 END)
-                     RETURNING id, artifact",
-                )
-                .bind(new.target)
-                .bind(new.kind)
-                .bind(new.trigger.as_str())
-                .bind(i64::from(new.attempt))
-                .bind(to_ms(new.requested_at))
-                .bind(new.storage)
-                .bind(new.first_change_at.map(to_ms))
-                .bind(replica)
-                .bind(new.slot.map(to_ms))
-                .bind(artifact)
-                .fetch_one(&mut *self)
-                .await?;
-                Ok((id, named.is_some()))
             }
 
             async fn name_artifact(&mut self, id: i64, target: &str, name: &str) -> Result<String, sqlx::Error> {
@@ -582,57 +546,242 @@ macro_rules! bookkeeping {
                     .collect())
             }
 
-            async fn summary_and_durations(
+            async fn summaries_of(
                 &mut self,
-                target: &str,
+                targets: &[&str],
                 now: DateTime<Utc>,
-            ) -> Result<(TargetSummary, Vec<Duration>), sqlx::Error> {
-                // The summary's row first (kind 0), then one row per recent duration (kind 1), newest first.
-                let rows: Vec<(i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
-                    sqlx::query_as($dialect.sql(concat!(
-                    "SELECT CAST(0 AS BIGINT), (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
-                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2
+            ) -> Result<Vec<(String, TargetSummary)>, sqlx::Error> {
+                if targets.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut sql = format!("WITH wanted (target) AS (VALUES {}) ", values(targets.len(), 1, 2));
+                sql.push_str($dialect.sql(concat!(
+                    "SELECT w.target,
+                       (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
+                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1
                          ORDER BY accepted_at DESC LIMIT 1),
                        (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
-                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
+                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1),
                        (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
-                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
+                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1),
                        (SELECT accepted_at FROM backups INDEXED BY backups_by_target
-                         WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') ORDER BY id DESC LIMIT 1),
+                         WHERE target = w.target AND status IN ('succeeded', 'pruned', 'missing')
+                         ORDER BY id DESC LIMIT 1),
                        (SELECT requested_at FROM backups INDEXED BY backups_by_target
-                         WHERE target = $1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)
-                     UNION ALL
-                     SELECT CAST(1 AS BIGINT), completed_at - requested_at, NULL, NULL, NULL, NULL FROM
-                       (SELECT requested_at, completed_at FROM backups INDEXED BY backups_by_target
-                         WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') AND completed_at IS NOT NULL
-                         ORDER BY id DESC LIMIT $3) recent")))
-                    .bind(target)
-                    .bind(to_ms(now))
-                    .bind(i64::from(RECENT_DURATIONS))
-                    .fetch_all(&mut *self)
-                    .await?;
-                let mut summary = TargetSummary::default();
-                let mut durations = Vec::new();
-                for (kind, a, b, c, d, e) in rows {
-                    if kind == 0 {
-                        summary = TargetSummary {
-                            newest_recovery_point: a.map(from_ms),
-                            restorable_backups: b.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                            restorable_until: c.map(from_ms),
-                            last_success: d.map(from_ms),
-                            last_attempt: e.map(from_ms),
-                        };
-                    } else {
-                        durations.push(Duration::from_millis(
-                            a.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
-                        ));
-                    }
+                         WHERE target = w.target AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)
+                     FROM wanted w"
+                )));
+                let mut query = sqlx::query_as::<
+                    _,
+                    (String, Option<i64>, i64, Option<i64>, Option<i64>, Option<i64>),
+                >(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(to_ms(now));
+                for target in targets {
+                    query = query.bind(*target);
                 }
-                Ok((summary, durations))
+                Ok(query
+                    .fetch_all(&mut *self)
+                    .await?
+                    .into_iter()
+                    .map(|(target, newest, count, until, last_success, last_attempt)| {
+                        (
+                            target,
+                            TargetSummary {
+                                newest_recovery_point: newest.map(from_ms),
+                                restorable_backups: u64::try_from(count).unwrap_or(0),
+                                restorable_until: until.map(from_ms),
+                                last_success: last_success.map(from_ms),
+                                last_attempt: last_attempt.map(from_ms),
+                            },
+                        )
+                    })
+                    .collect())
             }
 
-            async fn mark_slot(&mut self, target: &str, slot: DateTime<Utc>) -> Result<(), sqlx::Error> {
-                self.set_last_slot(target, slot, slot).await
+            async fn start_all(
+                &mut self,
+                starts: &[(usize, &Catalog, &StartBackup)],
+            ) -> Result<Vec<(usize, Result<Started, CatalogError>)>, sqlx::Error> {
+                let mut answers = Vec::with_capacity(starts.len());
+                let mut recording = Vec::with_capacity(starts.len());
+                for &(index, catalog, start) in starts {
+                    if let Some(slot) = start.slot
+                        && catalog.is_shared()
+                        && !self
+                            .claim_slot_under(&start.target, slot, catalog.term_for(&start.target).unwrap_or(0))
+                            .await?
+                    {
+                        answers.push((index, Ok(Started::SlotTaken)));
+                    } else {
+                        recording.push((index, catalog, start));
+                    }
+                }
+                if recording.is_empty() {
+                    return Ok(answers);
+                }
+                let sql = format!(
+                    "INSERT INTO backups (target, kind, trigger, status, attempt, requested_at, storage,
+                                          first_change_at, replica, slot_at)
+                     SELECT column1, column2, column3, 'running', column4, column5, column6, column7, column8, column9
+                     FROM (VALUES {}) AS v
+                     RETURNING id, target",
+                    values(recording.len(), 9, 1)
+                );
+                let mut insert = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (_, catalog, start) in &recording {
+                    insert = insert
+                        .bind(start.target.as_str())
+                        .bind(start.kind)
+                        .bind(start.trigger.as_str())
+                        .bind(i64::from(start.attempt))
+                        .bind(to_ms(start.requested_at))
+                        .bind(start.storage.as_str())
+                        .bind(start.first_change_at.map(to_ms))
+                        .bind(catalog.replica())
+                        .bind(start.slot.map(to_ms));
+                }
+                let ids: HashMap<String, i64> = insert.fetch_all(&mut *self).await?.into_iter().map(|(id, target)| (target, id)).collect();
+                let mut named = Vec::with_capacity(recording.len());
+                for (index, _, start) in &recording {
+                    let Some(&id) = ids.get(&start.target) else {
+                        return Err(sqlx::Error::Protocol(format!("no record came back for {}", start.target)));
+                    };
+                    let name = match &start.artifact {
+                        ArtifactName::Known(name) => name.clone(),
+                        ArtifactName::FromId(render) => render(id),
+                    };
+                    named.push((*index, start, id, name));
+                }
+                let sql = format!(
+                    "UPDATE backups SET artifact = v.column2 FROM (VALUES {}) AS v
+                     WHERE backups.id = v.column1 AND NOT EXISTS
+                       (SELECT 1 FROM backups other WHERE other.target = backups.target AND other.artifact = v.column2
+                          AND other.id != backups.id)
+                     RETURNING backups.id",
+                    values(named.len(), 2, 1)
+                );
+                let mut update = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (_, _, id, name) in &named {
+                    update = update.bind(*id).bind(name.as_str());
+                }
+                let claimed: std::collections::HashSet<i64> = update.fetch_all(&mut *self).await?.into_iter().collect();
+                for (index, start, id, name) in named {
+                    let artifact = if claimed.contains(&id) {
+                        name
+                    } else {
+                        // Another backup of the target has the name: this one's is made unique with its id.
+                        self.name_artifact(id, &start.target, &name).await?
+                    };
+                    answers.push((index, Ok(Started::Recorded { id, artifact })));
+                }
+                Ok(answers)
+            }
+
+            async fn end_all(
+                &mut self,
+                ends: &[(usize, &EndBackup)],
+            ) -> Result<Vec<(usize, Result<Ended, CatalogError>)>, sqlx::Error> {
+                if ends.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // A backup that never got accepted leaves no artifact: its claimed name is released. One that was
+                // accepted keeps the name, so reconciliation never imports what its operation left behind.
+                let sql = format!(
+                    "UPDATE backups SET status = v.column2, accepted_at = COALESCE(v.column3, backups.accepted_at),
+                            completed_at = v.column4, expires_at = v.column5,
+                            artifact = CASE WHEN v.column6 IS NOT NULL THEN v.column6
+                                            WHEN COALESCE(v.column3, backups.accepted_at) IS NOT NULL
+                                            THEN backups.artifact END,
+                            size_bytes = v.column7, sha256 = v.column8, sku = v.column9, etag = v.column10,
+                            error_code = v.column11, error_message = v.column12, content = v.column13
+                     FROM (VALUES {}) AS v
+                     WHERE backups.id = v.column1 AND backups.status = 'running'
+                     RETURNING backups.id",
+                    values(ends.len(), 13, 1)
+                );
+                let mut close = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (_, end) in ends {
+                    let finish = &end.finish;
+                    close = close
+                        .bind(end.id)
+                        .bind(finish.status.as_str())
+                        .bind(finish.accepted_at.map(to_ms))
+                        .bind(to_ms(finish.completed_at))
+                        .bind(finish.expires_at.map(to_ms))
+                        .bind(finish.artifact.as_deref())
+                        .bind(finish.size_bytes)
+                        .bind(finish.sha256.as_deref())
+                        .bind(finish.sku.as_deref())
+                        .bind(finish.etag.as_deref())
+                        .bind(finish.error_code.as_deref())
+                        .bind(finish.error_message.as_deref())
+                        .bind(finish.content.as_deref());
+                }
+                let closed: std::collections::HashSet<i64> = close.fetch_all(&mut *self).await?.into_iter().collect();
+                let released: Vec<i64> = ends
+                    .iter()
+                    .filter(|(_, end)| end.operation_saved && closed.contains(&end.id))
+                    .map(|(_, end)| end.id)
+                    .collect();
+                if !released.is_empty() {
+                    let sql = format!(
+                        "DELETE FROM operations WHERE backup_id IN (SELECT column1 FROM (VALUES {}) AS v)",
+                        values(released.len(), 1, 1)
+                    );
+                    let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for id in &released {
+                        delete = delete.bind(*id);
+                    }
+                    delete.execute(&mut *self).await?;
+                }
+                let used: Vec<(&str, i64)> = ends
+                    .iter()
+                    .filter(|(_, end)| end.finish.status == Status::Succeeded && closed.contains(&end.id))
+                    .filter_map(|(_, end)| end.slot.map(|slot| (end.target.as_str(), to_ms(slot))))
+                    .collect();
+                if !used.is_empty() {
+                    let sql = format!(
+                        "INSERT INTO target_state (target, last_slot_at, updated_at)
+                         SELECT column1, column2, column2 FROM (VALUES {}) AS v WHERE true
+                         ON CONFLICT (target) DO UPDATE
+                            SET last_slot_at = CASE WHEN target_state.last_slot_at > excluded.last_slot_at
+                                                    THEN target_state.last_slot_at ELSE excluded.last_slot_at END,
+                                updated_at = excluded.updated_at",
+                        values(used.len(), 2, 1)
+                    );
+                    let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for (target, slot) in &used {
+                        upsert = upsert.bind(*target).bind(*slot);
+                    }
+                    upsert.execute(&mut *self).await?;
+                }
+                let targets: Vec<&str> = ends
+                    .iter()
+                    .filter(|(_, end)| closed.contains(&end.id))
+                    .map(|(_, end)| end.target.as_str())
+                    .collect();
+                // The ends of one batch share the newest completion time as "now": what expires in between the
+                // attempts' own ends is not restorable at the batch's end either.
+                let now = ends.iter().map(|(_, end)| end.finish.completed_at).max().unwrap_or_else(Utc::now);
+                let mut summaries: HashMap<String, TargetSummary> = self.summaries_of(&targets, now).await?.into_iter().collect();
+                Ok(ends
+                    .iter()
+                    .map(|(index, end)| {
+                        let answer = if closed.contains(&end.id) {
+                            Ok(Ended {
+                                summary: summaries.remove(&end.target).unwrap_or_default(),
+                            })
+                        } else {
+                            // Another writer closed this record (it can only be `running` while this attempt owns it).
+                            Err(CatalogError::Conflict {
+                                id: end.id,
+                                expected: "running",
+                            })
+                        };
+                        (*index, answer)
+                    })
+                    .collect())
             }
         }
     };

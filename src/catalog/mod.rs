@@ -13,7 +13,6 @@ mod postgres;
 mod restores;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -870,50 +869,8 @@ impl Catalog {
         const CHUNK: usize = 500;
         let mut found = HashMap::with_capacity(targets.len());
         for chunk in targets.chunks(CHUNK) {
-            each!(&self.pool, |pool, d| {
-                let mut sql = String::from("WITH wanted (target) AS (VALUES ");
-                for i in 0..chunk.len() {
-                    let _ = write!(sql, "{}(${})", if i == 0 { "" } else { ", " }, i + 2);
-                }
-                sql.push_str(") ");
-                sql.push_str(d.sql(concat!(
-                    "SELECT w.target,
-                       (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
-                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1
-                         ORDER BY accepted_at DESC LIMIT 1),
-                       (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
-                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1),
-                       (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
-                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1),
-                       (SELECT accepted_at FROM backups INDEXED BY backups_by_target
-                         WHERE target = w.target AND status IN ('succeeded', 'pruned', 'missing')
-                         ORDER BY id DESC LIMIT 1),
-                       (SELECT requested_at FROM backups INDEXED BY backups_by_target
-                         WHERE target = w.target AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)
-                     FROM wanted w"
-                )));
-                let mut query = sqlx::query_as::<
-                    _,
-                    (String, Option<i64>, i64, Option<i64>, Option<i64>, Option<i64>),
-                >(sqlx::AssertSqlSafe(sql))
-                .bind(to_ms(now));
-                for target in chunk {
-                    query = query.bind(*target);
-                }
-                for (target, newest, count, until, last_success, last_attempt) in
-                    query.fetch_all(pool).await?
-                {
-                    found.insert(
-                        target,
-                        TargetSummary {
-                            newest_recovery_point: newest.map(from_ms),
-                            restorable_backups: u64::try_from(count).unwrap_or(0),
-                            restorable_until: until.map(from_ms),
-                            last_success: last_success.map(from_ms),
-                            last_attempt: last_attempt.map(from_ms),
-                        },
-                    );
-                }
+            each!(&self.pool, |pool| {
+                found.extend(pool.acquire().await?.summaries_of(chunk, now).await?);
             });
         }
         Ok(found)

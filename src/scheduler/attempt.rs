@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::shared::Shared;
 use crate::catalog::{
-    ArtifactName, EndBackup, Finish, OperationAccepted, PendingOperation, RECENT_DURATIONS, StartBackup, Started,
+    ArtifactName, EndBackup, Finish, OperationAccepted, PendingOperation, StartBackup, Started,
 };
 use crate::policy;
 use crate::providers::{BackupRequest, OperationJournal, ProviderError, Resume, Stopped};
@@ -202,8 +202,9 @@ pub struct AttemptReport {
     pub outcome: AttemptOutcome,
     /// The target's restorability afterwards, when the catalog could say.
     pub summary: Option<TargetSummary>,
-    /// Watchdog lead from recent durations, when known.
-    pub lead: Option<Duration>,
+    /// How long it took, from its start to its recorded end, when it succeeded (the watchdog's lead comes from
+    /// the recent ones).
+    pub took: Option<Duration>,
     /// The protected resource's etag as the backup's final answer reported it.
     pub etag: Option<String>,
     /// For `trigger = change`: when the first change it backs up happened (kept by its retries).
@@ -232,7 +233,7 @@ pub(super) async fn run(
         slot: job.slot,
         outcome: AttemptOutcome::Interrupted,
         summary: None,
-        lead: None,
+        took: None,
         etag: None,
         first_change_at: job.first_change_at,
         backup_id: None,
@@ -444,8 +445,8 @@ pub(super) async fn run(
             operation_saved: journal.saved.load(Ordering::Acquire),
         })
         .await;
-    let (summary, durations) = match ended {
-        Ok(ended) => (Some(ended.summary), ended.durations),
+    let summary = match ended {
+        Ok(ended) => Some(ended.summary),
         Err(err) => {
             error!(target = %name, backup_id = id, error = %err, "Cannot record the backup's outcome in the catalog; it does not count.");
             let message = format!("the outcome could not be recorded in the catalog: {err}");
@@ -453,13 +454,7 @@ pub(super) async fn run(
             finish.error_code = Some("CatalogUnavailable".to_owned());
             finish.error_message = Some(message.clone());
             unrecorded = Some(message);
-            let summary = shared.catalog.summary(&name, completed).await.ok();
-            let durations = shared
-                .catalog
-                .recent_durations(&name, RECENT_DURATIONS)
-                .await
-                .unwrap_or_default();
-            (summary, durations)
+            shared.catalog.summary(&name, completed).await.ok()
         }
     };
     let outcome_label = match finish.status {
@@ -509,7 +504,8 @@ pub(super) async fn run(
         .ok()
         .filter(|_| unrecorded.is_none())
         .and_then(|outcome| outcome.etag.clone());
-    report.lead = Some(policy::lead(policy, &durations));
+    report.took = (finish.status == Status::Succeeded)
+        .then(|| (completed - started).to_std().unwrap_or(Duration::ZERO));
     report.outcome = match (finish.status, &result) {
         (Status::Succeeded, _) => AttemptOutcome::Succeeded,
         (Status::Interrupted, _) => AttemptOutcome::Interrupted,

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::attempt::{AttemptOutcome, AttemptReport};
 use super::timers::{Timer, TimerKind};
 use super::{ManualOutcome, Message, RetryPlan, Running, Scheduler, attempt, changes};
-use crate::catalog::PendingOperation;
+use crate::catalog::{PendingOperation, RECENT_DURATIONS};
 use crate::policy;
 use crate::record::Trigger;
 
@@ -274,8 +274,11 @@ impl Scheduler {
             state.newest_recovery_point = summary.newest_recovery_point;
             state.summary_at = Some(now);
         }
-        if let Some(lead) = report.lead {
-            state.lead = lead;
+        if let Some(took) = report.took {
+            // The recent durations the catalog would list: rpod's own successes, newest first.
+            state.durations.push_front(took);
+            state.durations.truncate(RECENT_DURATIONS as usize);
+            state.lead = policy::lead(&state.spec.config.policy, state.durations.make_contiguous());
         }
         if let Some(tracker) = &mut state.changes {
             let succeeded = report.outcome == AttemptOutcome::Succeeded;

@@ -220,6 +220,8 @@ struct TargetState {
     cooldown_until: Option<DateTime<Utc>>,
     newest_recovery_point: Option<DateTime<Utc>>,
     lead: Duration,
+    /// Durations of the recent successful backups, newest first (at most `catalog::RECENT_DURATIONS`).
+    durations: VecDeque<Duration>,
     /// When the newest backup attempt started (`min_interval` counts from it).
     last_started: Option<DateTime<Utc>>,
     /// Change detection, when the policy has `on_change`.

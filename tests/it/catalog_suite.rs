@@ -746,14 +746,16 @@ async fn attempts_started_and_ended_together_keep_every_guarantee(catalog: Catal
             let ended = result.as_ref().unwrap();
             assert!(ended.summary.restorable_backups >= 1);
             assert_eq!(ended.summary.newest_recovery_point, Some(at(1)));
-            assert!(!ended.durations.is_empty());
-            assert!(ended.durations.iter().all(|d| d.as_secs() == 60));
+            assert_eq!(ended.summary.last_success, Some(at(1)));
         }
     }
     let now = at(2);
     let db = catalog.summary("db", now).await.unwrap();
     let web = catalog.summary("web", now).await.unwrap();
     assert_eq!(db.restorable_backups + web.restorable_backups, 59);
+    let durations = catalog.recent_durations("db", 100).await.unwrap();
+    assert_eq!(durations.len(), 39, "db's successes, the closed one not among them");
+    assert!(durations.iter().all(|d| d.as_secs() == 60));
     assert_eq!(catalog.last_slot("db").await.unwrap(), Some(at(1)));
     assert_eq!(catalog.last_slot("web").await.unwrap(), Some(at(1)));
 }
