@@ -310,8 +310,10 @@ async fn apply(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, sqlx::Error> 
 /// The most attempts one statement carries (SQLite takes up to 32,766 parameters; an end binds 13 per attempt).
 const CHUNK: usize = 256;
 
-/// `(${first}, ..., ${first + width - 1})` for each of `rows` rows, comma-separated.
-fn values(rows: usize, width: usize, first: usize) -> String {
+/// `rows` rows of `width` parameters each, comma-separated, for a `VALUES` list whose parameters come first in
+/// their statement: `($1, $2), ($3, $4)` on PostgreSQL; on SQLite plain `(?, ?), (?, ?)`, which it numbers in
+/// order without the name lookup that makes thousands of `$N` cost their square to prepare and bind.
+fn values(rows: usize, width: usize, dialect: Dialect) -> String {
     let mut sql = String::with_capacity(rows * width * 5);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -319,11 +321,24 @@ fn values(rows: usize, width: usize, first: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            let _ = write!(sql, "${}", first + row * width + column);
+            match dialect {
+                Dialect::Sqlite => sql.push('?'),
+                Dialect::Postgres => {
+                    let _ = write!(sql, "${}", row * width + column + 1);
+                }
+            }
         }
         sql.push(')');
     }
     sql
+}
+
+/// Parameter number `n` after a `VALUES` list of [`values`] (`?n` on SQLite, `$n` on PostgreSQL).
+fn param(n: usize, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("?{n}"),
+        Dialect::Postgres => format!("${n}"),
+    }
 }
 
 /// One attempt's writes and reads inside a transaction, on either database (see [`Bookkeeping`]'s uses in the
@@ -554,32 +569,32 @@ macro_rules! bookkeeping {
                 if targets.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut sql = format!("WITH wanted (target) AS (VALUES {}) ", values(targets.len(), 1, 2));
-                sql.push_str($dialect.sql(concat!(
+                let mut sql = format!("WITH wanted (target) AS (VALUES {}) ", values(targets.len(), 1, $dialect));
+                sql.push_str(&$dialect.sql(concat!(
                     "SELECT w.target,
                        (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
-                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1
+                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $NOW
                          ORDER BY accepted_at DESC LIMIT 1),
                        (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
-                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1),
+                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $NOW),
                        (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
-                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $1),
+                         WHERE target = w.target AND ", restorable!(), " AND expires_at > $NOW),
                        (SELECT accepted_at FROM backups INDEXED BY backups_by_target
                          WHERE target = w.target AND status IN ('succeeded', 'pruned', 'missing')
                          ORDER BY id DESC LIMIT 1),
                        (SELECT requested_at FROM backups INDEXED BY backups_by_target
                          WHERE target = w.target AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)
                      FROM wanted w"
-                )));
+                )).replace("$NOW", &param(targets.len() + 1, $dialect)));
                 let mut query = sqlx::query_as::<
                     _,
                     (String, Option<i64>, i64, Option<i64>, Option<i64>, Option<i64>),
                 >(sqlx::AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(to_ms(now));
+                .persistent(false);
                 for target in targets {
                     query = query.bind(*target);
                 }
+                let query = query.bind(to_ms(now));
                 Ok(query
                     .fetch_all(&mut *self)
                     .await?
@@ -626,7 +641,7 @@ macro_rules! bookkeeping {
                      SELECT column1, column2, column3, 'running', column4, column5, column6, column7, column8, column9
                      FROM (VALUES {}) AS v
                      RETURNING id, target",
-                    values(recording.len(), 9, 1)
+                    values(recording.len(), 9, $dialect)
                 );
                 let mut insert = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (_, catalog, start) in &recording {
@@ -659,7 +674,7 @@ macro_rules! bookkeeping {
                        (SELECT 1 FROM backups other WHERE other.target = backups.target AND other.artifact = v.column2
                           AND other.id != backups.id)
                      RETURNING backups.id",
-                    values(named.len(), 2, 1)
+                    values(named.len(), 2, $dialect)
                 );
                 let mut update = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (_, _, id, name) in &named {
@@ -698,7 +713,7 @@ macro_rules! bookkeeping {
                      FROM (VALUES {}) AS v
                      WHERE backups.id = v.column1 AND backups.status = 'running'
                      RETURNING backups.id",
-                    values(ends.len(), 13, 1)
+                    values(ends.len(), 13, $dialect)
                 );
                 let mut close = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (_, end) in ends {
@@ -727,7 +742,7 @@ macro_rules! bookkeeping {
                 if !released.is_empty() {
                     let sql = format!(
                         "DELETE FROM operations WHERE backup_id IN (SELECT column1 FROM (VALUES {}) AS v)",
-                        values(released.len(), 1, 1)
+                        values(released.len(), 1, $dialect)
                     );
                     let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                     for id in &released {
@@ -748,7 +763,7 @@ macro_rules! bookkeeping {
                             SET last_slot_at = CASE WHEN target_state.last_slot_at > excluded.last_slot_at
                                                     THEN target_state.last_slot_at ELSE excluded.last_slot_at END,
                                 updated_at = excluded.updated_at",
-                        values(used.len(), 2, 1)
+                        values(used.len(), 2, $dialect)
                     );
                     let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                     for (target, slot) in &used {
