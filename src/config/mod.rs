@@ -86,7 +86,21 @@ impl Config {
     /// # Errors
     /// Every problem found, with key paths and positions.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let document = toml::de::DeTable::parse(text).map_err(|err| {
+        // The document with its spans is only read to place a problem: parsed when one needs it, so a large
+        // configuration is not held twice while it is read.
+        let document = std::cell::OnceCell::new();
+        let with_position = |mut problem: Problem| {
+            if problem.position.is_none()
+                && let Some(document) = document
+                    .get_or_init(|| toml::de::DeTable::parse(text).ok())
+                    .as_ref()
+            {
+                problem.position = error::locate(document.get_ref(), &problem.path)
+                    .map(|span| error::line_column(text, span.start));
+            }
+            problem
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|err| {
             let position = err.span().map(|span| error::line_column(text, span.start));
             ConfigError::new(
                 path,
@@ -95,19 +109,6 @@ impl Config {
                     message: format!("invalid TOML: {}", err.message().trim()),
                     position,
                 }],
-            )
-        })?;
-        let with_position = |mut problem: Problem| {
-            if problem.position.is_none() {
-                problem.position = error::locate(document.get_ref(), &problem.path)
-                    .map(|span| error::line_column(text, span.start));
-            }
-            problem
-        };
-        let deserializer = toml::Deserializer::parse(text).map_err(|err| {
-            ConfigError::new(
-                path,
-                vec![Problem::at("", format!("invalid TOML: {}", err.message()))],
             )
         })?;
         let raw: RawFile = serde_path_to_error::deserialize(deserializer).map_err(|err| {

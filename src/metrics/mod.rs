@@ -54,7 +54,6 @@ struct ShareMetrics {
 /// The restore, standby and drill series (docs/restore.md).
 #[derive(Debug, Clone)]
 struct RestoreMetrics {
-    restores_total: IntCounterVec,
     restore_duration: HistogramVec,
     rto_seconds: GaugeVec,
     drill_last_success: GaugeVec,
@@ -179,11 +178,6 @@ impl Metrics {
             .register(Box::new(restore_duration.clone()))
             .expect("unique metric");
         let restores = RestoreMetrics {
-            restores_total: counter(
-                "rpod_restores_total",
-                "Completed restores by trigger (manual, standby, drill) and outcome (succeeded, failed, timed_out).",
-                &["target", "trigger", "outcome"],
-            ),
             restore_duration,
             rto_seconds: gauge(
                 "rpod_target_rto_seconds",
@@ -376,13 +370,16 @@ impl Metrics {
         } else {
             let _ = r.standby_recovery_point.remove_label_values(&[target]);
         }
-        for trigger in crate::record::RestoreTrigger::ALL {
-            for outcome in RESTORE_OUTCOMES {
-                let _ = r
-                    .restores_total
-                    .with_label_values(&[target, trigger.as_str(), outcome]);
-            }
+        // Restore counters exist from the start for what the target does on its own (drills, standby); a
+        // manual restore's appear with the first one.
+        let mut triggers = Vec::new();
+        if drill_max_age.is_some() {
+            triggers.push(crate::record::RestoreTrigger::Drill);
         }
+        if standby_rpo.is_some() {
+            triggers.push(crate::record::RestoreTrigger::Standby);
+        }
+        self.targets.register_restores(target, &triggers);
     }
 
     /// How the system rates its protection of a target, as read at the last reconciliation.
@@ -452,15 +449,6 @@ impl Metrics {
     /// Removes every restore series of a target that is no longer configured.
     pub fn unregister_restores(&self, target: &str) {
         self.register_restores(target, None, None, None);
-        for trigger in crate::record::RestoreTrigger::ALL {
-            for outcome in RESTORE_OUTCOMES {
-                let _ = self.restores.restores_total.remove_label_values(&[
-                    target,
-                    trigger.as_str(),
-                    outcome,
-                ]);
-            }
-        }
         let _ = self
             .restores
             .restore_duration
@@ -497,10 +485,7 @@ impl Metrics {
         outcome: &str,
         seconds: Option<f64>,
     ) {
-        self.restores
-            .restores_total
-            .with_label_values(&[target, trigger.as_str(), outcome])
-            .inc();
+        self.targets.restore_finished(target, trigger, outcome);
         if let Some(seconds) = seconds {
             self.restores
                 .restore_duration

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crate::record::Trigger;
+use crate::record::{RestoreTrigger, Trigger};
 
-use super::OUTCOMES;
+use super::{OUTCOMES, RESTORE_OUTCOMES};
 
 /// Upper bounds of `rpod_backup_duration_seconds`' buckets.
 const DURATION_BUCKETS: [f64; 10] = [
@@ -76,6 +76,8 @@ struct Row {
     pruned: Counter,
     expiry_warnings: Counter,
     durations: Mutex<Option<Box<Durations>>>,
+    /// `rpod_restores_total` by [`RestoreTrigger::ALL`] and [`RESTORE_OUTCOMES`].
+    restores: [[Counter; RESTORE_OUTCOMES.len()]; RestoreTrigger::ALL.len()],
 }
 
 /// The per-target series of every configured target.
@@ -86,6 +88,13 @@ pub(super) struct TargetSeries {
 
 fn trigger_index(trigger: Trigger) -> usize {
     Trigger::ALL
+        .iter()
+        .position(|t| *t == trigger)
+        .unwrap_or(0)
+}
+
+fn restore_index(trigger: RestoreTrigger) -> usize {
+    RestoreTrigger::ALL
         .iter()
         .position(|t| *t == trigger)
         .unwrap_or(0)
@@ -204,6 +213,25 @@ impl TargetSeries {
         durations.count += 1;
     }
 
+    /// Creates the restore counters of `triggers` (a drill or a standby the target has), every outcome.
+    pub(super) fn register_restores(&self, target: &str, triggers: &[RestoreTrigger]) {
+        if let Some(row) = self.row(target) {
+            for trigger in triggers {
+                for counter in &row.restores[restore_index(*trigger)] {
+                    counter.create();
+                }
+            }
+        }
+    }
+
+    pub(super) fn restore_finished(&self, target: &str, trigger: RestoreTrigger, outcome: &str) {
+        if let Some(row) = self.row(target)
+            && let Some(outcome) = RESTORE_OUTCOMES.iter().position(|o| *o == outcome)
+        {
+            row.restores[restore_index(trigger)][outcome].inc();
+        }
+    }
+
     pub(super) fn pruned(&self, target: &str) {
         if let Some(row) = self.row(target) {
             row.pruned.inc();
@@ -304,6 +332,26 @@ impl TargetSeries {
         for (target, row) in &rows {
             if let Some(count) = row.expiry_warnings.get() {
                 let _ = writeln!(out, "rpod_expiry_warnings_total{{target=\"{}\"}} {count}", Escaped(target));
+            }
+        }
+        header(
+            out,
+            "rpod_restores_total",
+            "Completed restores by trigger (manual, standby, drill) and outcome (succeeded, failed, timed_out).",
+            "counter",
+        );
+        for (target, row) in &rows {
+            let target = Escaped(target);
+            for (trigger, counters) in RestoreTrigger::ALL.iter().zip(&row.restores) {
+                for (outcome, counter) in RESTORE_OUTCOMES.iter().zip(counters) {
+                    if let Some(count) = counter.get() {
+                        let _ = writeln!(
+                            out,
+                            "rpod_restores_total{{outcome=\"{outcome}\",target=\"{target}\",trigger=\"{}\"}} {count}",
+                            trigger.as_str()
+                        );
+                    }
+                }
             }
         }
         header(out, "rpod_target_info", "1 for every configured target.", "gauge");
