@@ -417,11 +417,16 @@ async fn the_database_stopped_for_20_seconds_is_ridden_out() {
             );
             slot = schedule.next_after(slot).unwrap();
         }
-        let caught_up = records
+        let caught_up: Vec<_> = records
             .iter()
             .filter(|r| r.target == target && r.trigger == "catch_up" && r.requested_at > restarted)
-            .count();
-        assert!(caught_up <= 1, "{target}: caught up {caught_up} times");
+            .map(|r| (r.requested_at, r.attempt, r.status, r.replica.clone(), r.slot, r.error_code.clone()))
+            .collect();
+        assert!(
+            caught_up.len() <= 1,
+            "{target}: caught up {} times: {caught_up:?}",
+            caught_up.len()
+        );
     }
 }
 
