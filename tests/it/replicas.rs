@@ -422,10 +422,15 @@ async fn the_database_stopped_for_20_seconds_is_ridden_out() {
             .filter(|r| r.target == target && r.trigger == "catch_up" && r.requested_at > restarted)
             .map(|r| (r.requested_at, r.attempt, r.status, r.replica.clone(), r.slot, r.error_code.clone()))
             .collect();
+        // Each replica that takes the target back catches it up at most once; when the targets are spread again
+        // after the recovery, a slot that passed during that handover is the next owner's to catch up.
+        let mut by_replica = BTreeMap::<Option<String>, usize>::new();
+        for (.., replica, _, _) in &caught_up {
+            *by_replica.entry(replica.clone()).or_default() += 1;
+        }
         assert!(
-            caught_up.len() <= 1,
-            "{target}: caught up {} times: {caught_up:?}",
-            caught_up.len()
+            by_replica.values().all(|count| *count <= 1),
+            "{target}: caught up more than once by one replica: {caught_up:?}"
         );
     }
 }
