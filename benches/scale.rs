@@ -926,7 +926,10 @@ async fn daemon(options: &Options) -> Result<()> {
     // The artifacts the seeded records name, so the first reconciliation finds every backup where it should be.
     let writing = Instant::now();
     write_seed_artifacts(&fixture, targets)?;
-    println!("seed_artifacts: {} ({targets} files)", ms(writing.elapsed()));
+    println!(
+        "seed_artifacts: {} ({targets} files)",
+        ms(writing.elapsed())
+    );
 
     let started = Instant::now();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpod"))
@@ -969,10 +972,20 @@ async fn daemon(options: &Options) -> Result<()> {
         if !ready.status().is_success() {
             stale += 1;
         }
-        let text = client.get(format!("{base}/metrics")).send().await?.text().await?;
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
         let value = |name: &str| {
             text.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                })
                 .unwrap_or(0.0)
         };
         if value("rpod_last_reconciliation_timestamp_seconds") > 0.0 {
@@ -989,12 +1002,19 @@ async fn daemon(options: &Options) -> Result<()> {
         ms(reconciling.elapsed()),
         ms(cpu_of(pid).saturating_sub(cpu_before_reconciliation))
     );
-    let text = client.get(format!("{base}/metrics")).send().await?.text().await?;
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     let running = text
         .lines()
         .filter(|l| l.starts_with("rpod_target_operation_in_progress{") && l.ends_with(" 1"))
         .count();
-    println!("daemon_backups_running_after_reconciliation: {running} (expected 0: every backup was found)");
+    println!(
+        "daemon_backups_running_after_reconciliation: {running} (expected 0: every backup was found)"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(
         "daemon_memory_idle_before_scrapes: VmRSS {} VmHWM {}",

@@ -110,8 +110,16 @@ pub struct Ended {
 
 /// One attempt's bookkeeping, with the catalog handle (replica, pinned term) it is written under.
 enum Work {
-    Start(Catalog, StartBackup, oneshot::Sender<Result<Started, CatalogError>>),
-    End(Catalog, EndBackup, oneshot::Sender<Result<Ended, CatalogError>>),
+    Start(
+        Catalog,
+        StartBackup,
+        oneshot::Sender<Result<Started, CatalogError>>,
+    ),
+    End(
+        Catalog,
+        EndBackup,
+        oneshot::Sender<Result<Ended, CatalogError>>,
+    ),
 }
 
 enum Answer {
@@ -258,7 +266,8 @@ async fn serve(pool: Pool, mut receiver: mpsc::UnboundedReceiver<Work>) {
 async fn apply(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, sqlx::Error> {
     each!(pool, |pool| {
         let mut tx = pool.begin().await?;
-        let checks: Vec<(&Catalog, &str)> = works.iter().map(|w| (w.catalog(), w.target())).collect();
+        let checks: Vec<(&Catalog, &str)> =
+            works.iter().map(|w| (w.catalog(), w.target())).collect();
         let fences = tx.fence_each(&checks).await?;
         let mut answers: Vec<Option<Answer>> = works.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = Vec::with_capacity(works.len());
@@ -270,9 +279,12 @@ async fn apply(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, sqlx::Error> 
         }
         while !pending.is_empty() {
             let mut seen = std::collections::HashSet::new();
-            let (round, later): (Vec<usize>, Vec<usize>) = pending
-                .iter()
-                .partition(|&&index| seen.insert((matches!(works[index], Work::Start(..)), works[index].target())));
+            let (round, later): (Vec<usize>, Vec<usize>) = pending.iter().partition(|&&index| {
+                seen.insert((
+                    matches!(works[index], Work::Start(..)),
+                    works[index].target(),
+                ))
+            });
             let starts: Vec<(usize, &Catalog, &StartBackup)> = round
                 .iter()
                 .filter_map(|&index| match &works[index] {
@@ -307,11 +319,11 @@ async fn apply(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, sqlx::Error> 
     })
 }
 
-/// The most attempts one statement carries (SQLite takes up to 32,766 parameters; an end binds 13 per attempt).
+/// The most attempts one statement carries (`SQLite` takes up to 32,766 parameters; an end binds 13 per attempt).
 const CHUNK: usize = 256;
 
 /// `rows` rows of `width` parameters each, comma-separated, for a `VALUES` list whose parameters come first in
-/// their statement: `($1, $2), ($3, $4)` on PostgreSQL; on SQLite plain `(?, ?), (?, ?)`, which it numbers in
+/// their statement: `($1, $2), ($3, $4)` on PostgreSQL; on `SQLite` plain `(?, ?), (?, ?)`, which it numbers in
 /// order without the name lookup that makes thousands of `$N` cost their square to prepare and bind.
 fn values(rows: usize, width: usize, dialect: Dialect) -> String {
     let mut sql = String::with_capacity(rows * width * 5);
@@ -333,7 +345,7 @@ fn values(rows: usize, width: usize, dialect: Dialect) -> String {
     sql
 }
 
-/// Parameter number `n` after a `VALUES` list of [`values`] (`?n` on SQLite, `$n` on PostgreSQL).
+/// Parameter number `n` after a `VALUES` list of [`values`] (`?n` on `SQLite`, `$n` on PostgreSQL).
 fn param(n: usize, dialect: Dialect) -> String {
     match dialect {
         Dialect::Sqlite => format!("?{n}"),
@@ -345,15 +357,29 @@ fn param(n: usize, dialect: Dialect) -> String {
 /// catalog for the single-attempt forms).
 pub(super) trait Bookkeeping {
     /// Records a new attempt in status `running`; returns its id.
-    async fn insert_running(&mut self, new: &NewBackup<'_>, replica: &str) -> Result<i64, sqlx::Error>;
+    async fn insert_running(
+        &mut self,
+        new: &NewBackup<'_>,
+        replica: &str,
+    ) -> Result<i64, sqlx::Error>;
 
     /// Names the artifact of running backup `id`, adding the id before the extension when another backup of the
     /// target has the name already. Returns the name used.
-    async fn name_artifact(&mut self, id: i64, target: &str, name: &str) -> Result<String, sqlx::Error>;
+    async fn name_artifact(
+        &mut self,
+        id: i64,
+        target: &str,
+        name: &str,
+    ) -> Result<String, sqlx::Error>;
 
     /// Closes running backup `id`, releasing its operation if `operation` says it saved one; false when it was not
     /// running any more.
-    async fn close_running(&mut self, id: i64, finish: &Finish, operation: bool) -> Result<bool, sqlx::Error>;
+    async fn close_running(
+        &mut self,
+        id: i64,
+        finish: &Finish,
+        operation: bool,
+    ) -> Result<bool, sqlx::Error>;
 
     /// Claims schedule slot `slot` of `target` under `term` (docs/high-availability.md, "Ticks").
     async fn claim_slot_under(
@@ -364,10 +390,18 @@ pub(super) trait Bookkeeping {
     ) -> Result<bool, sqlx::Error>;
 
     /// Restorable backups, the newest recovery point and the last success of one target.
-    async fn summary_of(&mut self, target: &str, now: DateTime<Utc>) -> Result<TargetSummary, sqlx::Error>;
+    async fn summary_of(
+        &mut self,
+        target: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TargetSummary, sqlx::Error>;
 
     /// Durations of the target's `limit` most recent successful backups, newest first.
-    async fn durations_of(&mut self, target: &str, limit: u32) -> Result<Vec<Duration>, sqlx::Error>;
+    async fn durations_of(
+        &mut self,
+        target: &str,
+        limit: u32,
+    ) -> Result<Vec<Duration>, sqlx::Error>;
 
     /// [`Self::summary_of`] of up to 500 targets in one statement; a target without any backup is absent.
     async fn summaries_of(
@@ -390,7 +424,6 @@ pub(super) trait Bookkeeping {
         &mut self,
         ends: &[(usize, &EndBackup)],
     ) -> Result<Vec<(usize, Result<Ended, CatalogError>)>, sqlx::Error>;
-
 }
 
 macro_rules! bookkeeping {

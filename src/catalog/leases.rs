@@ -604,7 +604,10 @@ impl Fenced for PgConnection {
         &mut self,
         checks: &[(&Catalog, &str)],
     ) -> Result<Vec<Result<(), CatalogError>>, sqlx::Error> {
-        let Some(book) = checks.first().and_then(|(catalog, _)| catalog.leases.clone()) else {
+        let Some(book) = checks
+            .first()
+            .and_then(|(catalog, _)| catalog.leases.clone())
+        else {
             return Ok(checks.iter().map(|_| Ok(())).collect());
         };
         let mut targets: Vec<&str> = checks.iter().map(|(_, target)| *target).collect();
@@ -626,7 +629,9 @@ impl Fenced for PgConnection {
             .map(|(catalog, target)| {
                 let expected = catalog.term_for(target);
                 match (found.get(target), expected) {
-                    (Some((Some(owner), term)), Some(mine)) if *owner == me && *term == mine => Ok(()),
+                    (Some((Some(owner), term)), Some(mine)) if *owner == me && *term == mine => {
+                        Ok(())
+                    }
                     _ => Err(CatalogError::Fenced {
                         target: (*target).to_owned(),
                         replica: me.to_owned(),

@@ -87,10 +87,7 @@ pub(super) struct TargetSeries {
 }
 
 fn trigger_index(trigger: Trigger) -> usize {
-    Trigger::ALL
-        .iter()
-        .position(|t| *t == trigger)
-        .unwrap_or(0)
+    Trigger::ALL.iter().position(|t| *t == trigger).unwrap_or(0)
 }
 
 fn restore_index(trigger: RestoreTrigger) -> usize {
@@ -125,14 +122,12 @@ impl TargetSeries {
         prunes: bool,
     ) {
         let mut rows = self.rows.write().unwrap_or_else(PoisonError::into_inner);
-        let row = rows
-            .entry(Arc::from(target))
-            .or_insert_with(|| {
-                Arc::new(Row {
-                    kind: kind.into(),
-                    ..Row::default()
-                })
-            });
+        let row = rows.entry(Arc::from(target)).or_insert_with(|| {
+            Arc::new(Row {
+                kind: kind.into(),
+                ..Row::default()
+            })
+        });
         if &*row.kind != kind {
             *row = Arc::new(Row {
                 kind: kind.into(),
@@ -177,7 +172,13 @@ impl TargetSeries {
         }
     }
 
-    pub(super) fn set_restorability(&self, target: &str, restorable: i64, until: f64, compliant: bool) {
+    pub(super) fn set_restorability(
+        &self,
+        target: &str,
+        restorable: i64,
+        until: f64,
+        compliant: bool,
+    ) {
         if let Some(row) = self.row(target) {
             row.restorable.store(restorable, Ordering::Relaxed);
             row.restorable_until.set(until);
@@ -197,7 +198,13 @@ impl TargetSeries {
         }
     }
 
-    pub(super) fn backup_finished(&self, target: &str, trigger: Trigger, outcome: &str, seconds: f64) {
+    pub(super) fn backup_finished(
+        &self,
+        target: &str,
+        trigger: Trigger,
+        outcome: &str,
+        seconds: f64,
+    ) {
         let Some(row) = self.row(target) else { return };
         if let Some(outcome) = outcome_index(outcome) {
             row.backups[trigger_index(trigger)][outcome].inc();
@@ -258,7 +265,12 @@ impl TargetSeries {
         let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&Row) -> Sample| {
             header(out, name, help, "gauge");
             for (target, row) in &rows {
-                let _ = writeln!(out, "{name}{{target=\"{}\"}} {}", Escaped(target), value(row));
+                let _ = writeln!(
+                    out,
+                    "{name}{{target=\"{}\"}} {}",
+                    Escaped(target),
+                    value(row)
+                );
             }
         };
         header(
@@ -300,7 +312,11 @@ impl TargetSeries {
         );
         for (target, row) in &rows {
             if let Some(count) = row.pruned.get() {
-                let _ = writeln!(out, "rpod_backups_pruned_total{{target=\"{}\"}} {count}", Escaped(target));
+                let _ = writeln!(
+                    out,
+                    "rpod_backups_pruned_total{{target=\"{}\"}} {count}",
+                    Escaped(target)
+                );
             }
         }
         header(
@@ -331,7 +347,11 @@ impl TargetSeries {
         );
         for (target, row) in &rows {
             if let Some(count) = row.expiry_warnings.get() {
-                let _ = writeln!(out, "rpod_expiry_warnings_total{{target=\"{}\"}} {count}", Escaped(target));
+                let _ = writeln!(
+                    out,
+                    "rpod_expiry_warnings_total{{target=\"{}\"}} {count}",
+                    Escaped(target)
+                );
             }
         }
         header(
@@ -354,7 +374,12 @@ impl TargetSeries {
                 }
             }
         }
-        header(out, "rpod_target_info", "1 for every configured target.", "gauge");
+        header(
+            out,
+            "rpod_target_info",
+            "1 for every configured target.",
+            "gauge",
+        );
         for (target, row) in &rows {
             let _ = writeln!(
                 out,

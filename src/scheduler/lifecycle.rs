@@ -47,7 +47,9 @@ impl Scheduler {
         let (summary, durations, last_slot, stored_changes, last_drill, last_standby, budget) = {
             let _hold = self.shared.clock.hold();
             let summary = catalog.summary(&name, now).await?;
-            let durations = catalog.recent_durations(&name, crate::catalog::RECENT_DURATIONS).await?;
+            let durations = catalog
+                .recent_durations(&name, crate::catalog::RECENT_DURATIONS)
+                .await?;
             let last_slot = catalog.last_slot(&name).await?;
             if spec.config.policy.schedule.is_some() && last_slot.is_none() {
                 catalog.set_last_slot(&name, now).await?;

@@ -140,7 +140,10 @@ impl SchedulerHandle {
                 };
                 match found {
                     Ok(found) => {
-                        if tx.send(Message::Refreshed(found.into_iter().collect(), now)).is_err() {
+                        if tx
+                            .send(Message::Refreshed(found.into_iter().collect(), now))
+                            .is_err()
+                        {
                             return;
                         }
                     }

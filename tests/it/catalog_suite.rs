@@ -48,9 +48,10 @@ const CASES: &[(&str, Case)] = &[
     ("bulk_loading_and_counts", |c| {
         Box::pin(bulk_loading_and_counts(c))
     }),
-    ("attempts_started_and_ended_together_keep_every_guarantee", |c| {
-        Box::pin(attempts_started_and_ended_together_keep_every_guarantee(c))
-    }),
+    (
+        "attempts_started_and_ended_together_keep_every_guarantee",
+        |c| Box::pin(attempts_started_and_ended_together_keep_every_guarantee(c)),
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -672,7 +673,7 @@ async fn attempts_started_and_ended_together_keep_every_guarantee(catalog: Catal
         let catalog = catalog.clone();
         let target = target.to_owned();
         async move {
-            let artifact = if i % 2 == 0 {
+            let artifact = if i.is_multiple_of(2) {
                 ArtifactName::Known(format!("{target}/same.zst"))
             } else {
                 let prefix = target.clone();
@@ -715,7 +716,11 @@ async fn attempts_started_and_ended_together_keep_every_guarantee(catalog: Catal
         let count = names.len();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), count, "no two backups of {target} share a name");
+        assert_eq!(
+            names.len(),
+            count,
+            "no two backups of {target} share a name"
+        );
         assert!(names.contains(&format!("{target}/same.zst").as_str()));
     }
     // One record is closed by another writer before its attempt ends: that end alone is refused.
@@ -754,7 +759,11 @@ async fn attempts_started_and_ended_together_keep_every_guarantee(catalog: Catal
     let web = catalog.summary("web", now).await.unwrap();
     assert_eq!(db.restorable_backups + web.restorable_backups, 59);
     let durations = catalog.recent_durations("db", 100).await.unwrap();
-    assert_eq!(durations.len(), 39, "db's successes, the closed one not among them");
+    assert_eq!(
+        durations.len(),
+        39,
+        "db's successes, the closed one not among them"
+    );
     assert!(durations.iter().all(|d| d.as_secs() == 60));
     assert_eq!(catalog.last_slot("db").await.unwrap(), Some(at(1)));
     assert_eq!(catalog.last_slot("web").await.unwrap(), Some(at(1)));

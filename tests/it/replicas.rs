@@ -420,7 +420,16 @@ async fn the_database_stopped_for_20_seconds_is_ridden_out() {
         let caught_up: Vec<_> = records
             .iter()
             .filter(|r| r.target == target && r.trigger == "catch_up" && r.requested_at > restarted)
-            .map(|r| (r.requested_at, r.attempt, r.status, r.replica.clone(), r.slot, r.error_code.clone()))
+            .map(|r| {
+                (
+                    r.requested_at,
+                    r.attempt,
+                    r.status,
+                    r.replica.clone(),
+                    r.slot,
+                    r.error_code.clone(),
+                )
+            })
             .collect();
         // Each replica that takes the target back catches it up at most once; when the targets are spread again
         // after the recovery, a slot that passed during that handover is the next owner's to catch up.
