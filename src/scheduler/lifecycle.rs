@@ -16,8 +16,8 @@ use crate::record::{RestoreTrigger, Trigger};
 use crate::target::TargetSpec;
 
 /// Triggers whose `rpod_backups_total` series exist from startup: the ones a target fires in normal operation.
-/// `manual` and `catch_up` series appear with their first attempt (at 10,000 targets every pre-created series
-/// costs about 4 MiB and a share of every scrape).
+/// `manual` and `catch_up` series appear with their first attempt (every pre-created series is a line of every
+/// scrape); a target in watch mode gets none (docs/metrics.md, "Conventions").
 fn triggers_of(spec: &TargetSpec) -> Vec<Trigger> {
     if !spec.provider.starts_backups() {
         // Watch mode: rpod starts none of its backups, so it counts none.
