@@ -179,12 +179,17 @@ fn mib(kb: u64) -> String {
     format!("{:.1} MiB", kb as f64 / 1024.0)
 }
 
-fn print_memory(label: &str) {
+/// `label: VmRSS … VmHWM …` of process `pid`.
+fn print_memory_of(label: &str, pid: &str) {
     println!(
         "{label}: VmRSS {} VmHWM {}",
-        mib(proc_status_kb("self", "VmRSS")),
-        mib(proc_status_kb("self", "VmHWM"))
+        mib(proc_status_kb(pid, "VmRSS")),
+        mib(proc_status_kb(pid, "VmHWM"))
     );
+}
+
+fn print_memory(label: &str) {
+    print_memory_of(label, "self");
 }
 
 /// CPU time (user + system) of this process, all threads.
@@ -906,6 +911,23 @@ async fn idle(options: &Options) -> Result<()> {
 // ---------------------------------------------------------------------------------------------------------------
 // The real daemon, idle with 10,000 targets: CPU (evaluation loop included), memory, HTTP.
 
+/// `runs` GETs of `url`, one after the other: how long each took, and the size of the last body.
+async fn timed_gets(
+    client: &reqwest::Client,
+    url: &str,
+    runs: usize,
+) -> Result<(Vec<Duration>, usize)> {
+    let mut times = Vec::with_capacity(runs);
+    let mut size = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let body = client.get(url).send().await?.bytes().await?;
+        times.push(t.elapsed());
+        size = body.len();
+    }
+    Ok((times, size))
+}
+
 async fn daemon(options: &Options) -> Result<()> {
     let targets = options.num("targets", 10_000);
     let secs = options.num("secs", 60);
@@ -956,11 +978,7 @@ async fn daemon(options: &Options) -> Result<()> {
     }
     let pid_text = pid.to_string();
     println!("daemon_ready_after: {}", ms(started.elapsed()));
-    println!(
-        "daemon_memory_after_startup: VmRSS {} VmHWM {}",
-        mib(proc_status_kb(&pid_text, "VmRSS")),
-        mib(proc_status_kb(&pid_text, "VmHWM"))
-    );
+    print_memory_of("daemon_memory_after_startup", &pid_text);
     // The first reconciliation runs right after startup: wait for its end (its own gauge), asking /readyz (which
     // fails when the scheduler's heartbeat is stale) every 100 ms meanwhile.
     let reconciling = Instant::now();
@@ -1016,11 +1034,7 @@ async fn daemon(options: &Options) -> Result<()> {
         "daemon_backups_running_after_reconciliation: {running} (expected 0: every backup was found)"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!(
-        "daemon_memory_idle_before_scrapes: VmRSS {} VmHWM {}",
-        mib(proc_status_kb(&pid_text, "VmRSS")),
-        mib(proc_status_kb(&pid_text, "VmHWM"))
-    );
+    print_memory_of("daemon_memory_idle_before_scrapes", &pid_text);
     let wall = Instant::now();
     let cpu = cpu_of(pid);
     tokio::time::sleep(Duration::from_secs(u64::try_from(secs).unwrap_or(60))).await;
@@ -1032,46 +1046,14 @@ async fn daemon(options: &Options) -> Result<()> {
         used.as_secs_f64() / wall.elapsed().as_secs_f64() * 100.0
     );
 
-    let mut runs = Vec::new();
-    let mut size = 0;
-    for _ in 0..10 {
-        let t = Instant::now();
-        let body = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await?
-            .bytes()
-            .await?;
-        runs.push(t.elapsed());
-        size = body.len();
-    }
+    let (runs, size) = timed_gets(&client, &format!("{base}/metrics"), 10).await?;
     durations_line("daemon_http_metrics", &runs);
     println!("daemon_http_metrics_body: {size} bytes");
-    println!(
-        "daemon_memory_after_10_scrapes: VmRSS {} VmHWM {}",
-        mib(proc_status_kb(&pid_text, "VmRSS")),
-        mib(proc_status_kb(&pid_text, "VmHWM"))
-    );
-    let mut runs = Vec::new();
-    let mut size = 0;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let body = client
-            .get(format!("{base}/api/v1/targets"))
-            .send()
-            .await?
-            .bytes()
-            .await?;
-        runs.push(t.elapsed());
-        size = body.len();
-    }
+    print_memory_of("daemon_memory_after_10_scrapes", &pid_text);
+    let (runs, size) = timed_gets(&client, &format!("{base}/api/v1/targets"), 5).await?;
     durations_line("daemon_http_api_targets", &runs);
     println!("daemon_http_api_targets_body: {size} bytes");
-    println!(
-        "daemon_memory_at_end: VmRSS {} VmHWM {}",
-        mib(proc_status_kb(&pid_text, "VmRSS")),
-        mib(proc_status_kb(&pid_text, "VmHWM"))
-    );
+    print_memory_of("daemon_memory_at_end", &pid_text);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid)?),
         nix::sys::signal::Signal::SIGTERM,

@@ -690,14 +690,7 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
         let all = view.read().map(|v| v.clone()).unwrap_or_default();
         // Replicas: each one reports the targets it holds; the leader alone runs the singletons over all of them
         // (reconciliation, expiry warnings, pruning). A single node is both.
-        let targets: Vec<Arc<TargetSpec>> = match catalog.leases() {
-            None => all.to_vec(),
-            Some(book) => all
-                .iter()
-                .filter(|spec| book.term(&spec.config.name).is_some())
-                .cloned()
-                .collect(),
-        };
+        let targets = held_here(&catalog, &all);
         let leader = catalog.is_leader();
         let now = clock.now();
         let _pruning = pruning.lock().await;
@@ -706,6 +699,18 @@ async fn evaluation_loop(evaluation: Evaluation, shutdown: CancellationToken) {
         {
             error!(error = %err, "Evaluation pass failed; retrying at the next interval.");
         }
+    }
+}
+
+/// The targets this process schedules: all of them on a single node; with replicas, those it holds a lease on.
+fn held_here(catalog: &Catalog, all: &[Arc<TargetSpec>]) -> Vec<Arc<TargetSpec>> {
+    match catalog.leases() {
+        None => all.to_vec(),
+        Some(book) => all
+            .iter()
+            .filter(|spec| book.term(&spec.config.name).is_some())
+            .cloned()
+            .collect(),
     }
 }
 
@@ -731,15 +736,8 @@ async fn reconciliation_loop(
         }
         let all = view.read().map(|v| v.clone()).unwrap_or_default();
         if !catalog.is_leader() {
-            let held: Vec<String> = match catalog.leases() {
-                Some(book) => all
-                    .iter()
-                    .filter(|spec| book.term(&spec.config.name).is_some())
-                    .map(|spec| spec.config.name.clone())
-                    .collect(),
-                None => Vec::new(),
-            };
-            scheduler.refresh(held);
+            let held = held_here(&catalog, &all);
+            scheduler.refresh(held.iter().map(|spec| spec.config.name.clone()).collect());
             continue;
         }
         let began = tokio::time::Instant::now();

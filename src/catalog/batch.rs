@@ -372,14 +372,13 @@ pub(super) trait Bookkeeping {
         name: &str,
     ) -> Result<String, sqlx::Error>;
 
-    /// Closes running backup `id`, releasing its operation if `operation` says it saved one; false when it was not
-    /// running any more.
-    async fn close_running(
+    /// Closes the running backups `closes` (id, how it ended) and releases the operations of `released`, in
+    /// two statements; returns the ids that were still running and are closed now.
+    async fn close_all(
         &mut self,
-        id: i64,
-        finish: &Finish,
-        operation: bool,
-    ) -> Result<bool, sqlx::Error>;
+        closes: &[(i64, &Finish)],
+        released: &[i64],
+    ) -> Result<std::collections::HashSet<i64>, sqlx::Error>;
 
     /// Claims schedule slot `slot` of `target` under `term` (docs/high-availability.md, "Ticks").
     async fn claim_slot_under(
@@ -388,13 +387,6 @@ pub(super) trait Bookkeeping {
         slot: DateTime<Utc>,
         term: i64,
     ) -> Result<bool, sqlx::Error>;
-
-    /// Restorable backups, the newest recovery point and the last success of one target.
-    async fn summary_of(
-        &mut self,
-        target: &str,
-        now: DateTime<Utc>,
-    ) -> Result<TargetSummary, sqlx::Error>;
 
     /// Durations of the target's `limit` most recent successful backups, newest first.
     async fn durations_of(
@@ -476,47 +468,6 @@ macro_rules! bookkeeping {
                 Ok(unique)
             }
 
-            async fn close_running(&mut self, id: i64, finish: &Finish, operation: bool) -> Result<bool, sqlx::Error> {
-                let updated = sqlx::query(
-                    // A backup that never got accepted leaves no artifact: its claimed name is released. One that
-                    // was accepted keeps the name, so reconciliation never imports what its operation left behind.
-                    "UPDATE backups SET status = $1, accepted_at = COALESCE($2, accepted_at), completed_at = $3,
-                            expires_at = $4,
-                            artifact = CASE WHEN $5 IS NOT NULL THEN $5
-                                            WHEN COALESCE($2, accepted_at) IS NOT NULL THEN artifact END,
-                            size_bytes = $6, sha256 = $7, sku = $8, etag = $9, error_code = $10,
-                            error_message = $11, content = $13
-                     WHERE id = $12 AND status = 'running'",
-                )
-                .bind(finish.status.as_str())
-                .bind(finish.accepted_at.map(to_ms))
-                .bind(to_ms(finish.completed_at))
-                .bind(finish.expires_at.map(to_ms))
-                .bind(finish.artifact.as_deref())
-                .bind(finish.size_bytes)
-                .bind(finish.sha256.as_deref())
-                .bind(finish.sku.as_deref())
-                .bind(finish.etag.as_deref())
-                .bind(finish.error_code.as_deref())
-                .bind(finish.error_message.as_deref())
-                .bind(id)
-                .bind(finish.content.as_deref())
-                .execute(&mut *self)
-                .await?
-                .rows_affected();
-                if updated != 1 {
-                    return Ok(false);
-                }
-                if !operation {
-                    return Ok(true);
-                }
-                sqlx::query("DELETE FROM operations WHERE backup_id = $1")
-                    .bind(id)
-                    .execute(&mut *self)
-                    .await?;
-                Ok(true)
-            }
-
             async fn claim_slot_under(
                 &mut self,
                 target: &str,
@@ -541,41 +492,6 @@ macro_rules! bookkeeping {
                 .await?
                 .rows_affected();
                 Ok(claimed == 1)
-            }
-
-            async fn summary_of(&mut self, target: &str, now: DateTime<Utc>) -> Result<TargetSummary, sqlx::Error> {
-                // One round trip: five index lookups as scalar subqueries. Newest-first walks along (target, id)
-                // stop at the first matching row instead of reading the target's whole history.
-                let (newest, count, until, last_success, last_attempt): (
-                    Option<i64>,
-                    i64,
-                    Option<i64>,
-                    Option<i64>,
-                    Option<i64>,
-                ) = sqlx::query_as($dialect.sql(concat!(
-                    "SELECT
-                       (SELECT accepted_at FROM backups INDEXED BY backups_restorable_by_point
-                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2
-                         ORDER BY accepted_at DESC LIMIT 1),
-                       (SELECT COUNT(*) FROM backups INDEXED BY backups_restorable_by_expiry
-                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
-                       (SELECT MAX(expires_at) FROM backups INDEXED BY backups_restorable_by_expiry
-                         WHERE target = $1 AND ", restorable!(), " AND expires_at > $2),
-                       (SELECT accepted_at FROM backups INDEXED BY backups_by_target
-                         WHERE target = $1 AND status IN ('succeeded', 'pruned', 'missing') ORDER BY id DESC LIMIT 1),
-                       (SELECT requested_at FROM backups INDEXED BY backups_by_target
-                         WHERE target = $1 AND trigger != 'discovered' ORDER BY id DESC LIMIT 1)")))
-                .bind(target)
-                .bind(to_ms(now))
-                .fetch_one(&mut *self)
-                .await?;
-                Ok(TargetSummary {
-                    newest_recovery_point: newest.map(from_ms),
-                    restorable_backups: u64::try_from(count).unwrap_or(0),
-                    restorable_until: until.map(from_ms),
-                    last_success: last_success.map(from_ms),
-                    last_attempt: last_attempt.map(from_ms),
-                })
             }
 
             async fn durations_of(&mut self, target: &str, limit: u32) -> Result<Vec<Duration>, sqlx::Error> {
@@ -623,7 +539,7 @@ macro_rules! bookkeeping {
                     _,
                     (String, Option<i64>, i64, Option<i64>, Option<i64>, Option<i64>),
                 >(sqlx::AssertSqlSafe(sql))
-                .persistent(false);
+                .persistent(targets.len() == 1);
                 for target in targets {
                     query = query.bind(*target);
                 }
@@ -726,12 +642,13 @@ macro_rules! bookkeeping {
                 Ok(answers)
             }
 
-            async fn end_all(
+            async fn close_all(
                 &mut self,
-                ends: &[(usize, &EndBackup)],
-            ) -> Result<Vec<(usize, Result<Ended, CatalogError>)>, sqlx::Error> {
-                if ends.is_empty() {
-                    return Ok(Vec::new());
+                closes: &[(i64, &Finish)],
+                released: &[i64],
+            ) -> Result<std::collections::HashSet<i64>, sqlx::Error> {
+                if closes.is_empty() {
+                    return Ok(std::collections::HashSet::new());
                 }
                 // A backup that never got accepted leaves no artifact: its claimed name is released. One that was
                 // accepted keeps the name, so reconciliation never imports what its operation left behind.
@@ -746,13 +663,12 @@ macro_rules! bookkeeping {
                      FROM (VALUES {}) AS v
                      WHERE backups.id = v.column1 AND backups.status = 'running'
                      RETURNING backups.id",
-                    values(ends.len(), 13, $dialect)
+                    values(closes.len(), 13, $dialect)
                 );
-                let mut close = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).persistent(false);
-                for (_, end) in ends {
-                    let finish = &end.finish;
+                let mut close = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).persistent(closes.len() == 1);
+                for (id, finish) in closes {
                     close = close
-                        .bind(end.id)
+                        .bind(*id)
                         .bind(finish.status.as_str())
                         .bind(finish.accepted_at.map(to_ms))
                         .bind(to_ms(finish.completed_at))
@@ -767,22 +683,35 @@ macro_rules! bookkeeping {
                         .bind(finish.content.as_deref());
                 }
                 let closed: std::collections::HashSet<i64> = close.fetch_all(&mut *self).await?.into_iter().collect();
-                let released: Vec<i64> = ends
-                    .iter()
-                    .filter(|(_, end)| end.operation_saved && closed.contains(&end.id))
-                    .map(|(_, end)| end.id)
-                    .collect();
+                let released: Vec<i64> = released.iter().copied().filter(|id| closed.contains(id)).collect();
                 if !released.is_empty() {
                     let sql = format!(
                         "DELETE FROM operations WHERE backup_id IN (SELECT column1 FROM (VALUES {}) AS v)",
                         values(released.len(), 1, $dialect)
                     );
-                    let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(released.len() == 1);
                     for id in &released {
                         delete = delete.bind(*id);
                     }
                     delete.execute(&mut *self).await?;
                 }
+                Ok(closed)
+            }
+
+            async fn end_all(
+                &mut self,
+                ends: &[(usize, &EndBackup)],
+            ) -> Result<Vec<(usize, Result<Ended, CatalogError>)>, sqlx::Error> {
+                if ends.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let closes: Vec<(i64, &Finish)> = ends.iter().map(|(_, end)| (end.id, &end.finish)).collect();
+                let saved: Vec<i64> = ends
+                    .iter()
+                    .filter(|(_, end)| end.operation_saved)
+                    .map(|(_, end)| end.id)
+                    .collect();
+                let closed = self.close_all(&closes, &saved).await?;
                 let used: Vec<(&str, i64)> = ends
                     .iter()
                     .filter(|(_, end)| end.finish.status == Status::Succeeded && closed.contains(&end.id))

@@ -394,7 +394,7 @@ impl Catalog {
         each!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
             tx.fence(self, Fence::Backup(id)).await?;
-            if !tx.close_running(id, finish, true).await? {
+            if !tx.close_all(&[(id, finish)], &[id]).await?.contains(&id) {
                 // Another writer closed this record (it can only be `running` while this attempt owns it).
                 return Err(CatalogError::Conflict {
                     id,
@@ -852,7 +852,8 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<TargetSummary, CatalogError> {
         each!(&self.pool, |pool| {
-            Ok(pool.acquire().await?.summary_of(target, now).await?)
+            let mut found = pool.acquire().await?.summaries_of(&[target], now).await?;
+            Ok(found.pop().map(|(_, summary)| summary).unwrap_or_default())
         })
     }
 

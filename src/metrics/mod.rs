@@ -668,3 +668,97 @@ impl Metrics {
         &self.dispatch_lateness
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RestoreTrigger;
+
+    fn lines_of<'a>(text: &'a str, target: &str) -> Vec<&'a str> {
+        let label = format!("target=\"{target}\"");
+        text.lines().filter(|line| line.contains(&label)).collect()
+    }
+
+    #[test]
+    fn a_target_gets_only_the_series_it_can_produce() {
+        let metrics = Metrics::new();
+        // A command target on a schedule, with a drill.
+        metrics.register_target(
+            "db",
+            "command",
+            3600.0,
+            &[Trigger::Schedule, Trigger::Rpo],
+            true,
+        );
+        metrics.register_restores("db", None, Some(86_400.0), None);
+        // A stamp in watch mode: rpod starts none of its backups and deletes none.
+        metrics.register_target("stamp", "azure_stack_infra", 3600.0, &[], false);
+        metrics.register_restores("stamp", None, None, None);
+        let text = metrics.render();
+
+        let db = lines_of(&text, "db");
+        let backups = db
+            .iter()
+            .filter(|l| l.starts_with("rpod_backups_total{"))
+            .count();
+        assert_eq!(backups, 6, "schedule and rpo, three outcomes each: {db:#?}");
+        assert!(
+            db.iter()
+                .any(|l| l.starts_with("rpod_backups_pruned_total{"))
+        );
+        let restores: Vec<_> = db
+            .iter()
+            .filter(|l| l.starts_with("rpod_restores_total{"))
+            .collect();
+        assert_eq!(
+            restores.len(),
+            3,
+            "the drill's three outcomes: {restores:#?}"
+        );
+        assert!(
+            restores
+                .iter()
+                .all(|l| l.contains("trigger=\"drill\"") && l.ends_with(" 0"))
+        );
+        assert!(
+            !db.iter()
+                .any(|l| l.starts_with("rpod_backup_duration_seconds")),
+            "no histogram before a backup"
+        );
+
+        let stamp = lines_of(&text, "stamp");
+        assert!(
+            !stamp.iter().any(|l| l.starts_with("rpod_backups_total{")),
+            "{stamp:#?}"
+        );
+        assert!(
+            !stamp
+                .iter()
+                .any(|l| l.starts_with("rpod_backups_pruned_total{"))
+        );
+        assert!(!stamp.iter().any(|l| l.starts_with("rpod_restores_total{")));
+        assert!(
+            stamp
+                .iter()
+                .any(|l| l.starts_with("rpod_target_info{kind=\"azure_stack_infra\""))
+        );
+
+        // A manual restore's series appears with the first one; a backup brings the histogram.
+        metrics.restore_finished("db", RestoreTrigger::Manual, "succeeded", Some(3.0));
+        metrics.backup_finished("db", Trigger::Schedule, "succeeded", 42.0);
+        let text = metrics.render();
+        assert!(text.contains(
+            "rpod_restores_total{outcome=\"succeeded\",target=\"db\",trigger=\"manual\"} 1"
+        ));
+        assert!(text.contains(
+            "rpod_backups_total{outcome=\"succeeded\",target=\"db\",trigger=\"schedule\"} 1"
+        ));
+        assert!(text.contains("rpod_backup_duration_seconds_bucket{target=\"db\",le=\"60\"} 1"));
+        assert!(text.contains("rpod_backup_duration_seconds_bucket{target=\"db\",le=\"10\"} 0"));
+        assert!(text.contains("rpod_backup_duration_seconds_count{target=\"db\"} 1"));
+
+        // A removed target loses every series.
+        metrics.unregister_target("db", "command");
+        assert!(lines_of(&metrics.render(), "db").is_empty());
+    }
+}

@@ -187,6 +187,13 @@ async fn scheduled_command_backups_land_in_the_directory_and_everything_agrees()
         .lines()
         .find(|l| l.starts_with("rpod_backup_duration_seconds_count{target=\"data\"}"));
     assert!(durations.is_some(), "duration histogram per target");
+    // The first reconciliation ran at start, beside the scheduler, and says when it ended and how long it took.
+    let reconciled = eventually(Duration::from_secs(5), "a reconciliation pass", || async {
+        let m = app.metrics().await;
+        (m.value("rpod_last_reconciliation_timestamp_seconds", &[]) > 0.0).then_some(m)
+    })
+    .await;
+    assert!(reconciled.value("rpod_reconciliation_duration_seconds", &[]) >= 0.0);
 
     let targets = app.get_json("/api/v1/targets").await;
     assert_eq!(targets[0]["name"], "data");
